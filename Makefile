@@ -1,0 +1,45 @@
+# Two commands do everything on a fresh machine with only Python and make:
+#   make serve   virtualenv + `spl init` if there is no home yet + daemon on 127.0.0.1:9100
+#   make test    virtualenv + ruff + mypy --strict + pytest
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SOURCES := kernel runtime actors transport cli
+PORT ?= 9100
+
+.PHONY: serve test lint types pytest bench clean venv
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+serve: $(STAMP)
+	@$(BIN)/spl init --if-missing
+	$(BIN)/spl serve --port $(PORT) --insecure-localhost
+
+lint: $(STAMP)
+	$(BIN)/ruff check $(SOURCES) tests soak
+	$(BIN)/ruff format --check $(SOURCES) tests soak
+
+# mypy cannot follow setuptools' editable finder, so it checks a tree of links that
+# spells the `spl.*` import names (build/typecheck/spl/<folder> -> <folder>).
+types: $(STAMP)
+	@mkdir -p build/typecheck/spl
+	@for d in $(SOURCES); do ln -sfn "$(CURDIR)/$$d" build/typecheck/spl/$$d; done
+	MYPYPATH=build/typecheck $(BIN)/mypy -p spl
+
+pytest: $(STAMP)
+	$(BIN)/pytest -q
+
+test: lint types pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m soak.emit_bench
+
+clean:
+	rm -rf $(VENV) build .mypy_cache .pytest_cache .ruff_cache

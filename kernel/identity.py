@@ -1,0 +1,135 @@
+"""Ed25519 identities in W3C ``did:key`` form, and record/manifest signatures.
+
+Spec §15.12: a record's ``sig`` is Ed25519 over the 32 raw bytes of its id, encoded
+base64url without padding; ``signer`` is the DID of the instance that first accepted it:
+``did:key:z`` + base58-btc(0xed 0x01 + 32 public-key bytes).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+import nacl.exceptions
+import nacl.signing
+
+__all__ = [
+    "ED25519_MULTICODEC",
+    "Identity",
+    "b64url_decode",
+    "b64url_encode",
+    "did_from_public_key",
+    "public_key_from_did",
+    "verify_record_signature",
+    "verify_signature",
+]
+
+ED25519_MULTICODEC = b"\xed\x01"
+_BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+_BASE58_INDEX = {char: index for index, char in enumerate(_BASE58)}
+
+
+def b64url_encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: str) -> bytes:
+    """Decode unpadded base64url; raises ValueError on anything else."""
+    if not isinstance(text, str) or not text.isascii():
+        raise ValueError("not base64url")
+    padded = text + "=" * (-len(text) % 4)
+    return base64.urlsafe_b64decode(padded.encode("ascii"))
+
+
+def _base58_encode(data: bytes) -> str:
+    number = int.from_bytes(data, "big")
+    digits = []
+    while number:
+        number, remainder = divmod(number, 58)
+        digits.append(_BASE58[remainder])
+    leading_zeros = len(data) - len(data.lstrip(b"\0"))
+    return "1" * leading_zeros + "".join(reversed(digits))
+
+
+def _base58_decode(text: str) -> bytes:
+    number = 0
+    for char in text:
+        if char not in _BASE58_INDEX:
+            raise ValueError(f"invalid base58 character {char!r}")
+        number = number * 58 + _BASE58_INDEX[char]
+    body = number.to_bytes((number.bit_length() + 7) // 8, "big") if number else b""
+    leading_ones = len(text) - len(text.lstrip("1"))
+    return b"\0" * leading_ones + body
+
+
+def did_from_public_key(public_key: bytes) -> str:
+    """The ``did:key`` of a 32-byte Ed25519 public key."""
+    if len(public_key) != 32:
+        raise ValueError("an Ed25519 public key is 32 bytes")
+    return "did:key:z" + _base58_encode(ED25519_MULTICODEC + public_key)
+
+
+def public_key_from_did(did: str) -> bytes:
+    """The Ed25519 public key inside a ``did:key``; raises ValueError for anything else."""
+    if not isinstance(did, str) or not did.startswith("did:key:z"):
+        raise ValueError("only did:key:z… (Ed25519) signers can be verified")
+    decoded = _base58_decode(did[len("did:key:z") :])
+    if len(decoded) != 34 or not decoded.startswith(ED25519_MULTICODEC):
+        raise ValueError("did:key does not hold an Ed25519 public key")
+    return decoded[2:]
+
+
+def verify_signature(did: str, message: bytes, signature_b64: str) -> bool:
+    """True when ``signature_b64`` is a valid Ed25519 signature of ``message`` by ``did``."""
+    try:
+        key = nacl.signing.VerifyKey(public_key_from_did(did))
+        key.verify(message, b64url_decode(signature_b64))
+    except (ValueError, TypeError, nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError):
+        return False
+    return True
+
+
+def verify_record_signature(record_id: str, signer: str, sig: str) -> bool:
+    """Check a record's ``sig`` (over the raw id bytes) against its ``signer``."""
+    try:
+        id_bytes = bytes.fromhex(record_id)
+    except (ValueError, TypeError):
+        return False
+    if len(id_bytes) != 32:
+        return False
+    return verify_signature(signer, id_bytes, sig)
+
+
+class Identity:
+    """An instance's Ed25519 keypair and the DID derived from it."""
+
+    def __init__(self, seed: bytes) -> None:
+        if len(seed) != 32:
+            raise ValueError("an Ed25519 seed is 32 bytes")
+        self._signing_key = nacl.signing.SigningKey(seed)
+        self.public_key = bytes(self._signing_key.verify_key)
+        self.did = did_from_public_key(self.public_key)
+
+    @classmethod
+    def generate(cls) -> Identity:
+        return cls(bytes(nacl.signing.SigningKey.generate()))
+
+    @property
+    def seed(self) -> bytes:
+        """The private seed. Never log it; it is written only to a 0600 file or a bundle."""
+        return bytes(self._signing_key)
+
+    @property
+    def fingerprint(self) -> str:
+        """A short, public handle for the key (SHA-256 of the public key, 16 hex)."""
+        return hashlib.sha256(self.public_key).hexdigest()[:16]
+
+    def sign(self, message: bytes) -> str:
+        """Ed25519 signature of ``message``, base64url without padding."""
+        return b64url_encode(self._signing_key.sign(message).signature)
+
+    def sign_record_id(self, record_id: str) -> str:
+        return self.sign(bytes.fromhex(record_id))
+
+    def __repr__(self) -> str:  # never show the seed
+        return f"Identity(did={self.did!r})"
