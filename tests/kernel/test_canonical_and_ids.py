@@ -86,10 +86,13 @@ def test_v3_integral_floats_unicode_and_parent_order() -> None:
 
 def test_v4_control_characters_emoji_and_float_forms() -> None:
     body = canonical_json(V4["body"])
-    assert body == (
-        '{"_v":1,"big":1000000000000000000000,"ctl":"\\u0007","emoji":"🎵","kind":"x.test.sample",'
-        '"name":"Zoë","neg":-2.5,"q":"say \\"hi\\"","small":0.1,"tab":"a\\tb","tiny":1e-07}'
-    ).encode()
+    assert (
+        body
+        == (
+            '{"_v":1,"big":1000000000000000000000,"ctl":"\\u0007","emoji":"🎵","kind":"x.test.sample",'
+            '"name":"Zoë","neg":-2.5,"q":"say \\"hi\\"","small":0.1,"tab":"a\\tb","tiny":1e-07}'
+        ).encode()
+    )
     assert len(canonical_json(V4)) == 390
     assert validate_envelope(V4).id == "4ca09572378113aeb973817cc1eb9305ffcc140053c636c3c90f4f236b5f3f8d"
 
