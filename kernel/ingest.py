@@ -67,9 +67,7 @@ def load_writer_state(connection: apsw.Connection) -> WriterState:
 
 
 def _existing(connection: apsw.Connection, record_id: str) -> StoredRecord | None:
-    for seq, thread, text in connection.execute(
-        "SELECT seq, thread, json FROM records WHERE id = ?", (record_id,)
-    ):
+    for seq, thread, text in connection.execute("SELECT seq, thread, json FROM records WHERE id = ?", (record_id,)):
         return StoredRecord(int(seq), record_id, thread, text)
     return None
 
@@ -146,9 +144,7 @@ def commit_batch(
     now = clock()
     connection.execute("BEGIN IMMEDIATE")
     try:
-        outcomes = [
-            [_apply_one(connection, candidate, state, now) for candidate in batch] for batch in batches
-        ]
+        outcomes = [[_apply_one(connection, candidate, state, now) for candidate in batch] for batch in batches]
         if extra is not None:
             extra(connection, outcomes)
         connection.execute("COMMIT")

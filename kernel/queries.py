@@ -61,9 +61,7 @@ def records_after(connection: apsw.Connection, thread: str, after_seq: int, limi
 
 
 def get_record(connection: apsw.Connection, record_id: str) -> StoredRecord | None:
-    for seq, thread, text in connection.execute(
-        "SELECT seq, thread, json FROM records WHERE id = ?", (record_id,)
-    ):
+    for seq, thread, text in connection.execute("SELECT seq, thread, json FROM records WHERE id = ?", (record_id,)):
         return StoredRecord(int(seq), record_id, thread, text)
     return None
 

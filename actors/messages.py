@@ -1,0 +1,96 @@
+"""Messages exchanged between the daemon's actors (msgspec Structs, one module).
+
+Each actor's inbox carries one tagged union; a reply travels back through a
+:class:`Reply`, a one-shot slot the sender awaits (the actor never blocks on it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+import msgspec
+import trio
+
+from spl.kernel.errors import Unavailable
+from spl.kernel.ingest import Candidate, Outcome
+from spl.kernel.store import StoredRecord
+
+__all__ = ["Committed", "FoldQuery", "Ingest", "Reply", "Subscribe", "Transact", "Unsubscribe"]
+
+T = TypeVar("T")
+
+
+class Reply(Generic[T]):
+    """A one-shot answer: the actor calls ``set``/``fail`` once, the requester awaits ``get``."""
+
+    __slots__ = ("_error", "_event", "_value")
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+        self._value: T | None = None
+        self._error: BaseException | None = None
+
+    def set(self, value: T) -> None:
+        if not self._event.is_set():
+            self._value = value
+            self._event.set()
+
+    def fail(self, error: BaseException) -> None:
+        if not self._event.is_set():
+            self._error = error
+            self._event.set()
+
+    @property
+    def done(self) -> bool:
+        return self._event.is_set()
+
+    async def get(self) -> T:
+        await self._event.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]
+
+
+def unavailable(what: str) -> Unavailable:
+    return Unavailable(f"{what} is restarting or shutting down; retry in a moment", code="STORE_UNAVAILABLE")
+
+
+class Ingest(msgspec.Struct, frozen=True, tag=True):
+    """Commit these candidates (one request's worth) and answer with one outcome each."""
+
+    candidates: Sequence[Candidate]
+    reply: Reply[list[Outcome]]
+
+
+class Transact(msgspec.Struct, frozen=True, tag=True):
+    """Run ``work`` on the write connection inside one transaction (tokens, pair cursors)."""
+
+    work: Callable[[Any], Any]
+    reply: Reply[Any]
+
+
+class Committed(msgspec.Struct, frozen=True, tag=True):
+    """Records that just committed, in sequence order: fan-out to folds and watchers."""
+
+    records: Sequence[StoredRecord]
+
+
+class FoldQuery(msgspec.Struct, frozen=True, tag=True):
+    thread: str
+    reply: Reply[dict[str, Any] | None]
+
+
+class Subscribe(msgspec.Struct, frozen=True, tag=True):
+    subscription: Any  # actors.hub.Subscription
+    reply: Reply[bool]
+
+
+class Unsubscribe(msgspec.Struct, frozen=True, tag=True):
+    subscription: Any
+
+
+class CloseAll(msgspec.Struct, frozen=True, tag=True):
+    """The daemon is stopping: end every live stream with ``server_shutdown``."""
+
+    reason: str = "server_shutdown"

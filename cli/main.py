@@ -1,0 +1,241 @@
+"""The ``spl`` command line (typer).
+
+Server commands (init, serve, status, version) live here; each further group has its own
+module (``cli/records.py``, ``cli/admin.py`` …) registered at the bottom. Read commands
+take ``-o json``; ``SYNCROPEL_HOME``, ``SPL_SERVE_URL`` and ``SPL_TOKEN`` are honoured.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from spl.cli.client import CliError, DaemonClient
+from spl.cli.output import emit_json
+from spl.kernel.manifest import VERSION
+from spl.runtime.home import Home, HomeError
+
+__all__ = ["OUTPUT", "app", "home", "run"]
+
+app = typer.Typer(
+    name="spl",
+    help="spl: a Syncropel daemon (steward) and its control commands.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+OUTPUT = typer.Option("text", "-o", "--output", help="Output format: text or json.")
+
+
+def home() -> Home:
+    return Home.resolve()
+
+
+def wants_json(output: str) -> bool:
+    if output not in ("text", "json"):
+        raise CliError(f"unknown output format {output!r}; use -o text or -o json")
+    return output == "json"
+
+
+@app.command()
+def version(output: str = OUTPUT) -> None:
+    """Print the spl version."""
+    if wants_json(output):
+        emit_json({"version": VERSION, "python": sys.version.split()[0]})
+    else:
+        typer.echo(f"spl {VERSION}")
+
+
+@app.command()
+def init(
+    force: bool = typer.Option(False, "--force", help="Replace an existing identity (records are kept)."),
+    if_missing: bool = typer.Option(False, "--if-missing", help="Do nothing when the home already exists."),
+    output: str = OUTPUT,
+) -> None:
+    """Create $SYNCROPEL_HOME (default ~/.syncro): identity, config, store, admin credential."""
+    from spl.runtime.setup import initialise
+
+    result = initialise(home(), force=force, if_missing=if_missing)
+    if wants_json(output):
+        emit_json({"did": result.did, "home": result.home, "created": result.created})
+    elif result.created:
+        typer.echo(f"initialised {result.home}\n  did: {result.did}")
+    else:
+        typer.echo(f"using existing home {result.home} ({result.did})")
+
+
+def _configure_logging(level: str, log_file: Path | None) -> None:
+    handler: logging.Handler
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(log_file)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _running_pid(h: Home) -> int | None:
+    text = h.read_secret(h.pid_path)
+    if text and text.isdigit() and _pid_alive(int(text)):
+        return int(text)
+    return None
+
+
+def _stop_daemon(h: Home, timeout: float = 20.0) -> None:
+    pid = _running_pid(h)
+    if pid is None:
+        typer.echo("no spl daemon is running for this home")
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _pid_alive(pid):
+            typer.echo(f"stopped spl daemon (pid {pid})")
+            return
+        time.sleep(0.1)
+    raise CliError(f"daemon pid {pid} did not stop within {timeout:.0f}s; send SIGTERM again to exit at once")
+
+
+def _detach(h: Home, argv: list[str]) -> None:
+    """Start the daemon in the background, logging to logs/spl.log; wait until it serves."""
+    if _running_pid(h) is not None:
+        raise CliError(f"a daemon already runs for {h.root} (pid {_running_pid(h)}); stop it with `spl serve --stop`")
+    h.log_path.parent.mkdir(parents=True, exist_ok=True)
+    h.pid_path.unlink(missing_ok=True)
+    with open(h.log_path, "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "spl.cli.main", *argv, "--log-file", str(h.log_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise CliError(f"the daemon exited at start (status {process.returncode}); see {h.log_path}")
+        if h.read_secret(h.pid_path) == str(process.pid):
+            typer.echo(f"spl daemon started (pid {process.pid}) at {h.read_secret(h.url_path)}; log: {h.log_path}")
+            return
+        time.sleep(0.1)
+    raise CliError(f"the daemon did not become ready within 30s; see {h.log_path}")
+
+
+@app.command()
+def serve(
+    port: int = typer.Option(None, "--port", "-p", help="TCP port (default: config, 9100)."),
+    host: str = typer.Option(None, "--host", help="Bind address (default 127.0.0.1; 0.0.0.0 for other machines)."),
+    daemon: bool = typer.Option(False, "--daemon", help="Detach; pid in run/spl.pid, log in logs/spl.log."),
+    stop: bool = typer.Option(False, "--stop", help="Stop the detached daemon of this home."),
+    insecure_localhost: bool = typer.Option(
+        False, "--insecure-localhost", help="Bind 127.0.0.1 only and turn authentication off (local development)."
+    ),
+    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+    log_file: Path = typer.Option(None, "--log-file", hidden=True),
+) -> None:
+    """Run the daemon (foreground by default)."""
+    h = home()
+    if stop:
+        _stop_daemon(h)
+        return
+    config = h.load_config()
+    if daemon:
+        argv = ["serve", "--log-level", log_level]
+        if port is not None:
+            argv += ["--port", str(port)]
+        if host is not None:
+            argv += ["--host", host]
+        if insecure_localhost:
+            argv.append("--insecure-localhost")
+        _detach(h, argv)
+        return
+    import trio
+
+    from spl.runtime.daemon import Daemon, ServeOptions
+
+    _configure_logging(log_level, log_file)
+    options = ServeOptions(
+        host=host or config.host,
+        port=config.port if port is None else port,
+        insecure_localhost=insecure_localhost,
+    )
+    if insecure_localhost and host not in (None, "127.0.0.1", "localhost"):
+        typer.echo("warning: --insecure-localhost binds 127.0.0.1 only; ignoring --host", err=True)
+    trio.run(Daemon(h, options).run)
+
+
+@app.command()
+def status(output: str = OUTPUT, url: str = typer.Option(None, "--url", help="Daemon URL.")) -> None:
+    """Show the daemon's health, identity and supervision tree."""
+    client = DaemonClient.for_home(home(), url)
+    payload: dict[str, Any] = client.get("/v1/status")
+    if wants_json(output):
+        emit_json(payload)
+        return
+    typer.echo(f"spl daemon at {payload['endpoint_url']}  ({'auth on' if payload['auth_required'] else 'auth off'})")
+    typer.echo(f"  did:       {payload['instance_did']}")
+    typer.echo(f"  home:      {payload['home']}")
+    typer.echo(f"  records:   {payload['sequence']} (head sequence)")
+    typer.echo(f"  uptime:    {payload['uptime_secs']:.0f}s")
+    typer.echo("Supervision")
+    _print_tree(payload.get("supervision") or {}, "  ")
+
+
+def _print_tree(snapshot: dict[str, Any], indent: str) -> None:
+    for child in snapshot.get("children", []):
+        extra = f", restarts {child['restarts']}" if child.get("restarts") else ""
+        error = f", last error: {child['last_error']}" if child.get("last_error") else ""
+        typer.echo(f"{indent}{child['id']:<16} {child['state']}{extra}{error}")
+        if child.get("children"):
+            _print_tree(child["children"], indent + "  ")
+
+
+def run() -> None:
+    """Console-script entry point: turn expected failures into one-line errors."""
+    from spl.cli import admin, records  # noqa: F401  (registers command groups)
+
+    try:
+        app(standalone_mode=False)
+    except (CliError, HomeError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,64 @@
+"""``spl init``: create an instance home — identity, config, store and the admin credential."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from spl.kernel import tokens
+from spl.kernel.identity import Identity
+from spl.kernel.store import connect_writer
+from spl.runtime.home import Home, HomeError
+from spl.transport.auth import insert_token, new_token_info
+
+__all__ = ["InitResult", "initialise", "rotate_identity"]
+
+
+@dataclass(frozen=True)
+class InitResult:
+    did: str
+    home: str
+    created: bool  # False: the home existed and was left alone
+
+
+def _mint_admin(home: Home) -> None:
+    """The local CLI's credential: an admin token whose plaintext only lives in a 0600 file."""
+    minted = tokens.mint("local", "sa_local_admin")
+    connection = connect_writer(home.db_path)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("UPDATE tokens SET revoked_at = strftime('%s','now') WHERE sa_id = 'sa_local_admin'")
+        insert_token(connection, new_token_info(minted, "local admin (spl init)", ["admin"]))
+        connection.execute("COMMIT")
+    finally:
+        connection.close()
+    home.save_secret(home.admin_token_path, minted.plaintext)
+
+
+def initialise(home: Home, *, force: bool = False, if_missing: bool = False) -> InitResult:
+    """Create the home. An existing home is an error unless ``force`` (new identity) or ``if_missing``."""
+    if home.exists():
+        if if_missing:
+            return InitResult(home.load_config().did, str(home.root), created=False)
+        if not force:
+            raise HomeError(
+                f"{home.root} is already initialised; pass --force to replace its identity "
+                "(records are kept), or set SYNCROPEL_HOME to use another home"
+            )
+    home.root.mkdir(parents=True, exist_ok=True)
+    for sub in ("keys", "secrets", "run", "logs"):
+        (home.root / sub).mkdir(exist_ok=True)
+    identity = Identity.generate()
+    home.save_identity(identity)
+    home.save_config(home.new_config(identity))
+    _mint_admin(home)
+    return InitResult(identity.did, str(home.root), created=True)
+
+
+def rotate_identity(home: Home) -> str:
+    """A new keypair for an existing home (``spl identity generate``); records keep their old signer."""
+    config = home.load_config()
+    identity = Identity.generate()
+    home.save_identity(identity)
+    config.did = identity.did
+    home.save_config(config)
+    return identity.did

@@ -1,0 +1,140 @@
+"""Authentication: who is calling and what they may do (spec §6, §15.1, §15.14).
+
+Tokens arrive as ``x-api-key: <token>`` or ``Authorization: Bearer <token>``. The book
+keeps token metadata in memory (loaded from the store at start, updated on mint and
+revoke) so a request's check is a dictionary lookup; plaintext tokens are never stored.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import apsw
+
+from spl.kernel import tokens
+from spl.kernel.errors import AuthRequired, ScopeForbidden
+
+__all__ = ["Caller", "TokenBook", "TokenInfo", "insert_token", "load_tokens", "revoke_token"]
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    token_id: str
+    env: str
+    sa_id: str
+    label: str
+    scopes: frozenset[str]
+    created_at: float
+    revoked_at: float | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "object": "token",
+            "token_id": self.token_id,
+            "env": self.env,
+            "service_account_id": self.sa_id,
+            "label": self.label,
+            "scopes": sorted(self.scopes),
+            "created_at": self.created_at,
+            "revoked_at": self.revoked_at,
+            "status": "revoked" if self.revoked_at else "active",
+        }
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated principal of one request (or the anonymous one when auth is off)."""
+
+    authenticated: bool
+    scopes: frozenset[str]
+    token: TokenInfo | None = None
+
+
+ANONYMOUS_ADMIN = Caller(authenticated=False, scopes=frozenset({"admin"}))
+ANONYMOUS = Caller(authenticated=False, scopes=frozenset())
+
+
+def load_tokens(connection: apsw.Connection) -> list[TokenInfo]:
+    rows = connection.execute(
+        "SELECT token_id, env, sa_id, label, scopes, created_at, revoked_at FROM tokens ORDER BY created_at"
+    )
+    return [
+        TokenInfo(tid, env, sa, label, frozenset(json.loads(scopes)), created, revoked)
+        for tid, env, sa, label, scopes, created, revoked in rows
+    ]
+
+
+def insert_token(connection: apsw.Connection, info: TokenInfo) -> None:
+    connection.execute(
+        "INSERT INTO tokens(token_id, env, sa_id, label, scopes, created_at, revoked_at) VALUES (?,?,?,?,?,?,NULL)",
+        (info.token_id, info.env, info.sa_id, info.label, json.dumps(sorted(info.scopes)), info.created_at),
+    )
+
+
+def revoke_token(connection: apsw.Connection, token_id: str, now: float) -> bool:
+    connection.execute("UPDATE tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL", (now, token_id))
+    return connection.changes() > 0
+
+
+def new_token_info(minted: tokens.MintedToken, label: str, scopes: list[str]) -> TokenInfo:
+    return TokenInfo(minted.token_id, minted.env, minted.sa_id, label, frozenset(scopes), time.time())
+
+
+class TokenBook:
+    def __init__(self, infos: list[TokenInfo] | None = None) -> None:
+        self._by_id: dict[str, TokenInfo] = {}
+        for info in infos or []:
+            self.remember(info)
+
+    def remember(self, info: TokenInfo) -> None:
+        self._by_id[info.token_id] = info
+
+    def forget(self, token_id: str, revoked_at: float) -> None:
+        info = self._by_id.get(token_id)
+        if info is not None:
+            self._by_id[token_id] = TokenInfo(
+                info.token_id, info.env, info.sa_id, info.label, info.scopes, info.created_at, revoked_at
+            )
+
+    def get(self, token_id: str) -> TokenInfo | None:
+        return self._by_id.get(token_id)
+
+    def listing(self) -> list[TokenInfo]:
+        return sorted(self._by_id.values(), key=lambda info: info.created_at)
+
+    def authenticate(self, presented: str | None) -> Caller:
+        """Resolve a presented token; raises 401 with a message that names the fix."""
+        if not presented:
+            raise AuthRequired(
+                "authentication required: send a token in the x-api-key header or as "
+                "'Authorization: Bearer <token>' (mint one with `spl token mint --scopes records:read,records:write`)"
+            )
+        parsed = tokens.parse(presented)
+        info = self._by_id.get(parsed.token_id) if parsed is not None else None
+        if info is None or parsed is None or info.sa_id != parsed.sa_id:
+            raise AuthRequired("the token is not recognised by this instance; check it or mint a new one")
+        if info.revoked_at is not None:
+            raise AuthRequired("the token was revoked; mint a new one with `spl token mint`", code="TOKEN_REVOKED")
+        return Caller(authenticated=True, scopes=info.scopes, token=info)
+
+
+def require(caller: Caller, scope: str) -> None:
+    if not tokens.allows(caller.scopes, scope):
+        raise ScopeForbidden(
+            f"this token lacks the '{scope}' scope; mint one that has it: `spl token mint --scopes {scope}`"
+        )
+
+
+def presented_token(headers: Any) -> str | None:
+    api_key = headers.get("x-api-key")
+    if api_key:
+        return str(api_key).strip()
+    authorization = headers.get("authorization")
+    if authorization:
+        scheme, _, value = str(authorization).partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    return None

@@ -1,0 +1,52 @@
+"""Request parsing helpers shared by the route modules: JSON bodies and query parameters."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from quart import request
+
+from spl.kernel.errors import InvalidRequest, PayloadTooLarge
+
+__all__ = ["int_arg", "json_body"]
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+async def json_body(limit: int) -> Any:
+    """The request body parsed as strict JSON (no NaN/Infinity), or a 400/413 naming the fix."""
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"request body is larger than {limit} bytes; send smaller records (serve.max_body_bytes)")
+    raw = await request.get_data(cache=False)
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8")
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"request body is larger than {limit} bytes; send smaller records (serve.max_body_bytes)")
+    if not raw.strip():
+        raise InvalidRequest("request body is empty; send a JSON object", code="INVALID_JSON")
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=_no_constants)
+    except UnicodeDecodeError:
+        raise InvalidRequest("request body is not UTF-8; send UTF-8 encoded JSON", code="INVALID_JSON") from None
+    except (ValueError, RecursionError) as exc:
+        raise InvalidRequest(
+            f"request body is not valid JSON ({exc}); send a JSON object", code="INVALID_JSON"
+        ) from None
+
+
+def int_arg(name: str, default: int | None, *, minimum: int = 0, maximum: int | None = None) -> int | None:
+    """An integer query parameter, bounded; a 400 naming the parameter when it is not."""
+    value = request.args.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise InvalidRequest(f"query parameter '{name}' must be an integer", code="INVALID_PARAMETER") from None
+    if number < minimum or (maximum is not None and number > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+        raise InvalidRequest(f"query parameter '{name}' must be {bound}", code="INVALID_PARAMETER")
+    return number

@@ -1,0 +1,123 @@
+"""Thread routes: listing, fold state, records, and the live SSE watch (spec §3.7, §15.11)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import trio
+from quart import Response, request
+from quart_trio import QuartTrio
+
+from spl.kernel import queries
+from spl.kernel.errors import NotFound
+from spl.kernel.record import validate_thread
+from spl.kernel.store import StoredRecord
+from spl.transport import sse
+from spl.transport.auth import require
+from spl.transport.requests import int_arg
+from spl.transport.routes_records import MAX_LIMIT, list_response
+from spl.transport.services import Services
+
+__all__ = ["register"]
+
+REPLAY_PAGE = 500
+
+
+def register(app: QuartTrio, services: Services) -> None:
+    from spl.transport.app import json_response
+
+    @app.get("/v1/threads")
+    async def list_threads() -> Response:
+        require(request.caller, "records:read")  # type: ignore[attr-defined]
+        limit = int_arg("limit", 100, minimum=1, maximum=MAX_LIMIT) or 100
+        namespace = request.args.get("namespace") or None
+        threads = await services.read(queries.list_threads, limit=limit, namespace=namespace)
+        return json_response({"object": "list", "data": threads})
+
+    @app.get("/v1/threads/<thread>")
+    async def show_thread(thread: str) -> Response:
+        require(request.caller, "records:read")  # type: ignore[attr-defined]
+        validate_thread(thread)
+        summary = await services.read(queries.thread_summary, thread)
+        if summary is None:
+            raise NotFound(f"thread {thread} has no records on this instance")
+        fold = await services.folds.query(thread)
+        return json_response({**summary, **(fold or {})})
+
+    @app.get("/v1/threads/<thread>/records")
+    async def thread_records(thread: str) -> Response:
+        require(request.caller, "records:read")  # type: ignore[attr-defined]
+        validate_thread(thread)
+        limit = int_arg("limit", 100, minimum=1, maximum=MAX_LIMIT) or 100
+        since = int_arg("since", None)
+        records = await services.read(queries.thread_records, thread, since_clock=since, limit=limit)
+        return list_response(records)
+
+    @app.get("/v1/threads/<thread>/watch")
+    async def watch(thread: str) -> Response:
+        require(request.caller, "records:read")  # type: ignore[attr-defined]
+        validate_thread(thread)
+        header = request.headers.get("last-event-id")
+        cursor = sse.parse_cursor(header)
+        since_clock = int_arg("since_clock", None) if header is None else None
+        if header is not None and cursor is None:
+            cursor = 0  # garbage cursor: replay the thread from its start (spec §15.11)
+        response = Response(
+            _stream(services, thread, cursor, since_clock),
+            content_type="text/event-stream; charset=utf-8",
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
+        response.timeout = None  # Quart would end the stream after 60 s otherwise
+        return response
+
+
+async def _replay(
+    services: Services, thread: str, cursor: int | None, since_clock: int | None
+) -> AsyncIterator[StoredRecord]:
+    """Stored records after the cursor (or with clock > since_clock), in sequence order."""
+    after = cursor or 0
+    while True:
+        if cursor is not None:
+            page = await services.read(queries.records_after, thread, after, REPLAY_PAGE)
+        else:
+            page = await services.read(
+                queries.list_records, thread=thread, since_clock=since_clock, after_seq=after, limit=REPLAY_PAGE
+            )
+        for record in page:
+            yield record
+        if len(page) < REPLAY_PAGE:
+            return
+        after = page[-1].seq
+
+
+async def _stream(services: Services, thread: str, cursor: int | None, since_clock: int | None) -> AsyncIterator[bytes]:
+    """The SSE body. No cancel scope or nursery is held across a ``yield`` (runtime.md)."""
+    subscription = await services.hub.subscribe(thread)
+    try:
+        last_seq = 0
+        if cursor is not None or since_clock is not None:
+            async for record in _replay(services, thread, cursor, since_clock):
+                last_seq = record.seq
+                yield sse.record_frame(record)
+        heartbeat = services.config.heartbeat_seconds
+        while True:
+            record: StoredRecord | None = None
+            ended = False
+            with trio.move_on_after(heartbeat):
+                try:
+                    record = await subscription.receive.receive()
+                except trio.EndOfChannel:
+                    ended = True
+            if ended:
+                if subscription.lagged:
+                    yield sse.error_frame("lagged", "subscriber fell behind; reconnect with Last-Event-ID to resume")
+                else:
+                    yield sse.shutdown_frame(200)
+                return
+            if record is None:
+                yield sse.heartbeat_frame()
+            elif record.seq > last_seq:
+                last_seq = record.seq
+                yield sse.record_frame(record)
+    finally:
+        services.hub.unsubscribe(subscription)

@@ -1,0 +1,54 @@
+"""What the HTTP front door needs from the daemon, gathered in one object.
+
+Routes never touch actor state directly: they send messages through the clients held
+here (writer, hub, folds) or run read-only queries on the read pool in a worker thread.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import trio
+
+from spl.actors.folds import FoldClient
+from spl.actors.hub import HubClient
+from spl.actors.writer import WriterClient
+from spl.kernel.identity import Identity
+from spl.kernel.store import ReadPool
+from spl.runtime.home import Config, Home
+from spl.transport.auth import TokenBook
+
+__all__ = ["Services"]
+
+T = TypeVar("T")
+
+
+@dataclass
+class Services:
+    home: Home
+    config: Config
+    identity: Identity
+    pool: ReadPool
+    writer: WriterClient
+    hub: HubClient
+    folds: FoldClient
+    tokens: TokenBook
+    auth_required: bool
+    stopping: trio.Event = field(default_factory=trio.Event)
+    started_at: float = field(default_factory=time.time)
+    endpoint: str = "http://127.0.0.1:9100"
+    snapshot: Callable[[], dict[str, Any]] = field(default=lambda: {})
+    head_sequence: Callable[[], int] = field(default=lambda: 0)
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    async def read(self, query: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``query(connection, *args, **kwargs)`` on a pooled read connection, off the trio thread."""
+
+        def run() -> T:
+            with self.pool.connection() as connection:
+                return query(connection, *args, **kwargs)
+
+        return await trio.to_thread.run_sync(run)
