@@ -9,6 +9,7 @@ so streams end with ``server_shutdown`` before the HTTP server cuts them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import trio
@@ -81,7 +82,7 @@ class Hub:
                 del self._by_thread[subscription.thread]
         subscription.send.close()
 
-    def _fan_out(self, records: list[StoredRecord] | tuple[StoredRecord, ...]) -> None:
+    def _fan_out(self, records: Sequence[StoredRecord]) -> None:
         for record in records:
             for subscription in list(self._by_thread.get(record.thread, ())):
                 try:

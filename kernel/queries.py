@@ -34,7 +34,8 @@ def list_records(
     after_seq: int = 0,
     limit: int = 100,
 ) -> list[StoredRecord]:
-    clauses, bindings = ["seq > ?"], [after_seq]
+    clauses: list[str] = ["seq > ?"]
+    bindings: list[Any] = [after_seq]
     if thread is not None:
         clauses.append("thread = ?")
         bindings.append(thread)

@@ -113,7 +113,7 @@ class Home:
     log_path = property(lambda self: self.root / "logs" / "spl.log")
 
     def exists(self) -> bool:
-        return self.config_path.exists() and self.key_path.exists()
+        return bool(self.config_path.exists() and self.key_path.exists())
 
     def load_config(self) -> Config:
         if not self.config_path.exists():

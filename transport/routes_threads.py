@@ -96,9 +96,9 @@ async def _stream(services: Services, thread: str, cursor: int | None, since_clo
     try:
         last_seq = 0
         if cursor is not None or since_clock is not None:
-            async for record in _replay(services, thread, cursor, since_clock):
-                last_seq = record.seq
-                yield sse.record_frame(record)
+            async for stored in _replay(services, thread, cursor, since_clock):
+                last_seq = stored.seq
+                yield sse.record_frame(stored)
         heartbeat = services.config.heartbeat_seconds
         while True:
             record: StoredRecord | None = None

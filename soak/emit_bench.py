@@ -1,0 +1,119 @@
+"""Emit throughput and watch latency against a real daemon, driven by the official SDK.
+
+Run: ``make bench`` (or ``python -m soak.emit_bench [--records N]``). It starts a
+throw-away daemon on 127.0.0.1 (auth off, its own temporary home), then measures:
+
+1. emit throughput with 1 and with 16 concurrent SDK clients (records/s, p50/p99 latency);
+2. watch latency: emit → delivery to an SDK ``subscribe`` callback, one record at a time.
+
+Figures go to stdout as a table and, with ``--json``, as one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from syncropel import Client, Identity
+
+from soak.stats import summary_ms
+from spl.runtime.launcher import DaemonProcess
+
+
+async def emit_run(url: str, clients: int, total: int, thread_prefix: str) -> dict[str, Any]:
+    per_client = total // clients
+    latencies: list[float] = []
+    failures = 0
+
+    async def worker(index: int) -> None:
+        nonlocal failures
+        async with Client(endpoint=url, identity=Identity.static(f"did:bench:client{index}")) as client:
+            thread = f"{thread_prefix}.{index}"
+            for _ in range(per_client):
+                started = time.perf_counter()
+                result = await client.emit(act="PUT", kind="bench.emit.record", body={"n": index}, thread=thread)
+                latencies.append(time.perf_counter() - started)
+                if not result.success:
+                    failures += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(index) for index in range(clients)))
+    elapsed = time.perf_counter() - started
+    done = per_client * clients
+    return {
+        "clients": clients,
+        "records": done,
+        "failures": failures,
+        "seconds": round(elapsed, 3),
+        "records_per_s": round(done / elapsed, 1),
+        **summary_ms(latencies),
+    }
+
+
+async def watch_run(url: str, count: int, thread: str) -> dict[str, Any]:
+    sent: dict[str, float] = {}
+    latencies: list[float] = []
+    opened = asyncio.Event()
+    all_in = asyncio.Event()
+
+    def on_record(record: dict[str, Any]) -> None:
+        seen = time.perf_counter()
+        marker = record.get("body", {}).get("marker")
+        if marker in sent:
+            latencies.append(seen - sent.pop(marker))
+            if len(latencies) == count:
+                all_in.set()
+
+    async with Client(endpoint=url, identity=Identity.static("did:bench:watcher")) as watcher, Client(
+        endpoint=url, identity=Identity.static("did:bench:emitter")
+    ) as emitter:
+        subscription = watcher.subscribe(thread, on_record, on_open=lambda: opened.set())
+        await asyncio.wait_for(opened.wait(), 10)
+        for index in range(count):
+            marker = f"m{index}"
+            sent[marker] = time.perf_counter()
+            result = await emitter.emit(act="PUT", kind="bench.watch.record", body={"marker": marker}, thread=thread)
+            assert result.success, result.error
+            await asyncio.sleep(0.005)  # pacing between emits, not synchronisation
+        await asyncio.wait_for(all_in.wait(), 30)
+        subscription.close()
+    return {"records": count, **summary_ms(latencies)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=4000, help="records per throughput run (default 4000)")
+    parser.add_argument("--watch-records", type=int, default=500, help="records for the watch latency run")
+    parser.add_argument("--json", action="store_true", help="also print one JSON object with every figure")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="spl-bench-") as tmp:
+        daemon = DaemonProcess(Path(tmp) / "home")
+        url = daemon.start(port=0)
+        try:
+            results = {
+                "emit_1_client": asyncio.run(emit_run(url, 1, args.records // 4, "bench.single")),
+                "emit_16_clients": asyncio.run(emit_run(url, 16, args.records, "bench.multi")),
+                "watch": asyncio.run(watch_run(url, args.watch_records, "bench.watch")),
+            }
+        finally:
+            daemon.stop()
+    print("emit throughput (official SDK, loopback, auth off)")
+    for key in ("emit_1_client", "emit_16_clients"):
+        r = results[key]
+        print(
+            f"  {r['clients']:>2} client(s): {r['records_per_s']:>8.1f} records/s  "
+            f"p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  ({r['records']} records, {r['failures']} failed)"
+        )
+    w = results["watch"]
+    print(f"watch latency (emit -> SSE callback): p50 {w['p50_ms']:.2f} ms  p99 {w['p99_ms']:.2f} ms  ({w['records']} records)")
+    if args.json:
+        print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
