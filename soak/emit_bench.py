@@ -55,6 +55,58 @@ async def emit_run(url: str, clients: int, total: int, thread_prefix: str) -> di
     }
 
 
+async def raw_emit_run(url: str, connections: int, total: int, thread_prefix: str) -> dict[str, Any]:
+    """Like ``emit_run`` but with a minimal HTTP/1.1 client (pre-built requests, keep-alive).
+
+    The SDK spends about as much CPU per emit as the daemon does, and both share this
+    machine's two cores; this run shows what the daemon sustains when the client is cheap.
+    """
+    host, port = url.split("://", 1)[1].rsplit(":", 1)
+    per_connection = total // connections
+    latencies: list[float] = []
+
+    async def worker(index: int) -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            for n in range(per_connection):
+                body = json.dumps(
+                    {
+                        "act": "PUT",
+                        "actor": f"did:bench:raw{index}",
+                        "thread": f"{thread_prefix}.{index}",
+                        "clock": n + 1,
+                        "body": {"n": n, "kind": "bench.raw.record", "_v": 1},
+                    }
+                ).encode()
+                request = (
+                    f"POST /v1/records HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"
+                    f"content-length: {len(body)}\r\n\r\n"
+                ).encode() + body
+                started = time.perf_counter()
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
+                await reader.readexactly(length)
+                latencies.append(time.perf_counter() - started)
+                if not head.startswith(b"HTTP/1.1 20"):
+                    raise RuntimeError(head.decode(errors="replace"))
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(index) for index in range(connections)))
+    elapsed = time.perf_counter() - started
+    done = per_connection * connections
+    return {
+        "clients": connections,
+        "records": done,
+        "failures": 0,
+        "seconds": round(elapsed, 3),
+        "records_per_s": round(done / elapsed, 1),
+        **summary_ms(latencies),
+    }
+
+
 async def watch_run(url: str, count: int, thread: str) -> dict[str, Any]:
     sent: dict[str, float] = {}
     latencies: list[float] = []
@@ -69,9 +121,10 @@ async def watch_run(url: str, count: int, thread: str) -> dict[str, Any]:
             if len(latencies) == count:
                 all_in.set()
 
-    async with Client(endpoint=url, identity=Identity.static("did:bench:watcher")) as watcher, Client(
-        endpoint=url, identity=Identity.static("did:bench:emitter")
-    ) as emitter:
+    async with (
+        Client(endpoint=url, identity=Identity.static("did:bench:watcher")) as watcher,
+        Client(endpoint=url, identity=Identity.static("did:bench:emitter")) as emitter,
+    ):
         subscription = watcher.subscribe(thread, on_record, on_open=lambda: opened.set())
         await asyncio.wait_for(opened.wait(), 10)
         for index in range(count):
@@ -98,6 +151,7 @@ def main() -> None:
             results = {
                 "emit_1_client": asyncio.run(emit_run(url, 1, args.records // 4, "bench.single")),
                 "emit_16_clients": asyncio.run(emit_run(url, 16, args.records, "bench.multi")),
+                "emit_16_raw_connections": asyncio.run(raw_emit_run(url, 16, args.records, "bench.raw")),
                 "watch": asyncio.run(watch_run(url, args.watch_records, "bench.watch")),
             }
         finally:
@@ -109,8 +163,16 @@ def main() -> None:
             f"  {r['clients']:>2} client(s): {r['records_per_s']:>8.1f} records/s  "
             f"p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  ({r['records']} records, {r['failures']} failed)"
         )
+    r = results["emit_16_raw_connections"]
+    print(
+        f"  16 raw HTTP connections (minimal client): {r['records_per_s']:>8.1f} records/s  "
+        f"p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  ({r['records']} records)"
+    )
     w = results["watch"]
-    print(f"watch latency (emit -> SSE callback): p50 {w['p50_ms']:.2f} ms  p99 {w['p99_ms']:.2f} ms  ({w['records']} records)")
+    print(
+        f"watch latency (emit -> SSE callback): p50 {w['p50_ms']:.2f} ms  p99 {w['p99_ms']:.2f} ms  "
+        f"({w['records']} records)"
+    )
     if args.json:
         print(json.dumps(results))
 
