@@ -1,1 +1,280 @@
+"""Instance administration commands: ``spl identity``, ``spl token`` and ``spl namespace``.
 
+Every command reaches the daemon through :mod:`spl.cli.client` (URL and credential
+resolution) and registers on the ``spl`` app when this module is imported.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from spl.cli.client import CliError, DaemonClient
+from spl.cli.common import OUTPUT, URL, DaemonUnreachable, call, main_app, running_pid, wants_json
+from spl.cli.common import home as _home
+from spl.cli.output import emit_json, table
+from spl.kernel.tokens import SCOPES
+from spl.runtime.home import Home, HomeError
+
+__all__ = ["identity_app", "namespace_app", "token_app"]
+
+identity_app = typer.Typer(help="This instance's identity (its did:key DID and Ed25519 keypair).", no_args_is_help=True)
+token_app = typer.Typer(help="Bearer tokens: mint, list, revoke, and save one for this CLI.", no_args_is_help=True)
+namespace_app = typer.Typer(help="Namespaces records may be emitted into (body.namespace).", no_args_is_help=True)
+
+# -- identity ----------------------------------------------------------------------------
+
+
+def _local_identity(home: Home) -> dict[str, Any]:
+    """The identity a daemon on this home would serve, read from the home itself."""
+    config = home.load_config()
+    identity = home.load_identity()
+    host = "127.0.0.1" if config.host in ("0.0.0.0", "localhost", "") else config.host
+    return {
+        "object": "identity",
+        "did": config.did,
+        "actor": config.did,
+        "method": "did:key",
+        "key_fingerprint": identity.fingerprint,
+        "endpoint_url": f"http://{host}:{config.port}",
+        "source": "home",
+        "home": str(home.root),
+        "key_matches_config": identity.did == config.did,
+    }
+
+
+@identity_app.command("show")
+def identity_show(output: str = OUTPUT, url: str | None = URL) -> None:
+    """Show the instance DID, endpoint URL and key fingerprint.
+
+    Asks the daemon (GET /v1/identity); when no daemon answers, shows this home's
+    identity instead and says so on stderr. Example: spl identity show -o json | jq .did
+    """
+    as_json = wants_json(output)
+    home = _home()
+    client = DaemonClient.for_home(home, url)
+    try:
+        payload: dict[str, Any] = call(client, "GET", "/v1/identity").payload
+    except DaemonUnreachable:
+        if not home.exists():
+            raise
+        payload = _local_identity(home)
+        typer.echo(
+            f"note: no daemon answers at {client.url}; showing the identity of the home {home.root} "
+            "(endpoint from its config)",
+            err=True,
+        )
+    if as_json:
+        emit_json(payload)
+        return
+    typer.echo(f"did:          {payload.get('did')}")
+    typer.echo(f"endpoint_url: {payload.get('endpoint_url')}")
+    typer.echo(f"fingerprint:  {payload.get('key_fingerprint')}")
+    typer.echo(f"method:       {payload.get('method')}")
+    if payload.get("source") == "home":
+        typer.echo(f"source:       home {payload.get('home')} (daemon not running)")
+    else:
+        scopes = ", ".join(payload.get("scopes") or []) or "-"
+        who = "authenticated" if payload.get("is_authenticated") else "anonymous"
+        typer.echo(f"caller:       {who} (scopes: {scopes})")
+
+
+@identity_app.command("generate")
+def identity_generate(
+    force: bool = typer.Option(False, "--force", help="Replace the existing keypair (changes the instance DID)."),
+    output: str = OUTPUT,
+) -> None:
+    """Generate a new Ed25519 keypair (a new did:key DID) for this home.
+
+    Refuses to replace an existing identity without --force. Records keep their old
+    signer; peers that paired with the old DID must pair again. A running daemon keeps
+    the old identity until it is restarted (spl serve --stop, then spl serve).
+    """
+    from spl.runtime.setup import rotate_identity
+
+    as_json = wants_json(output)
+    home = _home()
+    if not home.config_path.exists():
+        raise HomeError(f"no spl home at {home.root}: run `spl init` first (it creates an identity)")
+    if home.key_path.exists() and not force:
+        raise CliError(
+            f"{home.root} already has an identity ({home.load_config().did}); pass --force to replace it "
+            "(this changes the instance DID)"
+        )
+    old = home.load_config().did
+    did = rotate_identity(home)
+    pid = running_pid(home)
+    if as_json:
+        emit_json({"did": did, "previous_did": old, "home": str(home.root), "restart_required": pid is not None})
+    else:
+        typer.echo(f"new identity for {home.root}\n  did: {did}\n  was: {old}")
+    if pid is not None:
+        typer.echo(
+            f"warning: the daemon (pid {pid}) still serves the old DID; restart it: spl serve --stop && spl serve",
+            err=True,
+        )
+    else:
+        typer.echo("note: a daemon started from this home elsewhere must be restarted to use the new DID", err=True)
+
+
+# -- tokens ------------------------------------------------------------------------------
+
+
+def _scopes(text: str) -> list[str]:
+    scopes = [scope.strip() for scope in text.split(",") if scope.strip()]
+    if not scopes:
+        raise CliError(f"--scopes is empty; pass a comma-separated list drawn from: {', '.join(SCOPES)}")
+    unknown = [scope for scope in scopes if scope not in SCOPES]
+    if unknown:
+        raise CliError(f"unknown scope(s) {', '.join(unknown)}; choose from: {', '.join(SCOPES)}")
+    return list(dict.fromkeys(scopes))
+
+
+@token_app.command("mint")
+def token_mint(
+    scopes: str = typer.Option(
+        ..., "--scopes", help=f"Comma-separated scopes ({', '.join(SCOPES)}); admin implies all."
+    ),
+    label: str = typer.Option("", "--label", help="A note to recognise the token by in `spl token list`."),
+    env: str = typer.Option("local", "--env", help="Environment tag in the token (lowercase letters/digits)."),
+    output: str = OUTPUT,
+    url: str | None = URL,
+) -> None:
+    """Mint a bearer token (POST /v1/tokens); the plaintext is shown once, now.
+
+    Text output prints only the token on stdout (details and the warning go to stderr),
+    so TOKEN=$(spl token mint --scopes records:read) works.
+    """
+    as_json = wants_json(output)
+    wanted = _scopes(scopes)
+    client = DaemonClient.for_home(_home(), url)
+    payload: dict[str, Any] = call(
+        client, "POST", "/v1/tokens", json_body={"scopes": wanted, "label": label, "env": env}
+    ).payload
+    if as_json:
+        emit_json(payload)
+    else:
+        typer.echo(payload["token"])
+        typer.echo(
+            f"minted token {payload.get('token_id')} (scopes: {', '.join(payload.get('scopes') or wanted)}"
+            f"{', label: ' + label if label else ''})",
+            err=True,
+        )
+    typer.echo(
+        "warning: this token is shown only once; store it now (e.g. `spl token save <token>` where it is used)",
+        err=True,
+    )
+
+
+@token_app.command("list")
+def token_list(
+    all_tokens: bool = typer.Option(False, "--all", help="Include revoked tokens in the text output."),
+    output: str = OUTPUT,
+    url: str | None = URL,
+) -> None:
+    """List tokens (GET /v1/tokens): ids, scopes, status. Plaintexts are never stored or shown."""
+    as_json = wants_json(output)
+    client = DaemonClient.for_home(_home(), url)
+    data: list[dict[str, Any]] = call(client, "GET", "/v1/tokens").payload.get("data", [])
+    if as_json:
+        emit_json(data)
+        return
+    shown = [info for info in data if all_tokens or info.get("status") != "revoked"]
+    table(
+        [
+            (
+                info.get("token_id"),
+                info.get("service_account_id"),
+                ",".join(info.get("scopes") or []),
+                info.get("status"),
+                info.get("label"),
+            )
+            for info in shown
+        ],
+        ["TOKEN_ID", "SERVICE_ACCOUNT", "SCOPES", "STATUS", "LABEL"],
+    )
+    hidden = len(data) - len(shown)
+    if hidden:
+        typer.echo(f"({hidden} revoked token(s) hidden; pass --all to show them)", err=True)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: str = typer.Argument(..., help="The token_id from `spl token list` (not the token itself)."),
+    output: str = OUTPUT,
+    url: str | None = URL,
+) -> None:
+    """Revoke a token (DELETE /v1/tokens/{token_id}); it is refused at once with 401."""
+    as_json = wants_json(output)
+    if token_id.startswith("spl_"):
+        raise CliError("pass the token_id shown by `spl token list`, not the token plaintext")
+    client = DaemonClient.for_home(_home(), url)
+    payload = call(client, "DELETE", f"/v1/tokens/{token_id}").payload
+    if as_json:
+        emit_json(payload)
+    else:
+        typer.echo(f"revoked token {token_id}")
+
+
+@token_app.command("save")
+def token_save(
+    token: str = typer.Argument(..., help="The token plaintext (spl_<env>_<account>_<secret>)."),
+) -> None:
+    """Save a token for this CLI in $SYNCROPEL_HOME/token (mode 0600).
+
+    The saved token is used when $SPL_TOKEN is unset, before the home's admin credential.
+    """
+    from spl.kernel.tokens import parse
+
+    token = token.strip()
+    if parse(token) is None:
+        raise CliError("that is not an spl token (expected spl_<env>_<account>_<64 hex>); check for a copy error")
+    home = _home()
+    home.root.mkdir(parents=True, exist_ok=True)
+    home.save_secret(home.saved_token_path, token)
+    typer.echo(f"saved the token to {home.saved_token_path} (mode 0600); $SPL_TOKEN still takes precedence")
+
+
+# -- namespaces --------------------------------------------------------------------------
+
+
+@namespace_app.command("create")
+def namespace_create(
+    namespace: str = typer.Argument(..., help="Namespace id: 1-4 '/'-separated segments, e.g. acme or acme/ops."),
+    description: str = typer.Option("", "--description", "-d", help="What the namespace is for."),
+    output: str = OUTPUT,
+    url: str | None = URL,
+) -> None:
+    """Register a namespace (POST /v1/namespaces); parents must exist first (acme before acme/ops)."""
+    as_json = wants_json(output)
+    client = DaemonClient.for_home(_home(), url)
+    payload = call(client, "POST", "/v1/namespaces", json_body={"id": namespace, "description": description}).payload
+    if as_json:
+        emit_json(payload)
+    else:
+        typer.echo(f"created namespace {payload.get('id', namespace)} (record {payload.get('record_id')})")
+
+
+@namespace_app.command("list")
+def namespace_list(output: str = OUTPUT, url: str | None = URL) -> None:
+    """List registered namespaces (GET /v1/namespaces), including the implicit default."""
+    as_json = wants_json(output)
+    client = DaemonClient.for_home(_home(), url)
+    data: list[dict[str, Any]] = call(client, "GET", "/v1/namespaces").payload.get("data", [])
+    if as_json:
+        emit_json(data)
+        return
+    table(
+        [(entry.get("id"), entry.get("level"), entry.get("status"), entry.get("description")) for entry in data],
+        ["NAMESPACE", "LEVEL", "STATUS", "DESCRIPTION"],
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(identity_app, name="identity")
+    app.add_typer(token_app, name="token")
+    app.add_typer(namespace_app, name="namespace")
+
+
+register(main_app())

@@ -228,14 +228,16 @@ def run() -> None:
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+    except Exception as exc:
+        # Usage errors: typer bundles its own copy of click's exceptions, so duck-type them.
+        show, exit_code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(exit_code, int):
+            show()
+            sys.exit(exit_code)
         raise
 
 
 if __name__ == "__main__":
+    # `python -m spl.cli.main`: let command modules that import spl.cli.main find this app.
+    sys.modules.setdefault("spl.cli.main", sys.modules[__name__])
     run()

@@ -1,1 +1,363 @@
+"""Record and thread commands: ``spl intend|do|know|learn|emit`` and ``spl thread list|show|records``.
 
+Emitting fills what the SDK would: the actor defaults to the instance DID and the clock
+to the current unix time in milliseconds. Should that clock collide (409
+``DUPLICATE_CLOCK``, or an identical record already stored in the same millisecond) the
+command retries with the next clock. An explicit ``--clock`` is never changed.
+
+``spl thread records`` prints one line per record made only of content-addressed fields
+(id, clock, act, actor, body), sorted by (clock, actor, id): two instances holding the
+same records print byte-identical text, whatever order the records arrived in.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import typer
+
+from spl.cli.client import CliError, DaemonClient
+from spl.cli.common import (
+    OUTPUT,
+    URL,
+    DaemonError,
+    call,
+    client_for,
+    compact_json,
+    main_app,
+    new_thread,
+    now_ms,
+    parse_body,
+    wants_json,
+)
+from spl.cli.output import emit_json, table
+from spl.kernel.record import ACTS, DATA_TYPES, MAX_CLOCK
+
+__all__ = ["emit", "intend", "thread_app"]
+
+CLOCK_ATTEMPTS = 3
+PAGE = 1000
+BODY_WIDTH = 200
+
+thread_app = typer.Typer(help="Threads: list them, show their state, print their records.", no_args_is_help=True)
+
+BODY = typer.Option(None, "--body", "-b", help="Extra body fields: a JSON object, @file.json, or - to read stdin.")
+ACTOR = typer.Option(None, "--actor", help="Actor DID (default: the instance DID).")
+NAMESPACE = typer.Option(None, "--namespace", "-n", help="Set body.namespace (it must be registered).")
+PARENTS = typer.Option(None, "--parent", help="Parent record id (repeatable).")
+
+
+def _instance_did(client: DaemonClient) -> str:
+    did = call(client, "GET", "/v1/identity").payload.get("did")
+    if not isinstance(did, str) or not did:
+        raise CliError(f"the daemon at {client.url} did not report its DID; pass --actor")
+    return did
+
+
+def emit_record(
+    client: DaemonClient,
+    *,
+    act: str,
+    thread: str,
+    body: dict[str, Any],
+    actor: str | None = None,
+    clock: int | None = None,
+    data_type: str | None = None,
+    parents: list[str] | None = None,
+) -> tuple[dict[str, Any], bool]:
+    """POST one record; returns (stored record, created). Auto clocks step past collisions."""
+    auto = clock is None
+    current = now_ms() if clock is None else clock
+    envelope: dict[str, Any] = {
+        "act": act,
+        "actor": actor or _instance_did(client),
+        "thread": thread,
+        "body": body,
+        "parents": sorted(set(parents or [])),
+    }
+    if data_type is not None:
+        envelope["data_type"] = data_type
+    for attempt in range(1, CLOCK_ATTEMPTS + 1):
+        envelope["clock"] = current
+        try:
+            reply = call(client, "POST", "/v1/records", json_body=envelope)
+        except DaemonError as exc:
+            if auto and exc.code == "DUPLICATE_CLOCK" and attempt < CLOCK_ATTEMPTS:
+                current += 1
+                continue
+            raise
+        if auto and reply.status == 200 and attempt < CLOCK_ATTEMPTS:
+            # An identical record from another call in the same millisecond: ours is a new one.
+            current += 1
+            continue
+        return reply.payload, reply.status == 201
+    raise CliError("could not find a free clock; pass --clock explicitly")  # pragma: no cover - loop returns
+
+
+def _print_emitted(record: dict[str, Any], created: bool, as_json: bool) -> None:
+    if as_json:
+        emit_json(record)
+        return
+    note = "" if created else "  (already stored: identical record)"
+    typer.echo(f"{record['act']} {record['id']}{note}")
+    typer.echo(f"  thread: {record['thread']}")
+    typer.echo(f"  clock:  {record['clock']}")
+
+
+def _with_namespace(body: dict[str, Any], namespace: str | None) -> dict[str, Any]:
+    if namespace is not None:
+        body["namespace"] = namespace
+    return body
+
+
+@main_app().command()
+def intend(
+    goal: str = typer.Argument(..., help="The goal, in words."),
+    thread: str | None = typer.Option(None, "--thread", "-t", help="Thread id (default: a fresh th_ + 64 hex)."),
+    actor: str | None = ACTOR,
+    body: str | None = BODY,
+    namespace: str | None = NAMESPACE,
+    output: str = OUTPUT,
+    url: str | None = URL,
+) -> None:
+    """Open a goal: emit an INTEND record (body {goal, kind: core.intent, _v: 1} plus --body).
+
+    Example: spl intend --thread th_federation_demo "hello from A"
+    """
+    as_json = wants_json(output)
+    fields = {"goal": goal, "kind": "core.intent", "_v": 1}
+    fields.update(_with_namespace(parse_body(body), namespace))
+    record, created = emit_record(
+        client_for(url), act="INTEND", thread=thread or new_thread(), body=fields, actor=actor
+    )
+    _print_emitted(record, created, as_json)
+
+
+THREAD_REQUIRED = typer.Option(..., "--thread", "-t", help="Thread id.")
+
+
+@main_app().command()
+def do(
+    summary: str = typer.Argument(..., help="What was done."),
+    thread: str = THREAD_REQUIRED,
+    cancels: str | None = typer.Option(None, "--cancels", help="An INTEND id this DO cancels (closes as cancelled)."),
+    actor: str | None = ACTOR,
+    body: str | None = BODY,
+    namespace: str | None = NAMESPACE,
+    output: str = OUTPUT,
+    url: str | None = URL,
+) -> None:
+    """Record an action: emit a DO record with body {summary} plus --body."""
+    as_json = wants_json(output)
+    fields = _with_namespace({"summary": summary}, namespace)
+    if cancels is not None:
+        fields["cancels"] = cancels
+    fields.update(parse_body(body))
+    record, created = emit_record(client_for(url), act="DO", thread=thread, body=fields, actor=actor)
+    _print_emitted(record, created, as_json)
+
+
+@main_app().command()
+def know(
+    summary: str = typer.Argument(..., help="The observation or outcome."),
+    thread: str = THREAD_REQUIRED,
+    fulfills: str | None = typer.Option(None, "--fulfills", help="An INTEND id this KNOW fulfils (closes as done)."),
+    verdict: str | None = typer.Option(None, "--verdict", help="accept or reject (reject cancels the thread)."),
+    actor: str | None = ACTOR,
+    body: str | None = BODY,
+    namespace: str | None = NAMESPACE,
+    output: str = OUTPUT,
+    url: str | None = URL,
+) -> None:
+    """Record an observation: emit a KNOW record with body {summary} plus --body."""
+    as_json = wants_json(output)
+    fields = _with_namespace({"summary": summary}, namespace)
+    if fulfills is not None:
+        fields["fulfills"] = fulfills
+    if verdict is not None:
+        if verdict not in ("accept", "reject"):
+            raise CliError("--verdict must be accept or reject")
+        fields["verdict"] = verdict
+    fields.update(parse_body(body))
+    record, created = emit_record(client_for(url), act="KNOW", thread=thread, body=fields, actor=actor)
+    _print_emitted(record, created, as_json)
+
+
+@main_app().command()
+def learn(
+    summary: str = typer.Argument(..., help="The insight or decision."),
+    thread: str = THREAD_REQUIRED,
+    actor: str | None = ACTOR,
+    body: str | None = BODY,
+    namespace: str | None = NAMESPACE,
+    output: str = OUTPUT,
+    url: str | None = URL,
+) -> None:
+    """Record an insight or lasting decision: emit a LEARN record with body {summary} plus --body."""
+    as_json = wants_json(output)
+    fields = _with_namespace({"summary": summary}, namespace)
+    fields.update(parse_body(body))
+    record, created = emit_record(client_for(url), act="LEARN", thread=thread, body=fields, actor=actor)
+    _print_emitted(record, created, as_json)
+
+
+@main_app().command()
+def emit(
+    act: str = typer.Option(..., "--act", "-a", help=f"One of {', '.join(ACTS)}."),
+    thread: str = THREAD_REQUIRED,
+    actor: str | None = ACTOR,
+    body: str | None = typer.Option(
+        None, "--body", "-b", help="The record body: a JSON object, @file.json, or - to read stdin (default {})."
+    ),
+    clock: int | None = typer.Option(
+        None, "--clock", help="Explicit clock (default: now in ms, stepping past collisions)."
+    ),
+    data_type: str | None = typer.Option(None, "--data-type", help=f"One of {', '.join(DATA_TYPES)} (default SCALAR)."),
+    parent: list[str] | None = PARENTS,
+    namespace: str | None = NAMESPACE,
+    output: str = OUTPUT,
+    url: str | None = URL,
+) -> None:
+    """Emit any record (POST /v1/records) with the body taken as-is.
+
+    Example: spl emit --act KNOW --thread th_x --body '{"summary": "ok"}' --parent <id>
+    """
+    as_json = wants_json(output)
+    act = act.upper()
+    if act not in ACTS:
+        raise CliError(f"--act {act!r} is not an act; use one of {', '.join(ACTS)}")
+    if data_type is not None:
+        data_type = data_type.upper()
+        if data_type not in DATA_TYPES:
+            raise CliError(f"--data-type {data_type!r} is not a data type; use one of {', '.join(DATA_TYPES)}")
+    if clock is not None and not 0 <= clock <= MAX_CLOCK:
+        raise CliError("--clock must be an integer 0 <= clock < 2^63")
+    fields = _with_namespace(parse_body(body), namespace)
+    record, created = emit_record(
+        client_for(url),
+        act=act,
+        thread=thread,
+        body=fields,
+        actor=actor,
+        clock=clock,
+        data_type=data_type,
+        parents=parent,
+    )
+    _print_emitted(record, created, as_json)
+
+
+# -- threads -----------------------------------------------------------------------------
+
+
+def _when(timestamp: Any) -> str:
+    if not isinstance(timestamp, int | float):
+        return ""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+@thread_app.command("list")
+def thread_list(
+    limit: int = typer.Option(100, "--limit", min=1, max=10_000, help="At most this many threads."),
+    namespace: str | None = typer.Option(None, "--namespace", "-n", help="Only threads of this namespace."),
+    output: str = OUTPUT,
+    url: str | None = URL,
+) -> None:
+    """List threads, most recently written first (GET /v1/threads)."""
+    as_json = wants_json(output)
+    params = {"limit": limit, "namespace": namespace}
+    data: list[dict[str, Any]] = call(client_for(url), "GET", "/v1/threads", params=params).payload.get("data", [])
+    if as_json:
+        emit_json(data)
+        return
+    table(
+        [
+            (t.get("id"), t.get("namespace"), t.get("record_count"), t.get("last_clock"), _when(t.get("updated_at")))
+            for t in data
+        ],
+        ["THREAD", "NAMESPACE", "RECORDS", "LAST_CLOCK", "UPDATED"],
+    )
+
+
+@thread_app.command("show")
+def thread_show(
+    thread: str = typer.Argument(..., help="Thread id."),
+    output: str = OUTPUT,
+    url: str | None = URL,
+) -> None:
+    """Show a thread's state (open, active, observed, done, cancelled) and its participants."""
+    as_json = wants_json(output)
+    payload: dict[str, Any] = call(client_for(url), "GET", f"/v1/threads/{thread}").payload
+    if as_json:
+        emit_json(payload)
+        return
+    typer.echo(f"thread:     {payload.get('id', thread)}")
+    typer.echo(f"namespace:  {payload.get('namespace')}")
+    typer.echo(f"state:      {payload.get('state')}")
+    typer.echo(f"records:    {payload.get('record_count')}")
+    typer.echo(f"last clock: {payload.get('last_clock')}")
+    if payload.get("opened_by"):
+        typer.echo(f"opened by:  {payload['opened_by']}")
+    if payload.get("closed_by"):
+        typer.echo(f"closed by:  {payload['closed_by']}")
+    participants = payload.get("participants") or []
+    typer.echo(f"participants ({len(participants)}):")
+    for participant in participants:
+        count = participant.get("record_count")
+        typer.echo(
+            f"  {participant.get('actor')}  {participant.get('role')}  {count} record{'s' if count != 1 else ''}"
+        )
+
+
+def fetch_thread_records(
+    client: DaemonClient, thread: str, *, limit: int | None = None, since: int | None = None
+) -> list[dict[str, Any]]:
+    """A thread's records in sequence order: all of them, or the first ``limit``, paging by sequence."""
+    records: list[dict[str, Any]] = []
+    after = 0
+    while limit is None or len(records) < limit:
+        want = PAGE if limit is None else min(PAGE, limit - len(records))
+        params = {"thread": thread, "after_sequence": after or None, "since": since, "limit": want}
+        page: list[dict[str, Any]] = call(client, "GET", "/v1/records", params=params).payload.get("data", [])
+        records.extend(page)
+        if len(page) < want:
+            break
+        after = int(page[-1]["sequence"])
+    return records
+
+
+def record_line(record: dict[str, Any]) -> str:
+    """One record as text, from content-addressed fields only (identical on every instance)."""
+    body = compact_json(record.get("body") or {})
+    if len(body) > BODY_WIDTH:
+        body = body[: BODY_WIDTH - 1] + "…"
+    return f"{record['id']}  {record['clock']}  {record['act']:<6}  {record['actor']}  {body}"
+
+
+@thread_app.command("records")
+def thread_records(
+    thread: str = typer.Argument(..., help="Thread id."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="At most this many records (default: all)."),
+    since: int | None = typer.Option(None, "--since", help="Only records with clock > SINCE."),
+    output: str = OUTPUT,
+    url: str | None = URL,
+) -> None:
+    """Print a thread's records.
+
+    Text: one line per record (id, clock, act, actor, compact body), sorted by clock,
+    with nothing instance-specific, so `spl thread records T | sha256sum` matches across
+    instances holding the same records. -o json: the stored records in sequence order.
+    """
+    as_json = wants_json(output)
+    records = fetch_thread_records(client_for(url), thread, limit=limit, since=since)
+    if as_json:
+        emit_json(records)
+        return
+    if not records:
+        typer.echo(f"no records on thread {thread}", err=True)
+        return
+    for record in sorted(records, key=lambda r: (r["clock"], r["actor"], r["id"])):
+        typer.echo(record_line(record))
+
+
+main_app().add_typer(thread_app, name="thread")
