@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +24,22 @@ from syncropel import Client, Identity
 
 from soak.stats import summary_ms
 from spl.runtime.launcher import DaemonProcess
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(run: Any, daemon_pid: int) -> dict[str, Any]:
+    """Run one benchmark and add CPU milliseconds per record on both sides of the wire."""
+    client_before, daemon_before = time.process_time(), process_cpu_seconds(daemon_pid)
+    result: dict[str, Any] = asyncio.run(run)
+    client_cpu, daemon_cpu = time.process_time() - client_before, process_cpu_seconds(daemon_pid) - daemon_before
+    result["client_cpu_ms_per_record"] = round(client_cpu * 1000 / result["records"], 3)
+    result["daemon_cpu_ms_per_record"] = round(daemon_cpu * 1000 / result["records"], 3)
+    return result
 
 
 async def emit_run(url: str, clients: int, total: int, thread_prefix: str) -> dict[str, Any]:
@@ -148,10 +165,12 @@ def main() -> None:
         daemon = DaemonProcess(Path(tmp) / "home")
         url = daemon.start(port=0)
         try:
+            assert daemon.process is not None
+            pid = daemon.process.pid
             results = {
-                "emit_1_client": asyncio.run(emit_run(url, 1, args.records // 4, "bench.single")),
-                "emit_16_clients": asyncio.run(emit_run(url, 16, args.records, "bench.multi")),
-                "emit_16_raw_connections": asyncio.run(raw_emit_run(url, 16, args.records, "bench.raw")),
+                "emit_1_client": measured(emit_run(url, 1, args.records // 4, "bench.single"), pid),
+                "emit_16_clients": measured(emit_run(url, 16, args.records, "bench.multi"), pid),
+                "emit_16_raw_connections": measured(raw_emit_run(url, 16, args.records, "bench.raw"), pid),
                 "watch": asyncio.run(watch_run(url, args.watch_records, "bench.watch")),
             }
         finally:
@@ -163,10 +182,18 @@ def main() -> None:
             f"  {r['clients']:>2} client(s): {r['records_per_s']:>8.1f} records/s  "
             f"p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  ({r['records']} records, {r['failures']} failed)"
         )
+        print(
+            f"      CPU per record: daemon {r['daemon_cpu_ms_per_record']:.3f} ms, "
+            f"client (SDK) {r['client_cpu_ms_per_record']:.3f} ms"
+        )
     r = results["emit_16_raw_connections"]
     print(
         f"  16 raw HTTP connections (minimal client): {r['records_per_s']:>8.1f} records/s  "
         f"p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  ({r['records']} records)"
+    )
+    print(
+        f"      CPU per record: daemon {r['daemon_cpu_ms_per_record']:.3f} ms, "
+        f"client (raw) {r['client_cpu_ms_per_record']:.3f} ms"
     )
     w = results["watch"]
     print(
