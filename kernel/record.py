@@ -166,6 +166,10 @@ def validate_envelope(payload: object) -> Envelope:
         rid = record_id(fields)
     except CanonicalError as exc:
         raise InvalidRecord("body", f"has no canonical JSON form: {exc}") from None
+    except UnicodeEncodeError:  # a lone surrogate such as "\ud800": valid JSON syntax, but no UTF-8 exists
+        raise InvalidRecord(
+            "record", "contains a lone UTF-16 surrogate escape (\\ud800-\\udfff); send valid Unicode text"
+        ) from None
     return Envelope(
         id=rid,
         act=act,

@@ -37,6 +37,9 @@ async def json_body(limit: int) -> Any:
         ) from None
 
 
+MAX_INT = 2**63 - 1  # the largest integer SQLite stores; beyond it a bound parameter overflows
+
+
 def int_arg(name: str, default: int | None, *, minimum: int = 0, maximum: int | None = None) -> int | None:
     """An integer query parameter, bounded; a 400 naming the parameter when it is not."""
     value = request.args.get(name)
@@ -46,6 +49,8 @@ def int_arg(name: str, default: int | None, *, minimum: int = 0, maximum: int | 
         number = int(value)
     except ValueError:
         raise InvalidRequest(f"query parameter '{name}' must be an integer", code="INVALID_PARAMETER") from None
+    if maximum is None and number > MAX_INT:
+        maximum = MAX_INT
     if number < minimum or (maximum is not None and number > maximum):
         bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
         raise InvalidRequest(f"query parameter '{name}' must be {bound}", code="INVALID_PARAMETER")
