@@ -61,6 +61,7 @@ class Ingest(msgspec.Struct, frozen=True, tag=True):
 
     candidates: Sequence[Candidate]
     reply: Reply[list[Outcome]]
+    cursor: tuple[str, int] | None = None  # (pair_id, sequence): committed with the records
 
 
 class Transact(msgspec.Struct, frozen=True, tag=True):
@@ -94,3 +95,26 @@ class CloseAll(msgspec.Struct, frozen=True, tag=True):
     """The daemon is stopping: end every live stream with ``server_shutdown``."""
 
     reason: str = "server_shutdown"
+
+
+class Reconcile(msgspec.Struct, frozen=True, tag=True):
+    """Records pulled by a pair: verify, ingest, and move the pair's cursor to ``cursor`` with them."""
+
+    pair_id: str
+    records: Sequence[Any]
+    cursor: int
+    reply: Reply[Any]  # actors.reconciler.ReconcileResult
+
+
+class Kick(msgspec.Struct, frozen=True, tag=True):
+    """Check the peer now instead of at the next interval (and reset the backoff)."""
+
+    reply: Reply[Any] | None = None  # set: answer after the pull finished (spl fleet sync pull)
+
+
+class Pause(msgspec.Struct, frozen=True, tag=True):
+    pass
+
+
+class Resume(msgspec.Struct, frozen=True, tag=True):
+    pass

@@ -9,6 +9,7 @@ acknowledged) and the supervisor restarts the writer, which reloads its state.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -79,8 +80,22 @@ class StoreWriter:
         self, connection: apsw.Connection, state: WriterState, ingests: list[Ingest]
     ) -> WriterState:
         batches = [ingest.candidates for ingest in ingests]
+        cursors = [ingest.cursor for ingest in ingests if ingest.cursor is not None]
+
+        def save_cursors(connection: apsw.Connection, _outcomes: object) -> None:
+            # A pair's cursor commits in the same transaction as the records it covers.
+            for pair_id, sequence in cursors:
+                connection.execute(
+                    "INSERT INTO sync_cursors(pair_id, cursor, updated_at) VALUES (?, ?, strftime('%s','now')) "
+                    "ON CONFLICT(pair_id) DO UPDATE SET cursor = MAX(cursor, excluded.cursor), "
+                    "updated_at = excluded.updated_at",
+                    (pair_id, sequence),
+                )
+
         try:
-            outcomes = await trio.to_thread.run_sync(commit_batch, connection, batches, state)
+            outcomes = await trio.to_thread.run_sync(
+                functools.partial(commit_batch, connection, batches, state, extra=save_cursors if cursors else None)
+            )
         except Exception:
             # The transaction rolled back; the in-memory state may be ahead of the disk.
             state = await trio.to_thread.run_sync(load_writer_state, connection)
@@ -137,10 +152,11 @@ class WriterClient:
     def __init__(self, inbox: trio.MemorySendChannel[object]) -> None:
         self._inbox = inbox
 
-    async def ingest(self, candidates: Sequence[Candidate]) -> list[Outcome]:
+    async def ingest(self, candidates: Sequence[Candidate], *, cursor: tuple[str, int] | None = None) -> list[Outcome]:
+        """Commit ``candidates``; with ``cursor`` also move that pair's cursor in the same transaction."""
         reply: Reply[list[Outcome]] = Reply()
         try:
-            await self._inbox.send(Ingest(candidates, reply))
+            await self._inbox.send(Ingest(candidates, reply, cursor))
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise unavailable("the store writer") from None
         return await reply.get()

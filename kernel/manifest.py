@@ -43,7 +43,7 @@ def capabilities_manifest(*, auth_required: bool) -> dict[str, Any]:
             "watch": True,
             "namespaces": True,
             "tokens": True,
-            "sync": False,
+            "sync": True,
             "federation_consent": False,
             "reconcile_queue": False,
         },

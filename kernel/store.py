@@ -51,6 +51,11 @@ CREATE TABLE IF NOT EXISTS threads (
     last_seq     INTEGER NOT NULL,
     updated_at   REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS sync_cursors (
+    pair_id    TEXT PRIMARY KEY,
+    cursor     INTEGER NOT NULL,
+    updated_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS tokens (
     token_id   TEXT PRIMARY KEY,
     env        TEXT NOT NULL,

@@ -26,8 +26,10 @@ from typing import Any
 import msgspec
 import trio
 
+from spl.actors.federation import FederationManager
 from spl.actors.folds import FoldClient, ThreadFolds
 from spl.actors.hub import Hub, HubClient
+from spl.actors.reconciler import Reconciler, ReconcilerClient
 from spl.actors.writer import StoreWriter, WriterClient
 from spl.kernel.manifest import federation_manifest
 from spl.kernel.store import ReadPool, connect_writer
@@ -92,6 +94,7 @@ class Daemon:
         writer = StoreWriter(self.home.db_path, subscribers=[])
         folds = ThreadFolds(pool)
         hub = Hub()
+        reconciler = Reconciler()
         root = Supervisor(
             "root",
             [
@@ -100,21 +103,36 @@ class Daemon:
                 ChildSpec("thread-folds", folds.run, inbox_size=4096, shutdown_budget=2.0),
                 ChildSpec("sse-hub", hub.run, inbox_size=8192, shutdown_budget=2.0),
                 ChildSpec("store-writer", writer.run, inbox_size=4096, shutdown_budget=10.0),
+                ChildSpec("reconciler", reconciler.run, inbox_size=64, shutdown_budget=5.0),
             ],
         )
         writer._subscribers = [root.inbox("thread-folds"), root.inbox("sse-hub")]
+        writer_client = WriterClient(root.inbox("store-writer"))
+        reconciler.bind(writer_client)
+        host = "127.0.0.1" if self.options.insecure_localhost else self.options.host
+        federation = FederationManager(
+            self.home,
+            self.identity,
+            writer_client,
+            reconciler,
+            ReconcilerClient(root.inbox("reconciler"), reconciler),
+            pool,
+            bind_host=host,
+        )
         services = Services(
             home=self.home,
             config=self.config,
             identity=self.identity,
             pool=pool,
-            writer=WriterClient(root.inbox("store-writer")),
+            writer=writer_client,
             hub=HubClient(root.inbox("sse-hub"), self.config.sse_buffer),
             folds=FoldClient(root.inbox("thread-folds")),
             tokens=tokens,
             auth_required=self.auth_required,
             snapshot=lambda: msgspec.to_builtins(root.snapshot()),
             head_sequence=lambda: writer.head_sequence,
+            federation=federation,
+            trust_loopback_sync=self.config.trust_loopback_sync,
         )
         self.supervisor, self.services = root, services
 
@@ -123,7 +141,6 @@ class Daemon:
             services.endpoint = public_endpoint(urls[0]) if urls else services.endpoint
             services.manifest = federation_manifest(self.identity, endpoint=services.endpoint)
 
-        host = "127.0.0.1" if self.options.insecure_localhost else self.options.host
         http = HttpServer(create_app(services), host, self.options.port, on_bound)
         try:
             async with trio.open_nursery() as nursery:
@@ -135,6 +152,15 @@ class Daemon:
                         nursery.cancel_scope.cancel()  # the tree is down: stop the signal listener too
 
                 await nursery.start(run_root)
+                await root.add_child(
+                    ChildSpec(
+                        "federation",
+                        federation.run,
+                        inbox_size=1,
+                        shutdown_budget=5.0,
+                        supervisor=federation.supervisor,
+                    )
+                )
                 await root.add_child(ChildSpec("http-server", http.run, shutdown_budget=5.0))
                 interval = systemd.watchdog_interval()
                 if interval is not None:

@@ -47,6 +47,7 @@ class Config:
     auth_required: bool = True
     heartbeat_seconds: float = 15.0
     sse_buffer: int = 1024
+    trust_loopback_sync: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_toml(self) -> str:
@@ -63,6 +64,9 @@ class Config:
             f"sse_buffer = {self.sse_buffer}\n"
             "\n[auth]\n"
             f"required = {'true' if self.auth_required else 'false'}\n"
+            "\n[federation]\n"
+            "# /v1/sync/* calls from 127.0.0.1 without a token act as the local operator\n"
+            f"trust_loopback = {'true' if self.trust_loopback_sync else 'false'}\n"
         )
 
     @classmethod
@@ -78,6 +82,7 @@ class Config:
             heartbeat_seconds=float(serve.get("heartbeat_seconds", 15.0)),
             sse_buffer=int(serve.get("sse_buffer", 1024)),
             auth_required=bool(auth.get("required", True)),
+            trust_loopback_sync=bool(data.get("federation", {}).get("trust_loopback", True)),
         )
 
 

@@ -45,6 +45,15 @@ def _registry(connection: Any) -> NamespaceRegistry:
         after = page[-1].seq
 
 
+def _federation_summary(services: Services) -> dict[str, Any]:
+    if services.federation is None:
+        return {"pairs_total": 0}
+    by_state: dict[str, int] = {}
+    for view in services.federation.pairs.values():
+        by_state[view.status.state] = by_state.get(view.status.state, 0) + 1
+    return {"pairs_total": len(services.federation.pairs), "pairs_by_state": by_state}
+
+
 def register(app: QuartTrio, services: Services) -> None:  # noqa: C901 - a flat list of small routes
     from spl.transport.app import json_response
 
@@ -59,6 +68,7 @@ def register(app: QuartTrio, services: Services) -> None:  # noqa: C901 - a flat
                 "sequence": services.head_sequence(),
                 "uptime_secs": round(time.time() - services.started_at, 3),
                 "auth_required": services.auth_required,
+                "federation": _federation_summary(services),
             }
         )
 
@@ -109,6 +119,10 @@ def register(app: QuartTrio, services: Services) -> None:  # noqa: C901 - a flat
                 "sequence": services.head_sequence(),
                 "uptime_secs": round(time.time() - services.started_at, 3),
                 "supervision": services.snapshot(),
+                "federation": {
+                    "pairs": services.federation.listing() if services.federation else [],
+                    "health": services.federation.health() if services.federation else None,
+                },
             }
         )
 

@@ -63,7 +63,7 @@ def register(app: QuartTrio, services: Services) -> None:
         if header is not None and cursor is None:
             cursor = 0  # garbage cursor: replay the thread from its start (spec §15.11)
         response = Response(
-            _stream(services, thread, cursor, since_clock),
+            watch_stream(services, thread, cursor, since_clock),
             content_type="text/event-stream; charset=utf-8",
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
         )
@@ -90,7 +90,9 @@ async def _replay(
         after = page[-1].seq
 
 
-async def _stream(services: Services, thread: str, cursor: int | None, since_clock: int | None) -> AsyncIterator[bytes]:
+async def watch_stream(
+    services: Services, thread: str, cursor: int | None, since_clock: int | None
+) -> AsyncIterator[bytes]:
     """The SSE body. No cancel scope or nursery is held across a ``yield`` (runtime.md)."""
     subscription = await services.hub.subscribe(thread)
     try:

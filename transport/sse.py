@@ -37,11 +37,70 @@ def error_frame(code: str, message: str) -> bytes:
     return f"event: error\ndata: {data}\n\n".encode("ascii")
 
 
+MAX_CURSOR = 2**63 - 1  # sequences are SQLite integers
+
+
 def parse_cursor(value: str | None) -> int | None:
-    """A ``Last-Event-ID`` as a sequence number; None when absent or garbage."""
+    """A ``Last-Event-ID`` as a sequence number; None when absent or garbage.
+
+    Only ASCII digits count (``str.isdigit`` also accepts e.g. ``²``, which ``int`` refuses),
+    and a number beyond the SQLite integer range is garbage too, not an overflow mid-stream.
+    """
     if value is None:
         return None
     text = value.strip()
-    if not text.isdigit() or len(text) > 19:
+    if not text.isascii() or not text.isdigit() or len(text) > 19:
         return None
-    return int(text)
+    cursor = int(text)
+    return cursor if cursor <= MAX_CURSOR else None
+
+
+class SseEvent:
+    """One parsed server-sent event."""
+
+    __slots__ = ("data", "event", "id")
+
+    def __init__(self, event: str, id: str | None, data: str) -> None:
+        self.event, self.id, self.data = event, id, data
+
+
+class SseParser:
+    """Incremental SSE parser (sans-I/O): feed bytes, get complete events.
+
+    Frames end with a blank line (``\\n\\n`` or ``\\r\\n\\r\\n``); a frame without a ``data:``
+    line is dropped, as the SDK does; lines starting with ``:`` are comments.
+    """
+
+    def __init__(self, max_frame: int = 16 * 1024 * 1024) -> None:
+        self._buffer = b""
+        self._max_frame = max_frame
+
+    def feed(self, chunk: bytes) -> list[SseEvent]:
+        self._buffer += chunk.replace(b"\r\n", b"\n")
+        events: list[SseEvent] = []
+        while True:
+            end = self._buffer.find(b"\n\n")
+            if end < 0:
+                if len(self._buffer) > self._max_frame:
+                    raise ValueError("SSE frame larger than the limit")
+                return events
+            frame, self._buffer = self._buffer[:end], self._buffer[end + 2 :]
+            event = self._parse(frame.decode("utf-8", errors="replace"))
+            if event is not None:
+                events.append(event)
+
+    @staticmethod
+    def _parse(frame: str) -> SseEvent | None:
+        name, ident, data = "message", None, []
+        for line in frame.split("\n"):
+            if not line or line.startswith(":"):
+                continue
+            field, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if field == "event":
+                name = value
+            elif field == "id":
+                ident = value
+            elif field == "data":
+                data.append(value)
+        return SseEvent(name, ident, "\n".join(data)) if data else None

@@ -1,0 +1,208 @@
+"""One federation sync pair: pull one thread from one peer, forever, through outages.
+
+Modes (spec §8.4, §15.16): ``polling`` (pull to the peer's head every ``poll_interval``),
+``continuous`` (catch up by pages, then follow the peer's SSE feed; when the stream
+breaks, fall back to polling with backoff until it can be reopened), ``on-demand``
+(only when kicked). Failures back off exponentially with jitter, capped at 5 minutes,
+reset on success; ``Kick`` wakes the pair at once. Pause keeps the cursor; resume goes
+on from it. Every page goes through the reconciler, which commits records and cursor
+together — so a crash can neither skip nor double-apply a record.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import trio
+
+from spl.actors.messages import Kick, Pause, Resume
+from spl.actors.peer import PeerError, fetch_changes, stream_changes
+from spl.actors.reconciler import ReconcilerClient, ReconcileResult
+from spl.kernel.pairs import PairConfig, PairError, PairStatus
+from spl.kernel.store import StoredRecord
+from spl.runtime.backoff import Backoff
+from spl.runtime.supervisor import ChildContext
+
+__all__ = ["PairActor", "PairDeps", "pair_backoff"]
+
+RECONCILE_TIMEOUT = 120.0
+PAGE_LIMIT = 1000
+
+
+def pair_backoff(rng: random.Random) -> Backoff:
+    """1 s, 2 s, 4 s … capped at 300 s, ±20 % jitter, reset on success."""
+    return Backoff(base=1.0, factor=2.0, cap=300.0, jitter=0.2, reset_after=300.0, rng=rng)
+
+
+@dataclass
+class PairDeps:
+    reconciler: ReconcilerClient
+    http: httpx.AsyncClient  # pages: short requests
+    streams: httpx.AsyncClient  # continuous feeds: long-lived, kept apart from the pool of short ones
+    token: Callable[[str], str | None]
+    on_committed: Callable[[str, list[StoredRecord], dict[str, float]], None] = lambda pair_id, records, times: None
+    on_error: Callable[[str], None] = lambda pair_id: None
+    wall: Callable[[], float] = time.time
+    rng: random.Random = field(default_factory=random.Random)
+
+
+class PairActor:
+    def __init__(self, config: PairConfig, status: PairStatus, deps: PairDeps) -> None:
+        self.config = config
+        self.status = status
+        self.deps = deps
+        self.paused = config.paused
+        self._backoff = pair_backoff(deps.rng)
+        self._waiters: list[Any] = []
+
+    # -- the loop -----------------------------------------------------------------------
+
+    async def run(self, ctx: ChildContext) -> None:
+        ctx.started()
+        if self.paused:
+            self.status.paused(self.deps.wall())
+        idle_first = self.config.mode == "on-demand"
+        while True:
+            if self.paused:
+                self._handle(await ctx.receive())
+                continue
+            if idle_first:  # on-demand: nothing until the first kick
+                idle_first = False
+                await self._wait(ctx, None)
+                continue
+            delay: float | None
+            try:
+                if self.config.mode == "continuous":
+                    await self.pull_to_head()
+                    await self._follow(ctx)  # returns only when paused; failures raise
+                    continue
+                await self.pull_to_head()
+                self._backoff.reset()
+                delay = self.config.poll_interval if self.config.mode == "polling" else None
+            except PeerError as error:
+                delay = self._backoff.next_delay()
+                self.status.failed(PairError(error.code, error.message, self.deps.wall()), delay)
+                self.deps.on_error(self.config.pair_id)
+            self._answer_waiters()
+            await self._wait(ctx, delay)
+
+    async def pull_to_head(self) -> None:
+        """Pull pages until the peer has nothing more after our cursor."""
+        while True:
+            token = self.deps.token(self.config.pair_id)
+            self.status.last_attempt_at = self.deps.wall()
+            page = await fetch_changes(
+                self.deps.http,
+                self.config.peer_url,
+                self.config.thread_id,
+                self.status.cursor,
+                token=token,
+                limit=PAGE_LIMIT,
+            )
+            if page.records or page.next_cursor > self.status.cursor:
+                await self._reconcile(page.records, page.next_cursor, page.pending)
+            else:
+                self.status.pulled(
+                    cursor=self.status.cursor, stored=0, duplicates=0, pending=page.pending, now=self.deps.wall()
+                )
+            if not page.has_more:
+                return
+
+    async def _reconcile(self, records: list[dict[str, Any]], cursor: int, pending: int) -> None:
+        with trio.fail_after(RECONCILE_TIMEOUT):
+            result: ReconcileResult = await self.deps.reconciler.reconcile(self.config.pair_id, list(records), cursor)
+        for refusal in result.refusals:
+            self.status.refused(refusal.code)
+        now = self.deps.wall()
+        self.status.pulled(
+            cursor=cursor, stored=len(result.stored), duplicates=result.duplicates, pending=pending, now=now
+        )
+        if result.stored:
+            from spl.actors.federation import source_times
+
+            self.deps.on_committed(self.config.pair_id, result.stored, source_times(records))
+
+    async def _follow(self, ctx: ChildContext) -> None:
+        """Stream the peer's continuous feed while watching the inbox; returns when paused."""
+        failure: list[PeerError] = []
+        async with trio.open_nursery() as nursery:
+
+            async def stream() -> None:
+                try:
+                    await stream_changes(
+                        self.deps.streams,
+                        self.config.peer_url,
+                        self.config.thread_id,
+                        self.status.cursor,
+                        token=self.deps.token(self.config.pair_id),
+                        on_events=self._on_events,
+                        on_open=self._backoff.reset,
+                    )
+                except PeerError as error:
+                    failure.append(error)
+                nursery.cancel_scope.cancel()
+
+            async def control() -> None:
+                while not self.paused:
+                    self._handle(await ctx.receive())
+                    self._answer_waiters()  # live already: a kick has nothing to add
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(stream)
+            nursery.start_soon(control)
+        if failure:
+            raise failure[0]
+
+    async def _on_events(self, batch: list[tuple[int, dict[str, Any]]]) -> None:
+        if batch:
+            await self._reconcile([record for _, record in batch], batch[-1][0], 0)
+        else:  # heartbeat: the stream is alive and we are at its head
+            self.status.pulled(cursor=self.status.cursor, stored=0, duplicates=0, pending=0, now=self.deps.wall())
+
+    # -- control --------------------------------------------------------------------------
+
+    async def _wait(self, ctx: ChildContext, delay: float | None) -> None:
+        """Sleep until the next attempt, handling control messages; a kick ends the wait."""
+        deadline = None if delay is None else trio.current_time() + delay
+        while not self.paused:
+            if deadline is not None:
+                self.status.check_stall(self.config.poll_interval, self.deps.wall())
+            with trio.move_on_at(deadline if deadline is not None else float("inf")):
+                message = await ctx.receive()
+                if self._handle(message):
+                    return
+                continue
+            return
+
+    def _handle(self, message: object) -> bool:
+        """Apply a control message; True when it asks for an attempt now."""
+        now = self.deps.wall()
+        match message:
+            case Kick(reply=reply):
+                if reply is not None:
+                    self._waiters.append(reply)
+                if not self.paused:
+                    self._backoff.reset()
+                    return True
+                if reply is not None:
+                    self._answer_waiters()
+            case Pause():
+                if not self.paused:
+                    self.paused = True
+                    self.status.paused(now)
+            case Resume():
+                if self.paused:
+                    self.paused = False
+                    self.status.resumed(now)
+                    return True
+        return False
+
+    def _answer_waiters(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for reply in waiters:
+            reply.set(self.status.to_wire(self.deps.wall()))

@@ -1,0 +1,131 @@
+"""The reconciler: every record pulled from a peer passes here on its way to the store.
+
+Two stages joined by a bounded channel, so verifying page N+1 overlaps committing page N:
+
+1. *verify* (worker thread): recompute the id, check ``sig`` against ``signer``; a
+   record that fails is refused, counted and logged with its id and reason, and the rest
+   of the page goes on;
+2. *commit* (in arrival order): hand the verified records to the store writer together
+   with the pair's new cursor, so records and cursor commit in one transaction.
+
+``queue_depth`` (records accepted but not yet committed) is the ``reconcile_queue`` figure.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import trio
+
+from spl.actors.loop import next_message
+from spl.actors.messages import Reconcile, Reply, unavailable
+from spl.actors.writer import WriterClient
+from spl.kernel.errors import SplError
+from spl.kernel.ingest import Accepted, Candidate
+from spl.kernel.store import StoredRecord
+from spl.kernel.verify import Refusal, verify_batch
+from spl.runtime.supervisor import ChildContext
+
+__all__ = ["ReconcileResult", "Reconciler", "ReconcilerClient"]
+
+log = logging.getLogger("spl.reconciler")
+
+
+@dataclass
+class ReconcileResult:
+    stored: list[StoredRecord] = field(default_factory=list)
+    duplicates: int = 0
+    refusals: list[Refusal] = field(default_factory=list)
+
+
+@dataclass
+class _Verified:
+    message: Reconcile
+    candidates: list[Candidate]
+    refusals: list[Refusal]
+
+
+class Reconciler:
+    def __init__(self, writer: WriterClient | None = None) -> None:
+        self._writer = writer
+        self.queue_depth = 0
+        self.queue_high_water = 0
+        self.verified_total = 0
+        self.refused_total = 0
+
+    def bind(self, writer: WriterClient) -> None:
+        """Wire the writer in once the supervisor has created its inbox."""
+        self._writer = writer
+
+    def note_queued(self, count: int) -> None:
+        self.queue_depth += count
+        self.queue_high_water = max(self.queue_high_water, self.queue_depth)
+
+    def take_high_water(self) -> int:
+        """The largest queue depth since the last call (soak windows read and reset it)."""
+        high, self.queue_high_water = self.queue_high_water, self.queue_depth
+        return high
+
+    async def run(self, ctx: ChildContext) -> None:
+        send, receive = trio.open_memory_channel[_Verified](2)
+        ctx.started()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._commit_stage, receive)
+            async with send:
+                while (message := await next_message(ctx)) is not None:
+                    if not isinstance(message, Reconcile):
+                        continue
+                    try:
+                        results = await trio.to_thread.run_sync(verify_batch, list(message.records))
+                    except Exception as exc:  # a bug in verification must not hang the pair
+                        message.reply.fail(exc)
+                        self.queue_depth -= len(message.records)
+                        continue
+                    candidates = [r for r in results if isinstance(r, Candidate)]
+                    refusals = [r for r in results if isinstance(r, Refusal)]
+                    await send.send(_Verified(message, candidates, refusals))
+
+    async def _commit_stage(self, receive: trio.MemoryReceiveChannel[_Verified]) -> None:
+        async for verified in receive:
+            message = verified.message
+            assert self._writer is not None, "Reconciler.bind() was not called"
+            try:
+                outcomes = await self._writer.ingest(verified.candidates, cursor=(message.pair_id, message.cursor))
+            except Exception as exc:
+                message.reply.fail(exc)
+                continue
+            finally:
+                self.queue_depth -= len(message.records)
+            result = ReconcileResult(refusals=list(verified.refusals))
+            for candidate, outcome in zip(verified.candidates, outcomes, strict=True):
+                if isinstance(outcome, Accepted):
+                    if outcome.created:
+                        result.stored.append(outcome.record)
+                    else:
+                        result.duplicates += 1
+                elif isinstance(outcome, SplError):
+                    result.refusals.append(Refusal(candidate.envelope.id, outcome.code, outcome.message))
+            self.verified_total += len(verified.candidates)
+            self.refused_total += len(result.refusals)
+            for refusal in result.refusals:
+                log.warning(
+                    "pair %s refused record %s: %s %s", message.pair_id, refusal.record_id, refusal.code, refusal.reason
+                )
+            message.reply.set(result)
+
+
+class ReconcilerClient:
+    def __init__(self, inbox: trio.MemorySendChannel[object], reconciler: Reconciler) -> None:
+        self._inbox = inbox
+        self._reconciler = reconciler
+
+    async def reconcile(self, pair_id: str, records: list[object], cursor: int) -> ReconcileResult:
+        reply: Reply[ReconcileResult] = Reply()
+        self._reconciler.note_queued(len(records))
+        try:
+            await self._inbox.send(Reconcile(pair_id, records, cursor, reply))
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            self._reconciler.queue_depth -= len(records)
+            raise unavailable("the reconciler") from None
+        return await reply.get()

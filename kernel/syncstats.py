@@ -1,0 +1,94 @@
+"""Rolling federation figures (1-hour window, in memory, reset on restart): pure bookkeeping.
+
+Feeds ``GET /v1/sync/health`` and ``GET /v1/sync/pairs/{id}/stats``: records pulled per
+minute/hour, delivery latency (committed here minus created at the source), errors.
+"""
+
+from __future__ import annotations
+
+import calendar
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["LATENCY_BUCKETS_MS", "PairStats", "parse_rfc3339"]
+
+WINDOW = 3600.0
+LATENCY_BUCKETS_MS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+
+
+def parse_rfc3339(text: object) -> float | None:
+    """``2026-11-21T02:23:45.807252Z`` → Unix seconds; None for anything else."""
+    if not isinstance(text, str) or not text.endswith("Z") or len(text) < 20:
+        return None
+    try:
+        whole, _, fraction = text[:-1].partition(".")
+        seconds = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S"))
+        return seconds + (float("0." + fraction) if fraction.isdigit() else 0.0)
+    except ValueError:
+        return None
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, int(round(q / 100 * len(ordered) + 0.5)) - 1))
+    return ordered[index]
+
+
+@dataclass
+class PairStats:
+    pulled: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=20_000))
+    latencies: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=20_000))
+    errors: deque[float] = field(default_factory=lambda: deque(maxlen=5_000))
+
+    def note_pulled(self, count: int, latencies_s: list[float], now: float) -> None:
+        self.pulled.append((now, count))
+        for latency in latencies_s:
+            self.latencies.append((now, latency))
+
+    def note_error(self, now: float) -> None:
+        self.errors.append(now)
+
+    def records_since(self, since: float) -> int:
+        return sum(count for at, count in self.pulled if at >= since)
+
+    def latencies_since(self, since: float) -> list[float]:
+        return [latency for at, latency in self.latencies if at >= since]
+
+    def errors_since(self, since: float) -> int:
+        return sum(1 for at in self.errors if at >= since)
+
+    def to_wire(self, now: float) -> dict[str, Any]:
+        latencies_ms = [value * 1000 for value in self.latencies_since(now - WINDOW)]
+        histogram = {f"le_{bound}ms": 0 for bound in LATENCY_BUCKETS_MS}
+        histogram["gt_10000ms"] = 0
+        for value in latencies_ms:
+            for bound in LATENCY_BUCKETS_MS:
+                if value <= bound:
+                    histogram[f"le_{bound}ms"] += 1
+                    break
+            else:
+                histogram["gt_10000ms"] += 1
+        return {
+            "records_last_minute": self.records_since(now - 60),
+            "records_last_hour": self.records_since(now - WINDOW),
+            "records_per_minute": round(self.records_since(now - WINDOW) / 60, 2),
+            "errors_last_hour": self.errors_since(now - WINDOW),
+            "latency_ms": summarise(latencies_ms),
+            "latency_histogram": histogram,
+        }
+
+
+def summarise(latencies_ms: list[float]) -> dict[str, float | int | None]:
+    if not latencies_ms:
+        return {"count": 0, "mean": None, "p50": None, "p95": None, "p99": None}
+    return {
+        "count": len(latencies_ms),
+        "mean": round(sum(latencies_ms) / len(latencies_ms), 2),
+        "p50": round(_percentile(latencies_ms, 50) or 0.0, 2),
+        "p95": round(_percentile(latencies_ms, 95) or 0.0, 2),
+        "p99": round(_percentile(latencies_ms, 99) or 0.0, 2),
+    }

@@ -1,0 +1,55 @@
+"""Verifying a record that arrived from a peer (spec §8.1, §15.12). Pure CPU work.
+
+The id is recomputed from the seven hashed fields and must equal the claimed ``id``;
+``sig`` must verify against ``signer`` over the id bytes. The original ``signer``/``sig``
+are kept, so a record stays attributable to the instance that first accepted it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from spl.kernel.errors import InvalidRecord
+from spl.kernel.identity import verify_record_signature
+from spl.kernel.ingest import Candidate
+from spl.kernel.record import validate_envelope
+
+__all__ = ["Refusal", "verify_pulled"]
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A record that will not be stored, and why (``code`` is one of pairs.REFUSAL_CODES)."""
+
+    record_id: str
+    code: str
+    reason: str
+
+    def to_wire(self) -> dict[str, str]:
+        return {"id": self.record_id, "code": self.code, "reason": self.reason}
+
+
+def verify_pulled(raw: object) -> Candidate | Refusal:
+    """A verified candidate for ingest, or the reason the record is refused."""
+    if not isinstance(raw, dict):
+        return Refusal("?", "INVALID_RECORD", "not a JSON object")
+    claimed = raw.get("id")
+    claimed_id = claimed if isinstance(claimed, str) else "?"
+    try:
+        envelope = validate_envelope(raw)
+    except InvalidRecord as exc:
+        return Refusal(claimed_id, "INVALID_RECORD", exc.message)
+    if claimed != envelope.id:
+        return Refusal(claimed_id, "ID_MISMATCH", f"content hashes to {envelope.id}, not the claimed id")
+    signer, sig = raw.get("signer"), raw.get("sig")
+    if not isinstance(signer, str) or not isinstance(sig, str):
+        return Refusal(envelope.id, "SIGNATURE_INVALID", "record carries no signer/sig")
+    if not verify_record_signature(envelope.id, signer, sig):
+        return Refusal(envelope.id, "SIGNATURE_INVALID", f"sig does not verify against signer {signer[:32]}…")
+    return Candidate(envelope, signer, sig)
+
+
+def verify_batch(raws: list[Any]) -> list[Candidate | Refusal]:
+    """Verify a page; runs in a worker thread (libsodium releases the GIL)."""
+    return [verify_pulled(raw) for raw in raws]

@@ -1,0 +1,185 @@
+"""Federation routes: the change feed a peer pulls, signed-record push, and pair management.
+
+Spec §8.4 and §15.6: cursors are opaque ``s1.<sequence>`` strings, so a page boundary can
+never split records that share a clock.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+from quart import Response, request
+from quart_trio import QuartTrio
+
+from spl.kernel import queries
+from spl.kernel.cursor import decode_cursor, encode_cursor
+from spl.kernel.errors import InvalidRequest, SplError, Unavailable
+from spl.kernel.ingest import Accepted, Candidate
+from spl.kernel.record import validate_thread
+from spl.kernel.store import StoredRecord
+from spl.kernel.tokens import allows
+from spl.kernel.verify import Refusal, verify_batch
+from spl.transport.auth import require
+from spl.transport.requests import int_arg, json_body
+from spl.transport.routes_threads import watch_stream
+from spl.transport.services import Services
+
+__all__ = ["register"]
+
+MAX_PAGE = 10_000
+LONGPOLL_MAX = 30.0
+
+
+def _require_any(scopes: tuple[str, ...]) -> None:
+    caller = request.caller  # type: ignore[attr-defined]
+    if not any(allows(caller.scopes, scope) for scope in scopes):
+        require(caller, scopes[0])
+
+
+def _count_after(connection: Any, thread: str, after: int) -> int:
+    for (count,) in connection.execute("SELECT COUNT(*) FROM records WHERE thread = ? AND seq > ?", (thread, after)):
+        return int(count)
+    return 0
+
+
+def _page(connection: Any, thread: str, after: int, limit: int) -> tuple[list[StoredRecord], bool, int]:
+    rows = queries.records_after(connection, thread, after, limit + 1)
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    pending = _count_after(connection, thread, rows[-1].seq) if has_more else 0
+    return rows, has_more, pending
+
+
+def _page_json(records: list[StoredRecord], after: int, has_more: bool, pending: int) -> str:
+    items = ",".join(f'{{"id":"{r.id}","record":{r.json}}}' for r in records)
+    cursor = encode_cursor(records[-1].seq if records else after)
+    return (
+        f'{{"object":"sync_changes","records":[{items}],"next_cursor":"{cursor}",'
+        f'"has_more":{"true" if has_more else "false"},"pending":{pending}}}'
+    )
+
+
+def register(app: QuartTrio, services: Services) -> None:
+    from spl.transport.app import json_response
+
+    def manager() -> Any:
+        if services.federation is None:
+            raise Unavailable("federation is starting; retry in a moment")
+        return services.federation
+
+    @app.get("/v1/sync/changes")
+    async def changes() -> Response:
+        _require_any(("federation:sync", "records:read"))
+        thread = validate_thread(request.args.get("thread"), "thread (query parameter)")
+        header = request.headers.get("last-event-id")
+        after = decode_cursor(request.args.get("since"))
+        feed = request.args.get("feed", "normal")
+        if feed == "continuous":
+            if header is not None and header.strip().isdigit():
+                after = int(header.strip())
+            response = Response(
+                watch_stream(services, thread, after, None),
+                content_type="text/event-stream; charset=utf-8",
+                headers={"cache-control": "no-cache"},
+            )
+            response.timeout = None
+            return response
+        if feed not in ("normal", "longpoll"):
+            raise InvalidRequest("feed must be normal, longpoll or continuous", code="INVALID_PARAMETER")
+        limit = int_arg("limit", 1000, minimum=1, maximum=MAX_PAGE) or 1000
+        records, has_more, pending = await services.read(_page, thread, after, limit)
+        if not records and feed == "longpoll":
+            wait = float(int_arg("timeout", int(LONGPOLL_MAX), minimum=0, maximum=int(LONGPOLL_MAX)) or 0)
+            subscription = await services.hub.subscribe(thread)
+            try:
+                records, has_more, pending = await services.read(_page, thread, after, limit)
+                if not records:
+                    with trio.move_on_after(wait):
+                        try:
+                            await subscription.receive.receive()
+                        except trio.EndOfChannel:
+                            pass
+                    records, has_more, pending = await services.read(_page, thread, after, limit)
+            finally:
+                services.hub.unsubscribe(subscription)
+        return json_response(_page_json(records, after, has_more, pending))
+
+    @app.post("/v1/sync/records")
+    async def push_records() -> Response:
+        _require_any(("federation:sync", "records:write"))
+        payload = await json_body(services.config.max_body_bytes)
+        raws = payload.get("records") if isinstance(payload, dict) else None
+        if not isinstance(raws, list) or len(raws) > MAX_PAGE:
+            raise InvalidRequest('send {"records": [signed record, …]} (at most 10000)', code="INVALID_REQUEST")
+        if request.headers.get("x-syncropel-federation") == "1":
+            unsigned = [r.get("id") for r in raws if not (isinstance(r, dict) and r.get("sig") and r.get("signer"))]
+            if unsigned:
+                raise InvalidRequest(
+                    f"{len(unsigned)} record(s) carry no signer/sig; federation pushes must be signed",
+                    code="SIGNATURE_REQUIRED",
+                    status=422,
+                )
+        results = await trio.to_thread.run_sync(verify_batch, raws)
+        candidates = [r for r in results if isinstance(r, Candidate)]
+        refused = [r.to_wire() for r in results if isinstance(r, Refusal)]
+        outcomes = await services.writer.ingest(candidates)
+        accepted: list[str] = []
+        duplicates: list[str] = []
+        for candidate, outcome in zip(candidates, outcomes, strict=True):
+            if isinstance(outcome, Accepted):
+                (accepted if outcome.created else duplicates).append(outcome.record.id)
+            elif isinstance(outcome, SplError):
+                refused.append({"id": candidate.envelope.id, "code": outcome.code, "reason": outcome.message})
+        return json_response(
+            {"object": "sync_ingest_result", "accepted": accepted, "duplicates": duplicates, "refused": refused}
+        )
+
+    @app.get("/v1/sync/pairs")
+    async def list_pairs() -> Response:
+        _require_any(("federation:manage", "records:read"))
+        return json_response({"object": "list", "data": manager().listing()})
+
+    @app.post("/v1/sync/pairs")
+    async def create_pair() -> Response:
+        require(request.caller, "federation:manage")  # type: ignore[attr-defined]
+        payload = await json_body(services.config.max_body_bytes)
+        if not isinstance(payload, dict):
+            raise InvalidRequest('send {"peer_did": …, "peer_url": …, "thread_id": …}')
+        return json_response(await manager().create(payload), 201)
+
+    @app.get("/v1/sync/pairs/<pair_id>")
+    async def show_pair(pair_id: str) -> Response:
+        _require_any(("federation:manage", "records:read"))
+        return json_response(manager().describe(pair_id))
+
+    @app.delete("/v1/sync/pairs/<pair_id>")
+    async def remove_pair(pair_id: str) -> Response:
+        require(request.caller, "federation:manage")  # type: ignore[attr-defined]
+        return json_response(await manager().remove(pair_id))
+
+    @app.post("/v1/sync/pairs/<pair_id>/pause")
+    async def pause_pair(pair_id: str) -> Response:
+        require(request.caller, "federation:manage")  # type: ignore[attr-defined]
+        return json_response(await manager().pause(pair_id))
+
+    @app.post("/v1/sync/pairs/<pair_id>/resume")
+    async def resume_pair(pair_id: str) -> Response:
+        require(request.caller, "federation:manage")  # type: ignore[attr-defined]
+        return json_response(await manager().resume(pair_id))
+
+    @app.post("/v1/sync/pairs/<pair_id>/kick")
+    async def kick_pair(pair_id: str) -> Response:
+        require(request.caller, "federation:manage")  # type: ignore[attr-defined]
+        wait = request.args.get("wait") in ("1", "true", "yes")
+        return json_response(await manager().kick(pair_id, wait=wait))
+
+    @app.get("/v1/sync/pairs/<pair_id>/stats")
+    async def pair_stats(pair_id: str) -> Response:
+        _require_any(("federation:manage", "records:read"))
+        return json_response(manager().stats(pair_id))
+
+    @app.get("/v1/sync/health")
+    async def sync_health() -> Response:
+        _require_any(("federation:manage", "records:read"))
+        return json_response(manager().health())
