@@ -21,7 +21,7 @@ import httpx
 import trio
 
 from spl.actors.messages import Kick, Pause, Resume
-from spl.actors.peer import PeerError, fetch_changes, stream_changes
+from spl.actors.peer import ChangesPage, PeerError, fetch_changes, stream_changes
 from spl.actors.reconciler import ReconcilerClient, ReconcileResult
 from spl.kernel.pairs import PairConfig, PairError, PairStatus
 from spl.kernel.store import StoredRecord
@@ -92,26 +92,46 @@ class PairActor:
             await self._wait(ctx, delay)
 
     async def pull_to_head(self) -> None:
-        """Pull pages until the peer has nothing more after our cursor."""
-        while True:
-            token = self.deps.token(self.config.pair_id)
-            self.status.last_attempt_at = self.deps.wall()
-            page = await fetch_changes(
-                self.deps.http,
-                self.config.peer_url,
-                self.config.thread_id,
-                self.status.cursor,
-                token=token,
-                limit=PAGE_LIMIT,
-            )
+        """Pull pages until the peer has nothing more after our cursor.
+
+        Fetching page N+1 overlaps reconciling page N (one page in flight, a bounded
+        channel between the two), so a catch-up keeps both cores busy. A fetch failure
+        lets the pages already fetched finish committing before it is raised.
+        """
+        failure: PeerError | None = None
+        send, receive = trio.open_memory_channel[ChangesPage](1)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._apply_pages, receive)
+            async with send:
+                cursor = self.status.cursor
+                try:
+                    while True:
+                        self.status.last_attempt_at = self.deps.wall()
+                        page = await fetch_changes(
+                            self.deps.http,
+                            self.config.peer_url,
+                            self.config.thread_id,
+                            cursor,
+                            token=self.deps.token(self.config.pair_id),
+                            limit=PAGE_LIMIT,
+                        )
+                        await send.send(page)
+                        cursor = max(cursor, page.next_cursor)
+                        if not page.has_more:
+                            break
+                except PeerError as error:
+                    failure = error
+        if failure is not None:
+            raise failure
+
+    async def _apply_pages(self, pages: trio.MemoryReceiveChannel[ChangesPage]) -> None:
+        async for page in pages:
             if page.records or page.next_cursor > self.status.cursor:
                 await self._reconcile(page.records, page.next_cursor, page.pending)
             else:
                 self.status.pulled(
                     cursor=self.status.cursor, stored=0, duplicates=0, pending=page.pending, now=self.deps.wall()
                 )
-            if not page.has_more:
-                return
 
     async def _reconcile(self, records: list[dict[str, Any]], cursor: int, pending: int) -> None:
         with trio.fail_after(RECONCILE_TIMEOUT):

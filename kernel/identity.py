@@ -8,6 +8,7 @@ base64url without padding; ``signer`` is the DID of the instance that first acce
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 
 import nacl.exceptions
@@ -79,10 +80,16 @@ def public_key_from_did(did: str) -> bytes:
     return decoded[2:]
 
 
+@functools.lru_cache(maxsize=4096)
+def _verify_key(did: str) -> nacl.signing.VerifyKey:
+    """Decoding a did:key costs more than checking a signature; a peer has few signers."""
+    return nacl.signing.VerifyKey(public_key_from_did(did))
+
+
 def verify_signature(did: str, message: bytes, signature_b64: str) -> bool:
     """True when ``signature_b64`` is a valid Ed25519 signature of ``message`` by ``did``."""
     try:
-        key = nacl.signing.VerifyKey(public_key_from_did(did))
+        key = _verify_key(did)
         key.verify(message, b64url_decode(signature_b64))
     except (ValueError, TypeError, nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError):
         return False
