@@ -253,6 +253,8 @@ class FederationManager:
             view.config = PairConfig(**{**view.config.__dict__, "paused": False})
             await self._persist(view.config, "active")
         await self.supervisor.send(pair_id, Resume())
+        if view.status.state == "paused":
+            view.status.resumed(time.time())  # answer with the new state, not the old one
         return self.describe(pair_id)
 
     async def kick(self, pair_id: str, *, wait: bool = False, wait_limit: float = 60.0) -> dict[str, Any]:

@@ -187,11 +187,16 @@ def serve(
 
 
 @app.command()
-def status(output: str = OUTPUT, url: str = typer.Option(None, "--url", help="Daemon URL.")) -> None:
-    """Show the daemon's health, identity and supervision tree."""
+def status(
+    output: str = OUTPUT,
+    url: str = typer.Option(None, "--url", help="Daemon URL."),
+    json_flag: bool = typer.Option(False, "--json", help="Same as -o json: the whole status payload."),
+) -> None:
+    """Show the daemon's health, identity, supervision tree and federation pairs (one line each)."""
     client = DaemonClient.for_home(home(), url)
+    as_json = wants_json(output) or json_flag
     payload: dict[str, Any] = client.get("/v1/status")
-    if wants_json(output):
+    if as_json:
         emit_json(payload)
         return
     typer.echo(f"spl daemon at {payload['endpoint_url']}  ({'auth on' if payload['auth_required'] else 'auth off'})")
@@ -201,6 +206,10 @@ def status(output: str = OUTPUT, url: str = typer.Option(None, "--url", help="Da
     typer.echo(f"  uptime:    {payload['uptime_secs']:.0f}s")
     typer.echo("Supervision")
     _print_tree(payload.get("supervision") or {}, "  ")
+    from spl.cli.fleet import federation_lines
+
+    for line in federation_lines((payload.get("federation") or {}).get("pairs") or []):
+        typer.echo(line)
 
 
 def _print_tree(snapshot: dict[str, Any], indent: str) -> None:
@@ -214,10 +223,12 @@ def _print_tree(snapshot: dict[str, Any], indent: str) -> None:
 
 def run() -> None:
     """Console-script entry point: turn expected failures into one-line errors."""
-    from spl.cli import admin, records  # noqa: F401  (registers command groups)
+    from spl.cli import admin, doctor, fleet, records  # noqa: F401  (registers command groups)
 
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # returns typer.Exit's code instead of raising it
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except (CliError, HomeError) as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(1)

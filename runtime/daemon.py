@@ -133,6 +133,7 @@ class Daemon:
             head_sequence=lambda: writer.head_sequence,
             federation=federation,
             trust_loopback_sync=self.config.trust_loopback_sync,
+            bind_host=host,
         )
         self.supervisor, self.services = root, services
 

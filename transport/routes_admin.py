@@ -114,6 +114,7 @@ def register(app: QuartTrio, services: Services) -> None:  # noqa: C901 - a flat
                 "object": "status",
                 "instance_did": services.identity.did,
                 "endpoint_url": services.endpoint,
+                "bind_host": services.bind_host,
                 "home": str(services.home.root),
                 "auth_required": services.auth_required,
                 "sequence": services.head_sequence(),

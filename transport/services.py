@@ -40,6 +40,7 @@ class Services:
     stopping: trio.Event = field(default_factory=trio.Event)
     started_at: float = field(default_factory=time.time)
     endpoint: str = "http://127.0.0.1:9100"
+    bind_host: str = "127.0.0.1"  # what the HTTP server listens on (0.0.0.0 = every interface)
     snapshot: Callable[[], dict[str, Any]] = field(default=lambda: {})
     head_sequence: Callable[[], int] = field(default=lambda: 0)
     manifest: dict[str, Any] = field(default_factory=dict)

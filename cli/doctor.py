@@ -1,0 +1,301 @@
+"""``spl doctor``: check this instance's home, its daemon and its federation setup.
+
+One line per check: ``✓`` fine, ``!`` a warning, ``✗`` a failure; each problem names its
+fix. Exit status 0 when everything is fine, 1 with warnings, 2 with failures (also with
+``-o json``). Checks that need the daemon are skipped when none answers.
+"""
+
+from __future__ import annotations
+
+import stat
+import sys
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import typer
+
+from spl.cli.client import CliError, DaemonClient
+from spl.cli.common import OUTPUT, URL, DaemonError, DaemonUnreachable, call, main_app, wants_json
+from spl.cli.common import home as _home
+from spl.cli.output import emit_json
+from spl.kernel.manifest import verify_manifest
+from spl.runtime.home import Config, Home, HomeError
+
+__all__ = ["Check", "doctor", "render", "run_checks"]
+
+MARKS = {"ok": "✓", "warn": "!", "fail": "✗"}
+EXIT_CODES = {"ok": 0, "warn": 1, "fail": 2}
+NAME_WIDTH = 20
+TEXT_WIDTH = 45
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # ok | warn | fail
+    message: str
+
+    def to_wire(self) -> dict[str, str]:
+        return {"name": self.name, "status": self.status, "message": self.message}
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """Wrap at spaces, never inside a `command` (so it can be copied whole)."""
+    parts = text.split("`")
+    protected = "`".join(part.replace(" ", "\xa0") if index % 2 else part for index, part in enumerate(parts))
+    lines = textwrap.wrap(protected, width, break_long_words=False, break_on_hyphens=False) or [""]
+    return [line.replace("\xa0", " ") for line in lines]
+
+
+def render(check: Check) -> list[str]:
+    """``! federation bind host 1 sync pair(s) …`` with continuation lines under the message."""
+    prefix = f"{MARKS[check.status]} {check.name:<{NAME_WIDTH}} "
+    lines = _wrap(check.message, TEXT_WIDTH)
+    return [prefix + lines[0]] + [" " * len(prefix) + line for line in lines[1:]]
+
+
+def _is_loopback(host: str) -> bool:
+    return host in LOOPBACK or host.startswith("127.")
+
+
+def _mode_check(name: str, path: Path, *, missing: Check) -> Check:
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return missing
+    except OSError as exc:
+        return Check(name, "fail", f"cannot read {path}: {exc.strerror or exc}")
+    if mode & 0o077:
+        return Check(name, "fail", f"{path} has mode {mode:04o}: others can read it; run `chmod 600 {path}`")
+    return Check(name, "ok", f"{path} (mode {mode:04o})")
+
+
+def _home_checks(home: Home) -> tuple[list[Check], Config | None]:
+    checks: list[Check] = []
+    config: Config | None = None
+    if not home.config_path.exists():
+        checks.append(Check("home", "fail", f"no spl home at {home.root}: run `spl init` (or set SYNCROPEL_HOME)"))
+    else:
+        try:
+            config = home.load_config()
+            checks.append(Check("home", "ok", f"{home.root} (config parses)"))
+        except HomeError as exc:
+            checks.append(Check("home", "fail", str(exc)))
+    key = _mode_check(
+        "identity key",
+        home.key_path,
+        missing=Check("identity key", "fail", f"no identity key at {home.key_path}: run `spl init`"),
+    )
+    if key.status == "ok" and config is not None:
+        try:
+            did = home.load_identity().did
+        except HomeError as exc:
+            key = Check("identity key", "fail", str(exc))
+        else:
+            if did != config.did:
+                key = Check(
+                    "identity key",
+                    "fail",
+                    f"the key's DID {did} is not the config's {config.did}; run `spl init --force`",
+                )
+    checks.append(key)
+    checks.append(
+        _mode_check(
+            "admin credential",
+            home.admin_token_path,
+            missing=Check(
+                "admin credential",
+                "warn",
+                f"no admin credential at {home.admin_token_path}: this CLI needs $SPL_TOKEN; "
+                "`spl init --force` writes a new one",
+            ),
+        )
+    )
+    return checks, config
+
+
+def _daemon_checks(client: DaemonClient, config: Config | None) -> list[Check]:
+    checks: list[Check] = []
+    try:
+        health: dict[str, Any] = call(client, "GET", "/health").payload
+    except DaemonUnreachable:
+        return [Check("daemon", "fail", f"no daemon answers at {client.url}: start one with `spl serve --daemon`")]
+    except CliError as exc:
+        return [Check("daemon", "fail", f"{client.url}/health failed: {exc}")]
+    checks.append(Check("daemon", "ok", f"answers at {client.url} (spl {health.get('version')})"))
+    checks.append(_manifest_check(client, config))
+
+    sequence = health.get("sequence")
+    if not isinstance(sequence, int):
+        checks.append(Check("store", "fail", "the daemon did not report its head sequence; see its log"))
+    elif health.get("status") != "ok":
+        checks.append(Check("store", "warn", f"{sequence} records; the daemon is {health.get('status')}"))
+    else:
+        checks.append(Check("store", "ok", f"readable: {sequence} records (head sequence)"))
+
+    status: dict[str, Any] | None = None
+    status_error = ""
+    try:
+        status = call(client, "GET", "/v1/status").payload
+    except DaemonError as exc:
+        status_error = str(exc)
+    if status is not None:
+        bind_host = str(status.get("bind_host") or urlsplit(str(status.get("endpoint_url") or client.url)).hostname)
+    else:
+        identity = call(client, "GET", "/v1/identity").payload
+        bind_host = urlsplit(str(identity.get("endpoint_url") or client.url)).hostname or "?"
+    exposed_on = (
+        None if _is_loopback(bind_host) else ("every interface" if bind_host in ("0.0.0.0", "::") else bind_host)
+    )
+
+    auth_required = bool(health.get("auth_required"))
+    if auth_required:
+        checks.append(Check("auth", "ok", "on: requests need a bearer token"))
+    elif exposed_on is not None:
+        checks.append(
+            Check(
+                "auth",
+                "warn",
+                f"off while the daemon is reachable on {exposed_on}: anyone who can reach it can read and write. "
+                "Set `[auth] required = true` and restart without --insecure-localhost.",
+            )
+        )
+    else:
+        checks.append(Check("auth", "ok", f"off; the daemon is bound to {bind_host} only"))
+
+    checks.extend(_federation_checks(status, status_error, health, bind_host, exposed_on))
+    if config is not None and config.trust_loopback_sync and auth_required:
+        checks.append(
+            Check(
+                "federation trust",
+                "warn",
+                "/v1/sync/* trusts loopback callers: any local process may manage pairs without a token "
+                "([federation] trust_loopback = true in config.toml). Set it to false and give pairs tokens "
+                "(`spl fleet sync add --token`).",
+            )
+        )
+    return checks
+
+
+def _manifest_check(client: DaemonClient, config: Config | None) -> Check:
+    try:
+        discovery: dict[str, Any] = call(client, "GET", "/.well-known/syncropel").payload
+    except CliError as exc:
+        return Check("manifest", "fail", f"GET /.well-known/syncropel failed: {exc}")
+    manifest = discovery.get("federation_manifest")
+    if not isinstance(manifest, dict):
+        return Check("manifest", "fail", "/.well-known/syncropel carries no federation_manifest")
+    if not verify_manifest(manifest):
+        return Check("manifest", "fail", "the federation manifest's signature does not verify; restart the daemon")
+    daemon = manifest.get("daemon") or {}
+    did = daemon.get("did") if isinstance(daemon, dict) else None
+    if config is not None and did != config.did:
+        return Check(
+            "manifest",
+            "fail",
+            f"the daemon at {client.url} is {did}, not this home's {config.did}: "
+            "it serves another home (check --url / SPL_SERVE_URL)",
+        )
+    if discovery.get("did") not in (None, did):
+        return Check("manifest", "fail", f"/.well-known/syncropel names {discovery.get('did')} but is signed by {did}")
+    expires = (manifest.get("signature") or {}).get("expires_at")
+    if isinstance(expires, str) and expires < time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()):
+        return Check("manifest", "warn", f"signature expired at {expires}; restart the daemon to re-sign it")
+    return Check("manifest", "ok", f"signature verifies; DID matches the home ({did})")
+
+
+def _federation_checks(
+    status: dict[str, Any] | None,
+    status_error: str,
+    health: dict[str, Any],
+    bind_host: str,
+    exposed_on: str | None,
+) -> list[Check]:
+    checks: list[Check] = []
+    pairs: list[dict[str, Any]] = []
+    if status is not None:
+        federation = status.get("federation") or {}
+        pairs = [pair for pair in federation.get("pairs") or [] if pair.get("state") != "stopped"]
+        count = len(pairs)
+    else:
+        summary = health.get("federation") or {}
+        by_state = summary.get("pairs_by_state") or {}
+        count = sum(n for state, n in by_state.items() if state != "stopped")
+        checks.append(
+            Check(
+                "federation pairs",
+                "warn",
+                f"cannot read /v1/status ({status_error}); use a token with config:read to see each pair",
+            )
+        )
+    if count == 0:
+        if status is not None:
+            checks.append(Check("federation pairs", "ok", "none configured"))
+        return checks
+    if exposed_on is None:
+        checks.append(
+            Check(
+                "federation bind host",
+                "warn",
+                f"{count} sync pair(s) configured but daemon is bound to {bind_host}. "
+                "Remote peers cannot reach this instance. Restart with `spl serve --host 0.0.0.0 --daemon`.",
+            )
+        )
+    else:
+        checks.append(
+            Check("federation bind host", "ok", f"{count} sync pair(s); peers can reach this daemon on {exposed_on}")
+        )
+    troubled = 0
+    for pair in pairs:
+        pair_id = pair.get("pair_id")
+        source = f"pulling {pair.get('thread_id')} from {pair.get('peer_url')}"
+        details = f"details: `spl fleet sync status {pair_id}`"
+        error = pair.get("last_error")
+        if pair.get("state") == "failing":
+            troubled += 1
+            code = error.get("code") if isinstance(error, dict) else "unknown error"
+            checks.append(Check("federation pair", "warn", f"{pair_id} FAILING: {code} {source}; {details}"))
+        elif pair.get("stalled"):
+            troubled += 1
+            lag = pair.get("lag_records")
+            checks.append(
+                Check("federation pair", "warn", f"{pair_id} STALLED (lag {lag} records) {source}; {details}")
+            )
+    if status is not None and not troubled:
+        states = ", ".join(sorted({str(pair.get("state")) for pair in pairs}))
+        checks.append(Check("federation pairs", "ok", f"{count} pair(s), none failing or stalled ({states})"))
+    return checks
+
+
+def run_checks(url: str | None = None) -> list[Check]:
+    home = _home()
+    checks, config = _home_checks(home)
+    checks.extend(_daemon_checks(DaemonClient.for_home(home, url), config))
+    return checks
+
+
+@main_app().command()
+def doctor(output: str = OUTPUT, url: str | None = URL) -> None:
+    """Check the home, identity, credentials, daemon, manifest, store, auth and federation pairs.
+
+    Prints one line per check (✓ fine, ! warning, ✗ failure) with the fix for each problem.
+    Exit status: 0 all fine, 1 warnings, 2 failures.
+    """
+    as_json = wants_json(output)
+    checks = run_checks(url)
+    worst = max((check.status for check in checks), key=lambda status: EXIT_CODES[status], default="ok")
+    code = EXIT_CODES[worst]
+    if as_json:
+        emit_json({"object": "doctor", "status": worst, "exit_code": code, "checks": [c.to_wire() for c in checks]})
+    else:
+        for check in checks:
+            for line in render(check):
+                typer.echo(line)
+    if code:
+        sys.stdout.flush()
+        raise SystemExit(code)  # typer.Exit would be swallowed under standalone_mode=False

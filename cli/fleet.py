@@ -1,0 +1,495 @@
+"""Federation sync pairs from the command line: ``spl fleet sync add|list|status|pause|resume|kick|remove|pull``.
+
+A pair on this instance pulls one thread from one peer (records flow peer → here); going
+bidirectional means a second pair on the peer. Every command talks to the local daemon's
+``/v1/sync/pairs`` routes. A pair may be named by its full id (``pair_`` + 16 hex) or by
+any unique prefix of it, such as the 8 characters ``spl status`` shows.
+
+A peer's bearer token (``--token``) is sent once, stored by the daemon (mode 0600) and
+never printed by any command.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import typer
+
+from spl.cli.client import CliError, DaemonClient
+from spl.cli.common import OUTPUT, URL, DaemonError, call, client_for, main_app, wants_json
+from spl.cli.output import emit_json, table
+
+__all__ = ["federation_lines", "fleet_app", "parse_duration", "peer_handle", "sync_app"]
+
+MODES = ("polling", "continuous", "on-demand")
+STATE_ORDER = ("running", "starting", "failing", "paused", "stopped")
+ARROWS = {"pull": "←", "push": "→"}
+KICK_TIMEOUT = 90.0  # the daemon waits up to 60 s for a kicked pull to finish
+PAIR_ID = re.compile(r"^pair_[0-9a-f]{16}$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|sec|m|min|h)?\s*$")
+_UNITS = {None: 1.0, "s": 1.0, "sec": 1.0, "ms": 0.001, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+fleet_app = typer.Typer(help="Fleet operations across instances (federation sync pairs).", no_args_is_help=True)
+sync_app = typer.Typer(
+    help="Sync pairs: each pulls one thread from one peer daemon (records flow peer → here).",
+    no_args_is_help=True,
+)
+fleet_app.add_typer(sync_app, name="sync")
+
+PAIR_ARG = typer.Argument(..., help="The pair id (pair_…) or a unique prefix of it, e.g. the 8 shown by `spl status`.")
+
+
+# -- formatting helpers (also used by `spl status`) ---------------------------------------
+
+
+def parse_duration(text: str, option: str = "--poll-interval") -> float:
+    """``1.5`` / ``30s`` / ``500ms`` / ``5m`` / ``1h`` → seconds."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise CliError(f"{option} {text!r} is not a duration; use seconds (1.5) or a unit: 500ms, 30s, 5m, 1h")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _duration(seconds: Any) -> str:
+    if not isinstance(seconds, int | float):
+        return "?"
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g}h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g}m"
+    return f"{seconds:g}s"
+
+
+def _when(timestamp: Any, now: float | None = None) -> str:
+    """``2026-01-02T03:04:05Z (12s ago)`` for a Unix time; ``-`` for none."""
+    if not isinstance(timestamp, int | float):
+        return "-"
+    now = time.time() if now is None else now
+    delta = timestamp - now
+    relative = "now" if abs(delta) < 0.5 else f"in {delta:.0f}s" if delta > 0 else f"{-delta:.0f}s ago"
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(timestamp))} ({relative})"
+
+
+def peer_handle(pair: dict[str, Any]) -> str:
+    """A short name for the peer: ``host:port`` of its URL, else the tail of its DID."""
+    url = pair.get("peer_url")
+    if isinstance(url, str) and url:
+        parts = urlsplit(url)
+        if parts.hostname:
+            host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+            return f"{host}:{parts.port}" if parts.port else host
+    did = str(pair.get("peer_did") or "?")
+    return "…" + did[-8:] if len(did) > 8 else did
+
+
+def _short_id(pair_id: Any) -> str:
+    text = str(pair_id or "")
+    return text.removeprefix("pair_")[:8]
+
+
+def _error_code(pair: dict[str, Any]) -> str:
+    error = pair.get("last_error")
+    return str(error.get("code")) if isinstance(error, dict) and error.get("code") else "-"
+
+
+def _condition(pair: dict[str, Any]) -> str:
+    """What `spl status` says about a pair: its rate and lag, or what is wrong with it."""
+    state = pair.get("state")
+    if state == "failing":
+        return f"FAILING: {_error_code(pair) if pair.get('last_error') else 'unknown error'}"
+    if state == "paused":
+        return "PAUSED"
+    if state == "stopped":
+        return "STOPPED"
+    if pair.get("stalled"):
+        return f"STALLED (lag {pair.get('lag_records', 0)} records)"
+    if state == "starting":
+        return "STARTING"
+    rate = pair.get("records_per_minute") or 0
+    lag = pair.get("lag_seconds") or 0
+    return f"{rate:g} rec/min, lag {round(lag)}s"
+
+
+def _state_counts(pairs: Iterable[dict[str, Any]]) -> str:
+    counts = Counter(str(pair.get("state")) for pair in pairs)
+    ordered = [state for state in STATE_ORDER if counts.get(state)]
+    ordered += sorted(state for state in counts if state not in STATE_ORDER)
+    return ", ".join(f"{counts[state]} {state}" for state in ordered)
+
+
+def federation_lines(pairs: list[dict[str, Any]], indent: str = "  ") -> list[str]:
+    """The Federation block of ``spl status``: a header, then one line per pair."""
+    if not pairs:
+        return ["Federation (no pairs)"]
+    lines = [f"Federation ({len(pairs)} pair{'s' if len(pairs) != 1 else ''}: {_state_counts(pairs)})"]
+    rows = [
+        (
+            _short_id(pair.get("pair_id")),
+            ARROWS.get(str(pair.get("direction")), "?"),
+            peer_handle(pair),
+            f"thread:{pair.get('thread_id')}",
+            _condition(pair),
+        )
+        for pair in pairs
+    ]
+    handle_width = max(len(row[2]) for row in rows)
+    thread_width = max(len(row[3]) for row in rows)
+    for short, arrow, handle, thread, condition in rows:
+        lines.append(f"{indent}{short} {arrow} {handle:<{handle_width}} {thread:<{thread_width}} {condition}")
+    return lines
+
+
+# -- talking to the daemon -----------------------------------------------------------------
+
+
+def _pairs(client: DaemonClient) -> list[dict[str, Any]]:
+    data = call(client, "GET", "/v1/sync/pairs").payload.get("data", [])
+    return [pair for pair in data if isinstance(pair, dict)]
+
+
+def _resolve(client: DaemonClient, text: str) -> str:
+    """A full pair id from an id or a unique prefix (with or without ``pair_``)."""
+    text = text.strip()
+    if PAIR_ID.match(text):
+        return text
+    if not text:
+        raise CliError("pass a pair id (see `spl fleet sync list`)")
+    wanted = text.removeprefix("pair_")
+    matches = [str(pair["pair_id"]) for pair in _pairs(client) if str(pair.get("pair_id", ""))[5:].startswith(wanted)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise CliError(f"no pair matches {text!r}; list pairs with `spl fleet sync list`")
+    raise CliError(f"{text!r} matches {len(matches)} pairs ({', '.join(matches)}); give more of the id")
+
+
+def _read_token(value: str) -> str:
+    """``--token``: the token itself, ``@file`` or ``-`` (stdin), so it need not sit in shell history."""
+    source = value
+    if value == "-":
+        source = sys.stdin.read()
+    elif value.startswith("@"):
+        path = Path(value[1:]).expanduser()
+        try:
+            source = path.read_text()
+        except OSError as exc:
+            raise CliError(f"--token: cannot read {path}: {exc.strerror or exc}") from None
+    token = source.strip()
+    if not token:
+        raise CliError("--token is empty; pass the bearer token the peer minted for this pair (or @file, or -)")
+    return token
+
+
+def _pick(positional: str | None, flag: str | None, what: str, flag_name: str) -> str:
+    if positional is not None and flag is not None and positional != flag:
+        raise CliError(f"{what} given twice ({positional!r} and {flag_name} {flag!r}); pass it once")
+    value = flag if flag is not None else positional
+    if not value:
+        raise CliError(f"missing the {what}: pass it as an argument or with {flag_name}")
+    return value
+
+
+# -- commands -------------------------------------------------------------------------------
+
+
+@sync_app.command("add")
+def sync_add(
+    peer_did_arg: str | None = typer.Argument(None, metavar="[PEER_DID]", help="The peer's DID (or --peer-did)."),
+    thread_arg: str | None = typer.Argument(None, metavar="[THREAD]", help="The thread to pull (or --thread)."),
+    peer_url: str = typer.Option(..., "--peer-url", help="The peer daemon's base URL, e.g. http://localhost:9200."),
+    peer_did: str | None = typer.Option(None, "--peer-did", help="The peer's DID (GET <peer>/v1/identity → did)."),
+    thread: str | None = typer.Option(None, "--thread", "-t", help="The thread to pull from the peer."),
+    token: str | None = typer.Option(
+        None, "--token", help="Bearer token the peer minted for this pair (or @file, or - for stdin); never shown."
+    ),
+    mode: str | None = typer.Option(None, "--mode", help="polling (default), continuous or on-demand."),
+    poll_interval: str | None = typer.Option(
+        None, "--poll-interval", help="Seconds between pulls in polling mode: 1.5, 30s, 5m (default 5s)."
+    ),
+    output: str = OUTPUT,
+    url: str | None = URL,
+) -> None:
+    """Create a pair on this instance that pulls THREAD from the peer (records flow peer → here).
+
+    Both spellings work:
+
+    spl fleet sync add --peer-url http://localhost:9200 "$DID_A" th_federation_demo
+
+    spl fleet sync add --peer-did "$DID_A" --peer-url URL --thread THREAD
+
+    The peer's DID is in GET <peer>/v1/identity. Prints the new pair_id on stdout
+    (details and any warning on stderr), so PAIR=$(spl fleet sync add …) works.
+    For records to flow both ways, add a pair on the peer too.
+    """
+    as_json = wants_json(output)
+    if peer_did is not None and peer_did_arg is not None and thread_arg is None:
+        peer_did_arg, thread_arg = None, peer_did_arg  # `--peer-did DID THREAD`
+    if peer_did_arg is not None and not peer_did_arg.startswith("did:"):
+        raise CliError(
+            f"{peer_did_arg!r} is not a DID; usage: spl fleet sync add --peer-url URL PEER_DID THREAD "
+            "(or --peer-did DID --thread THREAD)"
+        )
+    body: dict[str, Any] = {
+        "peer_did": _pick(peer_did_arg, peer_did, "peer DID", "--peer-did"),
+        "peer_url": peer_url,
+        "thread_id": _pick(thread_arg, thread, "thread", "--thread"),
+    }
+    if mode is not None:
+        if mode not in MODES:
+            raise CliError(f"--mode {mode!r} is not a mode; use one of {', '.join(MODES)}")
+        body["mode"] = mode
+    if poll_interval is not None:
+        body["poll_interval"] = parse_duration(poll_interval)
+    if token is not None:
+        body["token"] = _read_token(token)
+    payload: dict[str, Any] = call(client_for(url), "POST", "/v1/sync/pairs", json_body=body).payload
+    payload.pop("token", None)
+    if as_json:
+        emit_json(payload)
+    else:
+        typer.echo(payload["pair_id"])
+        every = f" every {_duration(payload.get('poll_interval'))}" if payload.get("mode") == "polling" else ""
+        typer.echo(
+            f"added pair {payload['pair_id']}: pulls {payload.get('thread_id')} from {payload.get('peer_url')} "
+            f"({payload.get('mode')}{every}{', with token' if payload.get('has_token') else ''}); "
+            f"see `spl fleet sync status {payload['pair_id']}`",
+            err=True,
+        )
+    if payload.get("warning"):
+        typer.echo(f"warning: {payload['warning']}", err=True)
+
+
+def _list(thread: str | None, output: str, url: str | None) -> None:
+    as_json = wants_json(output)
+    pairs = _pairs(client_for(url))
+    if thread is not None:
+        pairs = [pair for pair in pairs if pair.get("thread_id") == thread]
+    if as_json:
+        emit_json(pairs)
+        return
+    if not pairs:
+        typer.echo("no sync pairs" + (f" on {thread}" if thread else "") + "; add one with `spl fleet sync add`")
+        return
+    table(
+        [
+            (
+                pair.get("pair_id"),
+                pair.get("direction"),
+                peer_handle(pair),
+                pair.get("thread_id"),
+                pair.get("mode"),
+                str(pair.get("state")) + (" (stalled)" if pair.get("stalled") else ""),
+                f"{pair.get('lag_records', 0)} rec, {round(pair.get('lag_seconds') or 0)}s",
+                f"{pair.get('records_per_minute') or 0:g}",
+                _error_code(pair),
+            )
+            for pair in pairs
+        ],
+        ["PAIR_ID", "DIRECTION", "PEER", "THREAD", "MODE", "STATE", "LAG", "REC/MIN", "LAST_ERROR"],
+    )
+
+
+THREAD_FILTER = typer.Option(None, "--thread", "-t", help="Only pairs on this thread.")
+
+
+@sync_app.command("list")
+def sync_list(thread: str | None = THREAD_FILTER, output: str = OUTPUT, url: str | None = URL) -> None:
+    """List this instance's sync pairs: peer, thread, mode, state, lag, rate, last error."""
+    _list(thread, output, url)
+
+
+@sync_app.command("pairs")
+def sync_pairs(thread: str | None = THREAD_FILTER, output: str = OUTPUT, url: str | None = URL) -> None:
+    """Same as `spl fleet sync list`."""
+    _list(thread, output, url)
+
+
+def _print_status(pair: dict[str, Any], stats: dict[str, Any]) -> None:
+    now = time.time()
+    arrow = ARROWS.get(str(pair.get("direction")), "?")
+    typer.echo(f"pair {pair['pair_id']}  ({pair.get('direction')} {arrow} {pair.get('peer_url')})")
+    typer.echo(f"  peer:          {pair.get('peer_did')}")
+    typer.echo(f"  thread:        {pair.get('thread_id')}")
+    every = f" every {_duration(pair.get('poll_interval'))}" if pair.get("mode") == "polling" else ""
+    typer.echo(f"  mode:          {pair.get('mode')}{every}")
+    typer.echo(f"  token:         {'yes (stored by the daemon)' if pair.get('has_token') else 'none'}")
+    stalled = "  STALLED" if pair.get("stalled") else ""
+    typer.echo(f"  state:         {pair.get('state')} ({pair.get('state_reason')}){stalled}")
+    typer.echo(f"  cursor:        {pair.get('cursor') or '- (nothing pulled yet)'}")
+    typer.echo(f"  lag:           {pair.get('lag_records', 0)} record(s), {pair.get('lag_seconds') or 0:g}s")
+    typer.echo(f"  last success:  {_when(pair.get('last_success_at'), now)}")
+    typer.echo(f"  failures:      {pair.get('consecutive_failures', 0)} consecutive")
+    typer.echo(f"  next retry:    {_when(pair.get('next_retry_at'), now)}")
+    error = pair.get("last_error")
+    if isinstance(error, dict):
+        typer.echo(f"  last error:    {error.get('code')}: {error.get('message')}  at {_when(error.get('at'), now)}")
+    else:
+        typer.echo("  last error:    -")
+    totals = stats.get("totals") or {}
+    pulls = totals.get("pulls")
+    typer.echo(
+        f"  pulled:        {pair.get('records_pulled', 0)} record(s), {pair.get('records_duplicate', 0)} duplicate(s)"
+        + (f", {pulls} pull(s)" if pulls is not None else "")
+    )
+    refused = pair.get("records_refused") or {}
+    typer.echo(
+        "  refused:       " + (", ".join(f"{code} {count}" for code, count in sorted(refused.items())) or "none")
+    )
+    errors = f"{pair.get('errors_total', 0)} total, {stats.get('errors_last_hour', 0)} in the last hour"
+    typer.echo(f"  errors:        {errors}")
+    typer.echo(
+        f"  rate:          {stats.get('records_last_minute', 0)} record(s) in the last minute, "
+        f"{stats.get('records_last_hour', 0)} in the last hour"
+    )
+    latency = stats.get("latency_ms") or {}
+    if latency.get("count"):
+        typer.echo(
+            f"  latency:       p50 {latency.get('p50'):g} ms, p95 {latency.get('p95'):g} ms "
+            f"({latency.get('count')} record(s), last hour)"
+        )
+    else:
+        typer.echo("  latency:       p50 -, p95 - (no records delivered in the last hour)")
+    history = pair.get("history") or []
+    typer.echo(f"History ({len(history)})")
+    for entry in history:
+        when = _when(entry.get("at"), now)
+        typer.echo(f"  {when}  {entry.get('from')} → {entry.get('to')}  {entry.get('reason')}")
+
+
+@sync_app.command("status")
+def sync_status(pair_id: str = PAIR_ARG, output: str = OUTPUT, url: str | None = URL) -> None:
+    """Everything about one pair: state and reason, cursor, lag, failures, refusals, latency, history."""
+    as_json = wants_json(output)
+    client = client_for(url)
+    pair_id = _resolve(client, pair_id)
+    pair: dict[str, Any] = call(client, "GET", f"/v1/sync/pairs/{pair_id}").payload
+    stats: dict[str, Any] = call(client, "GET", f"/v1/sync/pairs/{pair_id}/stats").payload
+    if as_json:
+        emit_json({**pair, "stats": stats})
+        return
+    _print_status(pair, stats)
+
+
+def _control(action: str, pair_id: str, output: str, url: str | None) -> dict[str, Any]:
+    as_json = wants_json(output)
+    client = client_for(url)
+    pair_id = _resolve(client, pair_id)
+    method = "DELETE" if action == "remove" else "POST"
+    path = f"/v1/sync/pairs/{pair_id}" + ("" if action == "remove" else f"/{action}")
+    payload: dict[str, Any] = call(client, method, path).payload
+    if as_json:
+        emit_json(payload)
+    return payload
+
+
+@sync_app.command("pause")
+def sync_pause(pair_id: str = PAIR_ARG, output: str = OUTPUT, url: str | None = URL) -> None:
+    """Stop pulling (the cursor is kept); `spl fleet sync resume` goes on from it."""
+    payload = _control("pause", pair_id, output, url)
+    if not wants_json(output):
+        typer.echo(f"paused {payload['pair_id']} (state {payload.get('state')})")
+
+
+@sync_app.command("resume")
+def sync_resume(pair_id: str = PAIR_ARG, output: str = OUTPUT, url: str | None = URL) -> None:
+    """Resume a paused pair; it pulls at once from where it stopped."""
+    payload = _control("resume", pair_id, output, url)
+    if not wants_json(output):
+        # The answer is written before the pair acts on the resume, so do not echo its state.
+        cursor = payload.get("cursor") or "the start"
+        typer.echo(f"resumed {payload['pair_id']}: pulling from {cursor}")
+
+
+@sync_app.command("kick")
+def sync_kick(pair_id: str = PAIR_ARG, output: str = OUTPUT, url: str | None = URL) -> None:
+    """Pull now instead of at the next poll (also cuts a failing pair's backoff short).
+
+    Returns at once; `spl fleet sync pull` waits for the pull and shows what came in.
+    """
+    payload = _control("kick", pair_id, output, url)
+    if not wants_json(output):
+        typer.echo(f"kicked {payload['pair_id']}: pulling now (state {payload.get('state')})")
+
+
+@sync_app.command("remove")
+def sync_remove(pair_id: str = PAIR_ARG, output: str = OUTPUT, url: str | None = URL) -> None:
+    """Remove a pair: it stops pulling and its stored token is deleted (records already pulled stay)."""
+    payload = _control("remove", pair_id, output, url)
+    if not wants_json(output):
+        typer.echo(f"removed {payload['pair_id']} (state {payload.get('state')})")
+
+
+def _kick_and_wait(client: DaemonClient, pair: dict[str, Any]) -> dict[str, Any]:
+    pair_id = str(pair["pair_id"])
+    try:
+        answer: dict[str, Any] = call(client, "POST", f"/v1/sync/pairs/{pair_id}/kick", params={"wait": 1}).payload
+    except DaemonError as exc:
+        if exc.code != "NOT_FOUND":  # removed between the listing and the kick
+            raise
+        return {**pair, "pulled_now": 0}
+    return answer
+
+
+def _pull_line(pair: dict[str, Any]) -> str:
+    state = str(pair.get("state"))
+    head = (
+        f"{pair.get('pair_id')} {ARROWS.get(str(pair.get('direction')), '?')} {peer_handle(pair)} "
+        f"thread:{pair.get('thread_id')}"
+    )
+    pulled = f"pulled {pair.get('pulled_now', 0)} now ({pair.get('records_pulled', 0)} in total)"
+    lag = f"lag {pair.get('lag_records', 0)} record(s), {round(pair.get('lag_seconds') or 0)}s"
+    error = pair.get("last_error")
+    if state == "failing" and isinstance(error, dict):
+        return f"{head}  FAILING: {error.get('code')}: {error.get('message')}; {pulled}"
+    note = f"; last error {error.get('code')}" if isinstance(error, dict) and state != "running" else ""
+    stalled = " STALLED" if pair.get("stalled") else ""
+    return f"{head}  {state}{stalled}: {pulled}, {lag}{note}"
+
+
+@sync_app.command("pull")
+def sync_pull(
+    thread: str | None = typer.Option(None, "--thread", "-t", help="Only pairs on this thread (default: all)."),
+    output: str = OUTPUT,
+    url: str | None = URL,
+) -> None:
+    """Pull now on every pair (or those on --thread), wait for the pulls, and show what came in.
+
+    Exits 1 when any pair ends in the failing state.
+    Example: spl fleet sync pull --thread th_federation_demo
+    """
+    as_json = wants_json(output)
+    client = client_for(url)
+    client.timeout = max(client.timeout, KICK_TIMEOUT)
+    pairs = [pair for pair in _pairs(client) if pair.get("state") != "stopped"]
+    if thread is not None:
+        pairs = [pair for pair in pairs if pair.get("thread_id") == thread]
+    if not pairs:
+        where = f" on thread {thread}" if thread else ""
+        raise CliError(f"no sync pairs{where}; add one with `spl fleet sync add --peer-url URL PEER_DID THREAD`")
+    with ThreadPoolExecutor(max_workers=min(8, len(pairs))) as pool:
+        answers = list(pool.map(lambda pair: _kick_and_wait(client, pair), pairs))
+    if as_json:
+        emit_json(answers)
+    else:
+        for answer in answers:
+            typer.echo(_pull_line(answer))
+    failing = [answer for answer in answers if answer.get("state") == "failing"]
+    if failing:
+        if not as_json:
+            typer.echo(
+                f"error: {len(failing)} pair(s) failing; see `spl fleet sync status <pair_id>`",
+                err=True,
+            )
+        sys.stdout.flush()
+        raise SystemExit(1)  # typer.Exit is swallowed under standalone_mode=False
+
+
+main_app().add_typer(fleet_app, name="fleet")
