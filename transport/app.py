@@ -52,6 +52,8 @@ def create_app(services: Services) -> QuartTrio:
     app.config["MAX_CONTENT_LENGTH"] = services.config.max_body_bytes
     app.config["SPL"] = services
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
+    # The SDK does not URL-encode threads: '//' must be a 404 JSON, not a 308 HTML redirect.
+    app.url_map.merge_slashes = False
 
     @app.before_request
     async def authenticate() -> None:

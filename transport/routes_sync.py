@@ -78,8 +78,9 @@ def register(app: QuartTrio, services: Services) -> None:
         if feed == "continuous":
             if header is not None and header.strip().isdigit():
                 after = int(header.strip())
+            subscription = await services.hub.subscribe(thread)
             response = Response(
-                watch_stream(services, thread, after, None),
+                watch_stream(services, subscription, after, None),
                 content_type="text/event-stream; charset=utf-8",
                 headers={"cache-control": "no-cache"},
             )

@@ -8,6 +8,7 @@ import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 
+from spl.actors.hub import Subscription
 from spl.kernel import queries
 from spl.kernel.errors import NotFound
 from spl.kernel.record import validate_thread
@@ -62,8 +63,11 @@ def register(app: QuartTrio, services: Services) -> None:
         since_clock = int_arg("since_clock", None) if header is None else None
         if header is not None and cursor is None:
             cursor = 0  # garbage cursor: replay the thread from its start (spec §15.11)
+        # Subscribe before the headers go out: once the client sees the stream open (the SDK's
+        # on_open), every later commit on the thread is guaranteed to reach it.
+        subscription = await services.hub.subscribe(thread)
         response = Response(
-            watch_stream(services, thread, cursor, since_clock),
+            watch_stream(services, subscription, cursor, since_clock),
             content_type="text/event-stream; charset=utf-8",
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
         )
@@ -91,10 +95,13 @@ async def _replay(
 
 
 async def watch_stream(
-    services: Services, thread: str, cursor: int | None, since_clock: int | None
+    services: Services, subscription: Subscription, cursor: int | None, since_clock: int | None
 ) -> AsyncIterator[bytes]:
-    """The SSE body. No cancel scope or nursery is held across a ``yield`` (runtime.md)."""
-    subscription = await services.hub.subscribe(thread)
+    """The SSE body over a registered subscription (the caller subscribed before responding).
+
+    No cancel scope or nursery is held across a ``yield`` (runtime.md).
+    """
+    thread = subscription.thread
     try:
         last_seq = 0
         if cursor is not None or since_clock is not None:
