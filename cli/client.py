@@ -13,11 +13,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import typer
 
 from spl.runtime.home import Home
 
-__all__ = ["CliError", "DaemonClient", "resolve_token", "resolve_url"]
+__all__ = [
+    "CliError",
+    "DaemonClient",
+    "DaemonError",
+    "DaemonUnreachable",
+    "Reply",
+    "call",
+    "resolve_token",
+    "resolve_url",
+]
 
 
 class CliError(Exception):
@@ -63,27 +71,7 @@ class DaemonClient:
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """One request; returns parsed JSON or raises CliError with the daemon's message."""
-        try:
-            with httpx.Client(base_url=self.url, timeout=self.timeout, headers=self._headers()) as client:
-                response = client.request(method, path, **kwargs)
-        except httpx.ConnectError:
-            raise CliError(
-                f"no daemon answers at {self.url}: start one with `spl serve` (or set SPL_SERVE_URL)"
-            ) from None
-        except httpx.TimeoutException:
-            raise CliError(f"the daemon at {self.url} did not answer within {self.timeout:.0f}s") from None
-        except httpx.HTTPError as exc:
-            raise CliError(f"request to {self.url} failed: {exc.__class__.__name__}") from None
-        try:
-            payload = response.json()
-        except ValueError:
-            payload = None
-        if response.status_code >= 400:
-            if isinstance(payload, dict):
-                code = payload.get("code") or payload.get("error") or "ERROR"
-                raise CliError(f"{code}: {payload.get('message', response.text[:200])}")
-            raise CliError(f"HTTP {response.status_code}: {response.text[:200]}")
-        return payload
+        return call(self, method, path, json_body=kwargs.get("json"), params=kwargs.get("params")).payload
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
@@ -95,6 +83,59 @@ class DaemonClient:
         return self.request("DELETE", path)
 
 
-def fail(message: str, code: int = 1) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
+class DaemonError(CliError):
+    """The daemon answered with an error envelope; ``code`` is its machine-readable code."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.status = status
+        self.code = code
+
+
+class DaemonUnreachable(CliError):
+    """Nothing accepted the connection at the daemon URL."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    payload: Any
+
+
+def call(
+    client: DaemonClient,
+    method: str,
+    path: str,
+    *,
+    json_body: Any = None,
+    params: dict[str, Any] | None = None,
+) -> Reply:
+    """One request; a 4xx/5xx raises :class:`DaemonError`, no connection :class:`DaemonUnreachable`."""
+    headers = {"x-api-key": client.token} if client.token else {}
+    kwargs: dict[str, Any] = {}
+    if json_body is not None:
+        kwargs["json"] = json_body
+    if params:
+        kwargs["params"] = {key: value for key, value in params.items() if value is not None}
+    try:
+        with httpx.Client(base_url=client.url, timeout=client.timeout, headers=headers) as http:
+            response = http.request(method, path, **kwargs)
+    except httpx.ConnectError:
+        raise DaemonUnreachable(
+            f"no daemon answers at {client.url}: start one with `spl serve` (or set SPL_SERVE_URL)"
+        ) from None
+    except httpx.TimeoutException:
+        raise CliError(f"the daemon at {client.url} did not answer within {client.timeout:.0f}s") from None
+    except httpx.HTTPError as exc:
+        raise CliError(f"request to {client.url} failed: {exc.__class__.__name__}") from None
+    try:
+        payload = response.json()
+    except ValueError:
+        payload = None
+    if response.status_code >= 400:
+        if isinstance(payload, dict):
+            code = str(payload.get("code") or payload.get("error") or "ERROR")
+            message = str(payload.get("message", response.text[:200]))
+            raise DaemonError(response.status_code, code, message)
+        raise DaemonError(response.status_code, f"HTTP {response.status_code}", response.text[:200])
+    return Reply(response.status_code, payload)

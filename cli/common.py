@@ -14,14 +14,12 @@ import os
 import secrets
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import typer
 
-from spl.cli.client import CliError, DaemonClient
+from spl.cli.client import CliError, DaemonClient, DaemonError, DaemonUnreachable, Reply, call
 from spl.runtime.home import Home
 
 __all__ = [
@@ -81,64 +79,6 @@ def running_pid(h: Home) -> int | None:
     except PermissionError:
         return int(text)
     return int(text)
-
-
-class DaemonError(CliError):
-    """The daemon answered with an error envelope; ``code`` is its machine-readable code."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.status = status
-        self.code = code
-
-
-class DaemonUnreachable(CliError):
-    """Nothing accepted the connection at the daemon URL."""
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    payload: Any
-
-
-def call(
-    client: DaemonClient,
-    method: str,
-    path: str,
-    *,
-    json_body: Any = None,
-    params: dict[str, Any] | None = None,
-) -> Reply:
-    """One request; a 4xx/5xx raises :class:`DaemonError`, no connection :class:`DaemonUnreachable`."""
-    headers = {"x-api-key": client.token} if client.token else {}
-    kwargs: dict[str, Any] = {}
-    if json_body is not None:
-        kwargs["json"] = json_body
-    if params:
-        kwargs["params"] = {key: value for key, value in params.items() if value is not None}
-    try:
-        with httpx.Client(base_url=client.url, timeout=client.timeout, headers=headers) as http:
-            response = http.request(method, path, **kwargs)
-    except httpx.ConnectError:
-        raise DaemonUnreachable(
-            f"no daemon answers at {client.url}: start one with `spl serve` (or set SPL_SERVE_URL)"
-        ) from None
-    except httpx.TimeoutException:
-        raise CliError(f"the daemon at {client.url} did not answer within {client.timeout:.0f}s") from None
-    except httpx.HTTPError as exc:
-        raise CliError(f"request to {client.url} failed: {exc.__class__.__name__}") from None
-    try:
-        payload = response.json()
-    except ValueError:
-        payload = None
-    if response.status_code >= 400:
-        if isinstance(payload, dict):
-            code = str(payload.get("code") or payload.get("error") or "ERROR")
-            message = str(payload.get("message", response.text[:200]))
-            raise DaemonError(response.status_code, code, message)
-        raise DaemonError(response.status_code, f"HTTP {response.status_code}", response.text[:200])
-    return Reply(response.status_code, payload)
 
 
 def new_thread() -> str:

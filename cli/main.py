@@ -19,6 +19,7 @@ from typing import Any
 import typer
 
 from spl.cli.client import CliError, DaemonClient
+from spl.cli.common import running_pid
 from spl.cli.output import emit_json
 from spl.kernel.manifest import VERSION
 from spl.runtime.home import Home, HomeError
@@ -96,15 +97,8 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _running_pid(h: Home) -> int | None:
-    text = h.read_secret(h.pid_path)
-    if text and text.isdigit() and _pid_alive(int(text)):
-        return int(text)
-    return None
-
-
 def _stop_daemon(h: Home, timeout: float = 20.0) -> None:
-    pid = _running_pid(h)
+    pid = running_pid(h)
     if pid is None:
         typer.echo("no spl daemon is running for this home")
         return
@@ -120,8 +114,8 @@ def _stop_daemon(h: Home, timeout: float = 20.0) -> None:
 
 def _detach(h: Home, argv: list[str]) -> None:
     """Start the daemon in the background, logging to logs/spl.log; wait until it serves."""
-    if _running_pid(h) is not None:
-        raise CliError(f"a daemon already runs for {h.root} (pid {_running_pid(h)}); stop it with `spl serve --stop`")
+    if running_pid(h) is not None:
+        raise CliError(f"a daemon already runs for {h.root} (pid {running_pid(h)}); stop it with `spl serve --stop`")
     h.log_path.parent.mkdir(parents=True, exist_ok=True)
     h.pid_path.unlink(missing_ok=True)
     with open(h.log_path, "ab") as log:
