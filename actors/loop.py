@@ -1,6 +1,8 @@
-"""The receive step every actor loop shares: next message, or None once stopping."""
+"""The receive step every actor loop shares: next message, or None once stopping (or timed out)."""
 
 from __future__ import annotations
+
+import math
 
 import trio
 
@@ -9,12 +11,13 @@ from spl.runtime.supervisor import ChildContext
 __all__ = ["next_message"]
 
 
-async def next_message(ctx: ChildContext) -> object | None:
-    """The next inbox message, or None when a graceful stop was requested.
+async def next_message(ctx: ChildContext, *, deadline: float = math.inf) -> object | None:
+    """The next inbox message; None when a graceful stop was requested or ``deadline`` passed.
 
-    Queued messages are still handed out first (``receive_nowait``), so an actor asked
-    to stop finishes what was already sent to it and then returns within its budget
-    instead of waiting to be cancelled.
+    Queued messages are still handed out first (``receive_nowait``), so an actor asked to
+    stop finishes what was already sent to it and then returns within its budget instead
+    of waiting to be cancelled. Callers that pass a ``deadline`` tell the two ``None``
+    cases apart with ``ctx.stop_requested.is_set()``.
     """
     try:
         return ctx.receive_nowait()
@@ -23,16 +26,17 @@ async def next_message(ctx: ChildContext) -> object | None:
     if ctx.stop_requested.is_set():
         return None
     received: list[object] = []
-    async with trio.open_nursery() as nursery:
+    with trio.move_on_at(deadline):
+        async with trio.open_nursery() as nursery:
 
-        async def take() -> None:
-            received.append(await ctx.receive())
-            nursery.cancel_scope.cancel()
+            async def take() -> None:
+                received.append(await ctx.receive())
+                nursery.cancel_scope.cancel()
 
-        async def stop() -> None:
-            await ctx.stop_requested.wait()
-            nursery.cancel_scope.cancel()
+            async def stop() -> None:
+                await ctx.stop_requested.wait()
+                nursery.cancel_scope.cancel()
 
-        nursery.start_soon(take)
-        nursery.start_soon(stop)
+            nursery.start_soon(take)
+            nursery.start_soon(stop)
     return received[0] if received else None

@@ -11,6 +11,7 @@ together — so a crash can neither skip nor double-apply a record.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from typing import Any
 import httpx
 import trio
 
+from spl.actors.loop import next_message
 from spl.actors.messages import Kick, Pause, Resume
 from spl.actors.peer import ChangesPage, PeerError, fetch_changes, stream_changes
 from spl.actors.reconciler import ReconcilerClient, ReconcileResult
@@ -67,9 +69,11 @@ class PairActor:
         if self.paused:
             self.status.paused(self.deps.wall())
         idle_first = self.config.mode == "on-demand"
-        while True:
+        while not ctx.stop_requested.is_set():
             if self.paused:
-                self._handle(await ctx.receive())
+                message = await next_message(ctx)
+                if message is not None:
+                    self._handle(message)
                 continue
             if idle_first:  # on-demand: nothing until the first kick
                 idle_first = False
@@ -116,9 +120,9 @@ class PairActor:
                             limit=PAGE_LIMIT,
                         )
                         await send.send(page)
-                        cursor = max(cursor, page.next_cursor)
-                        if not page.has_more:
-                            break
+                        if not page.has_more or page.next_cursor <= cursor:
+                            break  # at the head — or a peer that claims more but gives nothing
+                        cursor = page.next_cursor
                 except PeerError as error:
                     failure = error
         if failure is not None:
@@ -169,7 +173,10 @@ class PairActor:
 
             async def control() -> None:
                 while not self.paused:
-                    self._handle(await ctx.receive())
+                    message = await next_message(ctx)
+                    if message is None:
+                        break  # graceful stop
+                    self._handle(message)
                     self._answer_waiters()  # live already: a kick has nothing to add
                 nursery.cancel_scope.cancel()
 
@@ -188,16 +195,13 @@ class PairActor:
 
     async def _wait(self, ctx: ChildContext, delay: float | None) -> None:
         """Sleep until the next attempt, handling control messages; a kick ends the wait."""
-        deadline = None if delay is None else trio.current_time() + delay
+        deadline = math.inf if delay is None else trio.current_time() + delay
         while not self.paused:
-            if deadline is not None:
+            if delay is not None:
                 self.status.check_stall(self.config.poll_interval, self.deps.wall())
-            with trio.move_on_at(deadline if deadline is not None else float("inf")):
-                message = await ctx.receive()
-                if self._handle(message):
-                    return
-                continue
-            return
+            message = await next_message(ctx, deadline=deadline)
+            if message is None or self._handle(message):
+                return  # time for the next attempt, a kick, or a graceful stop
 
     def _handle(self, message: object) -> bool:
         """Apply a control message; True when it asks for an attempt now."""

@@ -56,6 +56,8 @@ def classify(exc: BaseException) -> PeerError:
         if any(hint in text for hint in _DNS_HINTS):
             return PeerError("DNS_FAILURE", "peer_url hostname does not resolve; check the URL")
         return PeerError("CONNECT_REFUSED", "peer not reachable; is its daemon running and bound to this address?")
+    if isinstance(exc, httpx.RemoteProtocolError) and "disconnect" in str(exc).lower():
+        return PeerError("CONNECT_REFUSED", "peer closed the connection without answering (stopping or restarting?)")
     if isinstance(exc, httpx.RemoteProtocolError | httpx.DecodingError):
         return PeerError("PARSE_ERROR", f"peer broke the HTTP protocol ({type(exc).__name__})")
     if isinstance(exc, ValueError | KeyError | TypeError | InvalidRequest):

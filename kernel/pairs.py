@@ -153,6 +153,7 @@ class PairStatus:
     last_attempt_at: float | None = None
     next_retry_at: float | None = None
     caught_up_at: float | None = None
+    behind_since: float | None = None
     last_advance_at: float | None = None
     lag_records: int = 0
     stalled: bool = False
@@ -170,9 +171,11 @@ class PairStatus:
 
     def pulled(self, *, cursor: int, stored: int, duplicates: int, pending: int, now: float) -> None:
         """A pull (or stream batch) committed; ``pending`` = records still on the peer after ``cursor``."""
+        if cursor > self.cursor or self.last_advance_at is None:
+            self.last_advance_at = now  # the watchdog's reference starts at the first pull
         if cursor > self.cursor:
             self.cursor = cursor
-            self.last_advance_at = now
+            self.stalled = False
         self.records_pulled += stored
         self.records_duplicate += duplicates
         self.pulls += 1
@@ -182,8 +185,13 @@ class PairStatus:
         self.lag_records = max(pending, 0)
         if self.lag_records == 0:
             self.caught_up_at = now
+            self.behind_since = None
             self.stalled = False
-        if self.state in ("starting", "failing") or (self.state == "running" and self.reason != "syncing"):
+        elif self.behind_since is None:
+            self.behind_since = now
+        if self.state in ("starting", "failing") or (
+            self.state == "running" and self.reason != "syncing" and not self.stalled
+        ):
             self._move("running", "syncing", now)
 
     def refused(self, code: str, count: int = 1) -> None:
@@ -199,7 +207,7 @@ class PairStatus:
 
     def check_stall(self, interval: float, now: float) -> bool:
         """The watchdog: peer ahead and no cursor progress for two intervals → say so."""
-        since = self.last_advance_at or self.caught_up_at
+        since = self.last_advance_at if self.last_advance_at is not None else self.caught_up_at
         stalled = self.lag_records > 0 and since is not None and now - since >= 2 * interval
         if stalled and not self.stalled and self.state == "running":
             self._move("running", f"stalled: peer is {self.lag_records} record(s) ahead, cursor idle", now)
@@ -218,9 +226,12 @@ class PairStatus:
         self._move("stopped", "removed", now)
 
     def lag_seconds(self, now: float) -> float:
-        if self.lag_records == 0 or self.caught_up_at is None:
+        """How long the pair has been behind the peer's head: since it was last caught up, or,
+        for a pair that never was (a first catch-up), since its first pull. 0 when caught up."""
+        since = self.caught_up_at if self.caught_up_at is not None else self.behind_since
+        if self.lag_records == 0 or since is None:
             return 0.0
-        return max(now - self.caught_up_at, 0.0)
+        return max(now - since, 0.0)
 
     def to_wire(self, now: float) -> dict[str, Any]:
         from spl.kernel.cursor import encode_cursor

@@ -20,6 +20,7 @@ from spl.kernel.record import validate_thread
 from spl.kernel.store import StoredRecord
 from spl.kernel.tokens import allows
 from spl.kernel.verify import Refusal, verify_batch
+from spl.transport import sse
 from spl.transport.auth import require
 from spl.transport.requests import int_arg, json_body
 from spl.transport.routes_threads import watch_stream
@@ -29,6 +30,21 @@ __all__ = ["register"]
 
 MAX_PAGE = 10_000
 LONGPOLL_MAX = 30.0
+
+
+def _longpoll_seconds(value: str | None) -> float:
+    """``timeout`` of a longpoll: seconds (decimals allowed), 0 to 30; 30 when absent."""
+    if value is None or value == "":
+        return LONGPOLL_MAX
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= LONGPOLL_MAX:
+        raise InvalidRequest(
+            "query parameter 'timeout' must be a number of seconds from 0 to 30", code="INVALID_PARAMETER"
+        )
+    return seconds
 
 
 def _require_any(scopes: tuple[str, ...]) -> None:
@@ -76,8 +92,9 @@ def register(app: QuartTrio, services: Services) -> None:
         after = decode_cursor(request.args.get("since"))
         feed = request.args.get("feed", "normal")
         if feed == "continuous":
-            if header is not None and header.strip().isdigit():
-                after = int(header.strip())
+            resumed = sse.parse_cursor(header)
+            if resumed is not None:
+                after = resumed
             subscription = await services.hub.subscribe(thread)
             response = Response(
                 watch_stream(services, subscription, after, None),
@@ -91,7 +108,7 @@ def register(app: QuartTrio, services: Services) -> None:
         limit = int_arg("limit", 1000, minimum=1, maximum=MAX_PAGE) or 1000
         records, has_more, pending = await services.read(_page, thread, after, limit)
         if not records and feed == "longpoll":
-            wait = float(int_arg("timeout", int(LONGPOLL_MAX), minimum=0, maximum=int(LONGPOLL_MAX)) or 0)
+            wait = _longpoll_seconds(request.args.get("timeout"))
             subscription = await services.hub.subscribe(thread)
             try:
                 records, has_more, pending = await services.read(_page, thread, after, limit)

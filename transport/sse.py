@@ -76,7 +76,8 @@ class SseParser:
         self._max_frame = max_frame
 
     def feed(self, chunk: bytes) -> list[SseEvent]:
-        self._buffer += chunk.replace(b"\r\n", b"\n")
+        # Normalise CRLF on the whole buffer, so a CRLF split across two chunks is still seen.
+        self._buffer = (self._buffer + chunk).replace(b"\r\n", b"\n")
         events: list[SseEvent] = []
         while True:
             end = self._buffer.find(b"\n\n")
