@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from quart import Response, request
+from quart.sessions import NullSession, SessionInterface
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -46,6 +47,22 @@ def _error_response(error: SplError) -> Response:
     return json_response(error.to_wire(), error.status)
 
 
+class NoSessions(SessionInterface):
+    """spl sets no cookies: hand every request one shared (immutable) null session instead of
+    building a new one each time (measurable on the emit path)."""
+
+    _null = NullSession()
+
+    async def open_session(self, app: Any, request: Any) -> NullSession:
+        return self._null
+
+    async def save_session(self, app: Any, session: Any, response: Any) -> None:
+        return None
+
+    def is_null_session(self, obj: object) -> bool:
+        return True
+
+
 def create_app(services: Services) -> QuartTrio:
     here = str(Path(__file__).parent)  # the spl namespace package has no single root for Quart to find
     app = QuartTrio("spl.transport", root_path=here, instance_path=here)
@@ -54,6 +71,7 @@ def create_app(services: Services) -> QuartTrio:
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
     # The SDK does not URL-encode threads: '//' must be a 404 JSON, not a 308 HTML redirect.
     app.url_map.merge_slashes = False
+    app.session_interface = NoSessions()  # type: ignore[assignment]
 
     @app.before_request
     async def authenticate() -> None:

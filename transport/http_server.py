@@ -41,7 +41,12 @@ class ShieldedSend:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         async def shielded_send(message: Any) -> None:
-            with trio.CancelScope(shield=True, deadline=trio.current_time() + SEND_BUDGET):
+            # Only the last body message ends (closes or recycles) the connection; a cancel
+            # scope per stream chunk would cost every SSE frame for nothing.
+            if message.get("type") == "http.response.body" and not message.get("more_body", False):
+                with trio.CancelScope(shield=True, deadline=trio.current_time() + SEND_BUDGET):
+                    await send(message)
+            else:
                 await send(message)
 
         await self.app(scope, receive, shielded_send)
