@@ -72,15 +72,24 @@ def _existing(connection: apsw.Connection, record_id: str) -> StoredRecord | Non
     return None
 
 
-def _clock_taken(connection: apsw.Connection, envelope: Envelope) -> bool:
-    rows = connection.execute(
-        "SELECT 1 FROM records WHERE thread = ? AND actor = ? AND clock = ?",
-        (envelope.thread, envelope.actor, envelope.clock),
-    )
-    return any(True for _ in rows)
+@dataclass
+class _ThreadTouch:
+    """What one transaction did to one thread, folded into one ``threads`` upsert."""
+
+    namespace: str
+    count: int
+    last_clock: int
+    first_seq: int
+    last_seq: int
+
+    def add(self, clock: int, seq: int) -> None:
+        self.count += 1
+        self.last_clock = max(self.last_clock, clock)
+        self.last_seq = seq
 
 
 def _insert(connection: apsw.Connection, candidate: Candidate, seq: int, now: float) -> StoredRecord:
+    """Insert one record; raises ``apsw.ConstraintError`` when its (thread, actor, clock) is taken."""
     envelope = candidate.envelope
     text = stored_json(envelope, signer=candidate.signer, sig=candidate.sig, seq=seq, created_at=now)
     connection.execute(
@@ -98,18 +107,28 @@ def _insert(connection: apsw.Connection, candidate: Candidate, seq: int, now: fl
             now,
         ),
     )
-    connection.execute(
-        "INSERT INTO threads(thread, namespace, record_count, last_clock, first_seq, last_seq, updated_at) "
-        "VALUES (?, ?, 1, ?, ?, ?, ?) "
-        "ON CONFLICT(thread) DO UPDATE SET record_count = record_count + 1, "
-        "last_clock = MAX(last_clock, excluded.last_clock), last_seq = excluded.last_seq, "
-        "updated_at = excluded.updated_at",
-        (envelope.thread, envelope.namespace, envelope.clock, seq, seq, now),
-    )
     return StoredRecord(seq, envelope.id, envelope.thread, text)
 
 
-def _apply_one(connection: apsw.Connection, candidate: Candidate, state: WriterState, now: float) -> Outcome:
+def _upsert_threads(connection: apsw.Connection, touched: dict[str, _ThreadTouch], now: float) -> None:
+    for thread, touch in touched.items():
+        connection.execute(
+            "INSERT INTO threads(thread, namespace, record_count, last_clock, first_seq, last_seq, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(thread) DO UPDATE SET record_count = record_count + excluded.record_count, "
+            "last_clock = MAX(last_clock, excluded.last_clock), last_seq = excluded.last_seq, "
+            "updated_at = excluded.updated_at",
+            (thread, touch.namespace, touch.count, touch.last_clock, touch.first_seq, touch.last_seq, now),
+        )
+
+
+def _apply_one(
+    connection: apsw.Connection,
+    candidate: Candidate,
+    state: WriterState,
+    now: float,
+    touched: dict[str, _ThreadTouch],
+) -> Outcome:
     envelope = candidate.envelope
     existing = _existing(connection, envelope.id)
     if existing is not None:
@@ -118,10 +137,19 @@ def _apply_one(connection: apsw.Connection, candidate: Candidate, state: WriterS
         state.namespaces.check(envelope.namespace)
     except SplError as exc:
         return exc
-    if _clock_taken(connection, envelope):
+    seq = state.next_seq
+    try:
+        stored = _insert(connection, candidate, seq, now)
+    except apsw.ConstraintError:
+        # The id is new (checked above), so the unique (thread, actor, clock) index refused it:
+        # one index probe instead of a SELECT before every insert.
         return DuplicateClock(envelope.thread, envelope.actor, envelope.clock)
-    stored = _insert(connection, candidate, state.next_seq, now)
     state.next_seq += 1
+    touch = touched.get(envelope.thread)
+    if touch is None:
+        touched[envelope.thread] = _ThreadTouch(envelope.namespace, 1, envelope.clock, seq, seq)
+    else:
+        touch.add(envelope.clock, seq)
     state.namespaces.apply(envelope.thread, envelope.act, envelope.body, envelope.id, envelope.clock)
     return Accepted(stored, created=True)
 
@@ -144,7 +172,11 @@ def commit_batch(
     now = clock()
     connection.execute("BEGIN IMMEDIATE")
     try:
-        outcomes = [[_apply_one(connection, candidate, state, now) for candidate in batch] for batch in batches]
+        touched: dict[str, _ThreadTouch] = {}
+        outcomes = [
+            [_apply_one(connection, candidate, state, now, touched) for candidate in batch] for batch in batches
+        ]
+        _upsert_threads(connection, touched, now)
         if extra is not None:
             extra(connection, outcomes)
         connection.execute("COMMIT")

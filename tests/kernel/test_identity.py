@@ -32,7 +32,8 @@ def test_record_signature_round_trip() -> None:
     assert verify_record_signature(rid, identity.did, sig)
     assert not verify_record_signature("cd" * 32, identity.did, sig)
     assert not verify_record_signature(rid, Identity.generate().did, sig)
-    assert not verify_record_signature(rid, identity.did, sig[:-2] + "AA")
+    tampered = sig[:10] + ("B" if sig[10] != "B" else "C") + sig[11:]
+    assert not verify_record_signature(rid, identity.did, tampered)
     assert not verify_record_signature(rid, "did:sync:user:x", sig)
     assert not verify_record_signature("zz", identity.did, sig)
 
