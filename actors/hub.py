@@ -110,9 +110,9 @@ class HubClient:
         self._inbox = inbox
         self._buffer = buffer
 
-    async def subscribe(self, thread: str) -> Subscription:
+    async def subscribe(self, thread: str, *, buffer: int | None = None) -> Subscription:
         """Register a subscription; every record committed after this returns reaches it."""
-        subscription = Subscription(thread, self._buffer)
+        subscription = Subscription(thread, buffer or self._buffer)
         reply: Reply[bool] = Reply()
         try:
             await self._inbox.send(Subscribe(subscription, reply))

@@ -23,7 +23,7 @@ import trio
 
 from spl.actors.loop import next_message
 from spl.actors.messages import Kick, Pause, Resume
-from spl.actors.peer import ChangesPage, PeerError, fetch_changes, stream_changes
+from spl.actors.peer import ChangesPage, PeerError, StreamLagged, fetch_changes, stream_changes
 from spl.actors.reconciler import ReconcilerClient, ReconcileResult
 from spl.kernel.pairs import PairConfig, PairError, PairStatus
 from spl.kernel.store import StoredRecord
@@ -34,6 +34,8 @@ __all__ = ["PairActor", "PairDeps", "pair_backoff"]
 
 RECONCILE_TIMEOUT = 120.0
 PAGE_LIMIT = 1000
+STREAM_BATCHES = 16  # chunks read ahead of the applier
+STREAM_COALESCE = 2000  # records per reconcile at most
 
 
 def pair_backoff(rng: random.Random) -> Backoff:
@@ -83,7 +85,10 @@ class PairActor:
             try:
                 if self.config.mode == "continuous":
                     await self.pull_to_head()
-                    await self._follow(ctx)  # returns only when paused; failures raise
+                    try:
+                        await self._follow(ctx)  # returns only when paused; failures raise
+                    except StreamLagged:
+                        pass  # fell behind the peer's buffer: catch up by pages, reopen, no backoff
                     continue
                 await self.pull_to_head()
                 self._backoff.reset()
@@ -152,44 +157,60 @@ class PairActor:
             self.deps.on_committed(self.config.pair_id, result.stored, source_times(records))
 
     async def _follow(self, ctx: ChildContext) -> None:
-        """Stream the peer's continuous feed while watching the inbox; returns when paused."""
+        """Stream the peer's continuous feed while watching the inbox; returns when paused.
+
+        The stream reader hands batches to an applier through a bounded channel, so reading
+        the next chunk overlaps committing the previous one; when the reader stops (failure,
+        pause, stop) the applier still commits what was already read.
+        """
         failure: list[PeerError] = []
-        async with trio.open_nursery() as nursery:
+        send, receive = trio.open_memory_channel[list[tuple[int, dict[str, Any]]]](STREAM_BATCHES)
+        async with trio.open_nursery() as outer:
+            outer.start_soon(self._apply_stream, receive)
+            async with send, trio.open_nursery() as nursery:
 
-            async def stream() -> None:
-                try:
-                    await stream_changes(
-                        self.deps.streams,
-                        self.config.peer_url,
-                        self.config.thread_id,
-                        self.status.cursor,
-                        token=self.deps.token(self.config.pair_id),
-                        on_events=self._on_events,
-                        on_open=self._backoff.reset,
-                    )
-                except PeerError as error:
-                    failure.append(error)
-                nursery.cancel_scope.cancel()
+                async def stream() -> None:
+                    try:
+                        await stream_changes(
+                            self.deps.streams,
+                            self.config.peer_url,
+                            self.config.thread_id,
+                            self.status.cursor,
+                            token=self.deps.token(self.config.pair_id),
+                            on_events=send.send,
+                            on_open=self._backoff.reset,
+                        )
+                    except PeerError as error:
+                        failure.append(error)
+                    nursery.cancel_scope.cancel()
 
-            async def control() -> None:
-                while not self.paused:
-                    message = await next_message(ctx)
-                    if message is None:
-                        break  # graceful stop
-                    self._handle(message)
-                    self._answer_waiters()  # live already: a kick has nothing to add
-                nursery.cancel_scope.cancel()
+                async def control() -> None:
+                    while not self.paused:
+                        message = await next_message(ctx)
+                        if message is None:
+                            break  # graceful stop
+                        self._handle(message)
+                        self._answer_waiters()  # live already: a kick has nothing to add
+                    nursery.cancel_scope.cancel()
 
-            nursery.start_soon(stream)
-            nursery.start_soon(control)
+                nursery.start_soon(stream)
+                nursery.start_soon(control)
         if failure:
             raise failure[0]
 
-    async def _on_events(self, batch: list[tuple[int, dict[str, Any]]]) -> None:
-        if batch:
-            await self._reconcile([record for _, record in batch], batch[-1][0], 0)
-        else:  # heartbeat: the stream is alive and we are at its head
-            self.status.pulled(cursor=self.status.cursor, stored=0, duplicates=0, pending=0, now=self.deps.wall())
+    async def _apply_stream(self, batches: trio.MemoryReceiveChannel[list[tuple[int, dict[str, Any]]]]) -> None:
+        """Commit streamed records, coalescing whatever queued up into one reconcile."""
+        async for batch in batches:
+            events = list(batch)
+            while len(events) < STREAM_COALESCE:
+                try:
+                    events.extend(batches.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            if events:
+                await self._reconcile([record for _, record in events], events[-1][0], 0)
+            else:  # heartbeat: the stream is alive and we are at its head
+                self.status.pulled(cursor=self.status.cursor, stored=0, duplicates=0, pending=0, now=self.deps.wall())
 
     # -- control --------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from spl.kernel.cursor import decode_cursor, encode_cursor
 from spl.kernel.errors import InvalidRequest
 from spl.transport.sse import SseParser
 
-__all__ = ["ChangesPage", "PeerError", "classify", "fetch_changes", "stream_changes"]
+__all__ = ["ChangesPage", "PeerError", "StreamLagged", "classify", "fetch_changes", "stream_changes"]
 
 _DNS_HINTS = (
     "name or service not known",
@@ -35,6 +35,16 @@ class PeerError(Exception):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+
+
+class StreamLagged(PeerError):
+    """The peer ended our continuous feed because we fell behind its buffer: not a failure.
+
+    The pair catches up by pages and reopens the stream at once, without backoff.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("LAGGED", "fell behind the peer's stream buffer; catching up by pages")
 
 
 @dataclass(frozen=True)
@@ -162,6 +172,8 @@ async def stream_changes(
                     elif event.event == "server_shutdown":
                         raise PeerError("CONNECT_REFUSED", "peer is shutting down")
                     elif event.event == "error":
+                        if '"lagged"' in event.data:
+                            raise StreamLagged()
                         raise PeerError("HTTP_5XX", f"peer ended the stream: {event.data[:200]}")
                 if batch or heartbeat:
                     await on_events(batch)

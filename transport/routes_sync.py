@@ -29,6 +29,7 @@ from spl.transport.services import Services
 __all__ = ["register"]
 
 MAX_PAGE = 10_000
+FEED_BUFFER = 16_384
 LONGPOLL_MAX = 30.0
 
 
@@ -95,7 +96,9 @@ def register(app: QuartTrio, services: Services) -> None:
             resumed = sse.parse_cursor(header)
             if resumed is not None:
                 after = resumed
-            subscription = await services.hub.subscribe(thread)
+            # A peer's pair drains in pages when it falls behind, but a deeper buffer means
+            # it rarely has to: bursts are absorbed instead of ending the stream as lagged.
+            subscription = await services.hub.subscribe(thread, buffer=FEED_BUFFER)
             response = Response(
                 watch_stream(services, subscription, after, None),
                 content_type="text/event-stream; charset=utf-8",
