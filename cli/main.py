@@ -217,7 +217,7 @@ def _print_tree(snapshot: dict[str, Any], indent: str) -> None:
 
 def run() -> None:
     """Console-script entry point: turn expected failures into one-line errors."""
-    from spl.cli import admin, doctor, fleet, records  # noqa: F401  (registers command groups)
+    from spl.cli import admin, doctor, fleet, records, soak  # noqa: F401  (registers command groups)
 
     try:
         code = app(standalone_mode=False)  # returns typer.Exit's code instead of raising it

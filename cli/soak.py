@@ -1,0 +1,192 @@
+"""``spl federation soak``: drive a sync pair under load and report the seed's per-window CSV.
+
+The maths (windows, rates, percentiles, CSV, plot) is in :mod:`spl.cli.soak_plan`; the
+driver (daemons, emitter, samplers, faults) in :mod:`spl.cli.soak_run`. This module is
+the command: flags in, figures out, exit status 1 when a window has errors or missing
+records.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from spl.cli.client import CliError
+from spl.cli.common import main_app
+from spl.cli.soak_plan import (
+    SEED_STEADY_RATE,
+    format_csv,
+    format_table,
+    parse_seconds,
+    plan_windows,
+    render_svg,
+    report_document,
+)
+from spl.cli.soak_run import EMIT_PATHS, MODES, Progress, SoakConfig, SoakError, SoakResult, result_config, run_soak
+
+__all__ = ["federation_app", "soak"]
+
+federation_app = typer.Typer(help="Federation between instances: soak runs of sync pairs.", no_args_is_help=True)
+
+
+def _token(value: str | None) -> str | None:
+    """``--peer-token``: the token, ``@file`` or ``-`` (stdin), so it need not sit in shell history."""
+    if value is None:
+        return None
+    text = value
+    if value == "-":
+        text = sys.stdin.read()
+    elif value.startswith("@"):
+        path = Path(value[1:]).expanduser()
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise CliError(f"--peer-token: cannot read {path}: {exc.strerror or exc}") from None
+    token = text.strip()
+    if not token:
+        raise CliError("--peer-token is empty; pass a token of the peer with records:write and federation:sync")
+    return token
+
+
+def write_outputs(result: SoakResult, out: Path) -> list[Path]:
+    """``--out DIR``: soak.csv, soak.json (raw lag samples, figures, config) and soak-lag.svg."""
+    out.mkdir(parents=True, exist_ok=True)
+    windows = result.config.windows
+    csv_path, json_path, svg_path = out / "soak.csv", out / "soak.json", out / "soak-lag.svg"
+    csv_path.write_text(format_csv(result.rows))
+    resources = {
+        "resources_columns": ["t_s", "role", "rss_kib", "fds", "sockets"],
+        "resources": [[round(r.t, 2), r.role, r.rss_kib, r.fds, r.sockets] for r in result.resources],
+        "baseline": {role: [r.rss_kib, r.fds, r.sockets] for role, r in result.baseline.items()},
+    }
+    document = report_document(
+        result_config(result),
+        result.rows,
+        windows,
+        result.records,
+        result.queue,
+        result.events,
+        result.problems,
+        resources,
+    )
+    json_path.write_text(json.dumps(document, separators=(",", ":")) + "\n")
+    points = [(r.t, r.lag_ms) for r in result.records if r.lag_ms is not None]
+    config = result.config
+    title = f"spl federation soak: {config.pairs} {config.mode} pair(s), {config.rate:g} records/s steady per pair" + (
+        ", faults" if config.faults else ""
+    )
+    svg_path.write_text(render_svg(points, windows, title=title, events=result.events))
+    return [csv_path, json_path, svg_path]
+
+
+@federation_app.command("soak")
+def soak(
+    csv: bool = typer.Option(False, "--csv", help="Print only the CSV on stdout (progress stays on stderr)."),
+    scale: float | None = typer.Option(
+        None, "--scale", help="Multiply the seed's 100 minutes: 0.1 = a 10-minute run, 0.01 = 1 minute (default 1)."
+    ),
+    duration: str | None = typer.Option(
+        None, "--duration", help="Total length instead of --scale: 600, 90s, 10m, 1h (split 5/15/60/5/15 %)."
+    ),
+    rate: float = typer.Option(
+        SEED_STEADY_RATE,
+        "--rate",
+        help=f"Steady emit rate per pair, records/s (default: the seed's {SEED_STEADY_RATE:.2f}). "
+        "Warmup 0.5×, ramp 0.5×→1×, steady 1×, spike 4×, recovery 1×.",
+    ),
+    pairs: int = typer.Option(1, "--pairs", min=1, help="Pairs at once, one thread each, each at --rate."),
+    mode: str = typer.Option("continuous", "--mode", help="continuous (SSE follow) or polling."),
+    emit: str = typer.Option(
+        "records",
+        "--emit",
+        help="How records reach the source: records (POST /v1/records, one request each, like an SDK client) "
+        "or push (signed batches on POST /v1/sync/records: cheap enough for rates the per-record path cannot reach).",
+    ),
+    poll_interval: float = typer.Option(0.2, "--poll-interval", help="Seconds between pulls in polling mode."),
+    faults: bool = typer.Option(
+        False, "--faults", help="Also restart the receiving daemon: gracefully in ramp, with kill -9 in steady."
+    ),
+    peer_url: str | None = typer.Option(
+        None, "--peer-url", help="Use this existing daemon as the source; only the receiver is started here."
+    ),
+    peer_token: str | None = typer.Option(
+        None, "--peer-token", help="Token for --peer-url (records:write + federation:sync); @file or - for stdin."
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Also write soak.csv, soak.json and soak-lag.svg here."),
+    drain_timeout: float = typer.Option(60.0, "--drain-timeout", help="Seconds to wait for stragglers at the end."),
+    connections: int | None = typer.Option(
+        None, "--connections", min=1, help="Emit connections to the source (default: by peak rate, 2..16)."
+    ),
+    log_level: str = typer.Option("warning", "--log-level", help="Log level of the daemons started here."),
+    keep: bool = typer.Option(False, "--keep", help="Keep the started daemons' homes and logs (path on stderr)."),
+) -> None:
+    """Drive a sync pair under a mixed workload and report per-window lag, like the seed's CSV.
+
+    By default it starts two throw-away daemons on 127.0.0.1, pairs them (the receiver
+    pulls one thread from the source), emits at the window rates while pausing and
+    resuming the pair (and, with --faults, restarting the receiver), drains, and prints:
+
+    window,duration_min,records_emitted,records_synced,sync_lag_p50_ms,sync_lag_p99_ms,reconcile_queue_max,errors
+
+    Lag per record = committed on the receiver minus committed on the source (same
+    clock). Exits 1 when any window has errors or records that never arrived.
+
+    Examples: spl federation soak --csv --scale 0.01 --faults;
+    spl federation soak --scale 0.1 --rate 921 --out soak-100x
+    """
+    if mode not in MODES:
+        raise CliError(f"--mode {mode!r} is not a mode; use {' or '.join(MODES)}")
+    if emit not in EMIT_PATHS:
+        raise CliError(f"--emit {emit!r}: use {' or '.join(EMIT_PATHS)}")
+    if rate <= 0:
+        raise CliError("--rate must be above zero (records/s per pair)")
+    if poll_interval <= 0:
+        raise CliError("--poll-interval must be above zero")
+    if peer_token is not None and peer_url is None:
+        raise CliError("--peer-token needs --peer-url")
+    try:
+        total = parse_seconds(duration) if duration is not None else None
+        windows = plan_windows(scale=scale, duration=total)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    config = SoakConfig(
+        windows=windows,
+        rate=rate,
+        pairs=pairs,
+        mode=mode,
+        emit=emit,
+        poll_interval=poll_interval,
+        faults=faults,
+        peer_url=peer_url,
+        peer_token=_token(peer_token),
+        connections=connections,
+        drain_timeout=drain_timeout,
+        log_level=log_level,
+    )
+    try:
+        result = run_soak(config, Progress(), keep=keep)
+    except SoakError as exc:
+        raise CliError(f"soak: {exc}") from None
+    if csv:
+        sys.stdout.write(format_csv(result.rows))
+    else:
+        typer.echo(format_table(result.rows))
+        if result.events:
+            typer.echo("events: " + ", ".join(f"{label} at {t:.1f}s" for t, label in result.events))
+    sys.stdout.flush()
+    if out is not None:
+        for path in write_outputs(result, out):
+            typer.echo(f"wrote {path}", err=True)
+    for note in result.notes:
+        typer.echo(f"note: {note}", err=True)
+    if result.problems:
+        for problem in result.problems:
+            typer.echo(f"soak failed: {problem}", err=True)
+        raise SystemExit(1)
+    typer.echo("soak passed: every window has errors 0 and records_synced == records_emitted", err=True)
+
+
+main_app().add_typer(federation_app, name="federation")

@@ -1,0 +1,325 @@
+"""The soak's pure logic: window schedule, emit rate, percentiles, per-window figures, CSV, SVG."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from spl.cli.soak_plan import (
+    CSV_HEADER,
+    SEED_REFERENCE,
+    SEED_STEADY_RATE,
+    WINDOW_NAMES,
+    ErrorSample,
+    QueueSample,
+    RecordSample,
+    WindowFigures,
+    aggregate,
+    emits_due,
+    error_deltas_by_window,
+    format_csv,
+    format_duration_min,
+    format_table,
+    lag_ms,
+    parse_seconds,
+    pause_seconds,
+    percentile,
+    plan_windows,
+    problems,
+    queue_max_by_window,
+    rate_at,
+    render_svg,
+    report_document,
+    window_index,
+    workload_plan,
+)
+
+SEEDS = Path("/work/shared/seeds")
+R = SEED_STEADY_RATE
+
+
+# -- the window scheduler ----------------------------------------------------------------
+
+
+def test_scale_one_is_the_seeds_hundred_minutes() -> None:
+    windows = plan_windows()
+    assert [w.name for w in windows] == list(WINDOW_NAMES)
+    assert [w.minutes for w in windows] == pytest.approx([5, 15, 60, 5, 15])
+    assert windows[0].start == 0 and windows[-1].end == pytest.approx(6000)
+
+
+def test_scale_shrinks_every_window_in_proportion() -> None:
+    windows = plan_windows(scale=0.1)
+    assert [w.seconds for w in windows] == pytest.approx([30, 90, 360, 30, 90])
+    assert windows[-1].end == pytest.approx(600)
+    for before, after in zip(windows, windows[1:], strict=False):
+        assert before.end == after.start  # back to back, no gaps
+
+
+def test_duration_sets_the_total() -> None:
+    windows = plan_windows(duration=40)
+    assert [w.seconds for w in windows] == pytest.approx([2, 6, 24, 2, 6])
+    assert windows[-1].end == 40  # exact: the last window ends at the total
+
+
+@pytest.mark.parametrize(("scale", "duration"), [(0.1, 60.0), (0.0, None), (-1.0, None), (None, 0.0), (math.inf, None)])
+def test_bad_schedules_are_refused(scale: float | None, duration: float | None) -> None:
+    with pytest.raises(ValueError):
+        plan_windows(scale=scale, duration=duration)
+
+
+def test_window_index_at_boundaries() -> None:
+    windows = plan_windows(duration=100)  # 5 / 15 / 60 / 5 / 15 s
+    assert window_index(windows, 0) == 0
+    assert window_index(windows, 4.999) == 0
+    assert window_index(windows, 5) == 1  # a boundary belongs to the later window
+    assert window_index(windows, 20) == 2
+    assert window_index(windows, 80) == 3
+    assert window_index(windows, 85) == 4
+    assert window_index(windows, 1000) == 4  # clamped: stragglers count in the last window
+
+
+@pytest.mark.parametrize("text,seconds", [("600", 600), ("90s", 90), ("10m", 600), ("1h", 3600), ("1.5min", 90)])
+def test_parse_seconds(text: str, seconds: float) -> None:
+    assert parse_seconds(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "ten", "-5", "0", "5 parsecs"])
+def test_parse_seconds_refuses(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_seconds(text)
+
+
+# -- the rate function ---------------------------------------------------------------------
+
+
+def test_rate_shape_per_window() -> None:
+    windows = plan_windows(duration=100)
+    assert rate_at(windows, R, 2) == pytest.approx(0.5 * R)  # warmup
+    assert rate_at(windows, R, 5) == pytest.approx(0.5 * R)  # ramp starts at half …
+    assert rate_at(windows, R, 12.5) == pytest.approx(0.75 * R)  # … linear …
+    assert rate_at(windows, R, 19.999) == pytest.approx(R, rel=1e-3)  # … to the steady rate
+    assert rate_at(windows, R, 50) == pytest.approx(R)  # steady
+    assert rate_at(windows, R, 82) == pytest.approx(4 * R)  # spike: 4×
+    assert rate_at(windows, R, 90) == pytest.approx(R)  # recovery
+    assert rate_at(windows, R, -1) == 0 and rate_at(windows, R, 100) == 0
+
+
+def test_emits_due_integrates_the_rate() -> None:
+    windows = plan_windows()  # the full 100 minutes at the seed's rate
+    ends = [emits_due(windows, R, w.end) for w in windows]
+    per_window = [ends[0]] + [b - a for a, b in zip(ends, ends[1:], strict=False)]
+    assert per_window == pytest.approx([0.5 * R * 300, 0.75 * R * 900, 33_180, 4 * R * 300, R * 900])
+    assert emits_due(windows, R, 0) == 0
+    assert emits_due(windows, R, 10_000) == pytest.approx(ends[-1])  # nothing after the run
+
+
+def test_emits_due_is_monotonic_and_its_slope_is_the_rate() -> None:
+    windows = plan_windows(duration=100)
+    previous = -1.0
+    for step in range(0, 1000):
+        t = step / 10
+        value = emits_due(windows, 50.0, t)
+        assert value >= previous
+        previous = value
+        if all(abs(t - w.start) > 0.01 for w in windows):
+            slope = (emits_due(windows, 50.0, t + 0.001) - emits_due(windows, 50.0, t - 0.001)) / 0.002
+            assert slope == pytest.approx(rate_at(windows, 50.0, t), rel=1e-3)
+
+
+# -- percentiles and per-window figures ----------------------------------------------------
+
+
+def test_percentile_nearest_rank() -> None:
+    samples = [float(n) for n in range(100, 0, -1)]  # 100 … 1, unsorted on purpose
+    assert percentile(samples, 50) == 50
+    assert percentile(samples, 99) == 99
+    assert percentile(samples, 100) == 100
+    assert percentile(samples, 0) == 1
+    assert percentile([7.0], 99) == 7
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2  # rank ceil(0.5 × 4) = 2
+    assert percentile([1.0, 2.0, 3.0, 4.0], 99) == 4
+    assert math.isnan(percentile([], 50))
+
+
+def test_lag_is_receiver_commit_minus_source_commit() -> None:
+    assert lag_ms(1000.0, 1000.25) == pytest.approx(250.0)
+
+
+def test_aggregate_per_window() -> None:
+    windows = plan_windows(duration=100)
+    records = [RecordSample(1.0, 0, float(n)) for n in range(1, 101)]  # warmup: 1 … 100 ms
+    records += [RecordSample(30.0, 2, 10.4), RecordSample(31.0, 2, 10.6), RecordSample(32.0, 2, None)]
+    rows = aggregate(windows, records, [3, 0, 7, 0, 0], [0, 0, 1, 0, 0], [10.0, 0, 0, 0, 0])
+    warmup, ramp, steady = rows[0], rows[1], rows[2]
+    assert (warmup.records_emitted, warmup.records_synced, warmup.sync_lag_p50_ms, warmup.sync_lag_p99_ms) == (
+        100,
+        100,
+        50,
+        99,
+    )
+    assert warmup.reconcile_queue_max == 3 and warmup.errors == 0 and warmup.target_emits == 10.0
+    assert (ramp.records_emitted, ramp.sync_lag_p50_ms, ramp.errors) == (0, 0, 0)  # an empty window
+    assert (steady.records_emitted, steady.records_synced) == (3, 2)
+    assert (steady.sync_lag_p50_ms, steady.sync_lag_p99_ms) == (10, 11)  # whole ms, half up
+    assert steady.errors == 2  # one pair-level error + one record that never arrived
+    assert problems(rows) == [
+        "steady: 2 of 3 emitted records reached the receiver",
+        "steady: 1 pair-level error(s) (errors_total rose on the receiver)",
+    ]
+    assert problems(aggregate(windows, records[:100], [0] * 5, [0] * 5)) == []
+
+
+def test_queue_max_counts_peaks_between_samples() -> None:
+    windows = plan_windows(duration=100)
+    samples = [
+        QueueSample(0.0, 0, 0, 40),  # baseline: a high water from before the run does not count
+        QueueSample(1.0, 0, 2, 40),
+        QueueSample(10.0, 0, 1, 55),  # the high water rose since the last sample: a missed peak of 55 in ramp
+        QueueSample(30.0, 0, 9, 55),
+        QueueSample(31.0, 1, 0, 4),  # restarted: the new process's high water is new
+        QueueSample(82.0, 1, 3, 4),
+        QueueSample(120.0, 1, 99, 99),  # after the run: ignored
+    ]
+    assert queue_max_by_window(windows, samples) == [2, 55, 9, 3, 0]
+
+
+def test_error_deltas_survive_restarts() -> None:
+    windows = plan_windows(duration=100)
+    samples = [
+        ErrorSample(0.5, 0, "p1", 2),  # baseline: errors from before the run are not counted
+        ErrorSample(1.0, 0, "p1", 2),
+        ErrorSample(6.0, 0, "p1", 3),  # +1 in ramp
+        ErrorSample(7.0, 1, "p1", 0),  # the receiver restarted: its counter began at 0
+        ErrorSample(30.0, 1, "p1", 2),  # +2 in steady
+        ErrorSample(31.0, 2, "p1", 1),  # restarted again: 1 new error
+        ErrorSample(0.6, 0, "p2", 0),
+        ErrorSample(150.0, 2, "p2", 1),  # during the drain: counts in the last window
+    ]
+    assert error_deltas_by_window(windows, samples) == [0, 1, 3, 0, 1]
+
+
+# -- CSV and table -------------------------------------------------------------------------
+
+
+def test_csv_has_the_seeds_exact_header_and_five_rows() -> None:
+    windows = plan_windows(scale=0.1)
+    rows = aggregate(windows, [RecordSample(w.start, i, 12.0) for i, w in enumerate(windows)], [1] * 5, [0] * 5)
+    text = format_csv(rows)
+    assert text.endswith("\n")
+    lines = text.splitlines()
+    assert lines[0] == CSV_HEADER
+    assert CSV_HEADER == (
+        "window,duration_min,records_emitted,records_synced,sync_lag_p50_ms,sync_lag_p99_ms,reconcile_queue_max,errors"
+    )
+    assert len(lines) == 6
+    parsed = list(csv.DictReader(io.StringIO(text)))
+    assert [row["window"] for row in parsed] == list(WINDOW_NAMES)
+    assert [row["duration_min"] for row in parsed] == ["0.5", "1.5", "6", "0.5", "1.5"]
+    for row in parsed:
+        assert float(row["duration_min"]) > 0
+        for column in CSV_HEADER.split(",")[2:]:
+            assert re.fullmatch(r"\d+", row[column]), (column, row[column])
+
+
+def test_seed_reference_round_trips_to_the_seed_text() -> None:
+    expected = (
+        "window,duration_min,records_emitted,records_synced,sync_lag_p50_ms,sync_lag_p99_ms,reconcile_queue_max,errors\n"
+        "warmup,5,1240,1240,180,420,3,0\n"
+        "ramp,15,8420,8420,210,512,7,0\n"
+        "steady,60,33180,33180,225,548,9,0\n"
+        "spike,5,4860,4860,610,1290,18,0\n"
+        "recovery,15,7240,7240,240,580,12,0\n"
+    )
+    assert format_csv(SEED_REFERENCE) == expected
+    seed = next(SEEDS.glob("001_*.txt"), None) if SEEDS.exists() else None
+    if seed is not None:
+        assert expected in seed.read_text()
+
+
+@pytest.mark.parametrize("minutes,text", [(60.0, "60"), (0.5, "0.5"), (0.025, "0.025"), (1 / 30, "0.033"), (0, "0")])
+def test_duration_min_format(minutes: float, text: str) -> None:
+    assert format_duration_min(minutes) == text
+
+
+def test_table_puts_the_seed_beside_ours() -> None:
+    rows = [WindowFigures(n, 1.0, 10, 10, 5, 9, 1, 0, 0, 10.0) for n in WINDOW_NAMES]
+    text = format_table(rows)
+    assert "seed p99" in text and "1290" in text and "548" in text
+    assert len(text.splitlines()) == 2 + 5
+
+
+# -- workload and plot ---------------------------------------------------------------------
+
+
+def test_workload_plan() -> None:
+    windows = plan_windows(scale=0.1)  # ramp 30–120 s, steady 120–480 s
+    assert workload_plan(windows, faults=False) == [(264.0, "pause")]
+    assert pause_seconds(windows) == pytest.approx(1.8)  # 0.5 % of the 360 s steady window
+    plan = workload_plan(windows, faults=True)
+    assert [action for _, action in plan] == ["restart", "pause", "kill"]
+    assert plan[0][0] == pytest.approx(75.0)  # half-way through ramp
+    assert plan[-1][0] == pytest.approx(372.0)  # 70 % into steady
+    assert pause_seconds(plan_windows(scale=1)) == 2.0  # capped
+    assert pause_seconds(plan_windows(duration=10)) == 0.1  # floor
+
+
+def test_svg_is_well_formed_and_labelled() -> None:
+    windows = plan_windows(duration=60)
+    points = [(t / 10, 5.0 + (t % 50)) for t in range(600)] + [(45.0, 2500.0)]
+    svg = render_svg(points, windows, title="lag <soak> & co", events=[(20.0, "pairs paused"), (30.0, "kill -9")])
+    root = ET.fromstring(svg)
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    texts = [element.text for element in root.iter("{http://www.w3.org/2000/svg}text")]
+    for name in WINDOW_NAMES:
+        assert name in texts
+    assert "lag <soak> & co" in texts and "kill -9" in texts
+    assert len(list(root.iter("{http://www.w3.org/2000/svg}polyline"))) == 3  # p50, p99, max
+    empty = ET.fromstring(render_svg([], windows))
+    assert "no samples" in [element.text for element in empty.iter("{http://www.w3.org/2000/svg}text")]
+
+
+def test_report_document_is_json() -> None:
+    windows = plan_windows(duration=10)
+    records = [RecordSample(1.0, 0, 3.0), RecordSample(2.0, 1, None)]
+    rows = aggregate(windows, records, [0] * 5, [0] * 5)
+    document = report_document(
+        {"rate": 1.0}, rows, windows, records, [QueueSample(0.1, 0, 0, 0)], [(3.0, "pairs paused")], problems(rows)
+    )
+    decoded = json.loads(json.dumps(document))
+    assert decoded["samples"] == [[1.0, 0, 3.0], [2.0, 1, None]]
+    assert decoded["passed"] is False and len(decoded["figures"]) == 5
+
+
+# -- progress on stderr --------------------------------------------------------------------
+
+
+def test_progress_is_one_rewritten_line_on_a_terminal_and_plain_lines_otherwise() -> None:
+    from spl.cli.soak_run import Progress, Status
+
+    tty = io.StringIO()
+    bar = Progress(tty, tty=True)
+    bar.total = 60
+    bar.update(Status(phase="running", t=30, window="steady", emitted=10))
+    bar.note("receiver restarted")
+    bar.update(Status(phase="running", t=31, window="steady", emitted=11))
+    bar.close()
+    text = tty.getvalue()
+    assert text.startswith("\r\x1b[K") and "[##########..........]" in text
+    assert "\r\x1b[Ksoak: receiver restarted\n" in text and text.endswith("\n")
+
+    plain = io.StringIO()
+    lines = Progress(plain, tty=False)
+    lines.total = 600
+    for second in range(0, 100):
+        lines.update(Status(phase="running", t=second, window="warmup" if second < 30 else "ramp"))
+    printed = plain.getvalue().splitlines()
+    assert all(line.startswith("soak: ") and "\r" not in line for line in printed)
+    assert len(printed) == 4  # window starts (0 s, 30 s) and every 30 s (1/20 of the run) in between
