@@ -38,6 +38,7 @@ __all__ = [
     "now_ms",
     "parse_body",
     "running_pid",
+    "secret_argument",
     "wants_json",
 ]
 
@@ -126,3 +127,21 @@ def home_did(home: Home) -> str | None:
         return home.load_config().did
     except Exception:
         return None
+
+
+def secret_argument(value: str, option: str, hint: str) -> str:
+    """A token given on the command line as itself, ``@file`` or ``-`` (stdin), so it need
+    not sit in shell history; stripped, never empty (``hint`` says what to pass instead)."""
+    text = value
+    if value == "-":
+        text = sys.stdin.read()
+    elif value.startswith("@"):
+        path = Path(value[1:]).expanduser()
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise CliError(f"{option}: cannot read {path}: {exc.strerror or exc}") from None
+    token = text.strip()
+    if not token:
+        raise CliError(f"{option} is empty; {hint}")
+    return token

@@ -17,14 +17,13 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import typer
 
 from spl.cli.client import CliError, DaemonClient
-from spl.cli.common import OUTPUT, URL, DaemonError, call, client_for, main_app, wants_json
+from spl.cli.common import OUTPUT, URL, DaemonError, call, client_for, main_app, secret_argument, wants_json
 from spl.cli.output import emit_json, table
 
 __all__ = ["federation_lines", "fleet_app", "parse_duration", "peer_handle", "sync_app"]
@@ -172,20 +171,7 @@ def _resolve(client: DaemonClient, text: str) -> str:
 
 
 def _read_token(value: str) -> str:
-    """``--token``: the token itself, ``@file`` or ``-`` (stdin), so it need not sit in shell history."""
-    source = value
-    if value == "-":
-        source = sys.stdin.read()
-    elif value.startswith("@"):
-        path = Path(value[1:]).expanduser()
-        try:
-            source = path.read_text()
-        except OSError as exc:
-            raise CliError(f"--token: cannot read {path}: {exc.strerror or exc}") from None
-    token = source.strip()
-    if not token:
-        raise CliError("--token is empty; pass the bearer token the peer minted for this pair (or @file, or -)")
-    return token
+    return secret_argument(value, "--token", "pass the bearer token the peer minted for this pair (or @file, or -)")
 
 
 def _pick(positional: str | None, flag: str | None, what: str, flag_name: str) -> str:

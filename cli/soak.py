@@ -15,7 +15,7 @@ from pathlib import Path
 import typer
 
 from spl.cli.client import CliError
-from spl.cli.common import main_app
+from spl.cli.common import main_app, secret_argument
 from spl.cli.soak_plan import (
     SEED_STEADY_RATE,
     format_csv,
@@ -33,22 +33,10 @@ federation_app = typer.Typer(help="Federation between instances: soak runs of sy
 
 
 def _token(value: str | None) -> str | None:
-    """``--peer-token``: the token, ``@file`` or ``-`` (stdin), so it need not sit in shell history."""
+    """``--peer-token``: the token, ``@file`` or ``-`` (stdin)."""
     if value is None:
         return None
-    text = value
-    if value == "-":
-        text = sys.stdin.read()
-    elif value.startswith("@"):
-        path = Path(value[1:]).expanduser()
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise CliError(f"--peer-token: cannot read {path}: {exc.strerror or exc}") from None
-    token = text.strip()
-    if not token:
-        raise CliError("--peer-token is empty; pass a token of the peer with records:write and federation:sync")
-    return token
+    return secret_argument(value, "--peer-token", "pass a token of the peer with records:write and federation:sync")
 
 
 def write_outputs(result: SoakResult, out: Path) -> list[Path]:
