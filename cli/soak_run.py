@@ -818,14 +818,7 @@ class _Run:
         assert self.signer is not None
         envelope = validate_envelope(json.loads(self._emit_body(index, clock)))
         return {
-            "id": envelope.id,
-            "act": envelope.act,
-            "actor": envelope.actor,
-            "body": envelope.body,
-            "clock": envelope.clock,
-            "data_type": envelope.data_type,
-            "parents": envelope.parents,
-            "thread": envelope.thread,
+            **envelope.fields(),
             "signer": self.signer.did,
             "sig": self.signer.sign_record_id(envelope.id),
         }

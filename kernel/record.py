@@ -49,6 +49,19 @@ class Envelope(msgspec.Struct, frozen=True):
     thread: str
     judged_by: str | None = None
 
+    def fields(self) -> dict[str, Any]:
+        """``id`` and the seven hashed fields, as they travel on the wire."""
+        return {
+            "id": self.id,
+            "act": self.act,
+            "actor": self.actor,
+            "body": self.body,
+            "clock": self.clock,
+            "data_type": self.data_type,
+            "parents": self.parents,
+            "thread": self.thread,
+        }
+
     @property
     def namespace(self) -> str:
         """The record's namespace: ``body.namespace`` or the implicit ``default``."""

@@ -84,17 +84,7 @@ def stored_json(envelope: Envelope, *, signer: str, sig: str, seq: int, created_
     ASCII-only matters for SSE: a raw U+2028 inside a data line is split by the SDK's
     ``splitlines()`` and the record would be lost (spec §3.7).
     """
-    record: dict[str, Any] = {
-        "object": "record",
-        "id": envelope.id,
-        "act": envelope.act,
-        "actor": envelope.actor,
-        "body": envelope.body,
-        "clock": envelope.clock,
-        "data_type": envelope.data_type,
-        "parents": envelope.parents,
-        "thread": envelope.thread,
-    }
+    record: dict[str, Any] = {"object": "record", **envelope.fields()}
     if envelope.judged_by is not None:
         record["judged_by"] = envelope.judged_by
     record["namespace"] = envelope.namespace
