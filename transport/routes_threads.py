@@ -130,14 +130,16 @@ async def watch_stream(
             # Whatever else is already buffered goes out in the same write: at hundreds of
             # records a second one socket send per record would dominate the stream's cost.
             frames: list[bytes] = []
-            while record is not None and len(frames) < COALESCE:
+            while True:
                 if record.seq > last_seq:
                     last_seq = record.seq
                     frames.append(sse.record_frame(record))
+                if len(frames) >= COALESCE:
+                    break  # check before taking another: a record taken must be written
                 try:
                     record = subscription.receive.receive_nowait()
                 except (trio.WouldBlock, trio.EndOfChannel):
-                    record = None
+                    break
             if frames:
                 yield b"".join(frames)
     finally:
