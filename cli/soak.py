@@ -49,6 +49,7 @@ def write_outputs(result: SoakResult, out: Path) -> list[Path]:
         "resources_columns": ["t_s", "role", "rss_kib", "fds", "sockets"],
         "resources": [[round(r.t, 2), r.role, r.rss_kib, r.fds, r.sockets] for r in result.resources],
         "baseline": {role: [r.rss_kib, r.fds, r.sockets] for role, r in result.baseline.items()},
+        "missing": result.missing,
     }
     document = report_document(
         result_config(result),

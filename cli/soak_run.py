@@ -206,6 +206,7 @@ class SoakResult:
     resources: list[ResourceSample] = field(default_factory=list)
     baseline: dict[str, ResourceSample] = field(default_factory=dict)  # before any pair existed
     traffic: list[tuple[float, int, int]] = field(default_factory=list)  # (t, bytes to source, bytes from source)
+    missing: dict[str, str] = field(default_factory=dict)  # record id → why it counts as not synced (first 1,000)
 
     @property
     def passed(self) -> bool:
@@ -529,6 +530,7 @@ class _Run:
         self.readback_after = 0
         self.source_after = 0  # --emit push: source records read back so far
         self.unconfirmed = 0  # pushed records whose source commit time is not known yet
+        self.source_times: dict[str, float] = {}  # --emit push: id → commit time on the source, as read back
         self.signer = Identity.generate() if config.emit == "push" else None
         self.queue_samples: list[QueueSample] = []
         self.error_samples: list[ErrorSample] = []
@@ -710,9 +712,16 @@ class _Run:
                 self.cluster.source_url, self.source_after, self.source_headers
             )
             for record in page:
-                emitted = self.emitted.get(record.get("id", ""))
+                if record.get("thread") not in self.thread_set:
+                    continue
+                committed = parse_rfc3339(record.get("created_at"))
+                if committed is None:
+                    continue
+                # The read-back can see a record before its push is acknowledged: keep every time.
+                self.source_times[record["id"]] = committed
+                emitted = self.emitted.get(record["id"])
                 if emitted is not None and emitted.source_committed is None:
-                    emitted.source_committed = parse_rfc3339(record.get("created_at"))
+                    emitted.source_committed = committed
                     self.unconfirmed -= 1
 
     # -- emitting --------------------------------------------------------------------------------------
@@ -851,9 +860,10 @@ class _Run:
                     window = window_index(self.windows, t_sent)
                     for record_id in [*answer.get("accepted", []), *answer.get("duplicates", [])]:
                         if record_id not in self.emitted:
-                            self.emitted[record_id] = _Emitted(t_sent, window, None)
+                            committed = self.source_times.get(record_id)
+                            self.emitted[record_id] = _Emitted(t_sent, window, committed)
                             self.emitted_by_window[window] += 1
-                            self.unconfirmed += 1
+                            self.unconfirmed += committed is None
                     for refusal in answer.get("refused", []):
                         self.emit_failures.append(f"refused {refusal.get('code')}: {refusal.get('reason')}")
                     outcome = None
@@ -1110,6 +1120,14 @@ class _Run:
             )
             for record_id, e in self.emitted.items()
         ]
+        missing: dict[str, str] = {}
+        for record_id, e in self.emitted.items():
+            if len(missing) >= 1000:
+                break
+            if e.source_committed is None:
+                missing[record_id] = "acknowledged by the source, never found in its records"
+            elif record_id not in self.synced:
+                missing[record_id] = "on the source, not on the receiver"
         queue_max = queue_max_by_window(self.windows, self.queue_samples)
         pair_errors = error_deltas_by_window(self.windows, self.error_samples)
         targets = [
@@ -1152,6 +1170,7 @@ class _Run:
             resources=self.resources,
             baseline=self.baseline,
             traffic=self.traffic,
+            missing=missing,
         )
 
 
