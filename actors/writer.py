@@ -20,7 +20,7 @@ import trio
 from spl.actors.loop import next_message
 from spl.actors.messages import Committed, Ingest, Reply, Transact, unavailable
 from spl.kernel.ingest import Accepted, Candidate, Outcome, WriterState, commit_batch, load_writer_state
-from spl.kernel.store import StoredRecord, connect_writer
+from spl.kernel.store import connect_writer
 from spl.runtime.supervisor import ChildContext
 
 __all__ = ["StoreWriter", "WriterClient"]
@@ -103,15 +103,12 @@ class StoreWriter:
         # Committed: from here on every requester must get its answer, even if a stop
         # arrives meanwhile (the hub and folds outlive the writer in the stop order).
         with trio.CancelScope(shield=True):
-            self._after_commit(state, ingests, outcomes)
+            self.batches_committed += 1
+            self.head_sequence = state.next_seq - 1
             await self._publish(outcomes)
             for ingest, request_outcomes in zip(ingests, outcomes, strict=True):
                 ingest.reply.set(request_outcomes)
         return state
-
-    def _after_commit(self, state: WriterState, ingests: list[Ingest], outcomes: list[list[Outcome]]) -> None:
-        self.batches_committed += 1
-        self.head_sequence = state.next_seq - 1
 
     async def _publish(self, outcomes: list[list[Outcome]]) -> None:
         """Tell folds and watchers about new records before anyone is acknowledged."""
@@ -168,7 +165,3 @@ class WriterClient:
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise unavailable("the store writer") from None
         return await reply.get()
-
-
-def committed_records(outcomes: Sequence[Outcome]) -> list[StoredRecord]:
-    return [outcome.record for outcome in outcomes if isinstance(outcome, Accepted)]

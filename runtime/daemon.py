@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -221,7 +220,3 @@ def _pinger(interval: float) -> Any:
         await systemd.watchdog_pinger(interval)
 
     return run
-
-
-def uptime_since(started: float) -> float:
-    return time.time() - started

@@ -19,7 +19,6 @@ from spl.kernel.namespaces import (
     ancestors,
     validate_namespace_id,
 )
-from spl.kernel.queries import thread_records
 from spl.kernel.record import validate_envelope
 from spl.transport.auth import insert_token, new_token_info, require, revoke_token
 from spl.transport.requests import json_body
@@ -241,5 +240,3 @@ def register(app: QuartTrio, services: Services) -> None:  # noqa: C901 - a flat
         await services.writer.transact(lambda connection: revoke_token(connection, token_id, now))
         services.tokens.forget(token_id, now)
         return json_response({"object": "token", "token_id": token_id, "status": "revoked"})
-
-    _ = thread_records  # re-exported for the CLI's convenience
