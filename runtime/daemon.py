@@ -131,7 +131,6 @@ class Daemon:
             snapshot=lambda: msgspec.to_builtins(root.snapshot()),
             head_sequence=lambda: writer.head_sequence,
             federation=federation,
-            trust_loopback_sync=self.config.trust_loopback_sync,
             bind_host=host,
         )
         self.supervisor, self.services = root, services

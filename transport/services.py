@@ -45,7 +45,8 @@ class Services:
     head_sequence: Callable[[], int] = field(default=lambda: 0)
     manifest: dict[str, Any] = field(default_factory=dict)
     federation: Any = None  # actors.federation.FederationManager once started
-    trust_loopback_sync: bool = True  # /v1/sync/* callers on 127.0.0.1 act as the local operator
+    # What is degraded right now (a child down, the store full…); /health answers 503 while non-empty.
+    problems: Callable[[], list[str]] = field(default=lambda: [])
 
     async def read(self, query: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``query(connection, *args, **kwargs)`` on a pooled read connection, off the trio thread."""
