@@ -1,8 +1,9 @@
-"""Server-sent event framing for thread watches (spec §3.7, §15.11). Pure functions.
+"""Server-sent event framing for thread watches (spec §3.7, §15.11), and the parser that reads a peer's. No I/O.
 
 Every frame ends with a blank line and carries a ``data:`` line (the SDK discards frames
 without one); only ``record.created`` frames carry an ``id:`` — the record's sequence —
-so heartbeats never move the client's cursor.
+so heartbeats never move the client's cursor. :class:`SseParser` reads the other way, a
+peer's continuous feed, with bounds on what the peer can make it hold.
 """
 
 from __future__ import annotations
@@ -11,7 +12,17 @@ import json
 
 from spl.kernel.store import StoredRecord
 
-__all__ = ["error_frame", "heartbeat_frame", "parse_cursor", "record_frame", "shutdown_frame"]
+__all__ = [
+    "MAX_FRAME",
+    "MAX_LINE",
+    "SseEvent",
+    "SseParser",
+    "error_frame",
+    "heartbeat_frame",
+    "parse_cursor",
+    "record_frame",
+    "shutdown_frame",
+]
 
 HEARTBEAT = b"event: heartbeat\ndata: {}\n\n"
 
@@ -64,44 +75,86 @@ class SseEvent:
         self.event, self.id, self.data = event, id, data
 
 
+MAX_LINE = 8 * 1024 * 1024  # a 1 MiB record, \uXXXX-escaped, fits in one data line
+MAX_FRAME = 16 * 1024 * 1024
+
+
 class SseParser:
     """Incremental SSE parser (sans-I/O): feed bytes, get complete events.
 
-    Frames end with a blank line (``\\n\\n`` or ``\\r\\n\\r\\n``); a frame without a ``data:``
-    line is dropped, as the SDK does; lines starting with ``:`` are comments.
+    Lines end with ``\\n``, ``\\r\\n`` or a lone ``\\r`` (the SSE specification allows all
+    three), a blank line ends a frame, a frame without a ``data:`` line is dropped (as the SDK
+    does), lines starting with ``:`` are comments. Unlike the browser's ``EventSource``, an
+    ``id:`` belongs to its own frame only: a frame without one has ``id=None``, so a heartbeat
+    never moves a cursor.
+
+    The bytes come from a peer, so the parser must stay cheap and bounded whatever they are.
+    Each chunk is looked at once: only the unfinished last line is carried over to the next
+    call, never re-scanned text. A line longer than ``max_line`` bytes, or a frame whose data
+    lines add up to more than ``max_frame`` bytes, raises :class:`ValueError`; so the memory
+    held between calls stays below about ``max_line + max_frame``. After a ValueError the
+    parser must be dropped. The events are the same however the bytes are split into chunks.
     """
 
-    def __init__(self, max_frame: int = 16 * 1024 * 1024) -> None:
-        self._buffer = b""
+    def __init__(self, max_frame: int = MAX_FRAME, *, max_line: int = MAX_LINE) -> None:
         self._max_frame = max_frame
+        # A data line longer than a whole frame could never be accepted: fail as soon as it is seen.
+        self._max_line = min(max_line, max_frame)
+        self._partial = bytearray()  # the unfinished last line, without a line end
+        self._skip_lf = False  # the last chunk ended in "\r": a "\n" opening the next one completes a CRLF
+        # The frame being read.
+        self._name = ""
+        self._id: str | None = None
+        self._data: list[str] = []
+        self._data_bytes = 0
 
     def feed(self, chunk: bytes) -> list[SseEvent]:
-        # Normalise CRLF on the whole buffer, so a CRLF split across two chunks is still seen.
-        self._buffer = (self._buffer + chunk).replace(b"\r\n", b"\n")
+        """The events that ``chunk`` completes; raises ValueError when a bound is exceeded."""
+        if self._skip_lf and chunk:
+            self._skip_lf = False
+            if chunk.startswith(b"\n"):
+                chunk = chunk[1:]
+        if b"\r" in chunk:
+            # Every line end becomes "\n". A "\r" ending the chunk ends its line now; if the
+            # next chunk starts with "\n", that "\n" is the rest of this CRLF and is skipped.
+            self._skip_lf = chunk.endswith(b"\r")
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        lines = chunk.split(b"\n")
+        unfinished = lines.pop()
+        if lines and self._partial:
+            lines[0] = bytes(self._partial) + lines[0]
+            self._partial.clear()
         events: list[SseEvent] = []
-        while True:
-            end = self._buffer.find(b"\n\n")
-            if end < 0:
-                if len(self._buffer) > self._max_frame:
-                    raise ValueError("SSE frame larger than the limit")
-                return events
-            frame, self._buffer = self._buffer[:end], self._buffer[end + 2 :]
-            event = self._parse(frame.decode("utf-8", errors="replace"))
+        for line in lines:
+            event = self._line(line)
             if event is not None:
                 events.append(event)
+        self._partial += unfinished
+        if len(self._partial) > self._max_line:
+            raise ValueError(f"SSE line longer than {self._max_line} bytes")
+        return events
 
-    @staticmethod
-    def _parse(frame: str) -> SseEvent | None:
-        name, ident, data = "message", None, []
-        for line in frame.split("\n"):
-            if not line or line.startswith(":"):
-                continue
-            field, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if field == "event":
-                name = value
-            elif field == "id":
-                ident = value
-            elif field == "data":
-                data.append(value)
-        return SseEvent(name, ident, "\n".join(data)) if data else None
+    def _line(self, line: bytes) -> SseEvent | None:
+        """Apply one complete line to the frame being read; the event, when it ends the frame."""
+        if not line:
+            event = SseEvent(self._name or "message", self._id, "\n".join(self._data)) if self._data else None
+            self._name, self._id, self._data, self._data_bytes = "", None, [], 0
+            return event
+        if len(line) > self._max_line:
+            raise ValueError(f"SSE line longer than {self._max_line} bytes")
+        if line.startswith(b":"):
+            return None  # a comment
+        field, _, raw = line.partition(b":")
+        if raw.startswith(b" "):
+            raw = raw[1:]
+        # Decoding line by line is safe: "\r" and "\n" never occur inside a UTF-8 sequence.
+        if field == b"data":
+            self._data_bytes += len(raw)
+            if self._data_bytes > self._max_frame:
+                raise ValueError(f"SSE frame larger than {self._max_frame} bytes")
+            self._data.append(raw.decode("utf-8", errors="replace"))
+        elif field == b"event":
+            self._name = raw.decode("utf-8", errors="replace")
+        elif field == b"id":
+            self._id = raw.decode("utf-8", errors="replace")
+        return None
