@@ -4,24 +4,34 @@ An LRU cache of :class:`~spl.kernel.fold.ThreadFold` states. A miss folds the th
 from the store; committed batches (sent by the writer before it acknowledges) keep cached
 folds current, so a query made after an acknowledged emit sees that emit. ``apply``
 ignores sequences it already folded, so a load racing a commit never double-counts.
+
+A query that fails (a damaged page answers ``STORE_CORRUPT`` through the read pool, a bug
+answers a 500) fails alone: the actor answers it and goes on. It must not crash instead —
+the requester would wait forever for a reply that died with the incarnation, and every
+such query would count towards the root's restart intensity.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 import trio
 
 from spl.actors.loop import next_message
 from spl.actors.messages import Committed, FoldQuery, Reply, unavailable
+from spl.kernel.errors import SplError
 from spl.kernel.fold import ThreadFold
 from spl.kernel.queries import records_after
-from spl.kernel.store import ReadPool
+from spl.kernel.store import ReadPool, StoredRecord
 from spl.runtime.supervisor import ChildContext
 
 __all__ = ["FoldClient", "ThreadFolds"]
+
+log = logging.getLogger("spl.folds")
 
 _PAGE = 5000
 
@@ -38,18 +48,35 @@ class ThreadFolds:
         while (message := await next_message(ctx)) is not None:
             match message:
                 case Committed(records=records):
-                    for record in records:
-                        fold = self._cache.get(record.thread)
-                        if fold is not None:
-                            fold.apply(json.loads(record.json))
+                    self._apply(records)
                 case FoldQuery(thread=thread, reply=reply):
-                    fold = self._cache.get(thread)
-                    if fold is None:
-                        fold = await trio.to_thread.run_sync(self._load, thread)
-                        self._remember(fold)
-                    else:
-                        self._cache.move_to_end(thread)
-                    reply.set(fold.to_wire() if fold.record_count else None)
+                    try:
+                        reply.set(await self._query(thread))
+                    except SplError as exc:
+                        reply.fail(exc)  # STORE_CORRUPT from the read pool: already logged there
+                    except Exception as exc:
+                        log.error("folding thread %s failed", thread, exc_info=exc)
+                        reply.fail(SplError("folding this thread failed (an internal error); see the daemon log"))
+
+    def _apply(self, records: Sequence[StoredRecord]) -> None:
+        for record in records:
+            fold = self._cache.get(record.thread)
+            if fold is None:
+                continue
+            try:
+                fold.apply(json.loads(record.json))
+            except Exception as exc:  # a fold we cannot keep current is dropped; the next query reloads it
+                log.error("dropping the cached fold of %s", record.thread, exc_info=exc)
+                del self._cache[record.thread]
+
+    async def _query(self, thread: str) -> dict[str, Any] | None:
+        fold = self._cache.get(thread)
+        if fold is None:
+            fold = await trio.to_thread.run_sync(self._load, thread)
+            self._remember(fold)
+        else:
+            self._cache.move_to_end(thread)
+        return fold.to_wire() if fold.record_count else None
 
     def _load(self, thread: str) -> ThreadFold:
         fold = ThreadFold(thread)

@@ -57,15 +57,22 @@ def unavailable(what: str) -> Unavailable:
 
 
 class Ingest(msgspec.Struct, frozen=True, tag=True):
-    """Commit these candidates (one request's worth) and answer with one outcome each."""
+    """Commit these candidates (one request's worth) and answer with one outcome each.
+
+    ``cursor`` is ``(pair_id, the peer's cursor string as given)`` (spec §15.20), committed
+    with the records. ``park_rejected``: a record refused with ``NAMESPACE_REJECTED`` is
+    parked and applied once its namespace is registered (pulls and pushes set it; a local
+    emit is answered 403 and the client decides).
+    """
 
     candidates: Sequence[Candidate]
     reply: Reply[list[Outcome]]
-    cursor: tuple[str, int] | None = None  # (pair_id, sequence): committed with the records
+    cursor: tuple[str, str] | None = None
+    park_rejected: bool = False
 
 
 class Transact(msgspec.Struct, frozen=True, tag=True):
-    """Run ``work`` on the write connection inside one transaction (tokens, pair cursors)."""
+    """Run ``work`` on the write connection inside one transaction (tokens)."""
 
     work: Callable[[Any], Any]
     reply: Reply[Any]
@@ -102,7 +109,7 @@ class Reconcile(msgspec.Struct, frozen=True, tag=True):
 
     pair_id: str
     records: Sequence[Any]
-    cursor: int
+    cursor: str  # the peer's opaque cursor (spec §15.20)
     reply: Reply[Any]  # actors.reconciler.ReconcileResult
 
 

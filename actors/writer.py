@@ -2,14 +2,32 @@
 
 It drains whatever is queued (up to ``max_batch`` requests) into one transaction —
 group commit: sixteen concurrent emits cost one COMMIT, not sixteen — and only after
-COMMIT does it tell the folds and the SSE hub, then answer the requesters. A crash in
-the middle fails the pending replies (the HTTP layer answers 503, nothing was
-acknowledged) and the supervisor restarts the writer, which reloads its state.
+COMMIT does it tell the folds and the SSE hub, then answer the requesters.
+
+A request that fails, fails alone; the writer does not die of it:
+
+- an unexpected error in a group commit rolls it back, reloads the in-memory state and
+  commits each queued request in its own transaction, so only the request at fault gets
+  the error (a 500 that points to the daemon log, where its traceback was written once);
+- a full disk (SQLITE_FULL, ENOSPC, or the ``[store] max_bytes`` cap) fails every request
+  of that batch with 503 ``STORAGE_FULL``; the next batch tries again, so writes resume as
+  soon as there is room, and reads never depended on the writer;
+- a damaged page fails the request that met it with 500 ``STORE_CORRUPT``; if even the
+  state cannot be reloaded, writes fail with that error until it can, and reads go on.
+
+Only a failure outside any request (opening the store, a bug in reloading the state)
+still crashes the writer, and the supervisor restarts it with a fresh connection.
+
+After a commit that changed the namespace registry, records parked for their namespace
+are re-applied in follow-up transactions (a page at a time, between batches), published
+like any other new record.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,105 +37,249 @@ import trio
 
 from spl.actors.loop import next_message
 from spl.actors.messages import Committed, Ingest, Reply, Transact, unavailable
-from spl.kernel.ingest import Accepted, Candidate, Outcome, WriterState, commit_batch, load_writer_state
-from spl.kernel.store import connect_writer
+from spl.kernel.errors import SplError, StorageFull
+from spl.kernel.ingest import (
+    Accepted,
+    Candidate,
+    IngestRequest,
+    Outcome,
+    Reapplied,
+    WriterState,
+    check_pair_cursor,
+    commit_batch,
+    load_writer_state,
+    reapply_parked,
+)
+from spl.kernel.store import StoredRecord, connect_writer, storage_error
 from spl.runtime.supervisor import ChildContext
 
 __all__ = ["StoreWriter", "WriterClient"]
 
+log = logging.getLogger("spl.writer")
+
+INTERNAL_MESSAGE = "the store writer could not commit this request (an internal error); see the daemon log"
+
 
 class StoreWriter:
-    """Actor body; ``run`` is the child's start function."""
+    """Actor body; ``run`` is the child's start function.
+
+    Args:
+        path: The store (``hub.db``).
+        subscribers: Inboxes told about every committed record before anyone is answered.
+        own_did: This instance's DID: only records it signed change the namespace registry.
+        max_bytes: Cap on the store's size (``[store] max_bytes``); 0 = no cap.
+        max_batch: Requests committed together at most.
+    """
 
     def __init__(
         self,
         path: Path,
         subscribers: Sequence[trio.MemorySendChannel[object]],
         *,
+        own_did: str,
+        max_bytes: int = 0,
         max_batch: int = 256,
     ) -> None:
         self._path = path
         self._subscribers = subscribers
+        self._own_did = own_did
+        self._max_bytes = max_bytes
         self._max_batch = max_batch
+        self._state: WriterState | None = None
+        self._broken: SplError | None = None  # why the state could not be loaded (answers every ingest)
+        self._full_since: float | None = None
+        self._parked_due = False
         self.head_sequence = 0
         self.batches_committed = 0
+        self.requests_failed = 0  # requests that failed alone after a group commit failed
+        self.parked_applied = 0
+
+    @property
+    def problem(self) -> str | None:
+        """What keeps writes from succeeding right now, for ``/health`` (None: nothing)."""
+        if self._broken is not None:
+            return f"store writer: {self._broken.code}: {self._broken.message}"
+        if self._full_since is not None:
+            since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._full_since))
+            return f"store writer: STORAGE_FULL since {since}: writes are refused until there is room"
+        return None
 
     async def run(self, ctx: ChildContext) -> None:
-        connection = await trio.to_thread.run_sync(connect_writer, self._path)
+        connection = await trio.to_thread.run_sync(
+            functools.partial(connect_writer, self._path, max_bytes=self._max_bytes)
+        )
         try:
-            state = await trio.to_thread.run_sync(load_writer_state, connection)
-            self.head_sequence = state.next_seq - 1
+            await self._reload(connection)
+            self._parked_due = self._state is not None and self._state.parked > 0
             ctx.started()
             while True:
-                first = await next_message(ctx)
-                if first is None:
-                    return  # graceful stop: everything queued was committed
-                messages = [first]
-                while len(messages) < self._max_batch:
-                    try:
-                        messages.append(ctx.receive_nowait())
-                    except trio.WouldBlock:
-                        break
-                state = await self._handle(connection, state, messages)
+                if self._parked_due:
+                    messages = self._take_queued(ctx, [])
+                    if not messages:
+                        if ctx.stop_requested.is_set():
+                            return  # what is still parked is applied after the next start
+                        await self._reapply_parked(connection)
+                        continue
+                else:
+                    first = await next_message(ctx)
+                    if first is None:
+                        return  # graceful stop: everything queued was committed
+                    messages = self._take_queued(ctx, [first])
+                await self._handle(connection, messages)
         finally:
             connection.close()
 
-    async def _handle(self, connection: apsw.Connection, state: WriterState, messages: list[object]) -> WriterState:
+    def _take_queued(self, ctx: ChildContext, messages: list[object]) -> list[object]:
+        while len(messages) < self._max_batch:
+            try:
+                messages.append(ctx.receive_nowait())
+            except trio.WouldBlock:
+                break
+        return messages
+
+    async def _reload(self, connection: apsw.Connection) -> None:
+        """Rebuild the in-memory state from disk (after a rollback it may be ahead of the disk).
+
+        A storage failure leaves the writer up without a state: every ingest is answered
+        with that failure until a later reload succeeds. Anything else is a bug and crashes
+        the writer (the supervisor restarts it on a fresh connection).
+        """
+
+        def load() -> WriterState:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            return load_writer_state(connection, self._own_did)
+
+        try:
+            self._state = await trio.to_thread.run_sync(load)
+        except Exception as exc:
+            failure = storage_error(exc, volume=self._path.parent)
+            if failure is None:
+                raise
+            self._state, self._broken = None, failure
+            log.error("cannot load the writer's state (%s: %s); writes fail until it can", type(exc).__name__, exc)
+            return
+        self._broken = None
+        self.head_sequence = self._state.next_seq - 1
+
+    async def _handle(self, connection: apsw.Connection, messages: list[object]) -> None:
         ingests = [message for message in messages if isinstance(message, Ingest)]
         transacts = [message for message in messages if isinstance(message, Transact)]
         try:
             if ingests:
-                state = await self._commit_ingests(connection, state, ingests)
+                if self._state is None:
+                    await self._reload(connection)
+                await self._commit_ingests(connection, ingests)
             for transact in transacts:
                 await self._transact(connection, transact)
         finally:
             for message in messages:
                 reply: Reply[Any] = message.reply  # type: ignore[attr-defined]
                 reply.fail(unavailable("the store writer"))
-        return state
 
-    async def _commit_ingests(
-        self, connection: apsw.Connection, state: WriterState, ingests: list[Ingest]
-    ) -> WriterState:
-        batches = [ingest.candidates for ingest in ingests]
-        cursors = [ingest.cursor for ingest in ingests if ingest.cursor is not None]
-
-        def save_cursors(connection: apsw.Connection, _outcomes: object) -> None:
-            # A pair's cursor commits in the same transaction as the records it covers.
-            for pair_id, sequence in cursors:
-                connection.execute(
-                    "INSERT INTO sync_cursors(pair_id, cursor, updated_at) VALUES (?, ?, strftime('%s','now')) "
-                    "ON CONFLICT(pair_id) DO UPDATE SET cursor = MAX(cursor, excluded.cursor), "
-                    "updated_at = excluded.updated_at",
-                    (pair_id, sequence),
-                )
-
-        try:
-            outcomes = await trio.to_thread.run_sync(
-                functools.partial(commit_batch, connection, batches, state, extra=save_cursors if cursors else None)
+    async def _commit_ingests(self, connection: apsw.Connection, ingests: list[Ingest]) -> None:
+        state = self._state
+        if state is None:
+            assert self._broken is not None
+            for ingest in ingests:
+                ingest.reply.fail(self._broken)
+            return
+        registry_before = state.registry_changes
+        requests = [
+            IngestRequest(
+                ingest.candidates,
+                ingest.cursor,
+                (ingest.cursor[0] if ingest.cursor else "push") if ingest.park_rejected else None,
             )
-        except Exception:
+            for ingest in ingests
+        ]
+        try:
+            outcomes = await trio.to_thread.run_sync(functools.partial(commit_batch, connection, requests, state))
+        except Exception as exc:
             # The transaction rolled back; the in-memory state may be ahead of the disk.
-            state = await trio.to_thread.run_sync(load_writer_state, connection)
-            raise
+            await self._reload(connection)
+            await self._failed(connection, ingests, exc)
+            return
         # Committed: from here on every requester must get its answer, even if a stop
         # arrives meanwhile (the hub and folds outlive the writer in the stop order).
         with trio.CancelScope(shield=True):
             self.batches_committed += 1
             self.head_sequence = state.next_seq - 1
-            await self._publish(outcomes)
+            self._full_since = None
+            await self._publish(
+                [
+                    outcome.record
+                    for request in outcomes
+                    for outcome in request
+                    if isinstance(outcome, Accepted) and outcome.created
+                ]
+            )
             for ingest, request_outcomes in zip(ingests, outcomes, strict=True):
                 ingest.reply.set(request_outcomes)
-        return state
+        if state.registry_changes != registry_before:
+            self._parked_due = True
 
-    async def _publish(self, outcomes: list[list[Outcome]]) -> None:
+    async def _failed(self, connection: apsw.Connection, ingests: list[Ingest], exc: Exception) -> None:
+        """A commit of ``ingests`` raised ``exc``: answer a full disk at once, else find the request at fault."""
+        failure = storage_error(exc, volume=self._path.parent)
+        if isinstance(failure, StorageFull):
+            if self._full_since is None:
+                self._full_since = time.time()
+                log.error("the store is full (%s: %s); refusing writes until there is room", type(exc).__name__, exc)
+            for ingest in ingests:
+                ingest.reply.fail(failure)
+            return
+        if len(ingests) > 1:
+            log.warning(
+                "a group commit of %d requests failed (%s); committing each alone", len(ingests), type(exc).__name__
+            )
+            for ingest in ingests:
+                await self._commit_ingests(connection, [ingest])
+            return
+        self.requests_failed += 1
+        if isinstance(exc, SplError):
+            ingests[0].reply.fail(exc)  # the caller's own fault, already worded for it
+        elif failure is not None:
+            log.error("a write met a damaged store page (%s: %s)", type(exc).__name__, exc)
+            ingests[0].reply.fail(failure)
+        else:
+            log.error("a write request failed and was rolled back", exc_info=exc)
+            ingests[0].reply.fail(SplError(INTERNAL_MESSAGE))
+
+    async def _reapply_parked(self, connection: apsw.Connection) -> None:
+        """One follow-up transaction of parked records whose namespace is now accepted."""
+        state = self._state
+        if state is None:
+            self._parked_due = False
+            return
+        registry_before = state.registry_changes
+        try:
+            result: Reapplied = await trio.to_thread.run_sync(functools.partial(reapply_parked, connection, state))
+        except Exception as exc:
+            await self._reload(connection)
+            self._parked_due = False  # retried after the next registry change or restart
+            if storage_error(exc, volume=self._path.parent) is None:
+                log.error("re-applying parked records failed; they stay parked", exc_info=exc)
+            else:
+                log.error("re-applying parked records failed (%s: %s); they stay parked", type(exc).__name__, exc)
+            return
+        with trio.CancelScope(shield=True):
+            self.head_sequence = state.next_seq - 1
+            await self._publish(result.created)
+        self.parked_applied += len(result.created)
+        settled = len(result.created) + result.duplicates + result.refused
+        if settled:
+            log.info(
+                "parked records: %d applied, %d already stored, %d dropped (refused for good)",
+                len(result.created),
+                result.duplicates,
+                result.refused,
+            )
+        # Another page only if this one settled something: never spin on records that stay parked.
+        self._parked_due = (result.more and settled > 0) or state.registry_changes != registry_before
+
+    async def _publish(self, created: list[StoredRecord]) -> None:
         """Tell folds and watchers about new records before anyone is acknowledged."""
-        created = [
-            outcome.record
-            for request in outcomes
-            for outcome in request
-            if isinstance(outcome, Accepted) and outcome.created
-        ]
         if created:
             message = Committed(created)
             for subscriber in self._subscribers:
@@ -138,7 +300,10 @@ class StoreWriter:
         try:
             result = await trio.to_thread.run_sync(work)
         except Exception as exc:
-            transact.reply.fail(exc)
+            failure = storage_error(exc, volume=self._path.parent)
+            if isinstance(failure, StorageFull) and self._full_since is None:
+                self._full_since = time.time()
+            transact.reply.fail(failure or exc)
             return
         transact.reply.set(result)
 
@@ -149,11 +314,28 @@ class WriterClient:
     def __init__(self, inbox: trio.MemorySendChannel[object]) -> None:
         self._inbox = inbox
 
-    async def ingest(self, candidates: Sequence[Candidate], *, cursor: tuple[str, int] | None = None) -> list[Outcome]:
-        """Commit ``candidates``; with ``cursor`` also move that pair's cursor in the same transaction."""
+    async def ingest(
+        self,
+        candidates: Sequence[Candidate],
+        *,
+        cursor: tuple[str, str] | None = None,
+        park_rejected: bool = False,
+    ) -> list[Outcome]:
+        """Commit ``candidates``; one outcome each.
+
+        Args:
+            cursor: ``(pair_id, the peer's cursor)``: saved in the same transaction.
+            park_rejected: Park records refused with ``NAMESPACE_REJECTED`` (pulls, pushes).
+
+        Raises:
+            InvalidRequest: ``cursor`` is not at most 256 printable ASCII characters.
+            StorageFull, StoreCorrupt, SplError: the commit failed (nothing was stored).
+        """
+        if cursor is not None:
+            check_pair_cursor(cursor)
         reply: Reply[list[Outcome]] = Reply()
         try:
-            await self._inbox.send(Ingest(candidates, reply, cursor))
+            await self._inbox.send(Ingest(candidates, reply, cursor, park_rejected))
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise unavailable("the store writer") from None
         return await reply.get()

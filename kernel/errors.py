@@ -11,7 +11,12 @@ The hierarchy (each leaf carries its HTTP status and wire ``code``)::
     ├── NamespaceRejected   403      NAMESPACE_REJECTED (spec §7)
     ├── NotFound            404      NOT_FOUND / ROUTE_NOT_FOUND
     ├── Conflict            409      DUPLICATE_CLOCK (spec §15.5), ALREADY_EXISTS
+    ├── StoreCorrupt        500      STORE_CORRUPT: a page of hub.db is damaged (restore it)
     └── Unavailable         503      SHUTTING_DOWN, STORE_UNAVAILABLE
+        └── StorageFull     503      STORAGE_FULL: no room for the write (free space or raise the cap)
+
+A bare ``SplError`` is the 500 ``INTERNAL`` answer for a bug: its message says "see the
+daemon log", where the traceback was written once.
 
 The HTTP layer turns any ``SplError`` into ``{"object":"error","type","code","message"}``
 (plus ``error`` = code, which older SDK readers look for) in exactly one place.
@@ -115,3 +120,23 @@ class Unavailable(SplError):
     status = 503
     type = "api_error"
     code = "UNAVAILABLE"
+
+
+class StoreCorrupt(SplError):
+    """A read or write met a damaged page of the store: this request fails, the daemon keeps serving.
+
+    A 500 rather than a 503 because retrying does not help; only the operator can, from a backup.
+    """
+
+    status = 500
+    type = "api_error"
+    code = "STORE_CORRUPT"
+
+
+class StorageFull(Unavailable):
+    """The write did not fit (SQLITE_FULL, ENOSPC, or the store reached ``[store] max_bytes``).
+
+    A 503: the same request succeeds once space is freed or the cap is raised, and reads go on meanwhile.
+    """
+
+    code = "STORAGE_FULL"

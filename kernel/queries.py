@@ -19,6 +19,9 @@ __all__ = [
     "head_sequence",
     "list_records",
     "list_threads",
+    "pair_cursors",
+    "parked_count",
+    "parked_dropped",
     "records_after",
     "thread_records",
     "thread_summary",
@@ -114,4 +117,25 @@ def count_records(connection: apsw.Connection) -> int:
 def head_sequence(connection: apsw.Connection) -> int:
     for (head,) in connection.execute("SELECT COALESCE(MAX(seq), 0) FROM records"):
         return int(head)
+    return 0
+
+
+def pair_cursors(connection: apsw.Connection) -> dict[str, str]:
+    """Each pair's saved cursor: the peer's own string, sent back unchanged (spec §15.20)."""
+    return {
+        str(pair_id): str(cursor) for pair_id, cursor in connection.execute("SELECT pair_id, cursor FROM pair_cursors")
+    }
+
+
+def parked_count(connection: apsw.Connection) -> int:
+    """Records waiting in ``parked_records`` for their namespace to be registered."""
+    for (count,) in connection.execute("SELECT COUNT(*) FROM parked_records"):
+        return int(count)
+    return 0
+
+
+def parked_dropped(connection: apsw.Connection) -> int:
+    """Records refused without parking because ``parked_records`` was full (kept across restarts)."""
+    for (value,) in connection.execute("SELECT value FROM meta WHERE key = 'parked_dropped'"):
+        return int(value)
     return 0

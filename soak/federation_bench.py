@@ -42,7 +42,7 @@ def preload(daemon: DaemonProcess, thread: str, count: int) -> None:
     """Write ``count`` records signed by the daemon's own identity straight into its store."""
     identity = daemon.home.load_identity()
     connection = connect_writer(daemon.home.db_path)
-    state = load_writer_state(connection)
+    state = load_writer_state(connection, identity.did)
     batch: list[Candidate] = []
     for n in range(count):
         envelope = validate_envelope(

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 
 from spl.actors.hub import Hub, HubClient
-from spl.actors.messages import Committed
+from spl.actors.messages import Committed, Ingest, Reply
 from spl.actors.writer import StoreWriter, WriterClient
-from spl.kernel.errors import DuplicateClock, NamespaceRejected
+from spl.kernel.errors import DuplicateClock, InvalidRequest, NamespaceRejected, SplError, StorageFull
 from spl.kernel.identity import Identity
-from spl.kernel.ingest import Accepted, Candidate
-from spl.kernel.queries import list_records
-from spl.kernel.record import validate_envelope
-from spl.kernel.store import connect_reader
+from spl.kernel.ingest import Accepted, Candidate, Outcome
+from spl.kernel.namespaces import NAMESPACE_KIND, REGISTRY_THREAD
+from spl.kernel.queries import list_records, pair_cursors, parked_count
+from spl.kernel.record import Envelope, validate_envelope
+from spl.kernel.store import connect_reader, connect_writer
 from spl.runtime.supervisor import ChildSpec, Supervisor
 
 IDENTITY = Identity.generate()
+PEER = Identity.generate()
 
 
 def candidate(
@@ -31,7 +35,7 @@ def candidate(
 async def test_concurrent_emits_share_commits_and_are_published_before_acks(tmp_path: Path) -> None:
     observed: list[Committed] = []
     tap_send, tap_receive = trio.open_memory_channel[object](1000)
-    writer = StoreWriter(tmp_path / "hub.db", subscribers=[tap_send])
+    writer = StoreWriter(tmp_path / "hub.db", subscribers=[tap_send], own_did=IDENTITY.did)
     root = Supervisor("test", [ChildSpec("writer", writer.run, inbox_size=1000)])
     client = WriterClient(root.inbox("writer"))
     with trio.fail_after(20):
@@ -62,7 +66,7 @@ async def test_concurrent_emits_share_commits_and_are_published_before_acks(tmp_
 
 
 async def test_idempotent_duplicate_clock_and_namespace(tmp_path: Path) -> None:
-    writer = StoreWriter(tmp_path / "hub.db", subscribers=[])
+    writer = StoreWriter(tmp_path / "hub.db", subscribers=[], own_did=IDENTITY.did)
     root = Supervisor("test", [ChildSpec("writer", writer.run, inbox_size=10)])
     client = WriterClient(root.inbox("writer"))
     with trio.fail_after(20):
@@ -86,7 +90,7 @@ async def test_hub_delivers_in_order_and_marks_slow_subscribers_lagged(tmp_path:
     hub = Hub()
     root = Supervisor("test", [ChildSpec("hub", hub.run, inbox_size=100)])
     client = HubClient(root.inbox("hub"), buffer=3)
-    writer = StoreWriter(tmp_path / "hub.db", subscribers=[root.inbox("hub")])
+    writer = StoreWriter(tmp_path / "hub.db", subscribers=[root.inbox("hub")], own_did=IDENTITY.did)
     await_writer = Supervisor("w", [ChildSpec("writer", writer.run, inbox_size=10)])
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
@@ -110,3 +114,191 @@ async def test_hub_delivers_in_order_and_marks_slow_subscribers_lagged(tmp_path:
             assert [r.seq async for r in fast.receive] == [] and fast.shutdown
             await_writer.shutdown()
             root.shutdown()
+
+
+def _restarts(root: Supervisor, child: str) -> int:
+    (snapshot,) = [c for c in root.snapshot().children if c.id == child]
+    return snapshot.restarts
+
+
+def _poisoned(thread: str) -> Candidate:
+    """A candidate that passed no validation: its clock does not fit SQLite's INTEGER, so the insert raises."""
+    envelope = Envelope(
+        id="f" * 64, act="PUT", actor="did:test:w", body={}, clock=2**64, data_type="SCALAR", parents=[], thread=thread
+    )
+    return Candidate(envelope, IDENTITY.did, IDENTITY.sign_record_id(envelope.id))
+
+
+async def test_a_poisoned_request_fails_alone_and_the_writer_stays_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One request that makes the group commit raise fails alone; the others in its batch commit."""
+    writer = StoreWriter(tmp_path / "hub.db", subscribers=[], own_did=IDENTITY.did)
+    root = Supervisor("test", [ChildSpec("writer", writer.run, inbox_size=16)])
+    inbox = root.inbox("writer")
+    replies: list[Reply[list[Outcome]]] = [Reply() for _ in range(4)]
+    # Queued before the writer starts, so the four are drained into one group commit.
+    inbox.send_nowait(Ingest([candidate("th_p", 1)], replies[0]))
+    # The historical crash: an SSE id above 2^63-1 as an integer cursor.
+    bad_cursor: Any = ("pair_0123456789abcdef", 2**64)
+    inbox.send_nowait(Ingest([candidate("th_p", 2)], replies[1], bad_cursor))
+    inbox.send_nowait(Ingest([_poisoned("th_p")], replies[2]))
+    inbox.send_nowait(Ingest([candidate("th_p", 3)], replies[3]))
+    caplog.set_level(logging.WARNING, logger="spl.writer")
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(root.run)
+            (first,) = await replies[0].get()
+            (fourth,) = await replies[3].get()
+            assert isinstance(first, Accepted) and first.created
+            assert isinstance(fourth, Accepted) and fourth.created
+            with pytest.raises(InvalidRequest) as cursor_error:
+                await replies[1].get()
+            assert cursor_error.value.code == "INVALID_CURSOR"
+            with pytest.raises(SplError) as poisoned:
+                await replies[2].get()
+            assert poisoned.value.status == 500 and "see the daemon log" in poisoned.value.message
+            # Still the same incarnation, and it keeps committing.
+            (later,) = await WriterClient(inbox).ingest([candidate("th_p", 4)])
+            assert isinstance(later, Accepted) and later.created
+            assert _restarts(root, "writer") == 0
+            root.shutdown()
+    tracebacks = [r for r in caplog.records if r.name == "spl.writer" and r.exc_info is not None]
+    assert len(tracebacks) == 1 and isinstance(tracebacks[0].exc_info[1], OverflowError)  # type: ignore[index]
+    assert writer.requests_failed == 2
+    stored = list_records(connect_reader(tmp_path / "hub.db"), thread="th_p")
+    assert [r.id for r in stored] == [first.record.id, fourth.record.id, later.record.id]
+    assert [r.seq for r in stored] == [1, 2, 3]  # the rolled-back attempt left no gap
+    assert pair_cursors(connect_reader(tmp_path / "hub.db")) == {}
+
+
+async def test_peer_cursor_is_saved_as_the_peer_gave_it(tmp_path: Path) -> None:
+    """An SSE id above 2^63-1 is just a string now: stored and read back unchanged, last write wins."""
+    writer = StoreWriter(tmp_path / "hub.db", subscribers=[], own_did=IDENTITY.did)
+    root = Supervisor("test", [ChildSpec("writer", writer.run, inbox_size=16)])
+    client = WriterClient(root.inbox("writer"))
+    huge = str(2**64)
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(root.run)
+            await client.ingest([candidate("th_c", 1)], cursor=("pair_0123456789abcdef", huge))
+            assert pair_cursors(connect_reader(tmp_path / "hub.db")) == {"pair_0123456789abcdef": huge}
+            await client.ingest([], cursor=("pair_0123456789abcdef", "opaque/cursor=7"))
+            with pytest.raises(InvalidRequest):
+                await client.ingest([], cursor=("pair_0123456789abcdef", "x" * 257))
+            root.shutdown()
+    assert pair_cursors(connect_reader(tmp_path / "hub.db")) == {"pair_0123456789abcdef": "opaque/cursor=7"}
+    assert _restarts(root, "writer") == 0
+
+
+async def test_storage_full_fails_the_batch_with_503_and_writes_resume_when_there_is_room(tmp_path: Path) -> None:
+    """SQLITE_FULL (here: the ``max_bytes`` cap) answers 503 STORAGE_FULL; the writer stays up, reads work."""
+    path = tmp_path / "hub.db"
+    connect_writer(path).close()  # the empty store's size decides the cap
+    page_size = 4096
+    cap = path.stat().st_size + 8 * page_size
+    writer = StoreWriter(path, subscribers=[], own_did=IDENTITY.did, max_bytes=cap)
+    root = Supervisor("test", [ChildSpec("writer", writer.run, inbox_size=64)])
+    client = WriterClient(root.inbox("writer"))
+    acknowledged: list[str] = []
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(root.run)
+            full: StorageFull | None = None
+            for clock in range(1, 1000):
+                try:
+                    (outcome,) = await client.ingest([candidate("th_full", clock, body={"pad": "x" * 3000})])
+                except StorageFull as exc:
+                    full = exc
+                    break
+                assert isinstance(outcome, Accepted)
+                acknowledged.append(outcome.record.id)
+            assert full is not None and full.status == 503 and full.code == "STORAGE_FULL"
+            assert "free disk space" in full.message.lower() and "[store] max_bytes" in full.message
+            assert writer.problem is not None and "STORAGE_FULL" in writer.problem
+            # A whole batch of concurrent writes: each one is answered 503, none hangs, nothing crashes.
+            errors: list[BaseException] = []
+
+            async def emit(clock: int) -> None:
+                try:
+                    await client.ingest([candidate("th_full", clock, body={"pad": "y" * 3000})])
+                except StorageFull as exc:
+                    errors.append(exc)
+
+            async with trio.open_nursery() as emitters:
+                for clock in range(2000, 2010):
+                    emitters.start_soon(emit, clock)
+            assert len(errors) == 10
+            # Reads never needed the writer.
+            assert [r.id for r in list_records(connect_reader(path), thread="th_full", limit=1000)] == acknowledged
+            # The operator makes room (here: raises the cap); the very next write succeeds.
+            await client.transact(lambda connection: connection.execute("PRAGMA max_page_count=100000"))
+            (after,) = await client.ingest([candidate("th_full", 5000, body={"pad": "z" * 3000})])
+            assert isinstance(after, Accepted) and after.created
+            assert writer.problem is None
+            assert _restarts(root, "writer") == 0
+            root.shutdown()
+    stored = [r.id for r in list_records(connect_reader(path), thread="th_full", limit=1000)]
+    assert stored == [*acknowledged, after.record.id]
+
+
+def _registration(identity: Identity, namespace: str, clock: int) -> Candidate:
+    envelope = validate_envelope(
+        {
+            "act": "LEARN",
+            "actor": identity.did,
+            "thread": REGISTRY_THREAD,
+            "clock": clock,
+            "body": {"kind": NAMESPACE_KIND, "namespace_id": namespace, "status": "active"},
+        }
+    )
+    return Candidate(envelope, identity.did, identity.sign_record_id(envelope.id))
+
+
+def _peer_record(thread: str, clock: int, namespace: str) -> Candidate:
+    envelope = validate_envelope(
+        {"act": "PUT", "actor": PEER.did, "thread": thread, "clock": clock, "body": {"namespace": namespace}}
+    )
+    return Candidate(envelope, PEER.did, PEER.sign_record_id(envelope.id))
+
+
+async def test_a_parked_record_is_applied_and_published_once_its_namespace_is_registered(tmp_path: Path) -> None:
+    path = tmp_path / "hub.db"
+    tap_send, tap_receive = trio.open_memory_channel[object](100)
+    writer = StoreWriter(path, subscribers=[tap_send], own_did=IDENTITY.did)
+    root = Supervisor("test", [ChildSpec("writer", writer.run, inbox_size=16)])
+    client = WriterClient(root.inbox("writer"))
+    pulled = _peer_record("th_lab", 1, "lab")
+    published: list[str] = []
+
+    async def published_until(record_id: str) -> None:
+        while record_id not in published:
+            message = await tap_receive.receive()
+            assert isinstance(message, Committed)
+            published.extend(r.id for r in message.records)
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(root.run)
+            (refused,) = await client.ingest([pulled], cursor=("pair_0123456789abcdef", "s1.9"), park_rejected=True)
+            assert isinstance(refused, NamespaceRejected) and "parked" in refused.message
+            assert parked_count(connect_reader(path)) == 1
+            # Someone else's registration changes nothing (spec §15.18): the record stays parked.
+            (foreign,) = await client.ingest([_registration(PEER, "lab", 1)])
+            assert isinstance(foreign, Accepted) and foreign.created
+            # The instance registers the namespace itself: the parked record follows.
+            (own,) = await client.ingest([_registration(IDENTITY, "lab", 1)])
+            assert isinstance(own, Accepted) and own.created
+            await published_until(pulled.envelope.id)
+            # One more commit proves nothing else (no second copy) was queued before it.
+            (marker,) = await client.ingest([candidate("th_marker", 1)])
+            assert isinstance(marker, Accepted)
+            await published_until(marker.record.id)
+            root.shutdown()
+    assert published.count(pulled.envelope.id) == 1
+    reader = connect_reader(path)
+    stored = list_records(reader, thread="th_lab")
+    assert [r.id for r in stored] == [pulled.envelope.id]
+    assert f'"signer":"{PEER.did}"' in stored[0].json  # still the peer's record, not re-signed
+    assert parked_count(reader) == 0 and writer.parked_applied == 1
+    assert pair_cursors(reader) == {"pair_0123456789abcdef": "s1.9"}
