@@ -5,6 +5,10 @@ for pages, one for long-lived streams), a nested supervisor with one child per p
 and the pairs' status and statistics. Pair configuration is written as records on
 ``th_federation_pairs`` (so it survives restarts and exports); a peer's bearer token is
 kept outside the record log in ``secrets/pairs/<pair_id>.token`` (mode 0600).
+
+Only pairs this instance wrote and signed are loaded (``fold_pair_records``), and a token
+path is only ever built from a well-formed pair id: the pair list decides which URL gets
+which token, so nothing a client or a peer sends may shape it.
 """
 
 from __future__ import annotations
@@ -23,13 +27,22 @@ import trio
 from spl.actors.loop import next_message
 from spl.actors.messages import Kick, Pause, Reply, Resume
 from spl.actors.pair import PairActor, PairDeps
+from spl.actors.peer import fetch_manifest
 from spl.actors.reconciler import Reconciler, ReconcilerClient
 from spl.actors.writer import WriterClient
-from spl.kernel.errors import Conflict, NotFound, SplError
+from spl.kernel.errors import Conflict, InvalidRequest, NotFound, SplError
 from spl.kernel.identity import Identity
 from spl.kernel.ingest import Candidate
-from spl.kernel.pairs import PAIRS_THREAD, PairConfig, PairStatus, fold_pair_records, new_pair_id
-from spl.kernel.queries import records_after
+from spl.kernel.pairs import (
+    PAIRS_THREAD,
+    PairConfig,
+    PairStatus,
+    fold_pair_records,
+    is_pair_id,
+    new_pair_id,
+    validate_peer_token,
+)
+from spl.kernel.queries import pair_cursors, records_after
 from spl.kernel.record import validate_envelope
 from spl.kernel.store import ReadPool, StoredRecord
 from spl.kernel.syncstats import PairStats, parse_rfc3339, summarise
@@ -99,19 +112,20 @@ class FederationManager:
                 on_committed=self._on_committed,
                 on_error=self._on_error,
                 rng=self.rng,
+                verify_peer=self._verify_peer,
             )
             configs, cursors = await trio.to_thread.run_sync(self._load)
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.supervisor.run)
                 for config in configs.values():
-                    status = PairStatus(config.pair_id, cursor=cursors.get(config.pair_id, 0))
+                    status = PairStatus(config.pair_id, cursor=cursors.get(config.pair_id, ""))
                     await self._start_pair(config, status)
                 ctx.started()
                 while await next_message(ctx) is not None:
                     pass
                 self.supervisor.shutdown()
 
-    def _load(self) -> tuple[dict[str, PairConfig], dict[str, int]]:
+    def _load(self) -> tuple[dict[str, PairConfig], dict[str, str]]:
         records: list[dict[str, Any]] = []
         with self.pool.connection() as connection:
             after = 0
@@ -121,11 +135,8 @@ class FederationManager:
                 if len(page) < 1000:
                     break
                 after = page[-1].seq
-            cursors = {
-                pair_id: int(cursor)
-                for pair_id, cursor in connection.execute("SELECT pair_id, cursor FROM sync_cursors")
-            }
-        return fold_pair_records(records), cursors
+            cursors = pair_cursors(connection)
+        return fold_pair_records(records, self.identity.did), cursors
 
     async def _start_pair(self, config: PairConfig, status: PairStatus) -> None:
         assert self._deps is not None
@@ -134,6 +145,11 @@ class FederationManager:
             config, status, self.pairs.get(config.pair_id, PairView(config, status, PairStats())).stats
         )
         await self.supervisor.add_child(ChildSpec(config.pair_id, actor.run, inbox_size=16, shutdown_budget=2.0))
+
+    async def _verify_peer(self, config: PairConfig) -> None:
+        """The peer's signed manifest must name the pair's peer DID (raises PeerError)."""
+        assert self._deps is not None
+        await fetch_manifest(self._deps.http, config.peer_url, expected_did=config.peer_did)
 
     def _on_committed(self, pair_id: str, stored: list[StoredRecord], source_times: dict[str, float]) -> None:
         view = self.pairs.get(pair_id)
@@ -171,6 +187,8 @@ class FederationManager:
             raise outcome
 
     def token_path(self, pair_id: str) -> Any:
+        if not is_pair_id(pair_id):  # never a path from anything but pair_ + 16 hex
+            raise ValueError("not a pair id")
         return self.home.root / "secrets" / "pairs" / f"{pair_id}.token"
 
     def read_token(self, pair_id: str) -> str | None:
@@ -179,6 +197,7 @@ class FederationManager:
     # -- commands (called by the HTTP routes) -------------------------------------------
 
     async def create(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Validate everything first (a refused request leaves nothing behind), then persist and start."""
         pair_id = new_pair_id(self.identity.did, str(payload.get("peer_did")), str(payload.get("thread_id")))
         config = PairConfig.validated(
             pair_id=pair_id,
@@ -189,6 +208,12 @@ class FederationManager:
             poll_interval=payload.get("poll_interval"),
             created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         )
+        if config.peer_did == self.identity.did:
+            raise InvalidRequest(
+                "peer_did is this instance's own DID: a pair pulls from another steward", code="SELF_PAIR"
+            )
+        token = payload.get("token")
+        token_text = None if token is None else validate_peer_token(token)
         for view in self.pairs.values():
             same = (view.config.peer_url, view.config.thread_id) == (config.peer_url, config.thread_id)
             if same and not view.removed:
@@ -197,13 +222,8 @@ class FederationManager:
                     f"remove it first (spl fleet sync remove {view.config.pair_id})",
                     code="PAIR_EXISTS",
                 )
-        token = payload.get("token")
-        if token is not None:
-            if not isinstance(token, str) or not token.strip() or len(token) > 512:
-                from spl.kernel.errors import InvalidRequest
-
-                raise InvalidRequest("token must be the bearer token the peer minted for this pair")
-            self.home.save_secret(self.token_path(pair_id), token.strip())
+        if token_text is not None:
+            self.home.save_secret(self.token_path(pair_id), token_text)
         await self._persist(config, "active")
         await self._start_pair(config, PairStatus(pair_id))
         answer = self.describe(pair_id)
@@ -223,9 +243,10 @@ class FederationManager:
         return None
 
     def _view(self, pair_id: str) -> PairView:
-        view = self.pairs.get(pair_id)
+        view = self.pairs.get(pair_id) if is_pair_id(pair_id) else None
         if view is None:
-            raise NotFound(f"no pair {pair_id!r}; list pairs with `spl fleet sync list`")
+            shown = pair_id if is_pair_id(pair_id) else "with that id (pair ids are pair_ + 16 hex)"
+            raise NotFound(f"no pair {shown}; list pairs with `spl fleet sync list`")
         return view
 
     async def remove(self, pair_id: str) -> dict[str, Any]:

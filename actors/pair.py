@@ -7,14 +7,21 @@ breaks, fall back to polling with backoff until it can be reopened), ``on-demand
 reset on success; ``Kick`` wakes the pair at once. Pause keeps the cursor; resume goes
 on from it. Every page goes through the reconciler, which commits records and cursor
 together — so a crash can neither skip nor double-apply a record.
+
+The peer is hostile until proven otherwise: before the first pull, after every failure
+and at least hourly, the pair checks the peer's signed manifest names the pair's peer DID
+(``PEER_DID_MISMATCH`` otherwise); a page may only hold records of the pair's thread
+(others are refused before verification, reserved threads above all); the peer's cursor
+is opaque and stored as given.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,15 +34,19 @@ from spl.actors.peer import ChangesPage, PeerError, StreamLagged, fetch_changes,
 from spl.actors.reconciler import ReconcilerClient, ReconcileResult
 from spl.kernel.pairs import PairConfig, PairError, PairStatus
 from spl.kernel.store import StoredRecord
+from spl.kernel.verify import screen_pulled
 from spl.runtime.backoff import Backoff
 from spl.runtime.supervisor import ChildContext
 
 __all__ = ["PairActor", "PairDeps", "pair_backoff"]
 
+log = logging.getLogger("spl.pair")
+
 RECONCILE_TIMEOUT = 120.0
 PAGE_LIMIT = 1000
 STREAM_BATCHES = 16  # chunks read ahead of the applier
 STREAM_COALESCE = 2000  # records per reconcile at most
+REVERIFY_PEER_EVERY = 3600.0  # seconds between manifest checks of a healthy peer
 
 
 def pair_backoff(rng: random.Random) -> Backoff:
@@ -51,6 +62,9 @@ class PairDeps:
     token: Callable[[str], str | None]
     on_committed: Callable[[str, list[StoredRecord], dict[str, float]], None] = lambda pair_id, records, times: None
     on_error: Callable[[str], None] = lambda pair_id: None
+    # Checks the peer is who the pair says (its signed manifest names config.peer_did);
+    # raises PeerError. None skips the check (actor tests whose fake peer has no manifest).
+    verify_peer: Callable[[PairConfig], Awaitable[None]] | None = None
     wall: Callable[[], float] = time.time
     rng: random.Random = field(default_factory=random.Random)
 
@@ -63,6 +77,7 @@ class PairActor:
         self.paused = config.paused
         self._backoff = pair_backoff(deps.rng)
         self._waiters: list[Any] = []
+        self._peer_verified_at: float | None = None  # trio time of the last good manifest check
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -83,6 +98,7 @@ class PairActor:
                 continue
             delay: float | None
             try:
+                await self._check_peer()
                 if self.config.mode == "continuous":
                     await self.pull_to_head()
                     try:
@@ -94,11 +110,22 @@ class PairActor:
                 self._backoff.reset()
                 delay = self.config.poll_interval if self.config.mode == "polling" else None
             except PeerError as error:
+                self._peer_verified_at = None  # the peer may come back as someone else: check again
                 delay = self._backoff.next_delay()
                 self.status.failed(PairError(error.code, error.message, self.deps.wall()), delay)
                 self.deps.on_error(self.config.pair_id)
             self._answer_waiters()
             await self._wait(ctx, delay)
+
+    async def _check_peer(self) -> None:
+        """Verify the peer's identity before the first pull, after a failure, and hourly."""
+        if self.deps.verify_peer is None:
+            return
+        now = trio.current_time()
+        if self._peer_verified_at is not None and now - self._peer_verified_at < REVERIFY_PEER_EVERY:
+            return
+        await self.deps.verify_peer(self.config)
+        self._peer_verified_at = now
 
     async def pull_to_head(self) -> None:
         """Pull pages until the peer has nothing more after our cursor.
@@ -125,8 +152,8 @@ class PairActor:
                             limit=PAGE_LIMIT,
                         )
                         await send.send(page)
-                        if not page.has_more or page.next_cursor <= cursor:
-                            break  # at the head — or a peer that claims more but gives nothing
+                        if not page.has_more or page.next_cursor == cursor:
+                            break  # at the head — or a peer that claims more but does not move
                         cursor = page.next_cursor
                 except PeerError as error:
                     failure = error
@@ -135,17 +162,22 @@ class PairActor:
 
     async def _apply_pages(self, pages: trio.MemoryReceiveChannel[ChangesPage]) -> None:
         async for page in pages:
-            if page.records or page.next_cursor > self.status.cursor:
+            if page.records or page.next_cursor != self.status.cursor:
                 await self._reconcile(page.records, page.next_cursor, page.pending)
             else:
                 self.status.pulled(
                     cursor=self.status.cursor, stored=0, duplicates=0, pending=page.pending, now=self.deps.wall()
                 )
 
-    async def _reconcile(self, records: list[dict[str, Any]], cursor: int, pending: int) -> None:
+    async def _reconcile(self, records: list[dict[str, Any]], cursor: str, pending: int) -> None:
+        kept, screened = screen_pulled(records, self.config.thread_id)
+        if screened:
+            from spl.actors.reconciler import summarise_refusals
+
+            log.warning("pair %s: %s", self.config.pair_id, summarise_refusals(screened))
         with trio.fail_after(RECONCILE_TIMEOUT):
-            result: ReconcileResult = await self.deps.reconciler.reconcile(self.config.pair_id, list(records), cursor)
-        for refusal in result.refusals:
+            result: ReconcileResult = await self.deps.reconciler.reconcile(self.config.pair_id, kept, cursor)
+        for refusal in [*screened, *result.refusals]:
             self.status.refused(refusal.code)
         now = self.deps.wall()
         self.status.pulled(
@@ -164,7 +196,7 @@ class PairActor:
         pause, stop) the applier still commits what was already read.
         """
         failure: list[PeerError] = []
-        send, receive = trio.open_memory_channel[list[tuple[int, dict[str, Any]]]](STREAM_BATCHES)
+        send, receive = trio.open_memory_channel[list[tuple[str, dict[str, Any]]]](STREAM_BATCHES)
         async with trio.open_nursery() as outer:
             outer.start_soon(self._apply_stream, receive)
             async with send, trio.open_nursery() as nursery:
@@ -198,7 +230,7 @@ class PairActor:
         if failure:
             raise failure[0]
 
-    async def _apply_stream(self, batches: trio.MemoryReceiveChannel[list[tuple[int, dict[str, Any]]]]) -> None:
+    async def _apply_stream(self, batches: trio.MemoryReceiveChannel[list[tuple[str, dict[str, Any]]]]) -> None:
         """Commit streamed records, coalescing whatever queued up into one reconcile."""
         async for batch in batches:
             events = list(batch)

@@ -3,8 +3,9 @@
 Two stages joined by a bounded channel, so verifying page N+1 overlaps committing page N:
 
 1. *verify* (worker thread): recompute the id, check ``sig`` against ``signer``; a
-   record that fails is refused, counted and logged with its id and reason, and the rest
-   of the page goes on;
+   record that fails is refused and counted, and the rest of the page goes on. Refusals
+   are logged once per page in aggregate (a count per code and one example, escaped):
+   a hostile peer must not be able to fill the disk with log lines or forge them;
 2. *commit* (in arrival order): hand the verified records to the store writer together
    with the pair's new cursor, so records and cursor commit in one transaction.
 
@@ -24,6 +25,7 @@ from spl.actors.writer import WriterClient
 from spl.kernel.errors import SplError
 from spl.kernel.ingest import Accepted, Candidate
 from spl.kernel.store import StoredRecord
+from spl.kernel.text import printable
 from spl.kernel.verify import Refusal, verify_batch
 from spl.runtime.supervisor import ChildContext
 
@@ -91,7 +93,9 @@ class Reconciler:
             message = verified.message
             assert self._writer is not None, "Reconciler.bind() was not called"
             try:
-                outcomes = await self._writer.ingest(verified.candidates, cursor=(message.pair_id, message.cursor))
+                outcomes = await self._writer.ingest(
+                    verified.candidates, cursor=(message.pair_id, message.cursor), park_rejected=True
+                )
             except Exception as exc:
                 message.reply.fail(exc)
                 continue
@@ -108,11 +112,22 @@ class Reconciler:
                     result.refusals.append(Refusal(candidate.envelope.id, outcome.code, outcome.message))
             self.verified_total += len(verified.candidates)
             self.refused_total += len(result.refusals)
-            for refusal in result.refusals:
-                log.warning(
-                    "pair %s refused record %s: %s %s", message.pair_id, refusal.record_id, refusal.code, refusal.reason
-                )
+            if result.refusals:
+                log.warning("pair %s: %s", message.pair_id, summarise_refusals(result.refusals))
             message.reply.set(result)
+
+
+def summarise_refusals(refusals: list[Refusal]) -> str:
+    """One log line for a page's refusals: the count per code and the first example, escaped."""
+    counts: dict[str, int] = {}
+    for refusal in refusals:
+        counts[refusal.code] = counts.get(refusal.code, 0) + 1
+    first = refusals[0]
+    tally = ", ".join(f"{code} {count}" for code, count in sorted(counts.items()))
+    return (
+        f"refused {len(refusals)} record(s) ({tally}); first: {printable(first.record_id, 64)} "
+        f"{first.code} {printable(first.reason, 160)}"
+    )
 
 
 async def verify_in_parallel(records: list[object], *, chunks: int = 2) -> list[Candidate | Refusal]:
@@ -137,7 +152,7 @@ class ReconcilerClient:
         self._inbox = inbox
         self._reconciler = reconciler
 
-    async def reconcile(self, pair_id: str, records: list[object], cursor: int) -> ReconcileResult:
+    async def reconcile(self, pair_id: str, records: list[object], cursor: str) -> ReconcileResult:
         reply: Reply[ReconcileResult] = Reply()
         self._reconciler.note_queued(len(records))
         try:

@@ -6,6 +6,15 @@ latest record per ``pair_id`` wins — so pairs survive restarts and travel in e
 Its cursor lives in the store's ``sync_cursors`` table, committed in the same
 transaction as the records it covers.
 
+Trust: ``th_federation_pairs`` is a reserved thread (spec §15.18). Only the daemon's own
+``/v1/sync/pairs`` routes write it, and :func:`fold_pair_records` reads only records signed
+with this instance's key: a pair decides which URL receives which token, so a record that
+anyone else wrote must never become one. Pair ids name files (the pair's token lives in
+``secrets/pairs/<pair_id>.token``), so only ``pair_`` + 16 lowercase hex is ever accepted.
+
+The peer's cursor is opaque (spec §15.20): stored and sent back exactly as the peer gave
+it, never parsed, so spl can pull from any implementation.
+
 ``PairStatus`` is the state machine every figure of ``/v1/sync/pairs/{id}`` comes from:
 ``starting → running ⇄ failing``, ``paused`` and ``stopped`` by operator command.
 """
@@ -13,13 +22,17 @@ transaction as the records it covers.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import re
 import secrets
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from spl.kernel.errors import InvalidRequest
 from spl.kernel.record import validate_thread
+from spl.kernel.reserved import is_reserved, refuse_reserved, signed_by
 
 __all__ = [
     "ERROR_CODES",
@@ -30,17 +43,95 @@ __all__ = [
     "PairError",
     "PairStatus",
     "fold_pair_records",
+    "is_pair_id",
     "new_pair_id",
+    "valid_peer_cursor",
+    "validate_peer_token",
 ]
 
 PAIRS_THREAD = "th_federation_pairs"
 PAIR_KIND = "core.sync_pair.v1"
 MODES = ("polling", "continuous", "on-demand")
 STATES = ("starting", "running", "paused", "failing", "stopped")
-ERROR_CODES = ("CONNECT_REFUSED", "TIMEOUT", "DNS_FAILURE", "HTTP_4XX", "HTTP_5XX", "PARSE_ERROR")
-REFUSAL_CODES = ("SIGNATURE_INVALID", "ID_MISMATCH", "DUPLICATE_CLOCK", "NAMESPACE_REJECTED", "INVALID_RECORD")
+ERROR_CODES = (
+    "CONNECT_REFUSED",
+    "TIMEOUT",
+    "DNS_FAILURE",
+    "HTTP_4XX",
+    "HTTP_5XX",
+    "PARSE_ERROR",
+    "PEER_DID_MISMATCH",  # the peer's signed manifest names another DID than the pair's peer_did
+    "MANIFEST_INVALID",  # the peer's manifest is unsigned, tampered with or expired
+)
+REFUSAL_CODES = (
+    "SIGNATURE_INVALID",
+    "ID_MISMATCH",
+    "DUPLICATE_CLOCK",
+    "NAMESPACE_REJECTED",
+    "INVALID_RECORD",
+    "THREAD_MISMATCH",  # a record for another thread than the pair pulls
+    "RESERVED_THREAD",  # a record for one of this instance's configuration threads
+)
 DEFAULT_POLL_INTERVAL = 5.0
 HISTORY = 20
+PAIR_ID = re.compile(r"^pair_[0-9a-f]{16}$")
+MAX_PEER_CURSOR = 256
+MAX_PEER_TOKEN = 512
+
+
+def is_pair_id(value: object) -> bool:
+    """``pair_`` + 16 lowercase hex (spec §15.15) — the only pair ids that may name a file or a route."""
+    return isinstance(value, str) and PAIR_ID.match(value) is not None
+
+
+def valid_peer_cursor(value: object) -> bool:
+    """A peer cursor we are willing to store and send back: printable ASCII, at most 256 bytes.
+
+    "" is the start of the feed. Printable means 0x21–0x7E: no spaces, no controls, so it
+    can sit in a query string, a log line and a table cell unchanged.
+    """
+    return (
+        isinstance(value, str)
+        and len(value) <= MAX_PEER_CURSOR
+        and all(0x21 <= ord(character) <= 0x7E for character in value)
+    )
+
+
+def validate_peer_token(token: object) -> str:
+    """The bearer token a peer minted for a pair: printable ASCII (it travels in a header), ≤ 512 bytes."""
+    text = token.strip() if isinstance(token, str) else None
+    if not text or len(text) > MAX_PEER_TOKEN or not all(0x21 <= ord(character) <= 0x7E for character in text):
+        raise InvalidRequest(
+            "token must be the bearer token the peer minted for this pair (printable ASCII, at most 512 "
+            "characters; mint it on the peer with `spl token mint --scopes federation:sync`)",
+            code="INVALID_TOKEN",
+        )
+    return text
+
+
+def _validate_peer_url(peer_url: object) -> str:
+    """An http(s) base URL with a host, no credentials, no query or fragment; a 400 naming the fix otherwise."""
+    fix = "peer_url must be the peer's base URL, e.g. http://localhost:9200"
+    if not isinstance(peer_url, str) or len(peer_url) > 2048 or not peer_url.isascii() or not peer_url.isprintable():
+        raise InvalidRequest(fix, code="INVALID_PEER_URL")
+    try:
+        parts = urlsplit(peer_url.strip())
+        _ = parts.port  # raises ValueError for a port out of range or not a number
+    except ValueError as exc:
+        raise InvalidRequest(f"{fix} ({exc})", code="INVALID_PEER_URL") from None
+    host = parts.hostname or ""
+    if parts.scheme not in ("http", "https") or not host or " " in peer_url:
+        raise InvalidRequest(fix, code="INVALID_PEER_URL")
+    if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
+        raise InvalidRequest(
+            f"{fix}: no user:password@, query or fragment (give the token with --token)", code="INVALID_PEER_URL"
+        )
+    if ":" in host:  # an IPv6 literal must parse as one
+        try:
+            ipaddress.IPv6Address(host.split("%")[0])
+        except ValueError:
+            raise InvalidRequest(f"{fix} ({host!r} is not an IPv6 address)", code="INVALID_PEER_URL") from None
+    return peer_url.strip().rstrip("/")
 
 
 def new_pair_id(local_did: str, peer_did: str, thread: str, nonce: str | None = None) -> str:
@@ -89,26 +180,45 @@ class PairConfig:
         created_at: str = "",
     ) -> PairConfig:
         """Build a config from user input, with 400s that name the field and the fix."""
-        if not isinstance(peer_did, str) or not peer_did.startswith("did:") or len(peer_did) > 512:
-            raise InvalidRequest("peer_did must be the peer's DID (did:key:… — see GET <peer>/v1/identity)")
-        if not isinstance(peer_url, str) or not peer_url.startswith(("http://", "https://")) or len(peer_url) > 2048:
-            raise InvalidRequest("peer_url must be the peer's base URL, e.g. http://localhost:9200")
+        if not is_pair_id(pair_id):
+            raise InvalidRequest("pair_id must be 'pair_' followed by 16 lowercase hex digits", code="INVALID_PAIR_ID")
+        if (
+            not isinstance(peer_did, str)
+            or not peer_did.startswith("did:")
+            or len(peer_did) > 512
+            or not peer_did.isascii()
+            or not peer_did.isprintable()
+            or " " in peer_did
+        ):
+            raise InvalidRequest(
+                "peer_did must be the peer's DID (did:key:… — see GET <peer>/v1/identity)", code="INVALID_PEER_DID"
+            )
+        url = _validate_peer_url(peer_url)
         thread = validate_thread(thread_id, "thread_id")
+        refuse_reserved(thread)
         mode = "polling" if mode is None else mode
         if mode not in MODES:
             raise InvalidRequest(f"mode must be one of {', '.join(MODES)}")
         interval = DEFAULT_POLL_INTERVAL if poll_interval is None else poll_interval
         if isinstance(interval, bool) or not isinstance(interval, int | float) or not 0.05 <= interval <= 86_400:
             raise InvalidRequest("poll_interval must be a number of seconds between 0.05 and 86400")
-        return cls(pair_id, peer_did, peer_url.rstrip("/"), thread, str(mode), float(interval), False, created_at)
+        return cls(pair_id, peer_did, url, thread, str(mode), float(interval), False, created_at)
 
 
-def fold_pair_records(records: list[dict[str, Any]]) -> dict[str, PairConfig]:
-    """Latest configuration per pair from ``th_federation_pairs`` records (sequence order); removed pairs drop out."""
+def fold_pair_records(records: list[dict[str, Any]], own_did: str) -> dict[str, PairConfig]:
+    """Latest configuration per pair from ``th_federation_pairs`` records (sequence order); removed pairs drop out.
+
+    Only records signed by this instance (``own_did``) count, and only well-formed pair ids:
+    a record planted by a client, a peer or an old bug is ignored, whatever it says.
+    """
     pairs: dict[str, PairConfig] = {}
     for record in records:
         body = record.get("body") or {}
-        if record.get("act") != "LEARN" or body.get("kind") != PAIR_KIND or not isinstance(body.get("pair_id"), str):
+        if not signed_by(record, own_did) or not isinstance(body, dict):
+            continue
+        if record.get("act") != "LEARN" or body.get("kind") != PAIR_KIND or not is_pair_id(body.get("pair_id")):
+            continue
+        if is_reserved(body.get("thread_id")):
             continue
         if body.get("status") == "removed":
             pairs.pop(body["pair_id"], None)
@@ -146,7 +256,7 @@ class PairStatus:
     pair_id: str
     state: str = "starting"
     reason: str = "created"
-    cursor: int = 0
+    cursor: str = ""  # the peer's opaque cursor ("" = from the start)
     last_error: PairError | None = None
     consecutive_failures: int = 0
     last_success_at: float | None = None
@@ -169,11 +279,15 @@ class PairStatus:
             self.history.append({"at": now, "from": self.state, "to": state, "reason": reason})
         self.state, self.reason = state, reason
 
-    def pulled(self, *, cursor: int, stored: int, duplicates: int, pending: int, now: float) -> None:
-        """A pull (or stream batch) committed; ``pending`` = records still on the peer after ``cursor``."""
-        if cursor > self.cursor or self.last_advance_at is None:
+    def pulled(self, *, cursor: str, stored: int, duplicates: int, pending: int, now: float) -> None:
+        """A pull (or stream batch) committed; ``pending`` = records still on the peer after ``cursor``.
+
+        Cursors are opaque, so "progress" means the peer handed us a different one.
+        """
+        moved = cursor != self.cursor
+        if moved or self.last_advance_at is None:
             self.last_advance_at = now  # the watchdog's reference starts at the first pull
-        if cursor > self.cursor:
+        if moved:
             self.cursor = cursor
             self.stalled = False
         self.records_pulled += stored
@@ -234,12 +348,10 @@ class PairStatus:
         return max(now - since, 0.0)
 
     def to_wire(self, now: float) -> dict[str, Any]:
-        from spl.kernel.cursor import encode_cursor
-
         return {
             "state": self.state,
             "state_reason": self.reason,
-            "cursor": encode_cursor(self.cursor),
+            "cursor": self.cursor,
             "last_error": self.last_error.to_wire() if self.last_error else None,
             "consecutive_failures": self.consecutive_failures,
             "retries": self.consecutive_failures,

@@ -14,8 +14,9 @@ from spl.kernel.errors import InvalidRecord
 from spl.kernel.identity import verify_record_signature
 from spl.kernel.ingest import Candidate
 from spl.kernel.record import validate_envelope
+from spl.kernel.reserved import is_reserved
 
-__all__ = ["Refusal", "verify_pulled"]
+__all__ = ["Refusal", "screen_pulled", "verify_batch", "verify_pulled"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +36,7 @@ def verify_pulled(raw: object) -> Candidate | Refusal:
     if not isinstance(raw, dict):
         return Refusal("?", "INVALID_RECORD", "not a JSON object")
     claimed = raw.get("id")
-    claimed_id = claimed if isinstance(claimed, str) else "?"
+    claimed_id = claimed[:64] if isinstance(claimed, str) else "?"  # echoed back and logged: bounded
     try:
         envelope = validate_envelope(raw)
     except InvalidRecord as exc:
@@ -48,6 +49,30 @@ def verify_pulled(raw: object) -> Candidate | Refusal:
     if not verify_record_signature(envelope.id, signer, sig):
         return Refusal(envelope.id, "SIGNATURE_INVALID", f"sig does not verify against signer {signer[:32]}…")
     return Candidate(envelope, signer, sig)
+
+
+def screen_pulled(raws: list[Any], thread: str) -> tuple[list[Any], list[Refusal]]:
+    """Split a page pulled for ``thread`` into what may be verified and what is refused outright.
+
+    A pair pulls one thread; a peer's page may only hold records of that thread. Anything
+    else — records for another thread, above all for this instance's reserved
+    configuration threads — is refused before it costs a signature check, however validly
+    it is signed. (The id covers ``thread``, so a record cannot lie about its thread and
+    still pass verification.)
+    """
+    kept: list[Any] = []
+    refused: list[Refusal] = []
+    for raw in raws:
+        claimed = raw.get("thread") if isinstance(raw, dict) else None
+        claimed_id = raw.get("id") if isinstance(raw, dict) else None
+        record_id = claimed_id if isinstance(claimed_id, str) else "?"
+        if is_reserved(claimed):
+            refused.append(Refusal(record_id[:64], "RESERVED_THREAD", "record is for a reserved thread"))
+        elif claimed != thread:
+            refused.append(Refusal(record_id[:64], "THREAD_MISMATCH", f"record is not for {thread}"))
+        else:
+            kept.append(raw)
+    return kept, refused
 
 
 def verify_batch(raws: list[Any]) -> list[Candidate | Refusal]:

@@ -9,6 +9,7 @@ from spl.kernel import queries
 from spl.kernel.errors import NotFound, SplError
 from spl.kernel.ingest import Accepted, Candidate
 from spl.kernel.record import RECORD_ID, validate_envelope, validate_thread
+from spl.kernel.reserved import refuse_reserved
 from spl.kernel.store import StoredRecord
 from spl.transport.auth import require
 from spl.transport.requests import int_arg, json_body
@@ -34,6 +35,7 @@ def register(app: QuartTrio, services: Services) -> None:
         require(request.caller, "records:write")  # type: ignore[attr-defined]
         payload = await json_body(services.config.max_body_bytes)
         envelope = validate_envelope(payload)
+        refuse_reserved(envelope.thread)  # configuration threads: only the daemon's own routes write them
         candidate = Candidate(envelope, services.identity.did, services.identity.sign_record_id(envelope.id))
         (outcome,) = await services.writer.ingest([candidate])
         if isinstance(outcome, SplError):

@@ -2,6 +2,9 @@
 
 Spec §8.4 and §15.6: cursors are opaque ``s1.<sequence>`` strings, so a page boundary can
 never split records that share a clock.
+
+Reserved threads (spec §15.18) are configuration: the change feed never serves them and a
+push never writes them (each such record is refused with ``RESERVED_THREAD``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from spl.kernel.cursor import decode_cursor, encode_cursor
 from spl.kernel.errors import InvalidRequest, SplError, Unavailable
 from spl.kernel.ingest import Accepted, Candidate
 from spl.kernel.record import validate_thread
+from spl.kernel.reserved import is_reserved, refuse_reserved
 from spl.kernel.store import StoredRecord
 from spl.kernel.tokens import allows
 from spl.kernel.verify import Refusal, verify_batch
@@ -89,6 +93,7 @@ def register(app: QuartTrio, services: Services) -> None:
     async def changes() -> Response:
         _require_any(("federation:sync", "records:read"))
         thread = validate_thread(request.args.get("thread"), "thread (query parameter)")
+        refuse_reserved(thread)
         header = request.headers.get("last-event-id")
         after = decode_cursor(request.args.get("since"))
         feed = request.args.get("feed", "normal")
@@ -134,17 +139,23 @@ def register(app: QuartTrio, services: Services) -> None:
         if not isinstance(raws, list) or len(raws) > MAX_PAGE:
             raise InvalidRequest('send {"records": [signed record, …]} (at most 10000)', code="INVALID_REQUEST")
         if request.headers.get("x-syncropel-federation") == "1":
-            unsigned = [r.get("id") for r in raws if not (isinstance(r, dict) and r.get("sig") and r.get("signer"))]
+            unsigned = sum(1 for r in raws if not (isinstance(r, dict) and r.get("sig") and r.get("signer")))
             if unsigned:
                 raise InvalidRequest(
-                    f"{len(unsigned)} record(s) carry no signer/sig; federation pushes must be signed",
+                    f"{unsigned} record(s) carry no signer/sig; federation pushes must be signed",
                     code="SIGNATURE_REQUIRED",
                     status=422,
                 )
-        results = await trio.to_thread.run_sync(verify_batch, raws)
+        allowed = [r for r in raws if not (isinstance(r, dict) and is_reserved(r.get("thread")))]
+        refused = [
+            Refusal(str(r.get("id"))[:64], "RESERVED_THREAD", f"{r['thread']} is a reserved thread").to_wire()
+            for r in raws
+            if isinstance(r, dict) and is_reserved(r.get("thread"))
+        ]
+        results = await trio.to_thread.run_sync(verify_batch, allowed)
         candidates = [r for r in results if isinstance(r, Candidate)]
-        refused = [r.to_wire() for r in results if isinstance(r, Refusal)]
-        outcomes = await services.writer.ingest(candidates)
+        refused += [r.to_wire() for r in results if isinstance(r, Refusal)]
+        outcomes = await services.writer.ingest(candidates, park_rejected=True)
         accepted: list[str] = []
         duplicates: list[str] = []
         for candidate, outcome in zip(candidates, outcomes, strict=True):

@@ -26,6 +26,7 @@ from fed_support import all_records, envelope, signed, thread_count, wait_until,
 
 from spl.kernel.cursor import decode_cursor, encode_cursor
 from spl.kernel.identity import Identity, verify_record_signature
+from spl.kernel.manifest import federation_manifest
 from spl.kernel.store import connect_reader
 from spl.runtime.launcher import DaemonProcess
 
@@ -56,14 +57,8 @@ class Node:
         await trio.to_thread.run_sync(self.process.kill)
 
 
-async def start_node(
-    factory: type[DaemonProcess], name: str, *, insecure: bool = True, trust_loopback: bool = True
-) -> Node:
+async def start_node(factory: type[DaemonProcess], name: str, *, insecure: bool = True) -> Node:
     process = factory(name, insecure=insecure)
-    if not trust_loopback:
-        config = process.home.load_config()
-        config.trust_loopback_sync = False
-        process.home.save_config(config)
     await trio.to_thread.run_sync(functools.partial(process.start, port=0))
     headers = {} if insecure else {"authorization": f"Bearer {process.admin_token}"}
     async with httpx.AsyncClient(timeout=10) as http:
@@ -310,8 +305,8 @@ def on_disk(node: Node, thread: str, pair_id: str) -> tuple[int, int]:
     connection = connect_reader(node.process.home.db_path)
     try:
         (held,) = next(iter(connection.execute("SELECT COUNT(*) FROM records WHERE thread = ?", (thread,))))
-        rows = list(connection.execute("SELECT cursor FROM sync_cursors WHERE pair_id = ?", (pair_id,)))
-        return int(held), int(rows[0][0]) if rows else 0
+        rows = list(connection.execute("SELECT cursor FROM pair_cursors WHERE pair_id = ?", (pair_id,)))
+        return int(held), decode_cursor(rows[0][0]) if rows else 0
     finally:
         connection.close()
 
@@ -416,7 +411,8 @@ async def test_source_down_then_back(daemon_factory: type[DaemonProcess]) -> Non
 class ForgedPeer:
     """A minimal HTTP peer (http.server in a thread) serving a change feed the test controls."""
 
-    def __init__(self) -> None:
+    def __init__(self, identity: Identity) -> None:
+        self.identity = identity  # who the peer is: it signs its manifest as this DID
         self.records: list[dict[str, Any]] = []
         self.requests: list[dict[str, list[str]]] = []
         self._lock = threading.Lock()
@@ -426,6 +422,9 @@ class ForgedPeer:
         with self._lock:
             for record in records:
                 self.records.append(wire_record(record, len(self.records) + 1))
+
+    def manifest(self) -> dict[str, Any]:
+        return federation_manifest(self.identity, endpoint=self.url)
 
     def page(self, since: int, limit: int) -> dict[str, Any]:
         with self._lock:
@@ -448,6 +447,9 @@ class ForgedPeer:
             def do_GET(self) -> None:
                 parts = urlsplit(self.path)
                 query = parse_qs(parts.query)
+                if parts.path == "/.well-known/syncropel":
+                    self._send(200, peer.manifest())
+                    return
                 peer.requests.append(query)
                 if parts.path != "/v1/sync/changes":
                     self._send(404, {"object": "error", "code": "ROUTE_NOT_FOUND", "message": "no such route"})
@@ -491,7 +493,7 @@ async def test_forged_records_are_refused_and_the_pair_keeps_running(daemon_fact
     # Signed over its own id, but by someone else than the signer it names.
     stolen = {**signed(forger, thread, 12, actor="did:test:forger")}
     stolen["sig"] = victim.sign_record_id(stolen["id"])
-    peer = ForgedPeer()
+    peer = ForgedPeer(forger)
     peer.serve(good[0], bad_signature, wrong_id, good[1], good[2])
     with peer.running():
         async with client() as http:
@@ -535,7 +537,7 @@ async def test_forged_records_are_refused_and_the_pair_keeps_running(daemon_fact
 
 async def test_a_peer_that_requires_auth_needs_a_federation_token(daemon_factory: type[DaemonProcess]) -> None:
     thread = "th_auth"
-    a = await start_node(daemon_factory, "a", insecure=False, trust_loopback=False)
+    a = await start_node(daemon_factory, "a", insecure=False)
     b = await start_node(daemon_factory, "b")
     async with client() as http:
         with trio.fail_after(60):
@@ -725,7 +727,7 @@ async def test_pair_routes_pause_resume_kick_remove(daemon_factory: type[DaemonP
 
 @pytest.mark.parametrize("scope", ["records:read", "records:write"])
 async def test_sync_routes_honour_token_scopes(daemon_factory: type[DaemonProcess], scope: str) -> None:
-    a = await start_node(daemon_factory, "a", insecure=False, trust_loopback=False)
+    a = await start_node(daemon_factory, "a", insecure=False)
     async with client() as http:
         minted = await http.post(f"{a.url}/v1/tokens", json={"scopes": [scope], "label": "s"}, headers=a.headers)
         token = {"authorization": f"Bearer {minted.json()['token']}"}
@@ -740,24 +742,14 @@ async def test_sync_routes_honour_token_scopes(daemon_factory: type[DaemonProces
 
 
 async def test_removing_a_pair_answers_promptly(daemon_factory: type[DaemonProcess]) -> None:
+    a = await start_node(daemon_factory, "a")
     b = await start_node(daemon_factory, "b")
     async with client() as http:
         with trio.fail_after(30):
-            pair = await create_pair(http, b, b, "th_self")  # a pair may pull from its own instance
+            pair = await create_pair(http, b, a, "th_remove")
             await wait_state(http, b, pair["pair_id"], "running", 10)
             started = time.monotonic()
             removed = await http.delete(f"{b.url}/v1/sync/pairs/{pair['pair_id']}")
             elapsed = time.monotonic() - started
             assert removed.status_code == 200 and removed.json()["state"] == "stopped"
             assert elapsed < 1.0, f"DELETE took {elapsed:.2f}s"
-
-
-async def test_loopback_sync_calls_are_trusted_by_default_and_only_sync_calls(
-    daemon_factory: type[DaemonProcess],
-) -> None:
-    a = await start_node(daemon_factory, "a", insecure=False)  # auth on, [federation] trust_loopback = true
-    async with client() as http:
-        assert (await http.get(f"{a.url}/v1/sync/changes", params={"thread": "th_t"})).status_code == 200
-        assert (await http.get(f"{a.url}/v1/sync/pairs")).status_code == 200
-        assert (await http.get(f"{a.url}/v1/records", params={"thread": "th_t"})).status_code == 401
-        assert (await http.post(f"{a.url}/v1/records", json=envelope("th_t", 1))).status_code == 401

@@ -234,9 +234,14 @@ class Harness:
     async def send(self, message: object) -> None:
         await self.root.send("pair", message)
 
+    @property
+    def cursor(self) -> int:
+        """The pair's cursor as this fake peer's sequence (pages give ``s1.<n>``, streams the bare ``<n>``)."""
+        return decode_cursor(self.status.cursor)
+
     async def stored_cursor(self) -> int | None:
-        rows = await trio.to_thread.run_sync(self._query, "SELECT cursor FROM sync_cursors WHERE pair_id = ?", PAIR_ID)
-        return int(rows[0][0]) if rows else None
+        rows = await trio.to_thread.run_sync(self._query, "SELECT cursor FROM pair_cursors WHERE pair_id = ?", PAIR_ID)
+        return decode_cursor(rows[0][0]) if rows else None
 
     async def stored_ids(self) -> list[str]:
         rows = await trio.to_thread.run_sync(
@@ -269,7 +274,7 @@ async def running_pair(
 ) -> AsyncIterator[Harness]:
     """Writer + reconciler + one pair under a supervisor; the pair starts at virtual time START."""
     db = tmp_path / "hub.db"
-    writer = StoreWriter(db, subscribers=[])
+    writer = StoreWriter(db, subscribers=[], own_did=Identity.generate().did)
     reconciler = Reconciler()
     root = Supervisor(
         "test",
@@ -375,7 +380,7 @@ async def test_backoff_resets_after_a_success(
         expected += [expected[-1] + again[0], expected[-1] + again[0] + again[1]]
         assert peer.times() == exactly(expected)
         assert 0.8 <= again[0] <= 1.2 and 1.6 <= again[1] <= 2.4  # back to the first steps
-        assert pair.status.records_pulled == 3 and pair.status.cursor == 3
+        assert pair.status.records_pulled == 3 and pair.cursor == 3
         assert pair.status.consecutive_failures == 3
 
 
@@ -407,10 +412,12 @@ def _json_error(status: int, code: str, message: str) -> httpx.Response:
         (httpx.Response(404, text="<html>Not Found</html>"), "HTTP_4XX", ["404", "Not Found"]),
         (_json_error(503, "STORE_UNAVAILABLE", "restarting"), "HTTP_5XX", ["503", "STORE_UNAVAILABLE", "restarting"]),
         (httpx.Response(500, text="boom"), "HTTP_5XX", ["500", "boom"]),
-        (httpx.Response(200, text="<html>hello</html>"), "PARSE_ERROR", ["not a change feed"]),
+        (httpx.Response(200, text="<html>hello</html>"), "PARSE_ERROR", ["not JSON"]),
         (httpx.Response(200, json={"next_cursor": "", "has_more": False}), "PARSE_ERROR", ["records"]),
-        (httpx.Response(200, json={"records": [{"id": "x", "record": 5}]}), "PARSE_ERROR", ["not a change feed"]),
-        (httpx.Response(200, json={"records": [], "next_cursor": "garbage"}), "PARSE_ERROR", ["cursor"]),
+        (httpx.Response(200, json={"records": [{"id": "x", "record": 5}]}), "PARSE_ERROR", ["without a record object"]),
+        # Any printable cursor is the peer's business (opaque, spec §15.20); a space or a control is not.
+        (httpx.Response(200, json={"records": [], "next_cursor": "has space"}), "PARSE_ERROR", ["cursor"]),
+        (httpx.Response(200, json={"records": [], "next_cursor": "x" * 257}), "PARSE_ERROR", ["cursor"]),
         (httpx.RemoteProtocolError("illegal status line"), "PARSE_ERROR", ["HTTP protocol"]),
     ],
 )
@@ -454,7 +461,7 @@ async def test_pause_keeps_the_cursor_and_resume_continues_from_it(
         await peer.wait_requests(3)  # pages after "", s1.10, s1.20
         await clock.settle()
         assert [seen.since for seen in peer.seen] == [0, 10, 20] and peer.times() == [START] * 3
-        assert pair.status.cursor == 25 and await pair.stored_cursor() == 25
+        assert pair.cursor == 25 and await pair.stored_cursor() == 25
         assert await pair.stored_ids() == [record["id"] for record in first]
 
         await trio.sleep_until(START + 0.5)
@@ -465,7 +472,7 @@ async def test_pause_keeps_the_cursor_and_resume_continues_from_it(
         await trio.sleep_until(START + 600.0)
         await clock.settle()
         assert len(peer.seen) == 3, "a paused pair must not pull"
-        assert await pair.stored_cursor() == 25 and pair.status.cursor == 25
+        assert await pair.stored_cursor() == 25 and pair.cursor == 25
         assert len(await pair.stored_ids()) == 25
 
         await pair.send(Resume())
@@ -473,7 +480,7 @@ async def test_pause_keeps_the_cursor_and_resume_continues_from_it(
         await clock.settle()
         resumed = peer.seen[3]
         assert resumed.at == START + 600.0 and resumed.params["since"] == encode_cursor(25)
-        assert await pair.stored_cursor() == 30 and pair.status.cursor == 30
+        assert await pair.stored_cursor() == 30 and pair.cursor == 30
         assert await pair.stored_ids() == [record["id"] for record in first + later]
         assert pair.status.state == "running"
         assert [entry["reason"] for entry in pair.status.history] == [
@@ -563,7 +570,7 @@ async def test_on_demand_pairs_pull_only_when_kicked(
         await pair.send(Kick())
         await peer.wait_requests(3)  # to the head: 4 + 4 + 2
         await clock.settle()
-        assert peer.times() == [START + 100] * 3 and pair.status.cursor == 10
+        assert peer.times() == [START + 100] * 3 and pair.cursor == 10
         assert pair.status.state == "running"
         peer.add(1)
         await trio.sleep_until(START + 1000)
@@ -573,7 +580,7 @@ async def test_on_demand_pairs_pull_only_when_kicked(
         await peer.wait_requests(4)
         await clock.settle()
         assert peer.seen[3].at == START + 1000 and peer.seen[3].since == 10
-        assert pair.status.cursor == 11 and len(await pair.stored_ids()) == 11
+        assert pair.cursor == 11 and len(await pair.stored_ids()) == 11
 
 
 # -- records, refusals, stalls -----------------------------------------------------------------------
@@ -598,7 +605,9 @@ async def test_pulled_records_keep_the_peer_signature_and_bad_ones_are_refused(
         status = pair.status
         assert status.records_refused == {"SIGNATURE_INVALID": 2, "ID_MISMATCH": 1}
         assert status.records_pulled == 4 and status.state == "running"
-        assert status.cursor == 7 and await pair.stored_cursor() == 7  # refused records do not hold the cursor
+        assert (
+            decode_cursor(status.cursor) == 7 and await pair.stored_cursor() == 7
+        )  # refused records do not hold the cursor
         assert await pair.stored_ids() == [record["id"] for record in good + last]
         stored = await pair.stored_json(good[0]["id"])
         assert stored["signer"] == PEER.did and stored["sig"] == good[0]["sig"]
@@ -640,7 +649,7 @@ async def test_stall_detected_when_the_peer_is_ahead_but_pages_do_not_advance(
         peer.add(5)
         await peer.wait_requests(4)
         await clock.settle()
-        assert not status.stalled and status.cursor == 15 and status.lag_records == 0
+        assert not status.stalled and decode_cursor(status.cursor) == 15 and status.lag_records == 0
 
 
 @pytest.mark.parametrize("repeat_records", [False, True], ids=["empty-page", "same-page-again"])
@@ -683,13 +692,13 @@ async def test_continuous_mode_catches_up_then_follows_the_stream_and_reconnects
         await peer.wait_requests(3)  # pages after "", s1.3, then the stream from s1.5
         await clock.settle()
         assert [(s.since, s.continuous) for s in peer.seen] == [(0, False), (3, False), (5, True)]
-        assert pair.status.cursor == 5
+        assert pair.cursor == 5
 
         await trio.sleep_until(START + 10)
         (sixth,) = peer.add(1)
         await peer.push(record_frame(sixth))
         await clock.settle()
-        assert pair.status.cursor == 6 and await pair.stored_cursor() == 6
+        assert pair.cursor == 6 and await pair.stored_cursor() == 6
         assert (await pair.stored_ids())[-1] == sixth["id"]
         assert pair.status.last_success_at == START + 10
 
@@ -741,7 +750,7 @@ async def test_pause_stops_a_live_stream_and_resume_reopens_it_from_the_cursor(
         (third,) = peer.add(1)
         await peer.push(record_frame(third))
         await clock.settle()
-        assert pair.status.cursor == 3
+        assert pair.cursor == 3
         await trio.sleep_until(START + 5)
         await pair.send(Pause())
         await clock.settle()

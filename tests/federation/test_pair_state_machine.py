@@ -55,19 +55,19 @@ def test_a_new_pair_starts_in_starting() -> None:
 
 def test_first_success_moves_starting_to_running_with_one_history_entry() -> None:
     status = PairStatus("p")
-    status.pulled(cursor=5, stored=5, duplicates=1, pending=0, now=10.0)
+    status.pulled(cursor=encode_cursor(5), stored=5, duplicates=1, pending=0, now=10.0)
     assert (status.state, status.reason) == ("running", "syncing")
-    assert status.cursor == 5 and status.records_pulled == 5 and status.records_duplicate == 1
+    assert status.cursor == encode_cursor(5) and status.records_pulled == 5 and status.records_duplicate == 1
     assert status.last_success_at == status.last_attempt_at == status.caught_up_at == status.last_advance_at == 10.0
     assert list(status.history) == [{"at": 10.0, "from": "starting", "to": "running", "reason": "syncing"}]
     # Another success changes nothing in the history (same state, same reason).
-    status.pulled(cursor=7, stored=2, duplicates=0, pending=0, now=11.0)
+    status.pulled(cursor=encode_cursor(7), stored=2, duplicates=0, pending=0, now=11.0)
     assert len(status.history) == 1 and status.pulls == 2 and status.records_pulled == 7
 
 
 def test_failure_sets_last_error_retry_time_and_counts_then_success_clears_them() -> None:
     status = PairStatus("p")
-    status.pulled(cursor=3, stored=3, duplicates=0, pending=0, now=1.0)
+    status.pulled(cursor=encode_cursor(3), stored=3, duplicates=0, pending=0, now=1.0)
     status.failed(PairError("CONNECT_REFUSED", "peer not reachable", at=20.0), retry_in=1.5)
     assert status.state == "failing"
     assert status.reason == "CONNECT_REFUSED: peer not reachable"
@@ -88,7 +88,7 @@ def test_failure_sets_last_error_retry_time_and_counts_then_success_clears_them(
     assert wire["last_error"] == {"code": "TIMEOUT", "message": "peer did not answer in time", "at": 24.0}
     assert wire["retries"] == wire["consecutive_failures"] == 3 and wire["errors_total"] == 3
 
-    status.pulled(cursor=3, stored=0, duplicates=0, pending=0, now=28.0)
+    status.pulled(cursor=encode_cursor(3), stored=0, duplicates=0, pending=0, now=28.0)
     assert (status.state, status.reason) == ("running", "syncing")
     assert status.consecutive_failures == 0 and status.next_retry_at is None
     assert status.errors_total == 3  # cumulative
@@ -106,7 +106,7 @@ def test_pause_resume_stop_transitions_carry_reasons() -> None:
     status.paused(now=2.5)  # idempotent
     status.resumed(now=3.0)
     assert (status.state, status.reason) == ("starting", "resumed by operator")
-    status.pulled(cursor=1, stored=1, duplicates=0, pending=0, now=4.0)
+    status.pulled(cursor=encode_cursor(1), stored=1, duplicates=0, pending=0, now=4.0)
     status.stopped(now=5.0)
     assert (status.state, status.reason) == ("stopped", "removed") and status.next_retry_at is None
     assert [(e["from"], e["to"], e["reason"]) for e in status.history] == [
@@ -127,40 +127,46 @@ def test_history_is_bounded() -> None:
     assert status.history[-1]["reason"] == f"TIMEOUT: attempt {HISTORY + 14}"
 
 
-def test_cursor_never_moves_backwards() -> None:
-    status = PairStatus("p", cursor=50)
-    status.pulled(cursor=40, stored=0, duplicates=3, pending=0, now=1.0)
-    assert status.cursor == 50
+def test_the_cursor_is_whatever_the_peer_gave_last_and_only_a_change_is_progress() -> None:
+    # Opaque (spec §15.20): spl never orders or parses a peer's cursor, it stores it.
+    status = PairStatus("p", cursor="peer-cursor-A")
+    status.pulled(cursor="peer-cursor-A", stored=0, duplicates=3, pending=0, now=1.0)
+    assert status.cursor == "peer-cursor-A"
     assert status.last_advance_at == 1.0  # the watchdog's reference starts at the first pull
-    status.pulled(cursor=45, stored=0, duplicates=0, pending=0, now=2.0)
-    assert status.cursor == 50 and status.last_advance_at == 1.0  # no progress, no new reference
+    status.pulled(cursor="peer-cursor-A", stored=0, duplicates=0, pending=0, now=2.0)
+    assert status.last_advance_at == 1.0  # no progress, no new reference
+    status.pulled(cursor="99999999999999999999999", stored=1, duplicates=0, pending=0, now=3.0)
+    assert status.cursor == "99999999999999999999999" and status.last_advance_at == 3.0
+    assert status.to_wire(3.0)["cursor"] == "99999999999999999999999"
 
 
 def test_lag_records_and_lag_seconds() -> None:
     status = PairStatus("p")
-    status.pulled(cursor=10, stored=10, duplicates=0, pending=0, now=100.0)
+    status.pulled(cursor=encode_cursor(10), stored=10, duplicates=0, pending=0, now=100.0)
     assert status.lag_records == 0 and status.lag_seconds(now=500.0) == 0.0
-    status.pulled(cursor=20, stored=10, duplicates=0, pending=30, now=110.0)
+    status.pulled(cursor=encode_cursor(20), stored=10, duplicates=0, pending=30, now=110.0)
     assert status.lag_records == 30 and status.caught_up_at == 100.0
     assert status.lag_seconds(now=112.5) == 12.5  # behind since we were last caught up
     assert status.to_wire(now=112.5)["lag_seconds"] == 12.5
-    status.pulled(cursor=50, stored=30, duplicates=0, pending=0, now=120.0)
+    status.pulled(cursor=encode_cursor(50), stored=30, duplicates=0, pending=0, now=120.0)
     assert status.lag_records == 0 and status.lag_seconds(now=130.0) == 0.0
-    status.pulled(cursor=50, stored=0, duplicates=0, pending=-3, now=121.0)  # a confused peer
+    status.pulled(cursor=encode_cursor(50), stored=0, duplicates=0, pending=-3, now=121.0)  # a confused peer
     assert status.lag_records == 0
 
 
 def test_lag_seconds_counts_for_a_pair_that_has_never_caught_up() -> None:
     status = PairStatus("p")
-    status.pulled(cursor=1000, stored=1000, duplicates=0, pending=9000, now=100.0)
+    status.pulled(cursor=encode_cursor(1000), stored=1000, duplicates=0, pending=9000, now=100.0)
     # Nine thousand records behind for a minute: lag_seconds must not say "no lag".
     assert status.lag_seconds(now=160.0) > 0.0
 
 
 def test_stall_watchdog_after_two_idle_intervals() -> None:
     status = PairStatus("p")
-    status.pulled(cursor=10, stored=10, duplicates=0, pending=0, now=0.0)
-    status.pulled(cursor=12, stored=2, duplicates=0, pending=3, now=5.0)  # peer ahead, cursor moved at t=5
+    status.pulled(cursor=encode_cursor(10), stored=10, duplicates=0, pending=0, now=0.0)
+    status.pulled(
+        cursor=encode_cursor(12), stored=2, duplicates=0, pending=3, now=5.0
+    )  # peer ahead, cursor moved at t=5
     assert status.check_stall(interval=5.0, now=14.9) is False and not status.stalled
     assert status.check_stall(interval=5.0, now=15.0) is True and status.stalled
     assert status.state == "running"
@@ -176,20 +182,20 @@ def test_stall_watchdog_after_two_idle_intervals() -> None:
     assert len(status.history) == entries  # reported once, not on every check
     assert status.to_wire(now=16.0)["stalled"] is True
     # Progress that catches up clears it.
-    status.pulled(cursor=15, stored=3, duplicates=0, pending=0, now=17.0)
+    status.pulled(cursor=encode_cursor(15), stored=3, duplicates=0, pending=0, now=17.0)
     assert not status.stalled and status.check_stall(interval=5.0, now=100.0) is False
     assert status.reason == "syncing"
 
 
 def test_stall_needs_the_peer_to_be_ahead() -> None:
     status = PairStatus("p")
-    status.pulled(cursor=10, stored=10, duplicates=0, pending=0, now=0.0)
+    status.pulled(cursor=encode_cursor(10), stored=10, duplicates=0, pending=0, now=0.0)
     assert status.check_stall(interval=1.0, now=1000.0) is False  # idle but caught up: fine
 
 
 def test_stall_of_a_failing_pair_is_flagged_without_a_state_change() -> None:
     status = PairStatus("p")
-    status.pulled(cursor=10, stored=10, duplicates=0, pending=4, now=100.0)
+    status.pulled(cursor=encode_cursor(10), stored=10, duplicates=0, pending=4, now=100.0)
     status.failed(PairError("TIMEOUT", "slow", at=101.0), retry_in=1.0)
     assert status.check_stall(interval=1.0, now=105.0) is True
     assert status.state == "failing" and status.reason == "TIMEOUT: slow"
@@ -197,14 +203,16 @@ def test_stall_of_a_failing_pair_is_flagged_without_a_state_change() -> None:
 
 def test_stall_watchdog_with_a_clock_that_starts_at_zero() -> None:
     status = PairStatus("p")
-    status.pulled(cursor=10, stored=10, duplicates=0, pending=4, now=0.0)
+    status.pulled(cursor=encode_cursor(10), stored=10, duplicates=0, pending=4, now=0.0)
     assert status.check_stall(interval=1.0, now=5.0) is True
 
 
 def test_stall_watchdog_fires_for_a_pair_stuck_from_its_first_page() -> None:
     status = PairStatus("p")
     for now in (0.0, 5.0, 10.0, 15.0):
-        status.pulled(cursor=0, stored=0, duplicates=0, pending=7, now=now)  # peer ahead, pages never advance
+        status.pulled(
+            cursor=encode_cursor(0), stored=0, duplicates=0, pending=7, now=now
+        )  # peer ahead, pages never advance
     assert status.check_stall(interval=5.0, now=15.0) is True
 
 
@@ -301,15 +309,20 @@ def test_config_rejects_bad_threads(thread: object) -> None:
 # -- fold_pair_records ------------------------------------------------------------------------------
 
 
-def pair_record(pair: PairConfig, status: str = "active", *, act: str = "LEARN", **body: Any) -> dict[str, Any]:
-    return {"act": act, "thread": PAIRS_THREAD, "body": {**pair.to_body(status), **body}}
+OWN_DID = "did:key:z6MkThisInstance"
+
+
+def pair_record(
+    pair: PairConfig, status: str = "active", *, act: str = "LEARN", signer: str = OWN_DID, **body: Any
+) -> dict[str, Any]:
+    return {"act": act, "thread": PAIRS_THREAD, "signer": signer, "body": {**pair.to_body(status), **body}}
 
 
 def test_fold_latest_record_per_pair_wins() -> None:
     first = config(pair_id="pair_aaaaaaaaaaaaaaaa", poll_interval=5)
     second = config(pair_id="pair_bbbbbbbbbbbbbbbb", thread_id="th_other")
     changed = config(pair_id="pair_aaaaaaaaaaaaaaaa", poll_interval=0.5, mode="continuous")
-    folded = fold_pair_records([pair_record(first), pair_record(second), pair_record(changed)])
+    folded = fold_pair_records([pair_record(first), pair_record(second), pair_record(changed)], OWN_DID)
     assert set(folded) == {"pair_aaaaaaaaaaaaaaaa", "pair_bbbbbbbbbbbbbbbb"}
     assert folded["pair_aaaaaaaaaaaaaaaa"].poll_interval == 0.5
     assert folded["pair_aaaaaaaaaaaaaaaa"].mode == "continuous"
@@ -325,14 +338,17 @@ def test_fold_drops_removed_pairs_and_keeps_paused_ones() -> None:
             pair_record(held),
             pair_record(gone, "removed"),
             pair_record(held, paused=True),
-        ]
+        ],
+        OWN_DID,
     )
     assert list(folded) == ["pair_bbbbbbbbbbbbbbbb"]
     assert folded["pair_bbbbbbbbbbbbbbbb"].paused is True
     # Resumed later: the latest record says not paused.
-    assert fold_pair_records([pair_record(held, paused=True), pair_record(held)])[held.pair_id].paused is False
+    assert fold_pair_records([pair_record(held, paused=True), pair_record(held)], OWN_DID)[held.pair_id].paused is False
     # Re-added after removal: back.
-    assert gone.pair_id in fold_pair_records([pair_record(gone), pair_record(gone, "removed"), pair_record(gone)])
+    assert gone.pair_id in fold_pair_records(
+        [pair_record(gone), pair_record(gone, "removed"), pair_record(gone)], OWN_DID
+    )
 
 
 def test_fold_ignores_records_that_are_not_pair_configs() -> None:
@@ -345,15 +361,37 @@ def test_fold_ignores_records_that_are_not_pair_configs() -> None:
         pair_record(config(pair_id="pair_cccccccccccccccc"), peer_url="not a url"),
         pair_record(config(pair_id="pair_dddddddddddddddd"), poll_interval=-1),
     ]
-    assert fold_pair_records(records) == {}
-    assert list(fold_pair_records([*records, pair_record(good)])) == [good.pair_id]
+    assert fold_pair_records(records, OWN_DID) == {}
+    assert list(fold_pair_records([*records, pair_record(good)], OWN_DID)) == [good.pair_id]
 
 
 def test_to_body_round_trips_through_the_fold() -> None:
     pair = config(mode="on-demand", poll_interval=12.5, created_at="2026-01-01T00:00:00Z")
     body = pair.to_body()
     assert body["kind"] == PAIR_KIND and body["_v"] == 1 and body["status"] == "active"
-    assert fold_pair_records([{"act": "LEARN", "body": body}]) == {pair.pair_id: pair}
+    assert fold_pair_records([{"act": "LEARN", "body": body, "signer": OWN_DID}], OWN_DID) == {pair.pair_id: pair}
+
+
+def test_fold_reads_only_records_this_instance_signed_with_well_formed_ids() -> None:
+    # Issue 7: a planted record (a client, a peer, a bug) must never become a pair, whatever it says.
+    good = config(pair_id="pair_aaaaaaaaaaaaaaaa")
+    planted = [
+        pair_record(config(pair_id="pair_bbbbbbbbbbbbbbbb"), signer="did:key:z6MkMallory"),
+        {**pair_record(config(pair_id="pair_cccccccccccccccc")), "signer": None},
+        pair_record(good, "removed", signer="did:key:z6MkMallory"),  # cannot remove ours either
+        pair_record(good, pair_id="../admin"),
+        pair_record(good, pair_id="pair_/../../x"),
+        pair_record(good, pair_id="PAIR_AAAAAAAAAAAAAAAA"),
+        pair_record(config(pair_id="pair_dddddddddddddddd"), thread_id="th_federation_pairs"),
+    ]
+    assert fold_pair_records([pair_record(good), *planted], OWN_DID) == {good.pair_id: good}
+
+
+@pytest.mark.parametrize("pair_id", ["../admin", "pair_", "pair_0123456789abcdeg", "pair_0123456789ABCDEF", "x" * 300])
+def test_config_refuses_a_pair_id_that_is_not_pair_and_16_hex(pair_id: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        config(pair_id=pair_id)
+    assert caught.value.code == "INVALID_PAIR_ID"
 
 
 # -- pair ids ---------------------------------------------------------------------------------------
@@ -385,7 +423,8 @@ def test_cursor_round_trip() -> None:
     "garbage",
     [
         "abc",
-        "7",
+        "-7",
+        "99999999999999999999",  # a bare SSE id beyond the sequence range
         "s1.",
         "s1.-1",
         "s1.+5",
