@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from spl.cli.client import CliError, DaemonClient
+from spl.cli.client import CliError, DaemonClient, NoDaemon
 from spl.cli.common import OUTPUT, URL, DaemonUnreachable, call, main_app, running_pid, wants_json
 from spl.cli.common import home as _home
 from spl.cli.output import emit_json, table
@@ -53,18 +53,23 @@ def identity_show(output: str = OUTPUT, url: str | None = URL) -> None:
     """
     as_json = wants_json(output)
     home = _home()
-    client = DaemonClient.for_home(home, url)
     try:
-        payload: dict[str, Any] = call(client, "GET", "/v1/identity").payload
-    except DaemonUnreachable:
+        client = DaemonClient.for_home(home, url)
+    except NoDaemon:
         if not home.exists():
             raise
+        client, reason = None, "no spl daemon is running for this home"
+    payload: dict[str, Any] | None = None
+    if client is not None:
+        try:
+            payload = call(client, "GET", "/v1/identity").payload
+        except DaemonUnreachable:
+            if not home.exists():
+                raise
+            reason = f"no daemon answers at {client.url}"
+    if payload is None:
         payload = _local_identity(home)
-        typer.echo(
-            f"note: no daemon answers at {client.url}; showing the identity of the home {home.root} "
-            "(endpoint from its config)",
-            err=True,
-        )
+        typer.echo(f"note: {reason}; showing the identity of the home {home.root} (endpoint from its config)", err=True)
     if as_json:
         emit_json(payload)
         return

@@ -1,9 +1,17 @@
 """How CLI commands reach a daemon: URL, credential, and error handling in one place.
 
-The URL comes from ``--url``, ``$SPL_SERVE_URL``, the running daemon's ``run/spl.url``,
-then ``http://127.0.0.1:9100``. The credential from ``$SPL_TOKEN``, a token saved with
-``spl token save``, then the home's admin credential written by ``spl init`` — so the
-local CLI can always administer its own daemon.
+The CLI never guesses where the daemon is, and never sends a credential where it guessed:
+
+- The URL is the explicit one (``--url``, else ``$SPL_SERVE_URL``), else the URL of this home's running daemon:
+  ``run/spl.url``, trusted only while that daemon holds the home's run lock (``Home.running``). With neither,
+  the command stops with one line saying how to start a daemon; nothing is tried on a default port, where any
+  local process could be listening.
+- The credential is ``$SPL_TOKEN``, else a token saved with ``spl token save``, else the home's admin credential
+  (``secrets/admin.token``, written by ``spl init``). The admin credential goes only to this home's running
+  daemon: an explicit URL that is not that daemon's gets the first two or nothing.
+
+Every way a request can fail (no daemon, refused connection, a bad URL, an answer that is not JSON from
+something that is not an spl daemon) becomes a one-line :class:`CliError` naming the fix.
 """
 
 from __future__ import annotations
@@ -21,66 +29,20 @@ __all__ = [
     "DaemonClient",
     "DaemonError",
     "DaemonUnreachable",
+    "NoDaemon",
     "Reply",
     "call",
-    "resolve_token",
-    "resolve_url",
+    "checked_url",
 ]
+
+# Methods that carry a JSON body: the daemon's write routes refuse any other content type (415), so the
+# CLI always sends one, ``{}`` when the command has nothing to say.
+BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+DETAIL_LIMIT = 200
 
 
 class CliError(Exception):
     """A failure to show the user (one line, names the fix); exit status 1."""
-
-
-def resolve_url(home: Home, explicit: str | None = None) -> str:
-    if explicit:
-        return explicit.rstrip("/")
-    configured = os.environ.get("SPL_SERVE_URL")
-    if configured:
-        return configured.rstrip("/")
-    written = home.read_secret(home.url_path)
-    if written:
-        return written.rstrip("/")
-    try:
-        port = home.load_config().port
-    except Exception:
-        port = 9100
-    return f"http://127.0.0.1:{port}"
-
-
-def resolve_token(home: Home) -> str | None:
-    return (
-        os.environ.get("SPL_TOKEN")
-        or home.read_secret(home.saved_token_path)
-        or home.read_secret(home.admin_token_path)
-    )
-
-
-@dataclass
-class DaemonClient:
-    url: str
-    token: str | None
-    timeout: float = 30.0
-
-    @classmethod
-    def for_home(cls, home: Home, url: str | None = None) -> DaemonClient:
-        return cls(resolve_url(home, url), resolve_token(home))
-
-    def _headers(self) -> dict[str, str]:
-        return {"x-api-key": self.token} if self.token else {}
-
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        """One request; returns parsed JSON or raises CliError with the daemon's message."""
-        return call(self, method, path, json_body=kwargs.get("json"), params=kwargs.get("params")).payload
-
-    def get(self, path: str, **params: Any) -> Any:
-        return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
-
-    def post(self, path: str, payload: Any) -> Any:
-        return self.request("POST", path, json=payload)
-
-    def delete(self, path: str) -> Any:
-        return self.request("DELETE", path)
 
 
 class DaemonError(CliError):
@@ -96,10 +58,110 @@ class DaemonUnreachable(CliError):
     """Nothing accepted the connection at the daemon URL."""
 
 
+class NoDaemon(DaemonUnreachable):
+    """No URL was given and no daemon runs for this home."""
+
+
 @dataclass(frozen=True)
 class Reply:
     status: int
     payload: Any
+
+
+def one_line(text: str, limit: int = DETAIL_LIMIT) -> str:
+    """``text`` with its whitespace runs (newlines included) collapsed, cut to ``limit`` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def checked_url(text: str, source: str) -> str:
+    """``text`` as a daemon base URL (no trailing ``/``), or a one-line error naming ``source``.
+
+    Raises:
+        CliError: Not an http(s) URL with a host and a port in range.
+    """
+    hint = f"{source} {text!r} is not a daemon URL"
+    try:
+        url = httpx.URL(text)
+    except httpx.InvalidURL as exc:
+        raise CliError(f"{hint} ({exc}); pass one like http://127.0.0.1:9100") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise CliError(f"{hint}; pass one like http://127.0.0.1:9100 (http or https, with a host)")
+    if url.port is not None and not 0 < url.port < 65536:
+        raise CliError(f"{hint} (port {url.port} is out of range); pass one like http://127.0.0.1:9100")
+    return text.rstrip("/")
+
+
+def _same_daemon(a: str, b: str) -> bool:
+    """Whether two base URLs name the same origin and path (``http://h:1/`` is ``http://h:1``)."""
+    first, second = httpx.URL(a), httpx.URL(b)
+    return (first.scheme, first.host, first.port, first.path.rstrip("/")) == (
+        second.scheme,
+        second.host,
+        second.port,
+        second.path.rstrip("/"),
+    )
+
+
+@dataclass
+class DaemonClient:
+    """Where to send requests and what credential to send.
+
+    Attributes:
+        url: The daemon's base URL.
+        token: The credential sent as ``x-api-key``, if any.
+        timeout: Seconds per request.
+        withheld: Why the home's admin credential was not sent (``url`` is not this home's running daemon);
+            a 401 then says so.
+    """
+
+    url: str
+    token: str | None
+    timeout: float = 30.0
+    withheld: str | None = None
+
+    @classmethod
+    def for_home(cls, home: Home, url: str | None = None) -> DaemonClient:
+        """The client for ``home``: see the module docstring for where its URL and credential come from.
+
+        Raises:
+            NoDaemon: No URL was given and no daemon holds the home's run lock.
+            CliError: The given URL is not a URL.
+        """
+        explicit, source = (url, "--url") if url else (os.environ.get("SPL_SERVE_URL") or None, "$SPL_SERVE_URL")
+        running = home.running()
+        home_url = running.url if running is not None else None
+        if explicit is not None:
+            target = checked_url(explicit, source)
+        elif home_url is not None:
+            target = home_url
+        elif running is not None:
+            raise NoDaemon(f"the spl daemon for {home.root} is starting and not listening yet; try again in a moment")
+        else:
+            raise NoDaemon(
+                f"no spl daemon is running for {home.root}; start one with `spl serve --daemon` or pass --url"
+            )
+        chosen = os.environ.get("SPL_TOKEN") or home.read_secret(home.saved_token_path)
+        if chosen is not None:
+            return cls(target, chosen)
+        admin = home.read_secret(home.admin_token_path)
+        if admin is None or (home_url is not None and _same_daemon(target, home_url)):
+            return cls(target, admin)
+        where = f"at {home_url}" if home_url else "and none is running"
+        return cls(target, None, withheld=f"the admin credential of {home.root} goes only to its own daemon, {where}")
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One request; returns parsed JSON or raises CliError with the daemon's message."""
+        return call(self, method, path, json_body=kwargs.get("json"), params=kwargs.get("params")).payload
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
+
+    def post(self, path: str, payload: Any) -> Any:
+        return self.request("POST", path, json=payload)
+
+    def delete(self, path: str) -> Any:
+        return self.request("DELETE", path)
 
 
 def call(
@@ -109,12 +171,25 @@ def call(
     *,
     json_body: Any = None,
     params: dict[str, Any] | None = None,
+    accept: tuple[int, ...] = (),
 ) -> Reply:
-    """One request; a 4xx/5xx raises :class:`DaemonError`, no connection :class:`DaemonUnreachable`."""
+    """One request whose answer must be a JSON object.
+
+    ``accept`` lists error statuses whose JSON body the caller reads itself (``/health`` answers 503 with
+    what is degraded).
+
+    Raises:
+        DaemonError: The daemon answered 4xx/5xx.
+        DaemonUnreachable: Nothing accepted the connection.
+        CliError: Any other failure: a bad URL, a timeout, an answer that is not a JSON object.
+    """
+    method = method.upper()
     headers = {"x-api-key": client.token} if client.token else {}
     kwargs: dict[str, Any] = {}
+    if json_body is None and method in BODY_METHODS:
+        json_body = {}
     if json_body is not None:
-        kwargs["json"] = json_body
+        kwargs["json"] = json_body  # httpx sets content-type: application/json
     if params:
         kwargs["params"] = {key: value for key, value in params.items() if value is not None}
     try:
@@ -122,20 +197,35 @@ def call(
             response = http.request(method, path, **kwargs)
     except httpx.ConnectError:
         raise DaemonUnreachable(
-            f"no daemon answers at {client.url}: start one with `spl serve` (or set SPL_SERVE_URL)"
+            f"no daemon answers at {client.url}: start one with `spl serve --daemon` (or check --url / SPL_SERVE_URL)"
         ) from None
     except httpx.TimeoutException:
         raise CliError(f"the daemon at {client.url} did not answer within {client.timeout:.0f}s") from None
-    except httpx.HTTPError as exc:
-        raise CliError(f"request to {client.url} failed: {exc.__class__.__name__}") from None
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        raise CliError(f"request to {client.url} failed ({type(exc).__name__}: {one_line(str(exc))})") from None
     try:
         payload = response.json()
     except ValueError:
         payload = None
-    if response.status_code >= 400:
+    if response.status_code >= 400 and not (response.status_code in accept and isinstance(payload, dict)):
         if isinstance(payload, dict):
             code = str(payload.get("code") or payload.get("error") or "ERROR")
-            message = str(payload.get("message", response.text[:200]))
+            message = one_line(str(payload.get("message", response.text)))
+            if response.status_code == 401 and client.withheld is not None:
+                message += f" ({client.withheld}; set SPL_TOKEN or `spl token save` a token for this URL)"
             raise DaemonError(response.status_code, code, message)
-        raise DaemonError(response.status_code, f"HTTP {response.status_code}", response.text[:200])
+        raise DaemonError(response.status_code, f"HTTP {response.status_code}", _not_spl(client, response))
+    if not isinstance(payload, dict):
+        raise CliError(f"HTTP {response.status_code}: {_not_spl(client, response)}")
     return Reply(response.status_code, payload)
+
+
+def _not_spl(client: DaemonClient, response: httpx.Response) -> str:
+    """Say that an answer is not one an spl daemon gives (no JSON object), and what it was instead."""
+    kind = one_line(response.headers.get("content-type") or "no content type", 60)
+    text = one_line(response.text, 80)
+    sample = f": {text!r}" if text and kind.startswith("text/plain") else ""
+    return (
+        f"{client.url} answered {response.request.method} {response.request.url.path} with {kind}{sample}, "
+        "not spl's JSON: is it an spl daemon? Check --url / SPL_SERVE_URL"
+    )

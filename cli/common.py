@@ -10,7 +10,6 @@ usual one-line ``error: CODE: message``.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import sys
 import time
@@ -43,7 +42,9 @@ __all__ = [
 ]
 
 OUTPUT = typer.Option("text", "-o", "--output", help="Output format: text or json.")
-URL = typer.Option(None, "--url", help="Daemon URL (default: $SPL_SERVE_URL, the running daemon, :9100).")
+URL = typer.Option(
+    None, "--url", help="Daemon URL (default: $SPL_SERVE_URL, else this home's running daemon; never guessed)."
+)
 
 
 def main_app() -> typer.Typer:
@@ -69,17 +70,9 @@ def client_for(url: str | None) -> DaemonClient:
 
 
 def running_pid(h: Home) -> int | None:
-    """The pid of this home's detached/foreground daemon if its pid file names a live process."""
-    text = h.read_secret(h.pid_path)
-    if not text or not text.isdigit():
-        return None
-    try:
-        os.kill(int(text), 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        return int(text)
-    return int(text)
+    """The pid of the daemon holding this home's run lock, or None (none runs, or it has just started)."""
+    running = h.running()
+    return running.pid if running is not None else None
 
 
 def new_thread() -> str:

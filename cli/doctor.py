@@ -2,7 +2,12 @@
 
 One line per check: ``✓`` fine, ``!`` a warning, ``✗`` a failure; each problem names its
 fix. Exit status 0 when everything is fine, 1 with warnings, 2 with failures (also with
-``-o json``). Checks that need the daemon are skipped when none answers.
+``-o json``). Checks that need the daemon are skipped when none answers; the daemon is
+the one ``--url`` / ``$SPL_SERVE_URL`` names, else this home's running one, never a guess.
+
+The home checks include file modes (the home and its directories 0700, its files 0600)
+and config keys spl no longer reads, such as ``[federation] trust_loopback``: loopback is
+not an identity (spec §15.19), so the key is ignored.
 """
 
 from __future__ import annotations
@@ -18,12 +23,12 @@ from urllib.parse import urlsplit
 
 import typer
 
-from spl.cli.client import CliError, DaemonClient
+from spl.cli.client import CliError, DaemonClient, NoDaemon
 from spl.cli.common import OUTPUT, URL, DaemonError, DaemonUnreachable, call, main_app, wants_json
 from spl.cli.common import home as _home
 from spl.cli.output import emit_json
 from spl.kernel.manifest import verify_manifest
-from spl.runtime.home import Config, Home, HomeError
+from spl.runtime.home import PRIVATE_DIR, Config, Home, HomeError
 
 __all__ = ["Check", "doctor", "render", "run_checks"]
 
@@ -116,18 +121,60 @@ def _home_checks(home: Home) -> tuple[list[Check], Config | None]:
             ),
         )
     )
+    if home.root.is_dir():
+        checks.append(_modes_check(home))
+    if config is not None and config.obsolete_keys:
+        keys = ", ".join(config.obsolete_keys)
+        checks.append(
+            Check(
+                "config",
+                "warn",
+                f"{home.config_path}: {keys} is obsolete and ignored (loopback callers are not trusted; local "
+                "callers use a token, pairs `spl fleet sync add --token`); delete the line",
+            )
+        )
     return checks, config
+
+
+def _modes_check(home: Home) -> Check:
+    """Everything in the home private: directories 0700, files 0600 (the key and credential have own checks)."""
+    own_checks = (home.key_path, home.admin_token_path)
+    loose = [entry for entry in home.loose_modes() if entry.path not in own_checks]
+    if not loose:
+        return Check("file modes", "ok", f"{home.root} is private (directories 0700, files 0600)")
+    dirs = " ".join(str(entry.path) for entry in loose if entry.wanted == PRIVATE_DIR)
+    files = " ".join(str(entry.path) for entry in loose if entry.wanted != PRIVATE_DIR)
+    fixes = [f"`chmod 700 {dirs}`" if dirs else "", f"`chmod 600 {files}`" if files else ""]
+    found = ", ".join(f"{entry.path} is {entry.mode:04o}" for entry in loose)
+    return Check(
+        "file modes",
+        "fail",
+        f"other local users may read the home: {found}; run {' and '.join(fix for fix in fixes if fix)} "
+        "(a daemon start also fixes them)",
+    )
 
 
 def _daemon_checks(client: DaemonClient, config: Config | None) -> list[Check]:
     checks: list[Check] = []
     try:
-        health: dict[str, Any] = call(client, "GET", "/health").payload
+        reply = call(client, "GET", "/health", accept=(503,))
     except DaemonUnreachable:
         return [Check("daemon", "fail", f"no daemon answers at {client.url}: start one with `spl serve --daemon`")]
     except CliError as exc:
         return [Check("daemon", "fail", f"{client.url}/health failed: {exc}")]
-    checks.append(Check("daemon", "ok", f"answers at {client.url} (spl {health.get('version')})"))
+    health: dict[str, Any] = reply.payload
+    if reply.status == 503:
+        problems = health.get("problems") or [str(health.get("status") or "degraded")]
+        checks.append(
+            Check(
+                "daemon",
+                "warn",
+                f"answers at {client.url} but is degraded: {'; '.join(str(p) for p in problems)}; "
+                "see `spl status` and the daemon's log",
+            )
+        )
+    else:
+        checks.append(Check("daemon", "ok", f"answers at {client.url} (spl {health.get('version')})"))
     checks.append(_manifest_check(client, config))
 
     sequence = health.get("sequence")
@@ -169,16 +216,6 @@ def _daemon_checks(client: DaemonClient, config: Config | None) -> list[Check]:
         checks.append(Check("auth", "ok", f"off; the daemon is bound to {bind_host} only"))
 
     checks.extend(_federation_checks(status, status_error, health, bind_host, exposed_on))
-    if config is not None and config.trust_loopback_sync and auth_required:
-        checks.append(
-            Check(
-                "federation trust",
-                "warn",
-                "/v1/sync/* trusts loopback callers: any local process may manage pairs without a token "
-                "([federation] trust_loopback = true in config.toml). Set it to false and give pairs tokens "
-                "(`spl fleet sync add --token`).",
-            )
-        )
     return checks
 
 
@@ -194,7 +231,9 @@ def _manifest_check(client: DaemonClient, config: Config | None) -> Check:
         return Check("manifest", "fail", "the federation manifest's signature does not verify; restart the daemon")
     daemon = manifest.get("daemon") or {}
     did = daemon.get("did") if isinstance(daemon, dict) else None
-    if config is not None and did != config.did:
+    if config is None:
+        return Check("manifest", "warn", f"signature verifies ({did}); no home config to compare its DID with")
+    if did != config.did:
         return Check(
             "manifest",
             "fail",
@@ -275,7 +314,13 @@ def _federation_checks(
 def run_checks(url: str | None = None) -> list[Check]:
     home = _home()
     checks, config = _home_checks(home)
-    checks.extend(_daemon_checks(DaemonClient.for_home(home, url), config))
+    try:
+        client = DaemonClient.for_home(home, url)
+    except NoDaemon as exc:
+        return [*checks, Check("daemon", "fail", str(exc).replace(" or pass --url", ""))]
+    except CliError as exc:
+        return [*checks, Check("daemon", "fail", str(exc))]
+    checks.extend(_daemon_checks(client, config))
     return checks
 
 

@@ -5,8 +5,11 @@ bidirectional means a second pair on the peer. Every command talks to the local 
 ``/v1/sync/pairs`` routes. A pair may be named by its full id (``pair_`` + 16 hex) or by
 any unique prefix of it, such as the 8 characters ``spl status`` shows.
 
-A peer's bearer token (``--token``) is sent once, stored by the daemon (mode 0600) and
-never printed by any command.
+A peer with auth on (the default) answers a pull only with a token it minted: loopback is
+not an identity (spec §15.19), so this holds for two daemons on one machine too. Mint it on
+the peer (``spl token mint --scopes federation:sync``) and pass it to ``spl fleet sync add
+--token``; it is sent once, stored by the daemon (mode 0600) and never printed by any command.
+Like every command, these authenticate to the local daemon with the home's admin credential.
 """
 
 from __future__ import annotations
@@ -194,7 +197,10 @@ def sync_add(
     peer_did: str | None = typer.Option(None, "--peer-did", help="The peer's DID (GET <peer>/v1/identity → did)."),
     thread: str | None = typer.Option(None, "--thread", "-t", help="The thread to pull from the peer."),
     token: str | None = typer.Option(
-        None, "--token", help="Bearer token the peer minted for this pair (or @file, or - for stdin); never shown."
+        None,
+        "--token",
+        help="Bearer token the peer minted for this pair (`spl token mint --scopes federation:sync` on the peer); "
+        "needed unless the peer runs with auth off. The token itself, @file, or - for stdin; never shown.",
     ),
     mode: str | None = typer.Option(None, "--mode", help="polling (default), continuous or on-demand."),
     poll_interval: str | None = typer.Option(
@@ -205,15 +211,19 @@ def sync_add(
 ) -> None:
     """Create a pair on this instance that pulls THREAD from the peer (records flow peer → here).
 
-    Both spellings work:
+    The peer answers pulls only with a token it minted (unless its auth is off). Mint one on the peer:
 
-    spl fleet sync add --peer-url http://localhost:9200 "$DID_A" th_federation_demo
+    TOKEN=$(spl token mint --scopes federation:sync --label "pull by B")
 
-    spl fleet sync add --peer-did "$DID_A" --peer-url URL --thread THREAD
+    Then, here (both spellings work):
+
+    spl fleet sync add --peer-url http://localhost:9200 "$DID_A" th_federation_demo --token "$TOKEN"
+
+    spl fleet sync add --peer-did "$DID_A" --peer-url URL --thread THREAD --token @token-file
 
     The peer's DID is in GET <peer>/v1/identity. Prints the new pair_id on stdout
     (details and any warning on stderr), so PAIR=$(spl fleet sync add …) works.
-    For records to flow both ways, add a pair on the peer too.
+    For records to flow both ways, add a pair on the peer too (with a token minted here).
     """
     as_json = wants_json(output)
     if peer_did is not None and peer_did_arg is not None and thread_arg is None:

@@ -3,6 +3,11 @@
 Server commands (init, serve, status, version) live here; each further group has its own
 module (``cli/records.py``, ``cli/admin.py`` …) registered at the bottom. Read commands
 take ``-o json``; ``SYNCROPEL_HOME``, ``SPL_SERVE_URL`` and ``SPL_TOKEN`` are honoured.
+
+``spl init`` and ``spl serve`` run with umask 0077: nothing they create is readable by other
+local users. One daemon runs per home (the run lock, ``runtime/home.py``): a second ``spl
+serve`` on the same home refuses with one line and leaves the first one's files alone, and
+``spl serve --daemon`` reports success only once its child listens.
 """
 
 from __future__ import annotations
@@ -19,10 +24,13 @@ from typing import Any
 import typer
 
 from spl.cli.client import CliError, DaemonClient
-from spl.cli.common import running_pid
+from spl.cli.common import URL
 from spl.cli.output import emit_json
 from spl.kernel.manifest import VERSION
 from spl.runtime.home import Home, HomeError
+
+PRIVATE_UMASK = 0o077
+DETACH_TIMEOUT = 30.0
 
 __all__ = ["OUTPUT", "app", "home", "run"]
 
@@ -65,6 +73,7 @@ def init(
     """Create $SYNCROPEL_HOME (default ~/.syncro): identity, config, store, admin credential."""
     from spl.runtime.setup import initialise
 
+    os.umask(PRIVATE_UMASK)
     result = initialise(home(), force=force, if_missing=if_missing)
     if wants_json(output):
         emit_json({"did": result.did, "home": result.home, "created": result.created})
@@ -98,10 +107,13 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _stop_daemon(h: Home, timeout: float = 20.0) -> None:
-    pid = running_pid(h)
-    if pid is None:
+    running = h.running()
+    if running is None:
         typer.echo("no spl daemon is running for this home")
         return
+    if running.pid is None:
+        raise CliError(f"the spl daemon for {h.root} is just starting; run `spl serve --stop` again in a moment")
+    pid = running.pid
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -112,12 +124,30 @@ def _stop_daemon(h: Home, timeout: float = 20.0) -> None:
     raise CliError(f"daemon pid {pid} did not stop within {timeout:.0f}s; send SIGTERM again to exit at once")
 
 
+def _last_error(log_path: Path, offset: int) -> str:
+    """The child's reason for exiting: its last ``error:`` line written after ``offset``, else its last line."""
+    try:
+        with open(log_path, "rb") as log:
+            log.seek(offset)
+            lines = [line.strip() for line in log.read().decode("utf-8", "replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    errors = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
+    return (errors or lines or [""])[-1]
+
+
 def _detach(h: Home, argv: list[str]) -> None:
-    """Start the daemon in the background, logging to logs/spl.log; wait until it serves."""
-    if running_pid(h) is not None:
-        raise CliError(f"a daemon already runs for {h.root} (pid {running_pid(h)}); stop it with `spl serve --stop`")
-    h.log_path.parent.mkdir(parents=True, exist_ok=True)
-    h.pid_path.unlink(missing_ok=True)
+    """Start the daemon in the background, logging to logs/spl.log; return once it listens.
+
+    Ready means: the home's run lock names the child's pid and the child wrote its URL, which it does only
+    once the HTTP server is bound. A child that exits first (another daemon holds the home, the port is
+    taken, the store is damaged) is reported with its own one-line reason.
+    """
+    running = h.running()
+    if running is not None:
+        raise CliError(f"{running.describe(h)}; stop it with `spl serve --stop`")
+    h.log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    offset = h.log_path.stat().st_size if h.log_path.exists() else 0
     with open(h.log_path, "ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "spl.cli.main", *argv, "--log-file", str(h.log_path)],
@@ -126,20 +156,27 @@ def _detach(h: Home, argv: list[str]) -> None:
             stderr=log,
             start_new_session=True,
         )
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + DETACH_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise CliError(f"the daemon exited at start (status {process.returncode}); see {h.log_path}")
-        if h.read_secret(h.pid_path) == str(process.pid):
-            typer.echo(f"spl daemon started (pid {process.pid}) at {h.read_secret(h.url_path)}; log: {h.log_path}")
+            reason = _last_error(h.log_path, offset)
+            raise CliError(f"the daemon exited at start (status {process.returncode}): {reason}; log: {h.log_path}")
+        running = h.running()
+        if running is not None and running.pid == process.pid and running.url:
+            typer.echo(f"spl daemon started (pid {process.pid}) at {running.url}; log: {h.log_path}")
             return
-        time.sleep(0.1)
-    raise CliError(f"the daemon did not become ready within 30s; see {h.log_path}")
+        time.sleep(0.05)  # polling a child process: there is nothing to wait on
+    raise CliError(
+        f"the daemon (pid {process.pid}) is not listening after {DETACH_TIMEOUT:.0f}s; see {h.log_path} "
+        "or stop it with `spl serve --stop`"
+    )
 
 
 @app.command()
 def serve(
-    port: int = typer.Option(None, "--port", "-p", help="TCP port (default: config, 9100)."),
+    port: int = typer.Option(
+        None, "--port", "-p", min=0, max=65535, help="TCP port, 0 for any free one (default: config, 9100)."
+    ),
     host: str = typer.Option(None, "--host", help="Bind address (default 127.0.0.1; 0.0.0.0 for other machines)."),
     daemon: bool = typer.Option(False, "--daemon", help="Detach; pid in run/spl.pid, log in logs/spl.log."),
     stop: bool = typer.Option(False, "--stop", help="Stop the detached daemon of this home."),
@@ -149,11 +186,12 @@ def serve(
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
     log_file: Path = typer.Option(None, "--log-file", hidden=True),
 ) -> None:
-    """Run the daemon (foreground by default)."""
+    """Run the daemon (foreground by default); one daemon per home."""
     h = home()
     if stop:
         _stop_daemon(h)
         return
+    os.umask(PRIVATE_UMASK)  # before the log file is opened: everything the daemon creates is private
     config = h.load_config()
     if daemon:
         argv = ["serve", "--log-level", log_level]
@@ -167,7 +205,7 @@ def serve(
         return
     import trio
 
-    from spl.runtime.daemon import Daemon, ServeOptions
+    from spl.runtime.daemon import Daemon, ServeError, ServeOptions
 
     _configure_logging(log_level, log_file)
     options = ServeOptions(
@@ -177,13 +215,16 @@ def serve(
     )
     if insecure_localhost and host not in (None, "127.0.0.1", "localhost"):
         typer.echo("warning: --insecure-localhost binds 127.0.0.1 only; ignoring --host", err=True)
-    trio.run(Daemon(h, options).run)
+    try:
+        trio.run(Daemon(h, options).run)
+    except ServeError as exc:
+        raise CliError(str(exc)) from None
 
 
 @app.command()
 def status(
     output: str = OUTPUT,
-    url: str = typer.Option(None, "--url", help="Daemon URL."),
+    url: str | None = URL,
     json_flag: bool = typer.Option(False, "--json", help="Same as -o json: the whole status payload."),
 ) -> None:
     """Show the daemon's health, identity, supervision tree and federation pairs (one line each)."""

@@ -9,10 +9,15 @@ A child is described once (``ChildSpec``) and started many times. Every start is
 - the pause gate in front of the inbox: while paused the child stays alive, messages queue, nothing is lost.
 
 ``Mailbox`` holds both; each ``ChildContext`` reads through it.
+
+A child is *essential* (the default) when its supervisor cannot do its job without it: going over the restart
+intensity then makes the supervisor give up. A non-essential child (``essential=False``) has a restart window of its
+own; going over it leaves just that child down (``LeftDown``) while its siblings keep running.
 """
 
 from __future__ import annotations
 
+import collections
 import enum
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -49,6 +54,9 @@ class ChildSpec:
         shutdown_budget: Seconds between ``stop_requested`` and the hard cancel.
         inbox_size: When > 0, the supervisor owns a bounded inbox of this size for the child.
         supervisor: Set when the child is itself a supervisor, so that snapshots nest.
+        essential: True: its restarts count against the supervisor's intensity, and going over it makes the
+            supervisor give up (OTP's behaviour). False: the child has its own window of ``max_restarts`` per
+            ``period``; going over it leaves only this child down (reported by ``Supervisor.left_down``).
     """
 
     id: str
@@ -57,6 +65,7 @@ class ChildSpec:
     shutdown_budget: float = 5.0
     inbox_size: int = 0
     supervisor: Supervisor | None = None
+    essential: bool = True
 
     def __post_init__(self) -> None:
         if self.shutdown_budget < 0:
@@ -199,6 +208,23 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
+@dataclass(frozen=True)
+class LeftDown:
+    """A non-essential child its supervisor stopped restarting, and why.
+
+    Attributes:
+        child_id: The child's id.
+        restarts: The restarts it had within ``period`` seconds before the exit that went over the limit.
+        period: The supervisor's intensity window, in seconds.
+        last_error: How its last incarnation ended.
+    """
+
+    child_id: str
+    restarts: int
+    period: float
+    last_error: str
+
+
 class ChildRecord:
     """The supervisor's record of one child: its spec plus everything that outlives an incarnation."""
 
@@ -214,6 +240,9 @@ class ChildRecord:
         self.pending: PendingRestart | None = None
         self.starts = 0
         self.ever_ready = False
+        # A non-essential child's own restart window (trio times), and the verdict once it went over it.
+        self.restart_times: collections.deque[float] = collections.deque()
+        self.left_down: LeftDown | None = None
 
     @property
     def active(self) -> bool:

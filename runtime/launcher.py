@@ -2,7 +2,9 @@
 
 ``DaemonProcess`` runs ``spl serve`` as a child process (its own home, 127.0.0.1, port 0
 by default) so callers can SIGTERM it, ``kill -9`` it and start it again on the same
-home and port.
+home and port. It knows its daemon is up when the home's run lock names the child's pid
+and the child has written its URL (``Home.running``): run files a killed daemon left
+behind are never mistaken for the new one's.
 """
 
 from __future__ import annotations
@@ -56,8 +58,6 @@ class DaemonProcess:
 
     def start(self, port: int | None = None) -> str:
         """Start (or restart, keeping the port) and wait until /health answers."""
-        self.home.pid_path.unlink(missing_ok=True)
-        self.home.url_path.unlink(missing_ok=True)
         port = self.port if port is None else port
         args = [sys.executable, "-m", "spl.cli.main", "serve", "--port", str(port), "--log-level", self.log_level]
         if self.insecure:
@@ -72,7 +72,8 @@ class DaemonProcess:
                 raise RuntimeError(
                     f"daemon exited with {self.process.returncode}:\n{self.log_path.read_text()[-3000:]}"
                 )
-            url = self.home.read_secret(self.home.url_path)
+            running = self.home.running()
+            url = running.url if running is not None and running.pid == self.process.pid else None
             if url:
                 self.url = url
                 self.port = int(url.rsplit(":", 1)[1])

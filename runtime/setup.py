@@ -1,4 +1,9 @@
-"""``spl init``: create an instance home — identity, config, store and the admin credential."""
+"""``spl init``: create an instance home — identity, config, store and the admin credential.
+
+The home is private when ``initialise`` returns (directories 0700, files 0600: ``Home.tighten``), whatever the
+caller's umask; ``spl init`` also sets umask 0077 for the whole command. The store is created here, not by the
+first ``spl serve``: a daemon treats a home with an identity but no ``hub.db`` as one that lost its store.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from dataclasses import dataclass
 from spl.kernel import tokens
 from spl.kernel.identity import Identity
 from spl.kernel.store import connect_writer
-from spl.runtime.home import Home, HomeError
+from spl.runtime.home import PRIVATE_DIR, Home, HomeError
 from spl.transport.auth import insert_token, new_token_info
 
 __all__ = ["InitResult", "initialise", "rotate_identity"]
@@ -44,13 +49,18 @@ def initialise(home: Home, *, force: bool = False, if_missing: bool = False) -> 
                 f"{home.root} is already initialised; pass --force to replace its identity "
                 "(records are kept), or set SYNCROPEL_HOME to use another home"
             )
-    home.root.mkdir(parents=True, exist_ok=True)
+    home.root.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
     for sub in ("keys", "secrets", "run", "logs"):
-        (home.root / sub).mkdir(exist_ok=True)
+        (home.root / sub).mkdir(mode=PRIVATE_DIR, exist_ok=True)
+    if not home.db_path.exists():
+        # A WAL left beside a deleted store would be replayed into the new, empty one.
+        for leftover in ("hub.db-wal", "hub.db-shm"):
+            (home.root / leftover).unlink(missing_ok=True)
     identity = Identity.generate()
     home.save_identity(identity)
     home.save_config(home.new_config(identity))
-    _mint_admin(home)
+    _mint_admin(home)  # creates hub.db with its schema
+    home.tighten()
     return InitResult(identity.did, str(home.root), created=True)
 
 

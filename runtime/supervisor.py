@@ -13,7 +13,11 @@ The model, in the words of Erlang/OTP:
   the strategy decides which children come back with it, and the crashed child's ``Backoff`` decides when. A
   backoff wait is a timer task; the controller stays free meanwhile.
 - More than ``max_restarts`` restarts within ``period`` seconds make the supervisor give up: it stops the rest
-  and ``run`` raises ``SupervisorGaveUp`` to its parent.
+  and ``run`` raises ``SupervisorGaveUp`` to its parent. That window is shared by the *essential* children (the
+  default). A child declared ``essential=False`` is one the supervisor can do without: it gets a window of its own,
+  and going over it leaves only that child down (state "failed", listed by ``left_down()``) while the others keep
+  running; its restarts never count against the shared window. A daemon uses this so that one failing optional
+  service (federation, say) does not take down the process that still serves everything else.
 
 Only ``Exception`` is a crash; ``trio.Cancelled``, ``KeyboardInterrupt`` and ``SystemExit`` pass through. All timing
 uses trio's clock, so the schedule is exact under ``trio.testing.MockClock``.
@@ -24,6 +28,7 @@ from __future__ import annotations
 import collections
 import enum
 import functools
+import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -41,16 +46,20 @@ from spl.runtime.child import (
     ChildRecord,
     ChildSpec,
     Incarnation,
+    LeftDown,
     PendingRestart,
     Restart,
     describe,
 )
 from spl.runtime.snapshot import ChildSnapshot, SupervisorSnapshot
 
+log = logging.getLogger("spl.supervisor")
+
 __all__ = [
     "ChildContext",
     "ChildSnapshot",
     "ChildSpec",
+    "LeftDown",
     "Restart",
     "Strategy",
     "Supervisor",
@@ -170,6 +179,8 @@ class Supervisor:
         self._restart_times.clear()
         for child in self._children:
             child.ever_ready, child.rest_state = False, STARTING
+            child.restart_times.clear()
+            child.left_down = None
         self._state = STARTING
         gave_up: SupervisorGaveUp | None = None
         announced = False
@@ -264,6 +275,7 @@ class Supervisor:
         assert self._nursery is not None
         incarnation = Incarnation(child, child.starts)
         child.starts += 1
+        child.left_down = None  # started again (``start_child``): no longer given up on
         child.current, child.pending, child.next_retry_at = incarnation, None, None
         name = f"{self.id}/{child.spec.id}#{incarnation.context.incarnation}"
         self._nursery.start_soon(self._run_incarnation, incarnation, name=name)
@@ -307,7 +319,8 @@ class Supervisor:
             incarnation = await self._bring_up(child)
             if incarnation.ready or not self._wants_restart(child, incarnation):
                 continue
-            self._count_restart(child, incarnation)
+            if not self._count_restart(child, incarnation):
+                continue  # a non-essential child left down: the rest of the group starts without it
             self._schedule_restart(group[position:], self._delay_for(child, incarnation))
             return
 
@@ -321,7 +334,8 @@ class Supervisor:
         child.current = None
         if not self._wants_restart(child, incarnation):
             return
-        self._count_restart(child, incarnation)
+        if not self._count_restart(child, incarnation):
+            return  # a non-essential child left down; its siblings are not disturbed
         delay = self._delay_for(child, incarnation)  # before the stops below, which take time
         group = self._restart_group(child)
         for other in reversed(group):
@@ -337,19 +351,39 @@ class Supervisor:
         child.rest_state = FAILED if incarnation.crashed else EXITED
         return False
 
-    def _count_restart(self, child: ChildRecord, incarnation: Incarnation) -> None:
-        """Record a restart against the intensity limit.
+    def _count_restart(self, child: ChildRecord, incarnation: Incarnation) -> bool:
+        """Record a restart against the intensity limit; return whether the child may be restarted.
+
+        An essential child counts in the supervisor's shared window, a non-essential one in its own. Going over
+        a non-essential child's window returns False: the child stays down (state "failed") and is listed by
+        ``left_down()``.
 
         Raises:
-            SupervisorGaveUp: This is restart number ``max_restarts + 1`` within the last ``period`` seconds.
+            SupervisorGaveUp: An essential child's exit is restart number ``max_restarts + 1`` within the last
+                ``period`` seconds.
         """
         now = trio.current_time()
-        self._restart_times.append(now)
-        while now - self._restart_times[0] >= self.period:
-            self._restart_times.popleft()
-        if len(self._restart_times) > self.max_restarts:
-            child.rest_state = FAILED
-            raise SupervisorGaveUp(self.id, child.spec.id, incarnation.error or "returned (restart=permanent)")
+        window = self._restart_times if child.spec.essential else child.restart_times
+        window.append(now)
+        while now - window[0] >= self.period:
+            window.popleft()
+        if len(window) <= self.max_restarts:
+            return True
+        last_error = incarnation.error or "returned (restart=permanent)"
+        child.rest_state = FAILED
+        if child.spec.essential:
+            raise SupervisorGaveUp(self.id, child.spec.id, last_error)
+        left_down = child.left_down = LeftDown(child.spec.id, len(window) - 1, self.period, last_error)
+        window.clear()  # a later ``start_child`` begins with a fresh window
+        log.error(
+            "supervisor %r left child %r down after %d restarts in %g s (last error: %s); the others keep running",
+            self.id,
+            left_down.child_id,
+            left_down.restarts,
+            left_down.period,
+            last_error,
+        )
+        return False
 
     def _restart_group(self, child: ChildRecord) -> list[ChildRecord]:
         """The children the strategy restarts together with ``child``, in start order."""
@@ -540,6 +574,10 @@ class Supervisor:
             state=self._state,
             children=[self._child_snapshot(c) for c in self._children],
         )
+
+    def left_down(self) -> list[LeftDown]:
+        """The non-essential children this supervisor stopped restarting (and not started again since)."""
+        return [child.left_down for child in self._children if child.left_down is not None]
 
     @staticmethod
     def _child_snapshot(child: ChildRecord) -> ChildSnapshot:

@@ -41,8 +41,13 @@ def watchdog_interval() -> float | None:
         return None
 
 
-async def watchdog_pinger(interval: float) -> None:
-    """Ping the watchdog forever; runs as a supervised child so a wedged trio loop stops pinging."""
-    while True:
+async def watchdog_pinger(interval: float, stop: trio.Event) -> None:
+    """Ping the watchdog every ``interval`` seconds until ``stop`` is set.
+
+    Runs as a supervised child of the daemon, so a wedged trio loop stops pinging and systemd restarts the
+    service. It returns as soon as the graceful stop begins, instead of holding the shutdown for its budget.
+    """
+    while not stop.is_set():
         notify("WATCHDOG=1")
-        await trio.sleep(interval)
+        with trio.move_on_after(interval):
+            await stop.wait()

@@ -19,6 +19,7 @@ from cli_support import Cli, Result, cli_for, free_port
 
 from spl.cli.client import CliError
 from spl.cli.fleet import parse_duration
+from spl.kernel.identity import Identity
 
 PAIR_ID = re.compile(r"^pair_[0-9a-f]{16}$")
 DEADLINE = 20.0
@@ -70,11 +71,13 @@ def test_seed_002_two_daemons_then_bidirectional(daemon_factory: Any) -> None:
     on_a, on_b = cli_for(a), cli_for(b)
     did_a, did_b = did_of(a.url), did_of(b.url)
 
-    # 3. B pulls A's thread (positional spelling).
-    added = on_b("fleet", "sync", "add", "--peer-url", a.url, did_a, DEMO, "--poll-interval", "0.2").ok()
+    # 3. B pulls A's thread (positional spelling), with a token minted on A: loopback is not an identity.
+    token_a = on_a("token", "mint", "--scopes", "federation:sync", "--label", "pull by B").ok().out.strip()
+    add_on_b = ("fleet", "sync", "add", "--peer-url", a.url, did_a, DEMO, "--poll-interval", "0.2", "--token", token_a)
+    added = on_b(*add_on_b).ok()
     pair_b = added.out.strip()
     assert PAIR_ID.match(pair_b), added.out
-    assert f"added pair {pair_b}" in added.err and "warning:" not in added.err
+    assert f"added pair {pair_b}" in added.err and "with token" in added.err and "warning:" not in added.err
 
     # 4. Emit on A, observe on B.
     record = on_a("intend", "--thread", DEMO, "hello from A", "-o", "json").ok().json()
@@ -92,8 +95,10 @@ def test_seed_002_two_daemons_then_bidirectional(daemon_factory: Any) -> None:
     on_b_records = on_b("thread", "records", DEMO).ok()
     assert record_ids(on_b_records) == [record["id"]] and "hello from A" in on_b_records.out
 
-    # 5. Go bidirectional: a pair on A pulling B.
-    pair_a = on_a("fleet", "sync", "add", "--peer-url", b.url, did_b, DEMO, "--poll-interval", "0.2").ok().out.strip()
+    # 5. Go bidirectional: a pair on A pulling B, with a token minted on B.
+    token_b = on_b("token", "mint", "--scopes", "federation:sync", "--label", "pull by A").ok().out.strip()
+    add_on_a = ("fleet", "sync", "add", "--peer-url", b.url, did_b, DEMO, "--poll-interval", "0.2", "--token", token_b)
+    pair_a = on_a(*add_on_a).ok().out.strip()
     assert PAIR_ID.match(pair_a) and pair_a != pair_b
     reply = on_b("do", "--thread", DEMO, "hello from B", "-o", "json").ok().json()
     until(
@@ -115,7 +120,7 @@ def test_seed_002_two_daemons_then_bidirectional(daemon_factory: Any) -> None:
     doctor = on_b("doctor")
     assert doctor.code == 1, doctor.out + doctor.err
     assert BIND_WARNING in doctor.out
-    assert "! federation trust" in doctor.out  # auth on, loopback callers trusted (the default)
+    assert "federation trust" not in doctor.out  # loopback callers are never trusted: nothing to warn about
     assert "✗" not in doctor.out
     report = on_b("doctor", "-o", "json")
     assert report.code == 1 and report.json()["status"] == "warn"
@@ -124,10 +129,8 @@ def test_seed_002_two_daemons_then_bidirectional(daemon_factory: Any) -> None:
 
 
 def test_seed_000_flags_token_alias_and_lifecycle(daemon_factory: Any) -> None:
-    peer = daemon_factory("peer", insecure=False)
+    peer = daemon_factory("peer", insecure=False)  # auth on: a pull must present the token the peer minted
     config = peer.home.load_config()
-    config.trust_loopback_sync = False  # the pair must present the token the peer minted
-    peer.home.save_config(config)
     local = daemon_factory("local")
     peer.start(port=0)
     local.start(port=0)
@@ -147,7 +150,7 @@ def test_seed_000_flags_token_alias_and_lifecycle(daemon_factory: Any) -> None:
     token_file = local.home.root / "secrets" / "pairs" / f"{pair_id}.token"
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
 
-    # A second pair without a token is refused by the peer (auth on, loopback not trusted).
+    # A second pair without a token is refused by the peer (auth on; loopback is not an identity).
     bare = here("fleet", "sync", "add", "--peer-url", peer.url, config.did, "th_no_token", "--poll-interval", "5m")
     assert bare.ok().out.strip() != pair_id
     refused = until(
@@ -233,7 +236,7 @@ def test_pair_to_a_stopped_peer_is_failing_connect_refused(daemon_factory: Any) 
     doctor = here("doctor")
     assert doctor.code == 1 and BIND_WARNING in doctor.out
     assert f"! federation pair {pair_id_text} FAILING: CONNECT_REFUSED pulling th_archive" in flat(doctor.out)
-    assert "federation trust" not in doctor.out  # auth is off: loopback trust changes nothing
+    assert "federation trust" not in doctor.out
 
 
 def test_status_and_doctor_on_a_healthy_daemon(cli: Cli, daemon: Any) -> None:
@@ -287,7 +290,7 @@ def test_parse_duration() -> None:
 
 
 def test_usage_errors_are_one_line(cli: Cli) -> None:
-    did = cli("identity", "show", "-o", "json").ok().json()["did"]
+    did = Identity.generate().did  # some other steward's DID (a pair with this daemon's own is refused)
     cases = {
         ("--peer-url", "http://127.0.0.1:1", did, DEMO, "--poll-interval", "5q"): "is not a duration",
         ("--peer-url", "http://127.0.0.1:1", DEMO): "is not a DID",
@@ -319,3 +322,7 @@ def test_usage_errors_are_one_line(cli: Cli) -> None:
     for command in (("fleet",), ("fleet", "sync"), ("fleet", "sync", "add"), ("fleet", "sync", "pull"), ("doctor",)):
         help_text = cli(*command, "--help").ok().out
         assert "Usage: " in help_text and " ".join(command) in help_text
+    # The walk-through's step: mint on the peer, --token here.
+    add_help = " ".join(cli("fleet", "sync", "add", "--help").ok().out.replace("│", " ").split())
+    assert "spl token mint --scopes federation:sync" in add_help and '--token "$TOKEN"' in add_help, add_help
+    assert "--token" in add_help and "needed unless the peer runs with auth off" in add_help, add_help

@@ -80,6 +80,9 @@ def test_identity_show_falls_back_to_the_home(tmp_path: Path) -> None:
     assert "no daemon answers" in result.err
     text = run_spl("identity", "show", env=env).ok().out
     assert did in text and "daemon not running" in text
+    del env["SPL_SERVE_URL"]  # no URL and no daemon for this home: the home's identity, nothing asked of anyone
+    result = run_spl("identity", "show", "-o", "json", env=env).ok()
+    assert result.json()["did"] == did and "no spl daemon is running for this home" in result.err
 
 
 def test_no_daemon_fails_with_one_line(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from spl.runtime.supervisor import (
     ChildContext,
     ChildSnapshot,
     ChildSpec,
+    LeftDown,
     Restart,
     Strategy,
     Supervisor,
@@ -789,3 +790,124 @@ async def test_snapshot_reports_states_errors_and_retry_times(autojump_clock: tr
     # The nested supervisor was stopped through its stop_requested, gracefully.
     assert log.texts[-4:] == ["stop peer-1#0", "end peer-1#0", "stop writer#1", "end writer#1"]
     assert inner.snapshot().state == "stopped"
+
+
+# ------------------------------------------------------------------------------------ essential children
+
+
+def crashing(log: Log, *, before_ready: bool = False, while_set: trio.Event | None = None) -> Start:
+    """A child that crashes on every start (or only until ``while_set`` is set), logging each start."""
+
+    async def start(ctx: ChildContext) -> None:
+        log(f"start {ctx.child_id}#{ctx.incarnation}")
+        if while_set is not None and while_set.is_set():
+            ctx.started()
+            await trio.sleep_forever()
+        if not before_ready:
+            ctx.started()
+        raise ValueError(f"boom {ctx.incarnation}")
+
+    return start
+
+
+async def test_a_non_essential_child_over_its_intensity_is_left_down(autojump_clock: trio.testing.MockClock) -> None:
+    log = Log()
+    supervisor = Supervisor(
+        "root",
+        [spec(log, "steady"), ChildSpec(id="optional", start=crashing(log), essential=False)],
+        max_restarts=3,
+        period=10.0,
+        backoff_factory=fixed_backoff(),
+    )
+    with trio.fail_after(GUARD):
+        async with running(supervisor):
+            await log.wait_for("start optional#3")
+            await trio.testing.wait_all_tasks_blocked()
+            # Restarts at 0.1, 0.3 and 0.7; the fourth crash, at 0.7, went over: only that child stays down.
+            assert supervisor.left_down() == [LeftDown("optional", 3, 10.0, "ValueError: boom 3")]
+            assert supervisor.snapshot().state == "running"
+            assert [(c.id, c.state, c.last_error) for c in supervisor.snapshot().children] == [
+                ("steady", "running", None),
+                ("optional", "failed", "ValueError: boom 3"),
+            ]
+            await supervisor.send("steady", "still here")
+            await log.wait_for("steady#0 got still here")
+            await trio.sleep(100.0)  # nothing restarts it later either
+            assert log.texts.count("start optional#4") == 0
+    assert log.texts[-2:] == ["stop steady#0", "end steady#0"]
+    assert supervisor.snapshot().state == "stopped"  # a normal stop: run() did not raise SupervisorGaveUp
+
+
+async def test_non_essential_restarts_do_not_use_up_the_essential_window(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log = Log()
+    supervisor = Supervisor(
+        "root",
+        [spec(log, "writer"), ChildSpec(id="optional", start=crashing(log), essential=False)],
+        max_restarts=2,
+        period=10.0,
+        backoff_factory=fixed_backoff(),
+    )
+    with trio.fail_after(GUARD):
+        async with running(supervisor):
+            await log.wait_for("start optional#2")  # two restarts of the optional child: its window is full
+            for incarnation in range(2):  # two restarts of the writer: the shared window is full, not over
+                await supervisor.send("writer", "crash")
+                await log.wait_for(f"start writer#{incarnation + 1}")
+            await trio.testing.wait_all_tasks_blocked()
+            assert child(supervisor, "writer").state == "running"
+            assert [down.child_id for down in supervisor.left_down()] == ["optional"]
+    assert supervisor.snapshot().state == "stopped"
+
+
+async def test_an_essential_child_still_makes_the_supervisor_give_up(autojump_clock: trio.testing.MockClock) -> None:
+    log = Log()
+    supervisor = Supervisor(
+        "root",
+        [ChildSpec(id="optional", start=crashing(log), essential=False), ChildSpec(id="writer", start=crashing(log))],
+        max_restarts=1,
+        backoff_factory=fixed_backoff(),
+    )
+    with trio.fail_after(GUARD):
+        with pytest.raises(SupervisorGaveUp) as caught:
+            await supervisor.run()
+    assert caught.value.child_id == "writer"
+
+
+async def test_a_non_essential_child_failing_at_start_lets_the_rest_start(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log = Log()
+    supervisor = Supervisor(
+        "root",
+        [ChildSpec(id="optional", start=crashing(log, before_ready=True), essential=False), spec(log, "server")],
+        max_restarts=2,
+        backoff_factory=fixed_backoff(),
+    )
+    with trio.fail_after(GUARD):
+        async with running(supervisor):  # nursery.start returned: the supervisor reported itself started
+            assert log.texts == ["start optional#0", "start optional#1", "start optional#2", "start server#0"]
+            assert child(supervisor, "server").state == "running"
+            assert child(supervisor, "optional").state == "failed"
+            assert supervisor.left_down() == [LeftDown("optional", 2, 30.0, "ValueError: boom 2")]
+
+
+async def test_start_child_brings_a_left_down_child_back(autojump_clock: trio.testing.MockClock) -> None:
+    log = Log()
+    fixed = trio.Event()
+    supervisor = Supervisor(
+        "root",
+        [ChildSpec(id="optional", start=crashing(log, while_set=fixed), essential=False)],
+        max_restarts=1,
+        backoff_factory=fixed_backoff(),
+    )
+    with trio.fail_after(GUARD):
+        async with running(supervisor):
+            await log.wait_for("start optional#1")
+            await trio.testing.wait_all_tasks_blocked()
+            assert [down.child_id for down in supervisor.left_down()] == ["optional"]
+            fixed.set()  # the operator fixed the cause
+            await supervisor.start_child("optional")
+            assert supervisor.left_down() == []
+            assert child(supervisor, "optional").state == "running"
