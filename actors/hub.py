@@ -1,10 +1,16 @@
 """The SSE hub: fans committed records out to live thread subscribers.
 
-Each subscriber has its own bounded buffer. The hub never waits on a slow reader: when
-a buffer is full the subscription is marked *lagged* and closed, and the stream ends
-with ``event: error`` / ``code: lagged`` (spec §15.11) — the SDK reconnects with its
-cursor and loses nothing. A stopping daemon closes every subscription as *shutdown*,
+Each subscriber has its own buffer, bounded twice: by records (``sse_buffer``) and by
+bytes of record JSON (:data:`DEFAULT_MAX_BYTES`), so a watcher that stops reading pins a
+bounded amount of memory whatever the record sizes. The hub never waits on a slow reader:
+when a buffer is full the subscription is marked *lagged*, removed and closed, and the
+stream ends with ``event: error`` / ``code: lagged`` (spec §15.11) — the SDK reconnects with
+its cursor and loses nothing. A stopping daemon closes every subscription as *shutdown*,
 so streams end with ``server_shutdown`` before the HTTP server cuts them.
+
+Costs, so that many slow or stuck watchers stay cheap: a committed record costs one
+non-blocking send per *live* subscriber of its thread (a lagged one is gone from the table
+at once); subscribe, unsubscribe and lag are O(1) set operations in the actor.
 """
 
 from __future__ import annotations
@@ -19,22 +25,63 @@ from spl.actors.messages import CloseAll, Committed, Reply, Subscribe, Unsubscri
 from spl.kernel.store import StoredRecord
 from spl.runtime.supervisor import ChildContext
 
-__all__ = ["Hub", "HubClient", "Subscription"]
+__all__ = ["DEFAULT_MAX_BYTES", "Hub", "HubClient", "Subscription"]
+
+DEFAULT_MAX_BYTES = 16 * 1024 * 1024
+"""Record JSON a subscriber may have waiting; with 1 KiB records the record bound comes first."""
 
 
 @dataclass(eq=False)
 class Subscription:
-    """One live stream of one thread's committed records."""
+    """One live stream of one thread's committed records.
+
+    The hub puts records in with :meth:`offer` (never waiting); the stream takes them out
+    with :meth:`take` / :meth:`take_nowait`, which keep :attr:`queued_bytes` true.
+    """
 
     thread: str
     buffer: int = 1024
+    max_bytes: int = DEFAULT_MAX_BYTES
     lagged: bool = False
     shutdown: bool = False
+    queued_bytes: int = 0
+    released: bool = False  # HubClient.unsubscribe ran (it may be called twice: stream end and GC)
     send: trio.MemorySendChannel[StoredRecord] = field(init=False)
     receive: trio.MemoryReceiveChannel[StoredRecord] = field(init=False)
 
     def __post_init__(self) -> None:
         self.send, self.receive = trio.open_memory_channel[StoredRecord](self.buffer)
+
+    def offer(self, record: StoredRecord) -> bool:
+        """Queue ``record`` for the reader; False when the reader is too far behind.
+
+        A record larger than ``max_bytes`` on its own still goes to a reader that has
+        nothing waiting, so one big record never lags an attentive watcher.
+
+        Raises:
+            trio.ClosedResourceError, trio.BrokenResourceError: the subscription is closed.
+        """
+        size = len(record.json)  # ASCII-only JSON: characters are bytes
+        if self.queued_bytes and self.queued_bytes + size > self.max_bytes:
+            return False
+        try:
+            self.send.send_nowait(record)
+        except trio.WouldBlock:
+            return False
+        self.queued_bytes += size
+        return True
+
+    async def take(self) -> StoredRecord:
+        """The next record, waiting for one. Raises ``trio.EndOfChannel`` once closed and drained."""
+        record = await self.receive.receive()
+        self.queued_bytes -= len(record.json)
+        return record
+
+    def take_nowait(self) -> StoredRecord:
+        """The next record if one is waiting. Raises ``trio.WouldBlock`` or ``trio.EndOfChannel``."""
+        record = self.receive.receive_nowait()
+        self.queued_bytes -= len(record.json)
+        return record
 
 
 class Hub:
@@ -43,12 +90,14 @@ class Hub:
     def __init__(self) -> None:
         self._by_thread: dict[str, set[Subscription]] = {}
         self._closed = False
+        self._count = 0
         self.delivered = 0
         self.lagged = 0
 
     @property
     def subscriber_count(self) -> int:
-        return sum(len(subs) for subs in self._by_thread.values())
+        """Subscriptions currently registered (lagged and closed ones are already gone)."""
+        return self._count
 
     async def run(self, ctx: ChildContext) -> None:
         ctx.started()
@@ -71,29 +120,39 @@ class Hub:
             subscription.shutdown = True
             subscription.send.close()
             return False
-        self._by_thread.setdefault(subscription.thread, set()).add(subscription)
+        subs = self._by_thread.setdefault(subscription.thread, set())
+        if subscription not in subs:
+            subs.add(subscription)
+            self._count += 1
         return True
 
     def _remove(self, subscription: Subscription) -> None:
         subs = self._by_thread.get(subscription.thread)
-        if subs is not None:
-            subs.discard(subscription)
+        if subs is not None and subscription in subs:
+            subs.remove(subscription)
+            self._count -= 1
             if not subs:
                 del self._by_thread[subscription.thread]
         subscription.send.close()
 
     def _fan_out(self, records: Sequence[StoredRecord]) -> None:
         for record in records:
-            for subscription in list(self._by_thread.get(record.thread, ())):
+            subs = self._by_thread.get(record.thread)
+            if not subs:
+                continue
+            dropped: list[Subscription] = []
+            for subscription in subs:
                 try:
-                    subscription.send.send_nowait(record)
-                    self.delivered += 1
-                except trio.WouldBlock:
+                    if subscription.offer(record):
+                        self.delivered += 1
+                        continue
                     subscription.lagged = True
                     self.lagged += 1
-                    self._remove(subscription)
                 except (trio.ClosedResourceError, trio.BrokenResourceError):
-                    self._remove(subscription)
+                    pass
+                dropped.append(subscription)
+            for subscription in dropped:  # not while iterating the set
+                self._remove(subscription)
 
     def _close_all(self) -> None:
         self._closed = True
@@ -104,15 +163,25 @@ class Hub:
 
 
 class HubClient:
-    """What request handlers hold to subscribe and unsubscribe."""
+    """What request handlers hold to subscribe and unsubscribe.
 
-    def __init__(self, inbox: trio.MemorySendChannel[object], buffer: int = 1024) -> None:
+    It also counts the streams it handed out (:attr:`open_streams`, until each is
+    unsubscribed) and how many of them ended lagged, for ``GET /v1/status``.
+    """
+
+    def __init__(
+        self, inbox: trio.MemorySendChannel[object], buffer: int = 1024, max_bytes: int = DEFAULT_MAX_BYTES
+    ) -> None:
         self._inbox = inbox
         self._buffer = buffer
+        self._max_bytes = max_bytes
+        self.open_streams = 0
+        self.lagged_total = 0
 
     async def subscribe(self, thread: str, *, buffer: int | None = None) -> Subscription:
         """Register a subscription; every record committed after this returns reaches it."""
-        subscription = Subscription(thread, buffer or self._buffer)
+        subscription = Subscription(thread, buffer or self._buffer, self._max_bytes)
+        self.open_streams += 1
         reply: Reply[bool] = Reply()
         try:
             await self._inbox.send(Subscribe(subscription, reply))
@@ -120,10 +189,19 @@ class HubClient:
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             subscription.shutdown = True
             subscription.send.close()
+        except BaseException:
+            self.unsubscribe(subscription)  # cancelled while subscribing: the caller never gets it
+            raise
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
-        """Best effort, never blocks: a full inbox means the hub will drop it on next send."""
+        """Best effort, never blocks, safe to call twice: a full inbox means the hub drops it on next send."""
+        if subscription.released:
+            return
+        subscription.released = True
+        self.open_streams -= 1
+        if subscription.lagged:
+            self.lagged_total += 1
         try:
             self._inbox.send_nowait(Unsubscribe(subscription))
         except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
@@ -134,3 +212,7 @@ class HubClient:
             await self._inbox.send(CloseAll())
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass
+
+    def stats(self) -> dict[str, int]:
+        """What ``GET /v1/status`` reports about live streams."""
+        return {"open": self.open_streams, "lagged_total": self.lagged_total}

@@ -5,6 +5,10 @@ sorted by code point, NaN/Infinity are refused), then serialised with the standa
 library's ``json`` without whitespace and without ASCII escaping. ``msgspec`` is *not*
 used here on purpose: its float and key-order output differ from the SDK's for values
 such as ``1e21`` and ``1e-7`` (design/runtime.md, pitfalls).
+
+Nesting is bounded (:data:`MAX_DEPTH`) and normalisation walks the value with an explicit
+stack, so no input — from a client or a peer — can exhaust Python's recursion limit here
+(a list nested 500 deep used to raise ``RecursionError`` and answer 500).
 """
 
 from __future__ import annotations
@@ -13,33 +17,60 @@ import json
 import math
 from typing import Any
 
-__all__ = ["CanonicalError", "canonical_json", "normalize"]
+__all__ = ["MAX_DEPTH", "CanonicalError", "NestingTooDeep", "canonical_json", "normalize"]
+
+MAX_DEPTH = 64
+"""How many levels of arrays/objects may nest below the top-level value.
+
+For a record the top level is the envelope, so its ``body`` is level 1 and the body may
+nest 64 levels deep in all (docs/api.md). The bound also keeps the standard library's
+recursive encoder far from the interpreter's recursion limit.
+"""
 
 
 class CanonicalError(ValueError):
     """A value that has no canonical JSON form (NaN, Infinity, a non-JSON type)."""
 
 
+class NestingTooDeep(CanonicalError):
+    """A value whose arrays/objects nest deeper than :data:`MAX_DEPTH` levels."""
+
+
 def normalize(value: Any) -> Any:
-    """Return ``value`` in canonical shape: integral floats as ints, dict keys sorted."""
-    if value is None or isinstance(value, bool | str):
-        return value
-    if isinstance(value, int):
+    """Return ``value`` in canonical shape: integral floats as ints, dict keys sorted.
+
+    Raises:
+        NestingTooDeep: arrays/objects nest more than :data:`MAX_DEPTH` levels below the top.
+        CanonicalError: any other value without a JSON form.
+    """
+    return _normalize(value, 0)
+
+
+def _normalize(value: Any, level: int) -> Any:
+    # Recursive for speed (this runs for every record), but never more than MAX_DEPTH + 1
+    # frames deep: the level is checked before descending, whatever the input.
+    if value is None or isinstance(value, bool | str | int):
         return value
     if isinstance(value, float):
         if math.isnan(value) or math.isinf(value):
             raise CanonicalError("NaN and Infinity have no JSON form")
-        if value.is_integer():
-            return int(value)
-        return value
+        return int(value) if value.is_integer() else value
     if isinstance(value, list | tuple):
-        return [normalize(item) for item in value]
+        if level > MAX_DEPTH:
+            raise NestingTooDeep(f"arrays/objects nest more than {MAX_DEPTH} levels deep")
+        return [_normalize(item, level + 1) for item in value]
     if isinstance(value, dict):
+        if level > MAX_DEPTH:
+            raise NestingTooDeep(f"arrays/objects nest more than {MAX_DEPTH} levels deep")
         normalized: dict[str, Any] = {}
-        for key in sorted(value):
+        try:
+            keys = sorted(value)
+        except TypeError:  # keys of mixed types do not even compare
+            keys = list(value)
+        for key in keys:
             if not isinstance(key, str):
                 raise CanonicalError(f"object keys must be strings, got {type(key).__name__}")
-            normalized[key] = normalize(value[key])
+            normalized[key] = _normalize(value[key], level + 1)
         return normalized
     raise CanonicalError(f"{type(value).__name__} is not a JSON value")
 

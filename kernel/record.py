@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from spl.kernel.canonical import CanonicalError, canonical_json
+from spl.kernel.canonical import MAX_DEPTH, CanonicalError, NestingTooDeep, canonical_json
 from spl.kernel.errors import InvalidRecord
 
 __all__ = [
@@ -177,6 +177,13 @@ def validate_envelope(payload: object) -> Envelope:
     )
     try:
         rid = record_id(fields)
+    except NestingTooDeep:
+        raise InvalidRecord(
+            "body",
+            f"nests arrays/objects more than {MAX_DEPTH} levels deep (the body itself is level 1); "
+            "flatten it, or carry deep structures as a JSON string",
+            code="BODY_TOO_DEEP",
+        ) from None
     except CanonicalError as exc:
         raise InvalidRecord("body", f"has no canonical JSON form: {exc}") from None
     except UnicodeEncodeError:  # a lone surrogate such as "\ud800": valid JSON syntax, but no UTF-8 exists

@@ -10,9 +10,23 @@ import hashlib
 import hmac
 import re
 import secrets
+import unicodedata
 from dataclasses import dataclass
 
-__all__ = ["SCOPES", "MintedToken", "ParsedToken", "allows", "mint", "parse", "token_id_of"]
+from spl.kernel.errors import InvalidRequest
+
+__all__ = [
+    "MAX_LABEL_LENGTH",
+    "SCOPES",
+    "MintedToken",
+    "ParsedToken",
+    "allows",
+    "mint",
+    "parse",
+    "token_id_of",
+    "validate_env",
+    "validate_label",
+]
 
 SCOPES = (
     "records:read",
@@ -26,6 +40,8 @@ SCOPES = (
     "admin",
 )
 _TOKEN = re.compile(r"^spl_([a-z0-9-]{1,16})_([A-Za-z0-9_-]{1,64})_([0-9a-f]{64})$")
+_ENV = re.compile(r"^[a-z0-9]{1,16}$")
+MAX_LABEL_LENGTH = 128
 
 
 @dataclass(frozen=True)
@@ -74,3 +90,34 @@ def allows(granted: frozenset[str] | set[str], needed: str) -> bool:
 
 def unknown_scopes(scopes: list[str]) -> list[str]:
     return [scope for scope in scopes if scope not in SCOPES]
+
+
+def validate_label(label: object) -> str:
+    """A token label as given, or a 400 naming the rule.
+
+    Labels are stored (SQLite wants valid UTF-8) and printed by ``spl token list`` (a terminal
+    must not receive control characters), so lone surrogates (``"\\ud800"``, valid JSON but
+    not text) and control characters are refused rather than turned into a 500 or an escape.
+    """
+    if not isinstance(label, str):
+        raise InvalidRequest('label must be a string, such as "ci"', code="INVALID_LABEL")
+    if len(label) > MAX_LABEL_LENGTH:
+        raise InvalidRequest(f"label must be at most {MAX_LABEL_LENGTH} characters", code="INVALID_LABEL")
+    if any(unicodedata.category(char) in ("Cc", "Cs") for char in label):
+        raise InvalidRequest(
+            "label must be printable text: no control characters and no lone UTF-16 surrogates (\\ud800-\\udfff)",
+            code="INVALID_LABEL",
+        )
+    return label
+
+
+def validate_env(env: object) -> str:
+    """A token's environment tag (the ``<env>`` of ``spl_<env>_…``), lowercased, or a 400.
+
+    Only ASCII letters and digits: ``str.isalnum`` also accepts ``ö`` or ``²``, and a token
+    minted with one would never match the token format again (it could not authenticate).
+    """
+    text = env.lower() if isinstance(env, str) and env.isascii() else None
+    if text is None or not _ENV.match(text):
+        raise InvalidRequest('env must be 1-16 ASCII letters or digits, such as "local"', code="INVALID_ENV")
+    return text

@@ -3,6 +3,22 @@
 Every route turns a request into a message to an actor or a read on the read pool, and
 every failure becomes the JSON error envelope of spec §15.9 in exactly one place
 (:func:`_error_response`). Bad input is a 4xx; a 500 means a bug and is logged.
+
+Before any route runs, a request passes these gates in this order (spec §15.19):
+
+1. **Routing.** An unknown path is a 404, a known path with the wrong method a 405, for
+   anyone. The route table is public (docs/api.md) and every parameterised route matches
+   any value, so answering before authentication tells a caller nothing it could not read
+   in the docs — and a typo is not reported as a credential problem.
+2. **CORS preflight.** ``OPTIONS`` never carries credentials; it is answered from the route
+   table, with CORS headers only for an origin the operator listed (``serve.cors_origins``).
+3. **Media type.** Every POST/PUT/PATCH/DELETE must say ``content-type: application/json``
+   (415 otherwise). A browser sends a cross-origin "simple request" (``text/plain``, form
+   data) without asking the server first, so this is what stops a web page from writing
+   through a daemon — including one started with ``--insecure-localhost``.
+4. **Authentication.** Every route but the open ones (:data:`OPEN_ROUTES`, ``/.well-known/``)
+   needs a valid token. Loopback is not an identity: behind a same-host proxy or TLS
+   terminator every remote caller is loopback.
 """
 
 from __future__ import annotations
@@ -17,17 +33,27 @@ from quart.sessions import NullSession, SessionInterface
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from spl.kernel.errors import InvalidRequest, NotFound, PayloadTooLarge, SplError
+from spl.kernel.errors import AuthRequired, InvalidRequest, NotFound, PayloadTooLarge, SplError
 from spl.transport import routes_admin, routes_records, routes_sync, routes_threads
-from spl.transport.auth import ANONYMOUS_ADMIN, presented_token
+from spl.transport.auth import ANONYMOUS, ANONYMOUS_ADMIN, Caller, presented_token
 from spl.transport.services import Services
 
-__all__ = ["create_app", "json_response"]
+__all__ = ["OPEN_ROUTES", "create_app", "json_response"]
 
 log = logging.getLogger("spl.http")
 
-# Routes anyone may call, even with auth on (spec §6): health and discovery.
-OPEN_ROUTES = {"/health", "/.well-known/syncropel", "/v1/identity"}
+# Routes anyone may call, even with auth on (spec §15.19): health and identity, plus every
+# document under /.well-known/ (discovery).
+OPEN_ROUTES = frozenset({"/health", "/v1/identity"})
+OPEN_PREFIX = "/.well-known/"
+
+# Methods that change something: they must carry a JSON body's media type (gate 3).
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+JSON_MEDIA_TYPE = "application/json"
+
+# What a listed origin's page may send (gate 2): the SDK's and the CLI's headers.
+CORS_ALLOW_HEADERS = "authorization, x-api-key, content-type, last-event-id"
+CORS_MAX_AGE_SECONDS = "600"
 
 
 def json_response(payload: Any, status: int = 200) -> Response:
@@ -35,16 +61,43 @@ def json_response(payload: Any, status: int = 200) -> Response:
     return Response(body, status=status, content_type="application/json")
 
 
-def _loopback_sync_call() -> bool:
-    """A federation call (``/v1/sync/*``) arriving on the loopback interface."""
-    if not request.path.startswith("/v1/sync/"):
-        return False
-    remote = (request.remote_addr or "").strip("[]")
-    return remote == "::1" or remote.startswith("127.")
-
-
 def _error_response(error: SplError) -> Response:
     return json_response(error.to_wire(), error.status)
+
+
+def is_open_route(path: str) -> bool:
+    """Routes answered without a token even when auth is on."""
+    return path in OPEN_ROUTES or path.startswith(OPEN_PREFIX)
+
+
+def _require_json_media_type() -> None:
+    """Gate 3: a write must declare a JSON body (parameters such as ``charset`` are fine)."""
+    if request.method not in WRITE_METHODS or request.mimetype == JSON_MEDIA_TYPE:
+        return
+    sent = request.headers.get("content-type")
+    shown = f"'{sent[:64]}'" if sent else "none"
+    raise InvalidRequest(
+        f"{request.method} requests must send 'content-type: application/json' (got {shown}); "
+        "add that header, even when the request has no body",
+        code="UNSUPPORTED_MEDIA_TYPE",
+        status=415,
+    )
+
+
+def _caller(services: Services) -> Caller:
+    """Gate 4: who is calling. Raises 401 on a protected route without a valid token."""
+    if not services.auth_required:
+        return ANONYMOUS_ADMIN  # --insecure-localhost: bound to 127.0.0.1, no tokens at all
+    token = presented_token(request.headers)
+    if not is_open_route(request.path):
+        return services.tokens.authenticate(token)
+    if not token:
+        return ANONYMOUS
+    try:
+        return services.tokens.authenticate(token)
+    except AuthRequired:
+        # An open route answers everyone alike: a stale or foreign token gets what no token gets.
+        return ANONYMOUS
 
 
 class NoSessions(SessionInterface):
@@ -68,32 +121,37 @@ def create_app(services: Services) -> QuartTrio:
     app = QuartTrio("spl.transport", root_path=here, instance_path=here)
     app.config["MAX_CONTENT_LENGTH"] = services.config.max_body_bytes
     app.config["SPL"] = services
-    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True  # OPTIONS answered from the route table (gate 2)
     # The SDK does not URL-encode threads: '//' must be a 404 JSON, not a 308 HTML redirect.
     app.url_map.merge_slashes = False
     app.session_interface = NoSessions()  # type: ignore[assignment]
+    # Browsers send the origin lowercased and without a trailing slash; accept config either way.
+    cors_origins = frozenset(origin.strip().rstrip("/").lower() for origin in services.config.cors_origins)
 
     @app.before_request
-    async def authenticate() -> None:
-        request.caller = ANONYMOUS_ADMIN  # type: ignore[attr-defined]
-        if not services.auth_required or request.path in OPEN_ROUTES:
-            if request.path in OPEN_ROUTES and services.auth_required:
-                token = presented_token(request.headers)
-                if token:
-                    request.caller = services.tokens.authenticate(token)  # type: ignore[attr-defined]
-                else:
-                    from spl.transport.auth import ANONYMOUS
-
-                    request.caller = ANONYMOUS  # type: ignore[attr-defined]
-            return
-        token = presented_token(request.headers)
-        if not token and services.trust_loopback_sync and _loopback_sync_call():
-            return  # same-machine federation (seed 002 walk-through): the local operator
-        request.caller = services.tokens.authenticate(token)  # type: ignore[attr-defined]
+    async def gatekeeper() -> None:
+        """Gates 1-4 of the module docstring; a gate that refuses raises an ``SplError``."""
+        request.caller = ANONYMOUS_ADMIN if not services.auth_required else ANONYMOUS  # type: ignore[attr-defined]
+        if request.routing_exception is not None or request.method == "OPTIONS":
+            return  # gate 1 (dispatch raises the 404/405) and gate 2 (no credentials by design)
+        _require_json_media_type()
+        request.caller = _caller(services)  # type: ignore[attr-defined]
 
     @app.after_request
     async def cors(response: Response) -> Response:
-        response.headers.setdefault("access-control-allow-origin", "*")
+        """CORS only for listed origins: echo the origin (never ``*``) and answer preflights."""
+        if not cors_origins:
+            return response
+        response.vary.add("Origin")  # caches must not hand one origin's answer to another
+        origin = request.headers.get("origin")
+        if origin is None or origin.lower() not in cors_origins:
+            return response
+        response.headers["access-control-allow-origin"] = origin
+        if request.method == "OPTIONS" and "access-control-request-method" in request.headers:
+            allowed = response.headers.get("allow") or "GET, HEAD, POST, PUT, PATCH, DELETE"
+            response.headers["access-control-allow-methods"] = allowed
+            response.headers["access-control-allow-headers"] = CORS_ALLOW_HEADERS
+            response.headers["access-control-max-age"] = CORS_MAX_AGE_SECONDS
         return response
 
     @app.errorhandler(SplError)

@@ -7,6 +7,7 @@ from typing import Any
 
 from quart import request
 
+from spl.kernel.canonical import MAX_DEPTH
 from spl.kernel.errors import InvalidRequest, PayloadTooLarge
 
 __all__ = ["int_arg", "json_body"]
@@ -17,7 +18,12 @@ def _no_constants(name: str) -> Any:
 
 
 async def json_body(limit: int) -> Any:
-    """The request body parsed as strict JSON (no NaN/Infinity), or a 400/413 naming the fix."""
+    """The request body parsed as strict JSON (no NaN/Infinity), or a 400/413 naming the fix.
+
+    Nesting is not limited here: the parser itself stops near the interpreter's recursion
+    limit (a 400), and record bodies are held to ``MAX_DEPTH`` levels where they are
+    validated (``BODY_TOO_DEEP``), which is also where records from peers pass.
+    """
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"request body is larger than {limit} bytes; send smaller records (serve.max_body_bytes)")
     raw = await request.get_data(cache=False)
@@ -31,7 +37,12 @@ async def json_body(limit: int) -> Any:
         return json.loads(raw.decode("utf-8"), parse_constant=_no_constants)
     except UnicodeDecodeError:
         raise InvalidRequest("request body is not UTF-8; send UTF-8 encoded JSON", code="INVALID_JSON") from None
-    except (ValueError, RecursionError) as exc:
+    except RecursionError:
+        raise InvalidRequest(
+            f"request body nests arrays/objects too deeply to decode; record bodies may nest {MAX_DEPTH} levels",
+            code="INVALID_JSON",
+        ) from None
+    except ValueError as exc:
         raise InvalidRequest(
             f"request body is not valid JSON ({exc}); send a JSON object", code="INVALID_JSON"
         ) from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from typing import Any
 
@@ -19,6 +21,7 @@ from spl.kernel.namespaces import (
     ancestors,
     validate_namespace_id,
 )
+from spl.kernel.queries import records_after
 from spl.kernel.record import validate_envelope
 from spl.transport.auth import insert_token, new_token_info, require, revoke_token
 from spl.transport.requests import json_body
@@ -26,19 +29,23 @@ from spl.transport.services import Services
 
 __all__ = ["register"]
 
+log = logging.getLogger("spl.http")
 
-def _registry(connection: Any) -> NamespaceRegistry:
+
+def _registry(connection: Any, own_did: str) -> NamespaceRegistry:
+    """The namespace registry as the writer folds it (``kernel.ingest.load_writer_state``).
+
+    Only records this instance signed are configuration (spec §15.18): a registry record a
+    peer managed to get stored must not show up as a namespace here either.
+    """
     registry = NamespaceRegistry()
     after = 0
-    import json
-
-    from spl.kernel.queries import records_after
-
     while True:
         page = records_after(connection, REGISTRY_THREAD, after, 1000)
         for record in page:
             data = json.loads(record.json)
-            registry.apply(data["thread"], data["act"], data["body"], data["id"], data["clock"])
+            if data.get("signer") == own_did:
+                registry.apply(data["thread"], data["act"], data["body"], data["id"], data["clock"])
         if len(page) < 1000:
             return registry
         after = page[-1].seq
@@ -58,9 +65,23 @@ def register(app: QuartTrio, services: Services) -> None:  # noqa: C901 - a flat
 
     @app.get("/health")
     async def health() -> Response:
+        """200 ``ok`` while everything runs; 503 ``degraded`` or ``stopping``, with the reasons.
+
+        Load balancers and ``spl status`` read the status code, so it must not say 200 while
+        a child is down or the store refuses writes (``services.problems``), nor while the
+        daemon is draining for a stop.
+        """
+        try:
+            problems = [str(problem) for problem in services.problems()]
+        except Exception:  # the health route itself must never fail
+            log.exception("services.problems() failed")
+            problems = ["health check failed; see the daemon log"]
+        stopping = services.stopping.is_set()
+        status = "stopping" if stopping else "degraded" if problems else "ok"
         return json_response(
             {
-                "status": "ok" if not services.stopping.is_set() else "stopping",
+                "status": status,
+                "problems": problems,
                 "service": "spl",
                 "version": capabilities_manifest(auth_required=services.auth_required)["daemon"]["version"],
                 "instance_did": services.identity.did,
@@ -68,7 +89,8 @@ def register(app: QuartTrio, services: Services) -> None:  # noqa: C901 - a flat
                 "uptime_secs": round(time.time() - services.started_at, 3),
                 "auth_required": services.auth_required,
                 "federation": _federation_summary(services),
-            }
+            },
+            200 if status == "ok" else 503,
         )
 
     @app.get("/v1/identity")
@@ -119,6 +141,7 @@ def register(app: QuartTrio, services: Services) -> None:  # noqa: C901 - a flat
                 "sequence": services.head_sequence(),
                 "uptime_secs": round(time.time() - services.started_at, 3),
                 "supervision": services.snapshot(),
+                "streams": services.hub.stats(),
                 "federation": {
                     "pairs": services.federation.listing() if services.federation else [],
                     "health": services.federation.health() if services.federation else None,
@@ -131,13 +154,13 @@ def register(app: QuartTrio, services: Services) -> None:  # noqa: C901 - a flat
     @app.get("/v1/namespaces")
     async def list_namespaces() -> Response:
         require(request.caller, "records:read")  # type: ignore[attr-defined]
-        registry = await services.read(_registry)
+        registry = await services.read(_registry, services.identity.did)
         return json_response({"object": "list", "data": [entry.to_wire() for entry in registry.listing()]})
 
     @app.get("/v1/namespaces/<path:namespace>")
     async def show_namespace(namespace: str) -> Response:
         require(request.caller, "records:read")  # type: ignore[attr-defined]
-        registry = await services.read(_registry)
+        registry = await services.read(_registry, services.identity.did)
         entry = registry.entries.get(namespace)
         if entry is None:
             raise NotFound(
@@ -158,7 +181,7 @@ def register(app: QuartTrio, services: Services) -> None:  # noqa: C901 - a flat
         description = payload.get("description", "")
         if not isinstance(description, str):
             raise InvalidRequest("description must be a string")
-        registry = await services.read(_registry)
+        registry = await services.read(_registry, services.identity.did)
         if namespace == "default" or registry.is_active(namespace):
             raise Conflict(f"namespace {namespace!r} already exists and is active", code="ALREADY_EXISTS")
         for ancestor in ancestors(namespace)[:-1]:
@@ -220,11 +243,9 @@ def register(app: QuartTrio, services: Services) -> None:  # noqa: C901 - a flat
                 f"unknown scope(s) {', '.join(unknown)}; choose from: {', '.join(token_kernel.SCOPES)}",
                 code="INVALID_SCOPES",
             )
-        label = payload.get("label", "")
-        env = payload.get("env", "local")
-        if not isinstance(label, str) or not isinstance(env, str) or not env.isalnum() or len(env) > 16:
-            raise InvalidRequest("label must be a string and env 1-16 lowercase letters or digits")
-        minted = token_kernel.mint(env.lower())
+        label = token_kernel.validate_label(payload.get("label", ""))
+        env = token_kernel.validate_env(payload.get("env", "local"))
+        minted = token_kernel.mint(env)
         info = new_token_info(minted, label, scopes)
         await services.writer.transact(lambda connection: insert_token(connection, info))
         services.tokens.remember(info)

@@ -9,6 +9,7 @@ push never writes them (each such record is refused with ``RESERVED_THREAD``).
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import trio
@@ -104,8 +105,12 @@ def register(app: QuartTrio, services: Services) -> None:
             # A peer's pair drains in pages when it falls behind, but a deeper buffer means
             # it rarely has to: bursts are absorbed instead of ending the stream as lagged.
             subscription = await services.hub.subscribe(thread, buffer=FEED_BUFFER)
+            body = watch_stream(services, subscription, after, None)
+            # A body that never starts (the peer left before the headers went out) never runs the
+            # generator's ``finally``: release the subscription when the generator is freed.
+            weakref.finalize(body, services.hub.unsubscribe, subscription).atexit = False
             response = Response(
-                watch_stream(services, subscription, after, None),
+                body,
                 content_type="text/event-stream; charset=utf-8",
                 headers={"cache-control": "no-cache"},
             )
@@ -123,7 +128,7 @@ def register(app: QuartTrio, services: Services) -> None:
                 if not records:
                     with trio.move_on_after(wait):
                         try:
-                            await subscription.receive.receive()
+                            await subscription.take()
                         except trio.EndOfChannel:
                             pass
                     records, has_more, pending = await services.read(_page, thread, after, limit)

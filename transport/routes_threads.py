@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncIterator
 
 import trio
@@ -22,7 +23,13 @@ from spl.transport.services import Services
 __all__ = ["register"]
 
 REPLAY_PAGE = 500
-COALESCE = 256  # records per SSE write at most
+# One SSE write carries at most this many records and about this many bytes. Building a
+# write is one uninterrupted step of the event loop, and a stream whose client just left
+# may still build one before it is cancelled: 100 such streams writing 256 records of
+# 10 KiB each held every other request for seconds.
+COALESCE = 256
+COALESCE_BYTES = 64 * 1024
+LAGGED_MESSAGE = "subscriber fell behind; reconnect with Last-Event-ID to resume"
 
 
 def register(app: QuartTrio, services: Services) -> None:
@@ -67,8 +74,12 @@ def register(app: QuartTrio, services: Services) -> None:
         # Subscribe before the headers go out: once the client sees the stream open (the SDK's
         # on_open), every later commit on the thread is guaranteed to reach it.
         subscription = await services.hub.subscribe(thread)
+        body = watch_stream(services, subscription, cursor, since_clock)
+        # A body that never starts (the client left before the headers went out) never runs
+        # the generator's ``finally``: release the subscription when the generator is freed.
+        weakref.finalize(body, services.hub.unsubscribe, subscription).atexit = False
         response = Response(
-            watch_stream(services, subscription, cursor, since_clock),
+            body,
             content_type="text/event-stream; charset=utf-8",
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
         )
@@ -100,6 +111,11 @@ async def watch_stream(
 ) -> AsyncIterator[bytes]:
     """The SSE body over a registered subscription (the caller subscribed before responding).
 
+    A lagged subscription ends the stream with ``event: error`` / ``lagged`` as soon as it
+    is seen, without writing what is still buffered: the client resumes from its cursor
+    anyway, and a reader that slow should not be fed more first (nor should a stream whose
+    client is gone spend the event loop formatting records nobody will read).
+
     No cancel scope or nursery is held across a ``yield`` (runtime.md).
     """
     thread = subscription.thread
@@ -111,16 +127,19 @@ async def watch_stream(
                 yield sse.record_frame(stored)
         heartbeat = services.config.heartbeat_seconds
         while True:
+            if subscription.lagged:
+                yield sse.error_frame("lagged", LAGGED_MESSAGE)
+                return
             record: StoredRecord | None = None
             ended = False
             with trio.move_on_after(heartbeat):
                 try:
-                    record = await subscription.receive.receive()
+                    record = await subscription.take()
                 except trio.EndOfChannel:
                     ended = True
             if ended:
                 if subscription.lagged:
-                    yield sse.error_frame("lagged", "subscriber fell behind; reconnect with Last-Event-ID to resume")
+                    yield sse.error_frame("lagged", LAGGED_MESSAGE)
                 else:
                     yield sse.shutdown_frame(200)
                 return
@@ -130,14 +149,17 @@ async def watch_stream(
             # Whatever else is already buffered goes out in the same write: at hundreds of
             # records a second one socket send per record would dominate the stream's cost.
             frames: list[bytes] = []
+            size = 0
             while True:
                 if record.seq > last_seq:
                     last_seq = record.seq
-                    frames.append(sse.record_frame(record))
-                if len(frames) >= COALESCE:
+                    frame = sse.record_frame(record)
+                    frames.append(frame)
+                    size += len(frame)
+                if len(frames) >= COALESCE or size >= COALESCE_BYTES:
                     break  # check before taking another: a record taken must be written
                 try:
-                    record = subscription.receive.receive_nowait()
+                    record = subscription.take_nowait()
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
             if frames:

@@ -18,7 +18,7 @@ from spl.kernel.ingest import Accepted, Candidate, Outcome
 from spl.kernel.namespaces import NAMESPACE_KIND, REGISTRY_THREAD
 from spl.kernel.queries import list_records, pair_cursors, parked_count
 from spl.kernel.record import Envelope, validate_envelope
-from spl.kernel.store import connect_reader, connect_writer
+from spl.kernel.store import StoredRecord, connect_reader, connect_writer
 from spl.runtime.supervisor import ChildSpec, Supervisor
 
 IDENTITY = Identity.generate()
@@ -113,6 +113,55 @@ async def test_hub_delivers_in_order_and_marks_slow_subscribers_lagged(tmp_path:
             await client.close_all()
             assert [r.seq async for r in fast.receive] == [] and fast.shutdown
             await_writer.shutdown()
+            root.shutdown()
+
+
+def _stored(seq: int, thread: str, size: int = 10) -> StoredRecord:
+    """A committed record as the writer publishes it, ``size`` bytes of JSON or a little more."""
+    return StoredRecord(seq, f"{seq:064x}", thread, '{"pad":"' + "x" * size + '"}')
+
+
+async def test_hub_bounds_each_subscriber_by_bytes_too(tmp_path: Path) -> None:
+    """A reader holding more than ``max_bytes`` is lagged even with room for more records;
+    a single record bigger than the bound still reaches a reader with nothing waiting."""
+    hub = Hub()
+    root = Supervisor("test", [ChildSpec("hub", hub.run, inbox_size=100)])
+    inbox = root.inbox("hub")
+    client = HubClient(inbox, buffer=100, max_bytes=1000)
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(root.run)
+            attentive = await client.subscribe("th_b")
+            idle = await client.subscribe("th_b")
+            await inbox.send(Committed([_stored(1, "th_b", size=5000)]))
+            assert (await attentive.take()).seq == 1 and attentive.queued_bytes == 0
+            await inbox.send(Committed([_stored(2, "th_b")]))
+            await client.subscribe("th_barrier")  # answered once the hub has handled everything before it
+            assert (await attentive.take()).seq == 2 and not attentive.lagged
+            assert idle.lagged and idle.queued_bytes > 1000 - 10
+            assert [record.seq async for record in idle.receive] == [1]  # closed: nothing more comes
+            root.shutdown()
+
+
+async def test_hub_counts_subscribers_and_forgets_every_ended_one(tmp_path: Path) -> None:
+    hub = Hub()
+    root = Supervisor("test", [ChildSpec("hub", hub.run, inbox_size=100)])
+    inbox = root.inbox("hub")
+    client = HubClient(inbox, buffer=2)
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(root.run)
+            subs = [await client.subscribe("th_c") for _ in range(3)] + [await client.subscribe("th_d")]
+            assert hub.subscriber_count == 4 and client.stats() == {"open": 4, "lagged_total": 0}
+            await inbox.send(Committed([_stored(seq, "th_c") for seq in (1, 2, 3)]))  # buffers of 2: all lag
+            barrier = await client.subscribe("th_barrier")
+            assert hub.subscriber_count == 2  # th_d and the barrier: lagged ones are gone at once
+            for subscription in subs + [barrier]:
+                client.unsubscribe(subscription)
+                client.unsubscribe(subscription)  # a stream's end and its garbage collection may both call it
+            await client.subscribe("th_barrier")
+            assert hub.subscriber_count == 1
+            assert client.stats() == {"open": 1, "lagged_total": 3}
             root.shutdown()
 
 

@@ -16,6 +16,8 @@ from typing import Any
 import httpx
 import pytest
 from e2e_support import assert_error, envelope, make_daemon, mint_token, run
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from syncropel import Client, Identity
 
 from spl.runtime.launcher import DaemonProcess
@@ -48,7 +50,9 @@ def tokens(secure_node: DaemonProcess) -> dict[str, str]:
     listing = httpx.get(f"{secure_node.url}/v1/tokens", headers={"x-api-key": secure_node.admin_token}, timeout=10.0)
     token_id = next(t["token_id"] for t in listing.json()["data"] if t["label"] == "bad-input revoked")
     revoked = httpx.delete(
-        f"{secure_node.url}/v1/tokens/{token_id}", headers={"x-api-key": secure_node.admin_token}, timeout=10.0
+        f"{secure_node.url}/v1/tokens/{token_id}",
+        headers={"x-api-key": secure_node.admin_token, "content-type": "application/json"},
+        timeout=10.0,
     )
     assert revoked.status_code == 200, revoked.text
     PRESENTED_TOKENS.extend(minted.values())
@@ -583,6 +587,87 @@ def test_sdk_with_bad_credentials_fails_cleanly(secure_node: DaemonProcess, toke
         if key:
             assert key not in result.error
         assert records == []
+
+
+# -- nesting, token labels, fuzz (each was a 500 before issue 7) -------------------------------
+
+
+def nested_body(depth: int) -> str:
+    """A body whose ``x`` holds ``depth`` nested lists: the body nests ``depth + 1`` levels."""
+    return '{"x":' + "[" * depth + "]" * depth + "}"
+
+
+@pytest.mark.parametrize("depth", [64, 100, 490, 700, 950])
+def test_deeply_nested_body_is_refused_with_the_limit(node: DaemonProcess, depth: int) -> None:
+    # 490-950 levels used to pass the JSON parser and blow the recursion limit in
+    # canonicalisation (500); the documented limit is 64 levels, the body being level 1.
+    body = assert_error(post_raw(node, record_text(body=nested_body(depth), clock=str(depth))), 400, "BODY_TOO_DEEP")
+    assert "64 levels" in body["message"] and "flatten" in body["message"], body
+
+
+def test_body_at_the_nesting_limit_is_accepted(node: DaemonProcess) -> None:
+    response = post_raw(node, record_text(body=nested_body(63), thread='"b.deep"'))
+    assert response.status_code == 201, response.text[:300]
+
+
+def mint_raw(process: DaemonProcess, content: bytes) -> httpx.Response:
+    return httpx.post(
+        f"{process.url}/v1/tokens",
+        content=content,
+        headers={"content-type": "application/json", "x-api-key": process.admin_token},
+        timeout=10.0,
+    )
+
+
+@pytest.mark.parametrize(
+    "label",
+    ['"\\ud800"', '"ok \\udfff"', '"bell \\u0007"', '"ansi \\u001b[31m red"', '"nl\\nx"', '"' + "x" * 129 + '"', "5"],
+    ids=["lone-high-surrogate", "lone-low-surrogate", "bell", "ansi-escape", "newline", "129-chars", "number"],
+)
+def test_bad_token_label(secure_node: DaemonProcess, label: str) -> None:
+    content = ('{"scopes":["records:read"],"label":' + label + "}").encode()
+    body = assert_error(mint_raw(secure_node, content), 400, "INVALID_LABEL")
+    assert "label" in body["message"]
+
+
+@pytest.mark.parametrize("env", ['"\u00f6"', '"\u00b2"', '"a b"', '""', '"' + "e" * 17 + '"', "7"])
+def test_bad_token_env(secure_node: DaemonProcess, env: str) -> None:
+    # "ö" and "²" pass str.isalnum(): a token minted with one could never authenticate.
+    content = ('{"scopes":["records:read"],"env":' + env + "}").encode()
+    body = assert_error(mint_raw(secure_node, content), 400, "INVALID_ENV")
+    assert "ASCII" in body["message"]
+
+
+def test_unicode_token_label_is_kept_and_the_token_works(secure_node: DaemonProcess) -> None:
+    response = mint_raw(secure_node, json.dumps({"scopes": ["records:read"], "label": "Zoë 🎵", "env": "CI"}).encode())
+    assert response.status_code == 201, response.text
+    minted = response.json()
+    PRESENTED_TOKENS.append(minted["token"])
+    assert minted["label"] == "Zoë 🎵" and minted["token"].startswith("spl_ci_")
+    listed = httpx.get(f"{secure_node.url}/v1/threads", headers={"x-api-key": minted["token"]}, timeout=10.0)
+    assert listed.status_code == 200, listed.text
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=16,
+)
+FIELDS = ["act", "actor", "thread", "clock", "body", "parents", "data_type", "judged_by"]
+FIELDS += ["label", "scopes", "env", "id", "description"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    route=st.sampled_from(["/v1/records", "/v1/tokens", "/v1/namespaces"]),
+    payload=st.dictionaries(st.sampled_from(FIELDS), JSON_VALUES, max_size=8) | JSON_VALUES,
+)
+def test_no_json_payload_is_a_500(node: DaemonProcess, route: str, payload: Any) -> None:
+    response = httpx.post(
+        f"{node.url}{route}", content=json.dumps(payload), headers={"content-type": "application/json"}, timeout=10.0
+    )
+    if response.status_code >= 400:
+        assert_error(response)
 
 
 # -- afterwards -------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from spl.kernel.canonical import CanonicalError, canonical_json
+from spl.kernel.canonical import MAX_DEPTH, CanonicalError, NestingTooDeep, canonical_json
 from spl.kernel.errors import InvalidRecord
 from spl.kernel.record import record_id, validate_envelope
 
@@ -150,3 +150,36 @@ def test_nan_has_no_canonical_form() -> None:
         canonical_json({"x": float("nan")})
     with pytest.raises(InvalidRecord):
         validate_envelope({**V2, "body": {"x": float("inf")}})
+
+
+def nested(levels: int) -> list[object]:
+    """``levels`` arrays, each inside the one before: ``nested(2) == [[]]``."""
+    value: list[object] = []
+    for _ in range(levels - 1):
+        value = [value]
+    return value
+
+
+def test_nesting_is_bounded_and_never_exhausts_the_stack() -> None:
+    # Below the top-level value, MAX_DEPTH levels are canonical; one more is refused, and so is
+    # any depth at all (a list 500 deep used to raise RecursionError, a 500 on the wire).
+    assert canonical_json({"body": nested(MAX_DEPTH)}) == b'{"body":' + b"[" * MAX_DEPTH + b"]" * MAX_DEPTH + b"}"
+    for levels in (MAX_DEPTH + 1, 500, 950, 100_000):
+        with pytest.raises(NestingTooDeep):
+            canonical_json({"body": nested(levels)})
+    with pytest.raises(NestingTooDeep):
+        canonical_json({"body": {"a": nested(MAX_DEPTH)}})  # objects count like arrays
+
+
+def test_a_record_body_may_nest_64_levels() -> None:
+    assert validate_envelope({**V2, "body": {"x": nested(MAX_DEPTH - 1)}}).id  # body itself is level 1
+    for levels in (MAX_DEPTH, 490, 950):
+        with pytest.raises(InvalidRecord) as caught:
+            validate_envelope({**V2, "body": {"x": nested(levels)}})
+        assert caught.value.code == "BODY_TOO_DEEP" and caught.value.field == "body"
+        assert f"{MAX_DEPTH} levels" in caught.value.message
+
+
+def test_keys_of_mixed_types_are_a_canonical_error() -> None:
+    with pytest.raises(CanonicalError):
+        canonical_json({1: "a", "b": 2})
