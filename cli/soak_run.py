@@ -1013,7 +1013,7 @@ class _Run:
 
         async def call(pair_id: str, action: str) -> None:
             async with limiters[action]:
-                response = await self._request("POST", f"{self.receiver_url}/v1/sync/pairs/{pair_id}/{action}")
+                response = await self._request("POST", f"{self.receiver_url}/v1/sync/pairs/{pair_id}/{action}", json={})
             if response.status_code != 200:
                 raise SoakError(f"{action} {pair_id}: {response.status_code} {response.text[:200]}")
 

@@ -31,6 +31,7 @@ from spl.kernel.store import connect_reader
 from spl.runtime.launcher import DaemonProcess
 
 POLL = 0.2
+JSON = {"content-type": "application/json"}  # every write route needs it, body or not (spec §15.19)
 PAIR_ID = re.compile(r"^pair_[0-9a-f]{16}$")
 
 # -- nodes -------------------------------------------------------------------------------------------
@@ -345,7 +346,9 @@ async def test_kill_9_of_the_source_mid_sync(daemon_factory: type[DaemonProcess]
             await kill_mid_sync(http, a, b, thread)
             await wait_state(http, b, pair["pair_id"], "failing", 20, code="CONNECT_REFUSED")
             await a.start()  # same home, same port
-            kicked = await http.post(f"{b.url}/v1/sync/pairs/{pair['pair_id']}/kick")  # skip the rest of the backoff
+            kicked = await http.post(
+                f"{b.url}/v1/sync/pairs/{pair['pair_id']}/kick", json={}
+            )  # skip the rest of the backoff
             assert kicked.status_code == 200, kicked.text
             await wait_count(http, b, thread, BACKLOG, 60)
             await assert_converged(http, thread, ids, a, b)
@@ -400,7 +403,7 @@ async def test_source_down_then_back(daemon_factory: type[DaemonProcess]) -> Non
 
             await wait_until(long_backoff, 20, "three failed attempts")
             await a.start()
-            response = await http.post(f"{b.url}/v1/sync/pairs/{pair_id}/kick", params={"wait": "1"})
+            response = await http.post(f"{b.url}/v1/sync/pairs/{pair_id}/kick", json={}, params={"wait": "1"})
             assert response.status_code == 200, response.text
             assert response.json()["state"] == "running"
 
@@ -558,7 +561,7 @@ async def test_a_peer_that_requires_auth_needs_a_federation_token(daemon_factory
                 f"{a.url}/v1/tokens", json={"scopes": ["records:write"], "label": "wrong"}, headers=a.headers
             )
             assert response.status_code == 201, response.text
-            await http.delete(f"{b.url}/v1/sync/pairs/{pair['pair_id']}")
+            await http.delete(f"{b.url}/v1/sync/pairs/{pair['pair_id']}", headers=JSON)
             pair = await create_pair(http, b, a, thread, token=response.json()["token"])
             failing = await wait_state(http, b, pair["pair_id"], "failing", 15, code="HTTP_4XX")
             assert "403" in failing["last_error"]["message"], failing["last_error"]
@@ -569,7 +572,7 @@ async def test_a_peer_that_requires_auth_needs_a_federation_token(daemon_factory
             )
             assert response.status_code == 201, response.text
             token = response.json()["token"]
-            await http.delete(f"{b.url}/v1/sync/pairs/{pair['pair_id']}")
+            await http.delete(f"{b.url}/v1/sync/pairs/{pair['pair_id']}", headers=JSON)
             pair = await create_pair(http, b, a, thread, token=token)
             assert pair["has_token"] is True and token not in json.dumps(pair)
             await wait_state(http, b, pair["pair_id"], "running", 15)
@@ -611,7 +614,7 @@ async def test_pairs_persist_across_a_restart_and_continue_from_their_cursor(
             assert status["records_pulled"] == 10 and status["records_duplicate"] == 0  # no re-pull
 
             # A paused pair stays paused across a restart, and resumes from its cursor.
-            response = await http.post(f"{b.url}/v1/sync/pairs/{pair['pair_id']}/pause")
+            response = await http.post(f"{b.url}/v1/sync/pairs/{pair['pair_id']}/pause", json={})
             assert response.status_code == 200 and response.json()["state"] == "paused"
             paused_at = response.json()["cursor"]
             await b.kill()
@@ -621,10 +624,10 @@ async def test_pairs_persist_across_a_restart_and_continue_from_their_cursor(
             ids += await emit_bulk(http, a, thread, 5, workers=1, tag="paused")
             polls = (await totals(http, b, pair["pair_id"]))["pulls"]
             # While paused nothing arrives: kick is refused to pull, B stays at 310.
-            await http.post(f"{b.url}/v1/sync/pairs/{pair['pair_id']}/kick", params={"wait": "1"})
+            await http.post(f"{b.url}/v1/sync/pairs/{pair['pair_id']}/kick", json={}, params={"wait": "1"})
             assert await thread_count(http, b.url, thread) == 310
             assert (await totals(http, b, pair["pair_id"]))["pulls"] == polls
-            response = await http.post(f"{b.url}/v1/sync/pairs/{pair['pair_id']}/resume")
+            response = await http.post(f"{b.url}/v1/sync/pairs/{pair['pair_id']}/resume", json={})
             assert response.status_code == 200
             await wait_count(http, b, thread, 315, 20)
             status = await pair_status(http, b, pair["pair_id"])
@@ -686,27 +689,27 @@ async def test_pair_routes_pause_resume_kick_remove(daemon_factory: type[DaemonP
             await emit_bulk(http, a, thread, 3, workers=1)
             # On-demand: nothing until kicked; kick?wait=1 answers after the pull.
             assert (await pair_status(http, b, pair_id))["records_pulled"] == 0
-            kicked = await http.post(f"{b.url}/v1/sync/pairs/{pair_id}/kick", params={"wait": "1"})
+            kicked = await http.post(f"{b.url}/v1/sync/pairs/{pair_id}/kick", json={}, params={"wait": "1"})
             assert kicked.status_code == 200, kicked.text
             assert kicked.json()["pulled_now"] == 3 and kicked.json()["state"] == "running"
             assert await thread_count(http, b.url, thread) == 3
 
-            paused = await http.post(f"{b.url}/v1/sync/pairs/{pair_id}/pause")
+            paused = await http.post(f"{b.url}/v1/sync/pairs/{pair_id}/pause", json={})
             assert paused.json()["state"] == "paused" and paused.json()["state_reason"] == "paused by operator"
             await emit_bulk(http, a, thread, 2, workers=1, tag="more")
-            kicked = await http.post(f"{b.url}/v1/sync/pairs/{pair_id}/kick", params={"wait": "1"})
+            kicked = await http.post(f"{b.url}/v1/sync/pairs/{pair_id}/kick", json={}, params={"wait": "1"})
             assert kicked.json()["pulled_now"] == 0 and kicked.json()["state"] == "paused"
-            await http.post(f"{b.url}/v1/sync/pairs/{pair_id}/resume")
+            await http.post(f"{b.url}/v1/sync/pairs/{pair_id}/resume", json={})
             await wait_count(http, b, thread, 5, 10)
 
             stats = (await http.get(f"{b.url}/v1/sync/pairs/{pair_id}/stats")).json()
             assert stats["object"] == "sync_pair_stats" and stats["totals"]["records_pulled"] == 5
             assert stats["poll"]["mode"] == "on-demand" and stats["records_last_hour"] == 5
 
-            removed = await http.delete(f"{b.url}/v1/sync/pairs/{pair_id}")
+            removed = await http.delete(f"{b.url}/v1/sync/pairs/{pair_id}", headers=JSON)
             assert removed.status_code == 200 and removed.json()["state"] == "stopped"
             assert (await pair_status(http, b, pair_id))["state"] == "stopped"
-            gone = await http.post(f"{b.url}/v1/sync/pairs/{pair_id}/kick")
+            gone = await http.post(f"{b.url}/v1/sync/pairs/{pair_id}/kick", json={})
             assert gone.status_code == 404
             assert (await http.get(f"{b.url}/v1/sync/pairs/pair_0000000000000000")).status_code == 404
             again = await create_pair(http, b, a, thread)  # the slot is free again, under a new id
@@ -749,7 +752,7 @@ async def test_removing_a_pair_answers_promptly(daemon_factory: type[DaemonProce
             pair = await create_pair(http, b, a, "th_remove")
             await wait_state(http, b, pair["pair_id"], "running", 10)
             started = time.monotonic()
-            removed = await http.delete(f"{b.url}/v1/sync/pairs/{pair['pair_id']}")
+            removed = await http.delete(f"{b.url}/v1/sync/pairs/{pair['pair_id']}", headers=JSON)
             elapsed = time.monotonic() - started
             assert removed.status_code == 200 and removed.json()["state"] == "stopped"
             assert elapsed < 1.0, f"DELETE took {elapsed:.2f}s"

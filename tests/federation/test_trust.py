@@ -216,7 +216,9 @@ async def test_a_pair_record_not_signed_by_this_instance_is_never_loaded(
                 headers=admin(b),
             )
             assert response.status_code == 403 and response.json()["code"] == "NAMESPACE_REJECTED", response.text
-            response = await http.delete(f"{b.url}/v1/sync/pairs/..%2Fadmin", headers=admin(b))
+            response = await http.delete(
+                f"{b.url}/v1/sync/pairs/..%2Fadmin", headers={**admin(b), "content-type": "application/json"}
+            )
             assert response.status_code == 404, response.text
         assert attacker.requests == []
 
