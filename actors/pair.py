@@ -47,6 +47,7 @@ PAGE_LIMIT = 1000
 STREAM_BATCHES = 16  # chunks read ahead of the applier
 STREAM_COALESCE = 2000  # records per reconcile at most
 REVERIFY_PEER_EVERY = 3600.0  # seconds between manifest checks of a healthy peer
+MAX_LAGGED_IN_A_ROW = 3  # a feed that ends as lagged this often without a record is a failure
 
 
 def pair_backoff(rng: random.Random) -> Backoff:
@@ -78,6 +79,7 @@ class PairActor:
         self._backoff = pair_backoff(deps.rng)
         self._waiters: list[Any] = []
         self._peer_verified_at: float | None = None  # trio time of the last good manifest check
+        self._lagged_in_a_row = 0  # continuous feeds ended as lagged with no record in between
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -100,13 +102,24 @@ class PairActor:
             try:
                 await self._check_peer()
                 if self.config.mode == "continuous":
-                    await self.pull_to_head()
+                    await self.pull_to_head(ctx)
+                    if self.paused or ctx.stop_requested.is_set():
+                        continue
                     try:
                         await self._follow(ctx)  # returns only when paused; failures raise
                     except StreamLagged:
-                        pass  # fell behind the peer's buffer: catch up by pages, reopen, no backoff
+                        # Fell behind the peer's buffer: catch up by pages, reopen, no backoff —
+                        # unless the peer keeps saying so without sending anything (a loop it drives).
+                        self._lagged_in_a_row += 1
+                        if self._lagged_in_a_row >= MAX_LAGGED_IN_A_ROW:
+                            self._lagged_in_a_row = 0
+                            raise PeerError(
+                                "HTTP_5XX",
+                                f"peer ended the continuous feed as lagged {MAX_LAGGED_IN_A_ROW} times in a row "
+                                "without sending a record; backing off",
+                            ) from None
                     continue
-                await self.pull_to_head()
+                await self.pull_to_head(ctx)
                 self._backoff.reset()
                 delay = self.config.poll_interval if self.config.mode == "polling" else None
             except PeerError as error:
@@ -127,12 +140,16 @@ class PairActor:
         await self.deps.verify_peer(self.config)
         self._peer_verified_at = now
 
-    async def pull_to_head(self) -> None:
+    async def pull_to_head(self, ctx: ChildContext | None = None) -> None:
         """Pull pages until the peer has nothing more after our cursor.
 
         Fetching page N+1 overlaps reconciling page N (one page in flight, a bounded
         channel between the two), so a catch-up keeps both cores busy. A fetch failure
         lets the pages already fetched finish committing before it is raised.
+
+        The peer does not decide how long a round lasts: a page with no records ends it
+        (whatever ``has_more`` says), and control messages are handled between pages, so
+        a pause or a stop takes effect during a long catch-up, not after it.
         """
         failure: PeerError | None = None
         send, receive = trio.open_memory_channel[ChangesPage](1)
@@ -152,13 +169,25 @@ class PairActor:
                             limit=PAGE_LIMIT,
                         )
                         await send.send(page)
-                        if not page.has_more or page.next_cursor == cursor:
-                            break  # at the head — or a peer that claims more but does not move
+                        if not page.has_more or not page.records or page.next_cursor == cursor:
+                            break  # at the head — or a peer that claims more but gives nothing
                         cursor = page.next_cursor
+                        if ctx is not None and self._control_between_pages(ctx):
+                            break
                 except PeerError as error:
                     failure = error
         if failure is not None:
             raise failure
+
+    def _control_between_pages(self, ctx: ChildContext) -> bool:
+        """Handle control messages queued during a catch-up; True when the round must end now."""
+        while True:
+            try:
+                message = ctx.receive_nowait()
+            except trio.WouldBlock:
+                break
+            self._handle(message)  # a kick mid-round has nothing to add: its waiter is answered after
+        return self.paused or ctx.stop_requested.is_set()
 
     async def _apply_pages(self, pages: trio.MemoryReceiveChannel[ChangesPage]) -> None:
         async for page in pages:
@@ -175,8 +204,13 @@ class PairActor:
             from spl.actors.reconciler import summarise_refusals
 
             log.warning("pair %s: %s", self.config.pair_id, summarise_refusals(screened))
-        with trio.fail_after(RECONCILE_TIMEOUT):
-            result: ReconcileResult = await self.deps.reconciler.reconcile(self.config.pair_id, kept, cursor)
+        try:
+            with trio.fail_after(RECONCILE_TIMEOUT):
+                result: ReconcileResult = await self.deps.reconciler.reconcile(self.config.pair_id, kept, cursor)
+        except trio.TooSlowError:
+            raise PeerError(
+                "TIMEOUT", f"this daemon did not commit a pulled page within {RECONCILE_TIMEOUT:.0f} s (overloaded?)"
+            ) from None
         for refusal in [*screened, *result.refusals]:
             self.status.refused(refusal.code)
         now = self.deps.wall()
@@ -240,6 +274,7 @@ class PairActor:
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
             if events:
+                self._lagged_in_a_row = 0
                 await self._reconcile([record for _, record in events], events[-1][0], 0)
             else:  # heartbeat: the stream is alive and we are at its head
                 self.status.pulled(cursor=self.status.cursor, stored=0, duplicates=0, pending=0, now=self.deps.wall())

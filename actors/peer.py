@@ -62,7 +62,9 @@ __all__ = [
     "stream_changes",
 ]
 
-MAX_PAGE_BYTES = 64 * 1024 * 1024
+MAX_PAGE_BYTES = 32 * 1024 * 1024  # a source fills a page to at most 16 MiB of records (routes_sync)
+MAX_PAGE_CONTAINERS = 1_000_000  # objects + arrays in one page (~100 MB parsed at worst)
+MAX_EVENT_CONTAINERS = 250_000  # objects + arrays in one SSE record event
 MAX_ERROR_BYTES = 4 * 1024  # enough for a JSON error body; the rest is not worth reading
 MAX_MANIFEST_BYTES = 256 * 1024
 MAX_SSE_LINE = MAX_LINE  # 8 MiB: a 1 MiB record, \uXXXX-escaped in its data line, is at most ~6 MiB
@@ -143,6 +145,21 @@ def _cursor_problem(value: object) -> str:
     return f"peer sent the cursor {_brief(value)}, which is not 1-{MAX_CURSOR_BYTES} printable ASCII characters"
 
 
+def _check_containers(body: bytes | str, budget: int) -> None:
+    """Refuse JSON that would parse into more than ``budget`` objects and arrays.
+
+    Bytes are not the whole cost: 64 MiB of ``{},{},…`` parse into 21 million dicts (about
+    1.7 GB). Counting ``{`` and ``[`` (including any inside strings, so the count can only
+    be high) bounds what parsing a page may allocate, at C speed, before parsing it.
+    """
+    if isinstance(body, bytes):
+        count = body.count(b"{") + body.count(b"[")
+    else:
+        count = body.count("{") + body.count("[")
+    if count > budget:
+        raise PeerError("PARSE_ERROR", f"peer sent JSON with {count} objects/arrays; the limit is {budget}")
+
+
 def parse_changes_page(body: bytes, *, sent_cursor: str, limit: int) -> ChangesPage:
     """Check a change-feed page body (spec §8.4) and return it; PeerError(PARSE_ERROR) for anything else.
 
@@ -150,6 +167,7 @@ def parse_changes_page(body: bytes, *, sent_cursor: str, limit: int) -> ChangesP
     after: a page without ``next_cursor`` (or with null or ``""``) leaves us there.
     ``limit`` is the page size we asked for; a peer sending more is broken or hostile.
     """
+    _check_containers(body, MAX_PAGE_CONTAINERS)
     try:
         payload = json.loads(body)
     except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
@@ -190,6 +208,7 @@ def _record_event(event_id: str | None, data: str) -> tuple[str, dict[str, Any]]
         if event_id is None:
             raise PeerError("PARSE_ERROR", "peer sent a record event without an id: (the cursor to resume from)")
         raise PeerError("PARSE_ERROR", _cursor_problem(event_id))
+    _check_containers(data, MAX_EVENT_CONTAINERS)
     try:
         payload = json.loads(data)
     except (ValueError, RecursionError):

@@ -81,7 +81,7 @@ MAX_PEER_TOKEN = 512
 
 def is_pair_id(value: object) -> bool:
     """``pair_`` + 16 lowercase hex (spec §15.15) — the only pair ids that may name a file or a route."""
-    return isinstance(value, str) and PAIR_ID.match(value) is not None
+    return isinstance(value, str) and PAIR_ID.fullmatch(value) is not None
 
 
 def valid_peer_cursor(value: object) -> bool:

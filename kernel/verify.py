@@ -18,6 +18,11 @@ from spl.kernel.reserved import is_reserved
 
 __all__ = ["Refusal", "screen_pulled", "verify_batch", "verify_pulled"]
 
+# Bounds checked before any decoding: a did:key of an Ed25519 key is 56 characters and a
+# base64url Ed25519 signature 86; anything much longer is refused without touching it.
+MAX_SIGNER = 128
+MAX_SIG = 128
+
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
@@ -46,6 +51,8 @@ def verify_pulled(raw: object) -> Candidate | Refusal:
     signer, sig = raw.get("signer"), raw.get("sig")
     if not isinstance(signer, str) or not isinstance(sig, str):
         return Refusal(envelope.id, "SIGNATURE_INVALID", "record carries no signer/sig")
+    if len(signer) > MAX_SIGNER or len(sig) > MAX_SIG:
+        return Refusal(envelope.id, "SIGNATURE_INVALID", "signer or sig longer than an Ed25519 did:key signature")
     if not verify_record_signature(envelope.id, signer, sig):
         return Refusal(envelope.id, "SIGNATURE_INVALID", f"sig does not verify against signer {signer[:32]}…")
     return Candidate(envelope, signer, sig)

@@ -34,6 +34,8 @@ from spl.transport.services import Services
 __all__ = ["register"]
 
 MAX_PAGE = 10_000
+PAGE_BYTES = 16 * 1024 * 1024  # a change page holds at most this much record JSON (and at least one record)
+PAGE_CHUNK = 256  # rows read from the store at a time while filling a page
 FEED_BUFFER = 16_384
 LONGPOLL_MAX = 30.0
 
@@ -66,11 +68,28 @@ def _count_after(connection: Any, thread: str, after: int) -> int:
 
 
 def _page(connection: Any, thread: str, after: int, limit: int) -> tuple[list[StoredRecord], bool, int]:
-    rows = queries.records_after(connection, thread, after, limit + 1)
-    has_more = len(rows) > limit
-    rows = rows[:limit]
-    pending = _count_after(connection, thread, rows[-1].seq) if has_more else 0
-    return rows, has_more, pending
+    """Up to ``limit`` records after ``after``, and at most ``PAGE_BYTES`` of them (at least one).
+
+    Read in chunks, so neither a big ``limit`` nor big records make one request hold
+    gigabytes (10,000 records of 1 MiB each used to be read into memory at once); a page cut
+    short by the byte budget says ``has_more`` and the reader simply asks again.
+    """
+    rows: list[StoredRecord] = []
+    size = 0
+    last = after
+    while len(rows) < limit:
+        want = min(PAGE_CHUNK, limit - len(rows))
+        chunk = queries.records_after(connection, thread, last, want)
+        for record in chunk:
+            if rows and size + len(record.json) > PAGE_BYTES:
+                return rows, True, _count_after(connection, thread, rows[-1].seq)
+            rows.append(record)
+            size += len(record.json)
+        if len(chunk) < want:
+            return rows, False, 0  # the end of the thread
+        last = chunk[-1].seq
+    has_more = bool(queries.records_after(connection, thread, last, 1))
+    return rows, has_more, _count_after(connection, thread, last) if has_more else 0
 
 
 def _page_json(records: list[StoredRecord], after: int, has_more: bool, pending: int) -> str:

@@ -149,7 +149,7 @@ class SseParser:
             raw = raw[1:]
         # Decoding line by line is safe: "\r" and "\n" never occur inside a UTF-8 sequence.
         if field == b"data":
-            self._data_bytes += len(raw)
+            self._data_bytes += len(raw) + 1  # + the joining newline: empty data lines cost too
             if self._data_bytes > self._max_frame:
                 raise ValueError(f"SSE frame larger than {self._max_frame} bytes")
             self._data.append(raw.decode("utf-8", errors="replace"))

@@ -777,3 +777,50 @@ async def test_a_graceful_stop_ends_the_pair_without_waiting_for_its_budget(
         stopping_at = trio.current_time()
     # Leaving running_pair asks the supervisor for a graceful stop and waits for it.
     assert trio.current_time() - stopping_at < 0.5, "the idle pair was cancelled at its budget, not stopped"
+
+
+# -- a peer does not decide how long a round lasts (attacker review) ----------------------------------
+
+
+async def test_a_peer_claiming_more_with_empty_pages_cannot_keep_the_pair_pulling(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, clock: FrozenWhileThreads
+) -> None:
+    # It answered {"records": [], "has_more": true} with cursors alternating "a"/"b": 22 requests/s, forever.
+    flip = iter(["a", "b"] * 1000)
+
+    def endless(peer: FakePeer, request: httpx.Request) -> httpx.Response:
+        body = {"records": [], "next_cursor": next(flip), "has_more": True, "pending": 5}
+        return httpx.Response(200, json=body)
+
+    peer = FakePeer(forever=endless)
+    async with running_pair(tmp_path, clock, peer, poll_interval=10.0) as pair:
+        await trio.sleep_until(START + 95.0)
+        await clock.settle()
+        # One page per poll interval: a round ends on a page that brings nothing.
+        assert peer.times() == exactly([START + 10.0 * n for n in range(10)])
+        assert pair.status.state == "running"
+
+
+async def test_pause_takes_effect_between_the_pages_of_a_long_catch_up(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, clock: FrozenWhileThreads
+) -> None:
+    peer = FakePeer(page_size=10)
+    peer.add(500)
+    arrived = trio.Event()
+    original = peer.handler
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if len(peer.seen) == 3:
+            arrived.set()
+            await trio.sleep(1.0)  # page 4 is slow: the pause arrives while it is in flight
+        return await original(request)
+
+    peer.handler = handler  # type: ignore[method-assign]
+    async with running_pair(tmp_path, clock, peer, poll_interval=1.0) as pair:
+        await arrived.wait()
+        await pair.send(Pause())
+        await trio.sleep_until(START + 600.0)
+        await clock.settle()
+        assert pair.status.state == "paused"
+        assert len(peer.seen) <= 5, f"{len(peer.seen)} pages pulled after the pause"  # not all 50
+        assert pair.cursor == 10 * len(peer.seen)

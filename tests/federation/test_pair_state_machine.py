@@ -14,7 +14,7 @@ from fed_support import signed as signed_record
 from spl.actors.peer import PeerError, classify
 from spl.kernel.cursor import START, decode_cursor, encode_cursor
 from spl.kernel.errors import InvalidRecord, InvalidRequest
-from spl.kernel.identity import Identity, verify_record_signature
+from spl.kernel.identity import MAX_DID_KEY_DIGITS, Identity, public_key_from_did, verify_record_signature
 from spl.kernel.ingest import Candidate
 from spl.kernel.pairs import (
     DEFAULT_POLL_INTERVAL,
@@ -387,7 +387,10 @@ def test_fold_reads_only_records_this_instance_signed_with_well_formed_ids() -> 
     assert fold_pair_records([pair_record(good), *planted], OWN_DID) == {good.pair_id: good}
 
 
-@pytest.mark.parametrize("pair_id", ["../admin", "pair_", "pair_0123456789abcdeg", "pair_0123456789ABCDEF", "x" * 300])
+@pytest.mark.parametrize(
+    "pair_id",
+    ["../admin", "pair_0123456789abcdef\n", "pair_", "pair_0123456789abcdeg", "pair_0123456789ABCDEF", "x" * 300],
+)
 def test_config_refuses_a_pair_id_that_is_not_pair_and_16_hex(pair_id: str) -> None:
     with pytest.raises(InvalidRequest) as caught:
         config(pair_id=pair_id)
@@ -638,3 +641,13 @@ def test_pair_stats_window_and_histogram() -> None:
         "p95": None,
         "p99": None,
     }
+
+
+def test_a_huge_signer_is_refused_before_it_is_decoded() -> None:
+    # Attacker review: base58-decoding a 300 KB signer took 17 s of CPU in a shared worker thread.
+    record = {**signed(1, text="hello"), "signer": "did:key:z" + "6" * 300_000}
+    result = verify_pulled(record)
+    assert isinstance(result, Refusal) and result.code == "SIGNATURE_INVALID" and "longer" in result.reason
+    with pytest.raises(ValueError, match="too long"):
+        public_key_from_did("did:key:z" + "6" * 300_000)
+    assert len(Identity.generate().did) <= len("did:key:z") + MAX_DID_KEY_DIGITS

@@ -255,3 +255,21 @@ def test_printable_escapes_what_could_forge_a_line() -> None:
     )
     assert printable("x" * 10, 4) == "xxxx…" and printable("\n" * 3, 9) == "\\x0a\\x0a…"
     assert printable(b"\x1b") == "b'\\x1b'" and printable(None) == "None"
+
+
+def test_empty_data_lines_count_against_the_frame_limit() -> None:
+    # Attacker review: `data:` lines with nothing after them used to add entries for free,
+    # so one frame of them grew without bound (250 MiB of them: 43.7 M list entries).
+    parser = SseParser(max_frame=1000, max_line=100)
+    with pytest.raises(ValueError):
+        for _ in range(2000):
+            parser.feed(b"data:\n")
+
+
+def test_a_page_that_would_parse_into_millions_of_objects_is_refused_before_parsing() -> None:
+    # Attacker review: 64 MiB of `{},{},…` used to parse into 21 M dicts (RSS 166 MB → 1.7 GB).
+    record = {"id": "x", "thread": "th", "body": {"a": [{}] * 1_100_000}}
+    body = json.dumps({"records": [{"id": "x", "record": record}], "next_cursor": "c"}).encode()
+    with pytest.raises(PeerError) as caught:
+        parse_changes_page(body, sent_cursor="", limit=10)
+    assert caught.value.code == "PARSE_ERROR" and "objects/arrays" in caught.value.message

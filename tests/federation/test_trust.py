@@ -382,3 +382,32 @@ async def test_loopback_is_not_an_identity(daemon_factory: type[DaemonProcess]) 
             assert response.status_code == 401, (path, response.text)
             assert "10.0.0.1" not in response.text
         assert await pairs_on(http, a) == []
+
+
+async def test_a_change_page_is_bounded_in_bytes_not_only_in_records(daemon_factory: type[DaemonProcess]) -> None:
+    # Attacker review: limit=10000 over records of ~1 MB read ~10 GB into one request's memory.
+    a = await start(daemon_factory, "a")
+    origin = Identity.generate()
+    big = [signed(origin, "th_big", n, blob="x" * 600_000) for n in range(1, 41)]  # ~24 MB in all
+    async with httpx.AsyncClient(timeout=60) as http:
+        for record in big:
+            response = await http.post(f"{a.url}/v1/sync/records", json={"records": [record]}, headers=admin(a))
+            assert response.status_code == 200 and response.json()["accepted"] == [record["id"]], response.text[:300]
+        pages: list[dict[str, Any]] = []
+        since = ""
+        while True:
+            response = await http.get(
+                f"{a.url}/v1/sync/changes",
+                params={"thread": "th_big", "limit": 10_000, "since": since},
+                headers=admin(a),
+            )
+            assert response.status_code == 200
+            page = response.json()
+            pages.append(page)
+            assert len(response.content) < 17 * 1024 * 1024
+            since = page["next_cursor"]
+            if not page["has_more"]:
+                break
+        assert len(pages) >= 2 and pages[0]["has_more"] and pages[0]["pending"] == 40 - len(pages[0]["records"])
+        ids = [item["id"] for page in pages for item in page["records"]]
+        assert ids == [record["id"] for record in big]  # every record once, in order, across the pages
