@@ -1,7 +1,9 @@
 """Instance administration commands: ``spl identity``, ``spl token`` and ``spl namespace``.
 
 Every command reaches the daemon through :mod:`spl.cli.client` (URL and credential
-resolution) and registers on the ``spl`` app when this module is imported.
+resolution) and registers on the ``spl`` app when this module is imported. Text output escapes every
+value the daemon sent (:func:`spl.cli.output.safe`; tables do it per cell): a token label or
+a namespace description is whatever a client wrote.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import typer
 from spl.cli.client import CliError, DaemonClient, NoDaemon
 from spl.cli.common import OUTPUT, URL, DaemonUnreachable, call, main_app, running_pid, wants_json
 from spl.cli.common import home as _home
-from spl.cli.output import emit_json, table
+from spl.cli.output import emit_json, safe, table
 from spl.kernel.tokens import SCOPES
 from spl.runtime.home import Home, HomeError
 
@@ -73,14 +75,14 @@ def identity_show(output: str = OUTPUT, url: str | None = URL) -> None:
     if as_json:
         emit_json(payload)
         return
-    typer.echo(f"did:          {payload.get('did')}")
-    typer.echo(f"endpoint_url: {payload.get('endpoint_url')}")
-    typer.echo(f"fingerprint:  {payload.get('key_fingerprint')}")
-    typer.echo(f"method:       {payload.get('method')}")
+    typer.echo(f"did:          {safe(payload.get('did'))}")
+    typer.echo(f"endpoint_url: {safe(payload.get('endpoint_url'))}")
+    typer.echo(f"fingerprint:  {safe(payload.get('key_fingerprint'))}")
+    typer.echo(f"method:       {safe(payload.get('method'))}")
     if payload.get("source") == "home":
-        typer.echo(f"source:       home {payload.get('home')} (daemon not running)")
+        typer.echo(f"source:       home {safe(payload.get('home'))} (daemon not running)")
     else:
-        scopes = ", ".join(payload.get("scopes") or []) or "-"
+        scopes = ", ".join(safe(scope, 64) for scope in payload.get("scopes") or []) or "-"
         who = "authenticated" if payload.get("is_authenticated") else "anonymous"
         typer.echo(f"caller:       {who} (scopes: {scopes})")
 
@@ -160,10 +162,11 @@ def token_mint(
     if as_json:
         emit_json(payload)
     else:
-        typer.echo(payload["token"])
+        typer.echo(safe(payload["token"]))
+        granted = ", ".join(safe(scope, 64) for scope in payload.get("scopes") or wanted)
+        labelled = f", label: {safe(label)}" if label else ""
         typer.echo(
-            f"minted token {payload.get('token_id')} (scopes: {', '.join(payload.get('scopes') or wanted)}"
-            f"{', label: ' + label if label else ''})",
+            f"minted token {safe(payload.get('token_id'))} (scopes: {granted}{labelled})",
             err=True,
         )
     typer.echo(
@@ -219,7 +222,7 @@ def token_revoke(
     if as_json:
         emit_json(payload)
     else:
-        typer.echo(f"revoked token {token_id}")
+        typer.echo(f"revoked token {safe(token_id)}")
 
 
 @token_app.command("save")
@@ -258,7 +261,7 @@ def namespace_create(
     if as_json:
         emit_json(payload)
     else:
-        typer.echo(f"created namespace {payload.get('id', namespace)} (record {payload.get('record_id')})")
+        typer.echo(f"created namespace {safe(payload.get('id', namespace))} (record {safe(payload.get('record_id'))})")
 
 
 @namespace_app.command("list")

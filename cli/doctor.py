@@ -8,6 +8,10 @@ the one ``--url`` / ``$SPL_SERVE_URL`` names, else this home's running one, neve
 The home checks include file modes (the home and its directories 0700, its files 0600)
 and config keys spl no longer reads, such as ``[federation] trust_loopback``: loopback is
 not an identity (spec §15.19), so the key is ignored.
+
+Messages quote what the daemon and its peers report (health problems, a pair's thread,
+``peer_url`` and error code, a daemon's error message): :func:`render` escapes each message
+(:func:`spl.cli.output.safe`) before wrapping it, so none can drive the terminal or forge a line.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import typer
 from spl.cli.client import CliError, DaemonClient, NoDaemon
 from spl.cli.common import OUTPUT, URL, DaemonError, DaemonUnreachable, call, main_app, wants_json
 from spl.cli.common import home as _home
-from spl.cli.output import emit_json
+from spl.cli.output import emit_json, safe
 from spl.kernel.manifest import verify_manifest
 from spl.runtime.home import PRIVATE_DIR, Config, Home, HomeError
 
@@ -36,6 +40,7 @@ MARKS = {"ok": "✓", "warn": "!", "fail": "✗"}
 EXIT_CODES = {"ok": 0, "warn": 1, "fail": 2}
 NAME_WIDTH = 20
 TEXT_WIDTH = 45
+MESSAGE_LIMIT = 4000  # characters of one check's message (after escaping) before it is cut with "…"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -60,7 +65,7 @@ def _wrap(text: str, width: int) -> list[str]:
 def render(check: Check) -> list[str]:
     """``! federation bind host 1 sync pair(s) …`` with continuation lines under the message."""
     prefix = f"{MARKS[check.status]} {check.name:<{NAME_WIDTH}} "
-    lines = _wrap(check.message, TEXT_WIDTH)
+    lines = _wrap(safe(check.message, MESSAGE_LIMIT), TEXT_WIDTH)
     return [prefix + lines[0]] + [" " * len(prefix) + line for line in lines[1:]]
 
 

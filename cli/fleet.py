@@ -10,6 +10,10 @@ not an identity (spec §15.19), so this holds for two daemons on one machine too
 the peer (``spl token mint --scopes federation:sync``) and pass it to ``spl fleet sync add
 --token``; it is sent once, stored by the daemon (mode 0600) and never printed by any command.
 Like every command, these authenticate to the local daemon with the home's admin credential.
+
+A pair's ``peer_url``, ``last_error`` (a peer's own error message), thread and history come
+from the daemon and, through it, from the peer: text output escapes every such field
+(:func:`spl.cli.output.safe`), so a peer cannot drive the operator's terminal or forge lines.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import typer
 
 from spl.cli.client import CliError, DaemonClient
 from spl.cli.common import OUTPUT, URL, DaemonError, call, client_for, main_app, secret_argument, wants_json
-from spl.cli.output import emit_json, table
+from spl.cli.output import emit_json, safe, table
 
 __all__ = ["federation_lines", "fleet_app", "parse_duration", "peer_handle", "sync_app"]
 
@@ -35,8 +39,8 @@ MODES = ("polling", "continuous", "on-demand")
 STATE_ORDER = ("running", "starting", "failing", "paused", "stopped")
 ARROWS = {"pull": "←", "push": "→"}
 KICK_TIMEOUT = 90.0  # the daemon waits up to 60 s for a kicked pull to finish
-PAIR_ID = re.compile(r"^pair_[0-9a-f]{16}$")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|sec|m|min|h)?\s*$")
+PAIR_ID = re.compile(r"\Apair_[0-9a-f]{16}\Z")
+_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|sec|m|min|h)?\s*")
 _UNITS = {None: 1.0, "s": 1.0, "sec": 1.0, "ms": 0.001, "m": 60.0, "min": 60.0, "h": 3600.0}
 
 fleet_app = typer.Typer(help="Fleet operations across instances (federation sync pairs).", no_args_is_help=True)
@@ -54,7 +58,7 @@ PAIR_ARG = typer.Argument(..., help="The pair id (pair_…) or a unique prefix o
 
 def parse_duration(text: str, option: str = "--poll-interval") -> float:
     """``1.5`` / ``30s`` / ``500ms`` / ``5m`` / ``1h`` → seconds."""
-    match = _DURATION.match(text)
+    match = _DURATION.fullmatch(text)
     if match is None:
         raise CliError(f"{option} {text!r} is not a duration; use seconds (1.5) or a unit: 500ms, 30s, 5m, 1h")
     return float(match.group(1)) * _UNITS[match.group(2)]
@@ -87,19 +91,19 @@ def peer_handle(pair: dict[str, Any]) -> str:
         parts = urlsplit(url)
         if parts.hostname:
             host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-            return f"{host}:{parts.port}" if parts.port else host
+            return safe(f"{host}:{parts.port}" if parts.port else host)
     did = str(pair.get("peer_did") or "?")
-    return "…" + did[-8:] if len(did) > 8 else did
+    return safe("…" + did[-8:] if len(did) > 8 else did)
 
 
 def _short_id(pair_id: Any) -> str:
     text = str(pair_id or "")
-    return text.removeprefix("pair_")[:8]
+    return safe(text.removeprefix("pair_")[:8])
 
 
 def _error_code(pair: dict[str, Any]) -> str:
     error = pair.get("last_error")
-    return str(error.get("code")) if isinstance(error, dict) and error.get("code") else "-"
+    return safe(error.get("code"), 64) if isinstance(error, dict) and error.get("code") else "-"
 
 
 def _condition(pair: dict[str, Any]) -> str:
@@ -112,7 +116,7 @@ def _condition(pair: dict[str, Any]) -> str:
     if state == "stopped":
         return "STOPPED"
     if pair.get("stalled"):
-        return f"STALLED (lag {pair.get('lag_records', 0)} records)"
+        return f"STALLED (lag {safe(pair.get('lag_records', 0))} records)"
     if state == "starting":
         return "STARTING"
     rate = pair.get("records_per_minute") or 0
@@ -121,7 +125,7 @@ def _condition(pair: dict[str, Any]) -> str:
 
 
 def _state_counts(pairs: Iterable[dict[str, Any]]) -> str:
-    counts = Counter(str(pair.get("state")) for pair in pairs)
+    counts = Counter(safe(pair.get("state"), 64) for pair in pairs)
     ordered = [state for state in STATE_ORDER if counts.get(state)]
     ordered += sorted(state for state in counts if state not in STATE_ORDER)
     return ", ".join(f"{counts[state]} {state}" for state in ordered)
@@ -137,7 +141,7 @@ def federation_lines(pairs: list[dict[str, Any]], indent: str = "  ") -> list[st
             _short_id(pair.get("pair_id")),
             ARROWS.get(str(pair.get("direction")), "?"),
             peer_handle(pair),
-            f"thread:{pair.get('thread_id')}",
+            f"thread:{safe(pair.get('thread_id'))}",
             _condition(pair),
         )
         for pair in pairs
@@ -160,7 +164,7 @@ def _pairs(client: DaemonClient) -> list[dict[str, Any]]:
 def _resolve(client: DaemonClient, text: str) -> str:
     """A full pair id from an id or a unique prefix (with or without ``pair_``)."""
     text = text.strip()
-    if PAIR_ID.match(text):
+    if PAIR_ID.fullmatch(text):
         return text
     if not text:
         raise CliError("pass a pair id (see `spl fleet sync list`)")
@@ -170,7 +174,8 @@ def _resolve(client: DaemonClient, text: str) -> str:
         return matches[0]
     if not matches:
         raise CliError(f"no pair matches {text!r}; list pairs with `spl fleet sync list`")
-    raise CliError(f"{text!r} matches {len(matches)} pairs ({', '.join(matches)}); give more of the id")
+    shown = ", ".join(safe(match) for match in matches)
+    raise CliError(f"{text!r} matches {len(matches)} pairs ({shown}); give more of the id")
 
 
 def _read_token(value: str) -> str:
@@ -200,7 +205,8 @@ def sync_add(
         None,
         "--token",
         help="Bearer token the peer minted for this pair (`spl token mint --scopes federation:sync` on the peer); "
-        "needed unless the peer runs with auth off. The token itself, @file, or - for stdin; never shown.",
+        "needed unless the peer runs with --insecure-localhost on this machine. "
+        "The token itself, @file, or - for stdin; never shown.",
     ),
     mode: str | None = typer.Option(None, "--mode", help="polling (default), continuous or on-demand."),
     poll_interval: str | None = typer.Option(
@@ -251,16 +257,17 @@ def sync_add(
     if as_json:
         emit_json(payload)
     else:
-        typer.echo(payload["pair_id"])
+        pair_id = safe(payload["pair_id"])
+        typer.echo(pair_id)
         every = f" every {_duration(payload.get('poll_interval'))}" if payload.get("mode") == "polling" else ""
         typer.echo(
-            f"added pair {payload['pair_id']}: pulls {payload.get('thread_id')} from {payload.get('peer_url')} "
-            f"({payload.get('mode')}{every}{', with token' if payload.get('has_token') else ''}); "
-            f"see `spl fleet sync status {payload['pair_id']}`",
+            f"added pair {pair_id}: pulls {safe(payload.get('thread_id'))} from {safe(payload.get('peer_url'))} "
+            f"({safe(payload.get('mode'))}{every}{', with token' if payload.get('has_token') else ''}); "
+            f"see `spl fleet sync status {pair_id}`",
             err=True,
         )
     if payload.get("warning"):
-        typer.echo(f"warning: {payload['warning']}", err=True)
+        typer.echo(f"warning: {safe(payload['warning'])}", err=True)
 
 
 def _list(thread: str | None, output: str, url: str | None) -> None:
@@ -272,7 +279,7 @@ def _list(thread: str | None, output: str, url: str | None) -> None:
         emit_json(pairs)
         return
     if not pairs:
-        typer.echo("no sync pairs" + (f" on {thread}" if thread else "") + "; add one with `spl fleet sync add`")
+        typer.echo("no sync pairs" + (f" on {safe(thread)}" if thread else "") + "; add one with `spl fleet sync add`")
         return
     table(
         [
@@ -311,45 +318,50 @@ def sync_pairs(thread: str | None = THREAD_FILTER, output: str = OUTPUT, url: st
 def _print_status(pair: dict[str, Any], stats: dict[str, Any]) -> None:
     now = time.time()
     arrow = ARROWS.get(str(pair.get("direction")), "?")
-    typer.echo(f"pair {pair['pair_id']}  ({pair.get('direction')} {arrow} {pair.get('peer_url')})")
-    typer.echo(f"  peer:          {pair.get('peer_did')}")
-    typer.echo(f"  thread:        {pair.get('thread_id')}")
+    typer.echo(f"pair {safe(pair['pair_id'])}  ({safe(pair.get('direction'))} {arrow} {safe(pair.get('peer_url'))})")
+    typer.echo(f"  peer:          {safe(pair.get('peer_did'))}")
+    typer.echo(f"  thread:        {safe(pair.get('thread_id'))}")
     every = f" every {_duration(pair.get('poll_interval'))}" if pair.get("mode") == "polling" else ""
-    typer.echo(f"  mode:          {pair.get('mode')}{every}")
+    typer.echo(f"  mode:          {safe(pair.get('mode'))}{every}")
     typer.echo(f"  token:         {'yes (stored by the daemon)' if pair.get('has_token') else 'none'}")
     stalled = "  STALLED" if pair.get("stalled") else ""
-    typer.echo(f"  state:         {pair.get('state')} ({pair.get('state_reason')}){stalled}")
-    typer.echo(f"  cursor:        {pair.get('cursor') or '- (nothing pulled yet)'}")
-    typer.echo(f"  lag:           {pair.get('lag_records', 0)} record(s), {pair.get('lag_seconds') or 0:g}s")
+    typer.echo(f"  state:         {safe(pair.get('state'))} ({safe(pair.get('state_reason'))}){stalled}")
+    typer.echo(f"  cursor:        {safe(pair.get('cursor') or '- (nothing pulled yet)')}")
+    typer.echo(f"  lag:           {safe(pair.get('lag_records', 0))} record(s), {pair.get('lag_seconds') or 0:g}s")
     typer.echo(f"  last success:  {_when(pair.get('last_success_at'), now)}")
-    typer.echo(f"  failures:      {pair.get('consecutive_failures', 0)} consecutive")
+    typer.echo(f"  failures:      {safe(pair.get('consecutive_failures', 0))} consecutive")
     typer.echo(f"  next retry:    {_when(pair.get('next_retry_at'), now)}")
     error = pair.get("last_error")
     if isinstance(error, dict):
-        typer.echo(f"  last error:    {error.get('code')}: {error.get('message')}  at {_when(error.get('at'), now)}")
+        typer.echo(
+            f"  last error:    {safe(error.get('code'), 64)}: {safe(error.get('message'))}  "
+            f"at {_when(error.get('at'), now)}"
+        )
     else:
         typer.echo("  last error:    -")
     totals = stats.get("totals") or {}
     pulls = totals.get("pulls")
     typer.echo(
-        f"  pulled:        {pair.get('records_pulled', 0)} record(s), {pair.get('records_duplicate', 0)} duplicate(s)"
-        + (f", {pulls} pull(s)" if pulls is not None else "")
+        f"  pulled:        {safe(pair.get('records_pulled', 0))} record(s), "
+        f"{safe(pair.get('records_duplicate', 0))} duplicate(s)"
+        + (f", {safe(pulls)} pull(s)" if pulls is not None else "")
     )
     refused = pair.get("records_refused") or {}
     typer.echo(
-        "  refused:       " + (", ".join(f"{code} {count}" for code, count in sorted(refused.items())) or "none")
+        "  refused:       "
+        + (", ".join(f"{safe(code, 64)} {safe(count)}" for code, count in sorted(refused.items())) or "none")
     )
-    errors = f"{pair.get('errors_total', 0)} total, {stats.get('errors_last_hour', 0)} in the last hour"
+    errors = f"{safe(pair.get('errors_total', 0))} total, {safe(stats.get('errors_last_hour', 0))} in the last hour"
     typer.echo(f"  errors:        {errors}")
     typer.echo(
-        f"  rate:          {stats.get('records_last_minute', 0)} record(s) in the last minute, "
-        f"{stats.get('records_last_hour', 0)} in the last hour"
+        f"  rate:          {safe(stats.get('records_last_minute', 0))} record(s) in the last minute, "
+        f"{safe(stats.get('records_last_hour', 0))} in the last hour"
     )
     latency = stats.get("latency_ms") or {}
     if latency.get("count"):
         typer.echo(
             f"  latency:       p50 {latency.get('p50'):g} ms, p95 {latency.get('p95'):g} ms "
-            f"({latency.get('count')} record(s), last hour)"
+            f"({safe(latency.get('count'))} record(s), last hour)"
         )
     else:
         typer.echo("  latency:       p50 -, p95 - (no records delivered in the last hour)")
@@ -357,7 +369,7 @@ def _print_status(pair: dict[str, Any], stats: dict[str, Any]) -> None:
     typer.echo(f"History ({len(history)})")
     for entry in history:
         when = _when(entry.get("at"), now)
-        typer.echo(f"  {when}  {entry.get('from')} → {entry.get('to')}  {entry.get('reason')}")
+        typer.echo(f"  {when}  {safe(entry.get('from'))} → {safe(entry.get('to'))}  {safe(entry.get('reason'))}")
 
 
 @sync_app.command("status")
@@ -391,7 +403,7 @@ def sync_pause(pair_id: str = PAIR_ARG, output: str = OUTPUT, url: str | None = 
     """Stop pulling (the cursor is kept); `spl fleet sync resume` goes on from it."""
     payload = _control("pause", pair_id, output, url)
     if not wants_json(output):
-        typer.echo(f"paused {payload['pair_id']} (state {payload.get('state')})")
+        typer.echo(f"paused {safe(payload['pair_id'])} (state {safe(payload.get('state'))})")
 
 
 @sync_app.command("resume")
@@ -401,7 +413,7 @@ def sync_resume(pair_id: str = PAIR_ARG, output: str = OUTPUT, url: str | None =
     if not wants_json(output):
         # The answer is written before the pair acts on the resume, so do not echo its state.
         cursor = payload.get("cursor") or "the start"
-        typer.echo(f"resumed {payload['pair_id']}: pulling from {cursor}")
+        typer.echo(f"resumed {safe(payload['pair_id'])}: pulling from {safe(cursor)}")
 
 
 @sync_app.command("kick")
@@ -412,7 +424,7 @@ def sync_kick(pair_id: str = PAIR_ARG, output: str = OUTPUT, url: str | None = U
     """
     payload = _control("kick", pair_id, output, url)
     if not wants_json(output):
-        typer.echo(f"kicked {payload['pair_id']}: pulling now (state {payload.get('state')})")
+        typer.echo(f"kicked {safe(payload['pair_id'])}: pulling now (state {safe(payload.get('state'))})")
 
 
 @sync_app.command("remove")
@@ -420,7 +432,7 @@ def sync_remove(pair_id: str = PAIR_ARG, output: str = OUTPUT, url: str | None =
     """Remove a pair: it stops pulling and its stored token is deleted (records already pulled stay)."""
     payload = _control("remove", pair_id, output, url)
     if not wants_json(output):
-        typer.echo(f"removed {payload['pair_id']} (state {payload.get('state')})")
+        typer.echo(f"removed {safe(payload['pair_id'])} (state {safe(payload.get('state'))})")
 
 
 def _kick_and_wait(client: DaemonClient, pair: dict[str, Any]) -> dict[str, Any]:
@@ -435,17 +447,17 @@ def _kick_and_wait(client: DaemonClient, pair: dict[str, Any]) -> dict[str, Any]
 
 
 def _pull_line(pair: dict[str, Any]) -> str:
-    state = str(pair.get("state"))
+    state = safe(pair.get("state"), 64)
     head = (
-        f"{pair.get('pair_id')} {ARROWS.get(str(pair.get('direction')), '?')} {peer_handle(pair)} "
-        f"thread:{pair.get('thread_id')}"
+        f"{safe(pair.get('pair_id'))} {ARROWS.get(str(pair.get('direction')), '?')} {peer_handle(pair)} "
+        f"thread:{safe(pair.get('thread_id'))}"
     )
-    pulled = f"pulled {pair.get('pulled_now', 0)} now ({pair.get('records_pulled', 0)} in total)"
-    lag = f"lag {pair.get('lag_records', 0)} record(s), {round(pair.get('lag_seconds') or 0)}s"
+    pulled = f"pulled {safe(pair.get('pulled_now', 0))} now ({safe(pair.get('records_pulled', 0))} in total)"
+    lag = f"lag {safe(pair.get('lag_records', 0))} record(s), {round(pair.get('lag_seconds') or 0)}s"
     error = pair.get("last_error")
     if state == "failing" and isinstance(error, dict):
-        return f"{head}  FAILING: {error.get('code')}: {error.get('message')}; {pulled}"
-    note = f"; last error {error.get('code')}" if isinstance(error, dict) and state != "running" else ""
+        return f"{head}  FAILING: {safe(error.get('code'), 64)}: {safe(error.get('message'))}; {pulled}"
+    note = f"; last error {safe(error.get('code'), 64)}" if isinstance(error, dict) and state != "running" else ""
     stalled = " STALLED" if pair.get("stalled") else ""
     return f"{head}  {state}{stalled}: {pulled}, {lag}{note}"
 

@@ -8,6 +8,9 @@ command retries with the next clock. An explicit ``--clock`` is never changed.
 ``spl thread records`` prints one line per record made only of content-addressed fields
 (id, clock, act, actor, body), sorted by (clock, actor, id): two instances holding the
 same records print byte-identical text, whatever order the records arrived in.
+
+Text output shows what any client or peer wrote (actors, thread ids, bodies), so every such
+field goes through :func:`spl.cli.output.safe`: no terminal escape and no line of its own.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from spl.cli.common import (
     parse_body,
     wants_json,
 )
-from spl.cli.output import emit_json, table
+from spl.cli.output import emit_json, safe, table
 from spl.kernel.record import ACTS, DATA_TYPES, MAX_CLOCK
 
 __all__ = ["emit", "intend", "thread_app"]
@@ -100,9 +103,9 @@ def _print_emitted(record: dict[str, Any], created: bool, as_json: bool) -> None
         emit_json(record)
         return
     note = "" if created else "  (already stored: identical record)"
-    typer.echo(f"{record['act']} {record['id']}{note}")
-    typer.echo(f"  thread: {record['thread']}")
-    typer.echo(f"  clock:  {record['clock']}")
+    typer.echo(f"{safe(record['act'])} {safe(record['id'])}{note}")
+    typer.echo(f"  thread: {safe(record['thread'])}")
+    typer.echo(f"  clock:  {safe(record['clock'])}")
 
 
 def _with_namespace(body: dict[str, Any], namespace: str | None) -> dict[str, Any]:
@@ -291,21 +294,22 @@ def thread_show(
     if as_json:
         emit_json(payload)
         return
-    typer.echo(f"thread:     {payload.get('id', thread)}")
-    typer.echo(f"namespace:  {payload.get('namespace')}")
-    typer.echo(f"state:      {payload.get('state')}")
-    typer.echo(f"records:    {payload.get('record_count')}")
-    typer.echo(f"last clock: {payload.get('last_clock')}")
+    typer.echo(f"thread:     {safe(payload.get('id', thread))}")
+    typer.echo(f"namespace:  {safe(payload.get('namespace'))}")
+    typer.echo(f"state:      {safe(payload.get('state'))}")
+    typer.echo(f"records:    {safe(payload.get('record_count'))}")
+    typer.echo(f"last clock: {safe(payload.get('last_clock'))}")
     if payload.get("opened_by"):
-        typer.echo(f"opened by:  {payload['opened_by']}")
+        typer.echo(f"opened by:  {safe(payload['opened_by'])}")
     if payload.get("closed_by"):
-        typer.echo(f"closed by:  {payload['closed_by']}")
+        typer.echo(f"closed by:  {safe(payload['closed_by'])}")
     participants = payload.get("participants") or []
     typer.echo(f"participants ({len(participants)}):")
     for participant in participants:
         count = participant.get("record_count")
         typer.echo(
-            f"  {participant.get('actor')}  {participant.get('role')}  {count} record{'s' if count != 1 else ''}"
+            f"  {safe(participant.get('actor'))}  {safe(participant.get('role'))}  "
+            f"{safe(count)} record{'s' if count != 1 else ''}"
         )
 
 
@@ -327,11 +331,14 @@ def fetch_thread_records(
 
 
 def record_line(record: dict[str, Any]) -> str:
-    """One record as text, from content-addressed fields only (identical on every instance)."""
+    """One record as text, from content-addressed fields only (identical on every instance).
+
+    Every field is escaped (:func:`safe`): an actor or a body string is whatever its writer
+    chose, and must not reach the terminal as an escape sequence or a line break.
+    """
     body = compact_json(record.get("body") or {})
-    if len(body) > BODY_WIDTH:
-        body = body[: BODY_WIDTH - 1] + "…"
-    return f"{record['id']}  {record['clock']}  {record['act']:<6}  {record['actor']}  {body}"
+    body = safe(body, BODY_WIDTH - 1 if len(body) > BODY_WIDTH else BODY_WIDTH)  # cut to 199 + "…" when long
+    return f"{safe(record['id'])}  {safe(record['clock'])}  {safe(record['act']):<6}  {safe(record['actor'])}  {body}"
 
 
 @thread_app.command("records")
@@ -354,7 +361,7 @@ def thread_records(
         emit_json(records)
         return
     if not records:
-        typer.echo(f"no records on thread {thread}", err=True)
+        typer.echo(f"no records on thread {safe(thread)}", err=True)
         return
     for record in sorted(records, key=lambda r: (r["clock"], r["actor"], r["id"])):
         typer.echo(record_line(record))

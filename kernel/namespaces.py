@@ -26,14 +26,15 @@ __all__ = [
 REGISTRY_THREAD = "th_namespace_registry"
 NAMESPACE_KIND = "core.namespace.v1"
 STATUSES = ("active", "archived", "deleted")
-_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}(/[a-z0-9][a-z0-9_-]{0,62}){0,3}$")
+# \A…\Z and .fullmatch: ^…$ with .match would accept a trailing "\n".
+_ID = re.compile(r"\A[a-z0-9][a-z0-9_-]{0,62}(/[a-z0-9][a-z0-9_-]{0,62}){0,3}\Z")
 
 
 def validate_namespace_id(namespace: str) -> str:
     """Return ``namespace`` if it is a legal id, else raise a 400 naming the rule."""
     if namespace == "default":
         return namespace
-    if not isinstance(namespace, str) or len(namespace) > 256 or not _ID.match(namespace):
+    if not isinstance(namespace, str) or len(namespace) > 256 or not _ID.fullmatch(namespace):
         raise InvalidRequest(
             f"invalid namespace id {namespace!r}: use 1-4 '/'-separated segments of lowercase "
             "letters, digits, '_' or '-' (each starting with a letter or digit, at most 63 characters)",

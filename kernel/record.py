@@ -31,8 +31,10 @@ __all__ = [
 ACTS = ("GET", "PUT", "CALL", "MAP", "INTEND", "DO", "KNOW", "LEARN")
 DATA_TYPES = ("SCALAR", "FORMULA", "DISTRIBUTION", "REFERENCE", "MORPHISM", "VOID")
 MAX_CLOCK = 2**63 - 1
-RECORD_ID = re.compile(r"^[0-9a-f]{64}$")
-THREAD = re.compile(r"^[A-Za-z0-9_.:@-]{1,256}$")
+# Anchored with \A…\Z (not ^…$, whose $ also matches before a final "\n") so that even a caller
+# using .match cannot accept "th_x\n"; this module itself always uses .fullmatch.
+RECORD_ID = re.compile(r"\A[0-9a-f]{64}\Z")
+THREAD = re.compile(r"\A[A-Za-z0-9_.:@-]{1,256}\Z")
 MAX_ACTOR_LENGTH = 512
 
 
@@ -98,7 +100,7 @@ def record_id(fields: dict[str, Any]) -> str:
 
 def validate_thread(thread: object, field: str = "thread") -> str:
     """Return ``thread`` if it is a legal thread string (spec §15.10), else raise."""
-    if not isinstance(thread, str) or not THREAD.match(thread):
+    if not isinstance(thread, str) or not THREAD.fullmatch(thread):
         raise InvalidRecord(
             field,
             "must be 1-256 characters from A-Z a-z 0-9 _ . : @ - (for example th_ followed by 64 hex)",
@@ -136,7 +138,7 @@ def _parents(payload: dict[str, Any]) -> list[str]:
     if not isinstance(value, list):
         raise InvalidRecord("parents", "must be an array of record ids (64 lowercase hex)")
     for parent in value:
-        if not isinstance(parent, str) or not RECORD_ID.match(parent):
+        if not isinstance(parent, str) or not RECORD_ID.fullmatch(parent):
             raise InvalidRecord("parents", "every parent must be a record id (64 lowercase hex)")
     return sorted(set(value))
 
@@ -170,7 +172,7 @@ def validate_envelope(payload: object) -> Envelope:
         raise InvalidRecord("data_type", f"must be one of {', '.join(DATA_TYPES)}")
     parents = _parents(payload)
     judged_by = payload.get("judged_by")
-    if judged_by is not None and (not isinstance(judged_by, str) or not RECORD_ID.match(judged_by)):
+    if judged_by is not None and (not isinstance(judged_by, str) or not RECORD_ID.fullmatch(judged_by)):
         raise InvalidRecord("judged_by", "must be null or a record id (64 lowercase hex)")
     fields = hashed_fields(
         act=act, actor=actor, body=body, clock=clock, data_type=data_type, parents=parents, thread=thread

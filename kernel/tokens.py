@@ -39,8 +39,9 @@ SCOPES = (
     "config:write",
     "admin",
 )
-_TOKEN = re.compile(r"^spl_([a-z0-9-]{1,16})_([A-Za-z0-9_-]{1,64})_([0-9a-f]{64})$")
-_ENV = re.compile(r"^[a-z0-9]{1,16}$")
+# \A…\Z and .fullmatch: ^…$ with .match would accept a trailing "\n".
+_TOKEN = re.compile(r"\Aspl_([a-z0-9-]{1,16})_([A-Za-z0-9_-]{1,64})_([0-9a-f]{64})\Z")
+_ENV = re.compile(r"\A[a-z0-9]{1,16}\Z")
 MAX_LABEL_LENGTH = 128
 
 
@@ -72,7 +73,7 @@ def mint(env: str = "local", sa_id: str | None = None) -> MintedToken:
 
 def parse(token: str) -> ParsedToken | None:
     """Parse a presented token; None when it is not in the ``spl_`` format."""
-    match = _TOKEN.match(token.strip()) if isinstance(token, str) else None
+    match = _TOKEN.fullmatch(token.strip()) if isinstance(token, str) else None
     if match is None:
         return None
     env, sa_id, secret = match.groups()
@@ -118,6 +119,6 @@ def validate_env(env: object) -> str:
     minted with one would never match the token format again (it could not authenticate).
     """
     text = env.lower() if isinstance(env, str) and env.isascii() else None
-    if text is None or not _ENV.match(text):
+    if text is None or not _ENV.fullmatch(text):
         raise InvalidRequest('env must be 1-16 ASCII letters or digits, such as "local"', code="INVALID_ENV")
     return text

@@ -6,6 +6,14 @@ every failure becomes the JSON error envelope of spec §15.9 in exactly one plac
 
 Before any route runs, a request passes these gates in this order (spec §15.19):
 
+0. **Host, when authentication is off.** A daemon started with ``--insecure-localhost``
+   (or ``[auth] required = false``) answers only requests addressed to a loopback name:
+   ``127.0.0.1``, ``localhost`` or ``[::1]``, with or without a port (421
+   ``HOST_NOT_ALLOWED`` otherwise, for every path and method). Without this, a web page on
+   ``rebind.attacker.example`` whose DNS answer is switched to 127.0.0.1 (DNS rebinding)
+   is same-origin with the daemon in the browser's eyes and could read and write through
+   it. With authentication on, the token is what protects the daemon and ``Host`` is left
+   alone (a daemon may be reached under any name).
 1. **Routing.** An unknown path is a 404, a known path with the wrong method a 405, for
    anyone. The route table is public (docs/api.md) and every parameterised route matches
    any value, so answering before authentication tells a caller nothing it could not read
@@ -25,6 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +43,12 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from spl.kernel.errors import AuthRequired, InvalidRequest, NotFound, PayloadTooLarge, SplError
+from spl.kernel.text import printable
 from spl.transport import routes_admin, routes_records, routes_sync, routes_threads
 from spl.transport.auth import ANONYMOUS, ANONYMOUS_ADMIN, Caller, presented_token
 from spl.transport.services import Services
 
-__all__ = ["OPEN_ROUTES", "create_app", "json_response"]
+__all__ = ["OPEN_ROUTES", "create_app", "is_loopback_host", "json_response"]
 
 log = logging.getLogger("spl.http")
 
@@ -50,6 +60,9 @@ OPEN_PREFIX = "/.well-known/"
 # Methods that change something: they must carry a JSON body's media type (gate 3).
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 JSON_MEDIA_TYPE = "application/json"
+
+# The Host values an auth-off daemon answers (gate 0): a loopback name, optionally with a port.
+LOOPBACK_HOST = re.compile(r"(?:127\.0\.0\.1|localhost|\[::1\])(?::[0-9]{1,5})?", re.IGNORECASE)
 
 # What a listed origin's page may send (gate 2): the SDK's and the CLI's headers.
 CORS_ALLOW_HEADERS = "authorization, x-api-key, content-type, last-event-id"
@@ -68,6 +81,30 @@ def _error_response(error: SplError) -> Response:
 def is_open_route(path: str) -> bool:
     """Routes answered without a token even when auth is on."""
     return path in OPEN_ROUTES or path.startswith(OPEN_PREFIX)
+
+
+def is_loopback_host(host: str) -> bool:
+    """``127.0.0.1``, ``localhost`` or ``[::1]`` (any case), with or without ``:port``; nothing else."""
+    return LOOPBACK_HOST.fullmatch(host) is not None
+
+
+def _require_loopback_host() -> None:
+    """Gate 0 (auth off only): refuse a request addressed to any name but a loopback one.
+
+    A request without a ``Host`` header (HTTP/1.0) is let through: every browser sends one,
+    so such a request cannot come from a rebound web page.
+    """
+    host = request.headers.get("host")
+    if host is None or is_loopback_host(host):
+        return
+    raise InvalidRequest(
+        f"Host '{printable(host, 64)}' is not allowed: this daemon runs with authentication off "
+        "(--insecure-localhost) and answers only requests addressed to 127.0.0.1, localhost or [::1] "
+        "(a guard against DNS rebinding); use http://127.0.0.1:<port>, or turn authentication on "
+        "(restart without --insecure-localhost, [auth] required = true) to reach it under another name",
+        code="HOST_NOT_ALLOWED",
+        status=421,
+    )
 
 
 def _require_json_media_type() -> None:
@@ -130,8 +167,11 @@ def create_app(services: Services) -> QuartTrio:
 
     @app.before_request
     async def gatekeeper() -> None:
-        """Gates 1-4 of the module docstring; a gate that refuses raises an ``SplError``."""
-        request.caller = ANONYMOUS_ADMIN if not services.auth_required else ANONYMOUS  # type: ignore[attr-defined]
+        """Gates 0-4 of the module docstring; a gate that refuses raises an ``SplError``."""
+        request.caller = ANONYMOUS  # type: ignore[attr-defined]
+        if not services.auth_required:
+            _require_loopback_host()  # gate 0, before routing: a rebound page learns nothing at all
+            request.caller = ANONYMOUS_ADMIN  # type: ignore[attr-defined]
         if request.routing_exception is not None or request.method == "OPTIONS":
             return  # gate 1 (dispatch raises the 404/405) and gate 2 (no credentials by design)
         _require_json_media_type()

@@ -66,7 +66,7 @@ def register(app: QuartTrio, services: Services) -> None:
     @app.get("/v1/records/<record_id>")
     async def get_record(record_id: str) -> Response:
         require(request.caller, "records:read")  # type: ignore[attr-defined]
-        if not RECORD_ID.match(record_id):
+        if not RECORD_ID.fullmatch(record_id):
             raise NotFound(f"no record {record_id!r}: record ids are 64 lowercase hex characters")
         record = await services.read(queries.get_record, record_id)
         if record is None:
