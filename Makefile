@@ -33,8 +33,9 @@ types: $(STAMP)
 	@for d in $(SOURCES); do ln -sfn "$(CURDIR)/$$d" build/typecheck/spl/$$d; done
 	MYPYPATH=build/typecheck $(BIN)/mypy -p spl
 
+# Two workers, whole files each: some modules share a daemon and rely on test order within the file.
 pytest: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 test: lint types pytest
 

@@ -325,4 +325,4 @@ def test_usage_errors_are_one_line(cli: Cli) -> None:
     # The walk-through's step: mint on the peer, --token here.
     add_help = " ".join(cli("fleet", "sync", "add", "--help").ok().out.replace("│", " ").split())
     assert "spl token mint --scopes federation:sync" in add_help and '--token "$TOKEN"' in add_help, add_help
-    assert "--token" in add_help and "needed unless the peer runs with auth off" in add_help, add_help
+    assert "--token" in add_help and "needed unless the peer runs with --insecure-localhost" in add_help, add_help

@@ -34,10 +34,10 @@ def _spl(*args: str, timeout: float, cwd: Path) -> subprocess.CompletedProcess[s
 
 @pytest.mark.slow
 def test_short_soak_with_faults_passes(tmp_path: Path) -> None:
-    """30 s (1.5 / 4.5 / 18 / 1.5 / 4.5 s windows) with a graceful restart and a kill -9 of the receiver."""
+    """20 s (1 / 3 / 12 / 1 / 3 s windows) with a graceful restart and a kill -9 of the receiver."""
     out = tmp_path / "out"
     result = _spl(
-        "federation", "soak", "--csv", "--duration", "30", "--faults", "--out", str(out),
+        "federation", "soak", "--csv", "--duration", "20", "--faults", "--out", str(out),
         timeout=SOAK_TIMEOUT, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
