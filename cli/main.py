@@ -27,7 +27,7 @@ from spl.cli.client import CliError, DaemonClient
 from spl.cli.common import URL
 from spl.cli.output import emit_json
 from spl.kernel.manifest import VERSION
-from spl.runtime.home import Home, HomeError
+from spl.runtime.home import Home, HomeError, pid_alive
 
 PRIVATE_UMASK = 0o077
 DETACH_TIMEOUT = 30.0
@@ -96,16 +96,6 @@ def _configure_logging(level: str, log_file: Path | None) -> None:
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _stop_daemon(h: Home, timeout: float = 20.0) -> None:
     running = h.running()
     if running is None:
@@ -117,7 +107,7 @@ def _stop_daemon(h: Home, timeout: float = 20.0) -> None:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             typer.echo(f"stopped spl daemon (pid {pid})")
             return
         time.sleep(0.1)

@@ -35,6 +35,7 @@ from typing import Any
 from spl.kernel.identity import Identity
 
 __all__ = [
+    "pid_alive",
     "PRIVATE_DIR",
     "PRIVATE_FILE",
     "Config",
@@ -281,7 +282,7 @@ class Home:
         The run files count only when ``run/spl.pid`` names the holder: the daemon removes a dead one's URL
         before it writes its pid, so a URL read after a matching pid is the holder's own.
         """
-        if pid is None or not _pid_alive(pid):
+        if pid is None or not pid_alive(pid):
             return RunningDaemon(pid=None, url=None)  # it took the lock a moment ago and has not said more yet
         text = self.read_secret(self.pid_path)
         if text != str(pid):
@@ -321,7 +322,7 @@ class RunningDaemon:
         return f"an spl daemon already runs for {home.root} ({who}, {where})"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -20,6 +20,7 @@ from spl.kernel.record import validate_envelope
 __all__ = [
     "all_records",
     "envelope",
+    "sign_envelope",
     "signed",
     "thread_count",
     "wait_until",
@@ -34,7 +35,11 @@ def envelope(thread: str, clock: int, *, actor: str = "did:test:fed", act: str =
 
 def signed(identity: Identity, thread: str, clock: int, *, actor: str = "did:test:fed", **body: Any) -> dict[str, Any]:
     """A record as a peer serves it: the envelope plus its id, ``signer`` and ``sig``."""
-    raw = envelope(thread, clock, actor=actor, **body)
+    return sign_envelope(identity, envelope(thread, clock, actor=actor, **body))
+
+
+def sign_envelope(identity: Identity, raw: dict[str, Any]) -> dict[str, Any]:
+    """Any envelope as ``identity`` would serve it once accepted: defaults, id, ``signer``, ``sig``."""
     checked = validate_envelope(raw)
     return {
         **raw,

@@ -10,23 +10,18 @@ from __future__ import annotations
 import functools
 import json
 import re
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 import trio
-from fed_support import all_records, envelope, signed, thread_count, wait_until, wire_record
+from fake_peer import FakePeer
+from fed_support import all_records, envelope, signed, thread_count, wait_until
 
 from spl.kernel.cursor import decode_cursor, encode_cursor
 from spl.kernel.identity import Identity, verify_record_signature
-from spl.kernel.manifest import federation_manifest
 from spl.kernel.store import connect_reader
 from spl.runtime.launcher import DaemonProcess
 
@@ -411,78 +406,6 @@ async def test_source_down_then_back(daemon_factory: type[DaemonProcess]) -> Non
 # -- forgeries ---------------------------------------------------------------------------------------
 
 
-class ForgedPeer:
-    """A minimal HTTP peer (http.server in a thread) serving a change feed the test controls."""
-
-    def __init__(self, identity: Identity) -> None:
-        self.identity = identity  # who the peer is: it signs its manifest as this DID
-        self.records: list[dict[str, Any]] = []
-        self.requests: list[dict[str, list[str]]] = []
-        self._lock = threading.Lock()
-        self.url = ""
-
-    def serve(self, *records: dict[str, Any]) -> None:
-        with self._lock:
-            for record in records:
-                self.records.append(wire_record(record, len(self.records) + 1))
-
-    def manifest(self) -> dict[str, Any]:
-        return federation_manifest(self.identity, endpoint=self.url)
-
-    def page(self, since: int, limit: int) -> dict[str, Any]:
-        with self._lock:
-            after = self.records[since:]
-        page = after[:limit]
-        has_more = len(after) > len(page)
-        return {
-            "object": "sync_changes",
-            "records": [{"id": record["id"], "record": record} for record in page],
-            "next_cursor": encode_cursor(since + len(page)),
-            "has_more": has_more,
-            "pending": len(after) - len(page) if has_more else 0,
-        }
-
-    @contextmanager
-    def running(self) -> Iterator[ForgedPeer]:
-        peer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                parts = urlsplit(self.path)
-                query = parse_qs(parts.query)
-                if parts.path == "/.well-known/syncropel":
-                    self._send(200, peer.manifest())
-                    return
-                peer.requests.append(query)
-                if parts.path != "/v1/sync/changes":
-                    self._send(404, {"object": "error", "code": "ROUTE_NOT_FOUND", "message": "no such route"})
-                    return
-                since = decode_cursor(query.get("since", [""])[0])
-                self._send(200, peer.page(since, int(query.get("limit", ["1000"])[0])))
-
-            def _send(self, status: int, payload: dict[str, Any]) -> None:
-                body = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{server.server_address[1]}"
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        thread.start()
-        try:
-            yield self
-        finally:
-            server.shutdown()
-            server.server_close()
-            thread.join(5)
-
-
 async def test_forged_records_are_refused_and_the_pair_keeps_running(daemon_factory: type[DaemonProcess]) -> None:
     thread = "th_forged"
     forger, victim = Identity.generate(), Identity.generate()
@@ -496,7 +419,7 @@ async def test_forged_records_are_refused_and_the_pair_keeps_running(daemon_fact
     # Signed over its own id, but by someone else than the signer it names.
     stolen = {**signed(forger, thread, 12, actor="did:test:forger")}
     stolen["sig"] = victim.sign_record_id(stolen["id"])
-    peer = ForgedPeer(forger)
+    peer = FakePeer(identity=forger, cursor_for=encode_cursor)
     peer.serve(good[0], bad_signature, wrong_id, good[1], good[2])
     with peer.running():
         async with client() as http:
@@ -532,7 +455,7 @@ async def test_forged_records_are_refused_and_the_pair_keeps_running(daemon_fact
                 await wait_count(http, b, thread, 4, 10)
                 assert status["state"] == "running" and status["last_error"] is None
                 assert (await http.get(f"{b.url}/v1/records/{stolen['id']}")).status_code == 404
-                assert all(decode_cursor(q.get("since", [""])[0]) <= 7 for q in peer.requests)
+                assert all(decode_cursor(r.param("since") or "") <= 7 for r in peer.feed_requests())
 
 
 # -- auth --------------------------------------------------------------------------------------------

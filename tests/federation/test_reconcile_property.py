@@ -17,12 +17,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fed_support import sign_envelope
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spl.kernel.identity import Identity
 from spl.kernel.ingest import Candidate, IngestRequest, commit_batch, load_writer_state
-from spl.kernel.record import validate_envelope
 from spl.kernel.reserved import RESERVED_THREADS
 from spl.kernel.store import connect_writer
 from spl.kernel.verify import screen_pulled, verify_batch
@@ -33,20 +33,10 @@ PEER = Identity.generate()
 OTHER = Identity.generate()
 
 
-def signed(identity: Identity, raw: dict[str, Any]) -> dict[str, Any]:
-    checked = validate_envelope(raw)
-    return {
-        **raw,
-        "data_type": checked.data_type,
-        "parents": checked.parents,
-        "id": checked.id,
-        "signer": identity.did,
-        "sig": identity.sign_record_id(checked.id),
-    }
-
-
 def honest(clock: int, text: str) -> dict[str, Any]:
-    return signed(PEER, {"act": "PUT", "actor": "did:test:peer", "thread": THREAD, "clock": clock, "body": {"t": text}})
+    return sign_envelope(
+        PEER, {"act": "PUT", "actor": "did:test:peer", "thread": THREAD, "clock": clock, "body": {"t": text}}
+    )
 
 
 # Each forgery takes an honest record (or a clock) and makes something that must not be stored.
@@ -63,13 +53,13 @@ def claims_another_signer(record: dict[str, Any]) -> Any:
 
 
 def wrong_thread(record: dict[str, Any]) -> Any:
-    return signed(PEER, {k: record[k] for k in ("act", "actor", "clock", "body")} | {"thread": "th_elsewhere"})
+    return sign_envelope(PEER, {k: record[k] for k in ("act", "actor", "clock", "body")} | {"thread": "th_elsewhere"})
 
 
 def reserved(record: dict[str, Any]) -> Any:
     thread = sorted(RESERVED_THREADS)[record["clock"] % len(RESERVED_THREADS)]
     body = {"kind": "core.namespace.v1", "namespace_id": "evil", "status": "active"}
-    return signed(
+    return sign_envelope(
         PEER, {"act": "LEARN", "actor": "did:test:peer", "thread": thread, "clock": record["clock"], "body": body}
     )
 

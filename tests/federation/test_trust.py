@@ -25,7 +25,7 @@ import httpx
 import pytest
 import trio
 from fake_peer import FakePeer
-from fed_support import signed, wait_until
+from fed_support import sign_envelope, signed, wait_until
 
 from spl.kernel.identity import Identity
 from spl.kernel.ingest import Candidate, commit_batch, load_writer_state
@@ -66,18 +66,6 @@ def planted_namespace(name: str, clock: int = 1) -> dict[str, Any]:
         "thread": "th_namespace_registry",
         "clock": clock,
         "body": {"kind": "core.namespace.v1", "namespace_id": name, "status": "active"},
-    }
-
-
-def sign_as(identity: Identity, raw: dict[str, Any]) -> dict[str, Any]:
-    checked = validate_envelope(raw)
-    return {
-        **raw,
-        "data_type": checked.data_type,
-        "parents": checked.parents,
-        "id": checked.id,
-        "signer": identity.did,
-        "sig": identity.sign_record_id(checked.id),
     }
 
 
@@ -149,7 +137,10 @@ async def test_no_client_or_pushing_peer_can_write_a_reserved_thread(daemon_fact
             # A peer's federation token pushing validly signed records: refused one by one.
             peer = await mint(http, a, "federation:sync")
             mallory = Identity.generate()
-            pushed = [sign_as(mallory, planted_pair(attacker.url)), sign_as(mallory, planted_namespace("evil"))]
+            pushed = [
+                sign_envelope(mallory, planted_pair(attacker.url)),
+                sign_envelope(mallory, planted_namespace("evil")),
+            ]
             allowed = signed(mallory, "th_ok", 1)
             response = await http.post(f"{a.url}/v1/sync/records", json={"records": [*pushed, allowed]}, headers=peer)
             assert response.status_code == 200, response.text
@@ -193,9 +184,9 @@ async def test_a_pair_record_not_signed_by_this_instance_is_never_loaded(
     with FakePeer().running() as attacker, FakePeer().running() as honest:
         honest.serve(signed(honest.identity, "th_real", 1))
         records = [
-            sign_as(mallory, planted_pair(attacker.url, pair_id="../admin", clock=1)),
-            sign_as(mallory, planted_pair(attacker.url, pair_id="pair_00000000000000aa", clock=2)),
-            sign_as(mallory, planted_namespace("evil")),
+            sign_envelope(mallory, planted_pair(attacker.url, pair_id="../admin", clock=1)),
+            sign_envelope(mallory, planted_pair(attacker.url, pair_id="pair_00000000000000aa", clock=2)),
+            sign_envelope(mallory, planted_namespace("evil")),
         ]
         await trio.to_thread.run_sync(b.stop)
         await trio.to_thread.run_sync(plant_in_store, b, records, mallory)
@@ -228,8 +219,8 @@ async def test_a_pulled_page_may_only_hold_the_pairs_thread(daemon_factory: type
     with FakePeer().running() as attacker, FakePeer().running() as peer:
         good = signed(peer.identity, "th_pulled", 1)
         other = signed(peer.identity, "th_elsewhere", 1)
-        pair_record = sign_as(peer.identity, planted_pair(attacker.url))
-        namespace_record = sign_as(peer.identity, planted_namespace("evil"))
+        pair_record = sign_envelope(peer.identity, planted_pair(attacker.url))
+        namespace_record = sign_envelope(peer.identity, planted_namespace("evil"))
         later = signed(peer.identity, "th_pulled", 2)
         peer.serve(good, other, pair_record, namespace_record, later)
         async with httpx.AsyncClient(timeout=20) as http:
