@@ -50,7 +50,7 @@ from spl.kernel.ingest import (
     load_writer_state,
     reapply_parked,
 )
-from spl.kernel.store import StoredRecord, connect_writer, storage_error
+from spl.kernel.store import StoredRecord, connect_writer, storage_error, write_transaction
 from spl.runtime.supervisor import ChildContext
 
 __all__ = ["StoreWriter", "WriterClient"]
@@ -287,15 +287,8 @@ class StoreWriter:
 
     async def _transact(self, connection: apsw.Connection, transact: Transact) -> None:
         def work() -> Any:
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                result = transact.work(connection)
-                connection.execute("COMMIT")
-            except BaseException:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                raise
-            return result
+            with write_transaction(connection):
+                return transact.work(connection)
 
         try:
             result = await trio.to_thread.run_sync(work)

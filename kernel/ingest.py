@@ -31,7 +31,7 @@ import apsw
 from spl.kernel.errors import DuplicateClock, InvalidRecord, InvalidRequest, NamespaceRejected, SplError
 from spl.kernel.namespaces import REGISTRY_THREAD, NamespaceRegistry
 from spl.kernel.record import Envelope, validate_envelope
-from spl.kernel.store import StoredRecord, parked_json, stored_json
+from spl.kernel.store import StoredRecord, parked_json, stored_json, write_transaction
 
 __all__ = [
     "MAX_CURSOR_LENGTH",
@@ -293,8 +293,7 @@ def commit_batch(
         if request.cursor is not None:
             check_pair_cursor(request.cursor)
     tx = _Transaction(clock())
-    connection.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(connection):
         outcomes = [
             [_apply_one(connection, candidate, state, tx, request.park_origin) for candidate in request.candidates]
             for request in requests
@@ -307,11 +306,6 @@ def commit_batch(
                     "ON CONFLICT(pair_id) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
                     (*request.cursor, tx.now),
                 )
-        connection.execute("COMMIT")
-    except BaseException:
-        if connection.in_transaction:
-            connection.execute("ROLLBACK")
-        raise
     return outcomes
 
 
@@ -347,8 +341,7 @@ def reapply_parked(
     if not accepted:
         return result
     tx = _Transaction(clock())
-    connection.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(connection):
         taken = 0
         for namespace in accepted:
             rows = list(
@@ -378,11 +371,6 @@ def reapply_parked(
                 result.more = True
                 break
         _finish(connection, tx)
-        connection.execute("COMMIT")
-    except BaseException:
-        if connection.in_transaction:
-            connection.execute("ROLLBACK")
-        raise
     return result
 
 

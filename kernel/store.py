@@ -42,6 +42,7 @@ __all__ = [
     "parked_json",
     "storage_error",
     "stored_json",
+    "write_transaction",
 ]
 
 log = logging.getLogger("spl.store")
@@ -151,6 +152,23 @@ def _rfc3339(timestamp: float) -> str:
     return f"{seconds}.{int(timestamp % 1 * 1_000_000):06d}Z"
 
 
+@contextmanager
+def write_transaction(connection: apsw.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any exception (which propagates).
+
+    IMMEDIATE takes the write lock up front, so a transaction never fails half-way on a
+    lock upgrade; every write in spl goes through here.
+    """
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+
+
 def _configure(connection: apsw.Connection) -> None:
     connection.setbusytimeout(10_000)
     connection.execute("PRAGMA foreign_keys=ON")
@@ -192,8 +210,7 @@ def _set_up_schema(connection: apsw.Connection) -> None:
     ``pair_cursors`` as the opaque cursor the peer would have issued for it (``s1.<n>``,
     or ``""`` for 0) and drops the old table, so the move happens once.
     """
-    connection.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(connection):
         has_meta = _scalar(connection, "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name = 'meta'")
         version = _scalar(connection, "SELECT value FROM meta WHERE key = 'schema_version'") if has_meta else None
         connection.execute(_SCHEMA)
@@ -215,11 +232,6 @@ def _set_up_schema(connection: apsw.Connection) -> None:
                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (str(SCHEMA_VERSION),),
             )
-        connection.execute("COMMIT")
-    except BaseException:
-        if connection.in_transaction:
-            connection.execute("ROLLBACK")
-        raise
 
 
 def connect_reader(path: Path) -> apsw.Connection:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from spl.kernel import tokens
 from spl.kernel.identity import Identity
-from spl.kernel.store import connect_writer
+from spl.kernel.store import connect_writer, write_transaction
 from spl.runtime.home import PRIVATE_DIR, Home, HomeError
 from spl.transport.auth import insert_token, new_token_info
 
@@ -30,10 +30,9 @@ def _mint_admin(home: Home) -> None:
     minted = tokens.mint("local", "sa_local_admin")
     connection = connect_writer(home.db_path)
     try:
-        connection.execute("BEGIN IMMEDIATE")
-        connection.execute("UPDATE tokens SET revoked_at = strftime('%s','now') WHERE sa_id = 'sa_local_admin'")
-        insert_token(connection, new_token_info(minted, "local admin (spl init)", ["admin"]))
-        connection.execute("COMMIT")
+        with write_transaction(connection):
+            connection.execute("UPDATE tokens SET revoked_at = strftime('%s','now') WHERE sa_id = 'sa_local_admin'")
+            insert_token(connection, new_token_info(minted, "local admin (spl init)", ["admin"]))
     finally:
         connection.close()
     home.save_secret(home.admin_token_path, minted.plaintext)
