@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-SOURCES := kernel runtime actors transport cli
+SOURCES := core store runtime actors transport daemon soak cli
 PORT ?= 9100
 
 .PHONY: serve test lint types pytest bench clean venv
@@ -23,8 +23,8 @@ serve: $(STAMP)
 	$(BIN)/spl serve --port $(PORT) --insecure-localhost
 
 lint: $(STAMP)
-	$(BIN)/ruff check $(SOURCES) tests soak
-	$(BIN)/ruff format --check $(SOURCES) tests soak
+	$(BIN)/ruff check $(SOURCES) tests
+	$(BIN)/ruff format --check $(SOURCES) tests
 
 # mypy cannot follow setuptools' editable finder, so it checks a tree of links that
 # spells the `spl.*` import names (build/typecheck/spl/<folder> -> <folder>).
@@ -40,7 +40,7 @@ pytest: $(STAMP)
 test: lint types pytest
 
 bench: $(STAMP)
-	$(BIN)/python -m soak.emit_bench
+	$(BIN)/python -m spl.soak.emit_bench
 
 clean:
 	rm -rf $(VENV) build .mypy_cache .pytest_cache .ruff_cache

@@ -28,13 +28,11 @@ import trio
 from spl.actors.loop import next_message
 from spl.actors.messages import Kick, Pause, Reply, Resume
 from spl.actors.pair import PairActor, PairDeps
-from spl.actors.peer import fetch_manifest
 from spl.actors.reconciler import Reconciler, ReconcilerClient
 from spl.actors.writer import WriterClient
-from spl.kernel.errors import Conflict, InvalidRequest, NotFound, SplError
-from spl.kernel.identity import Identity
-from spl.kernel.ingest import Candidate
-from spl.kernel.pairs import (
+from spl.core.errors import Conflict, InvalidRequest, NotFound, SplError
+from spl.core.identity import Identity
+from spl.core.pairs import (
     PAIRS_THREAD,
     PairConfig,
     PairStatus,
@@ -43,12 +41,14 @@ from spl.kernel.pairs import (
     new_pair_id,
     validate_peer_token,
 )
-from spl.kernel.queries import pair_cursors, records_after
-from spl.kernel.record import validate_envelope
-from spl.kernel.store import ReadPool, StoredRecord
-from spl.kernel.syncstats import PairStats, parse_rfc3339, summarise
-from spl.runtime.home import Home
+from spl.core.record import validate_envelope
+from spl.core.stored import Candidate, StoredRecord
+from spl.core.syncstats import PairStats, parse_rfc3339, summarise
+from spl.daemon.home import Home
 from spl.runtime.supervisor import ChildContext, ChildSpec, Supervisor
+from spl.store.database import ReadPool
+from spl.store.queries import pair_cursors, records_after
+from spl.transport.peer import fetch_manifest
 
 __all__ = ["FederationManager", "is_loopback_host"]
 

@@ -1,6 +1,6 @@
 """Thread folds: lifecycle state and participants per thread, derived from records.
 
-An LRU cache of :class:`~spl.kernel.fold.ThreadFold` states. A miss folds the thread
+An LRU cache of :class:`~spl.core.fold.ThreadFold` states. A miss folds the thread
 from the store; committed batches (sent by the writer before it acknowledges) keep cached
 folds current, so a query made after an acknowledged emit sees that emit. ``apply``
 ignores sequences it already folded, so a load racing a commit never double-counts.
@@ -23,11 +23,12 @@ import trio
 
 from spl.actors.loop import next_message
 from spl.actors.messages import Committed, FoldQuery, Reply, unavailable
-from spl.kernel.errors import SplError
-from spl.kernel.fold import ThreadFold
-from spl.kernel.queries import records_after
-from spl.kernel.store import ReadPool, StoredRecord
+from spl.core.errors import SplError
+from spl.core.fold import ThreadFold
+from spl.core.stored import StoredRecord
 from spl.runtime.supervisor import ChildContext
+from spl.store.database import ReadPool
+from spl.store.queries import records_after
 
 __all__ = ["FoldClient", "ThreadFolds"]
 

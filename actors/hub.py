@@ -22,7 +22,7 @@ import trio
 
 from spl.actors.loop import next_message
 from spl.actors.messages import CloseAll, Committed, Reply, Subscribe, Unsubscribe
-from spl.kernel.store import StoredRecord
+from spl.core.stored import StoredRecord
 from spl.runtime.supervisor import ChildContext
 
 __all__ = ["DEFAULT_MAX_BYTES", "Hub", "HubClient", "Subscription"]

@@ -12,9 +12,8 @@ from typing import Any, Generic, TypeVar
 import msgspec
 import trio
 
-from spl.kernel.errors import Unavailable
-from spl.kernel.ingest import Candidate, Outcome
-from spl.kernel.store import StoredRecord
+from spl.core.errors import Unavailable
+from spl.core.stored import Candidate, Outcome, StoredRecord
 
 __all__ = ["Committed", "FoldQuery", "Ingest", "Reply", "Subscribe", "Transact", "Unsubscribe"]
 

@@ -30,13 +30,13 @@ import trio
 
 from spl.actors.loop import next_message
 from spl.actors.messages import Kick, Pause, Resume
-from spl.actors.peer import ChangesPage, PeerError, StreamLagged, fetch_changes, stream_changes
 from spl.actors.reconciler import ReconcilerClient, ReconcileResult
-from spl.kernel.pairs import PairConfig, PairError, PairStatus
-from spl.kernel.store import StoredRecord
-from spl.kernel.verify import screen_pulled
+from spl.core.pairs import PairConfig, PairError, PairStatus
+from spl.core.stored import StoredRecord
+from spl.core.verify import screen_pulled
 from spl.runtime.backoff import Backoff
 from spl.runtime.supervisor import ChildContext
+from spl.transport.peer import ChangesPage, PeerError, StreamLagged, fetch_changes, stream_changes
 
 __all__ = ["PairActor", "PairDeps", "pair_backoff"]
 

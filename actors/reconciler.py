@@ -22,11 +22,10 @@ import trio
 from spl.actors.loop import next_message
 from spl.actors.messages import Reconcile, Reply, unavailable
 from spl.actors.writer import WriterClient
-from spl.kernel.errors import SplError
-from spl.kernel.ingest import Accepted, Candidate
-from spl.kernel.store import StoredRecord
-from spl.kernel.text import printable
-from spl.kernel.verify import Refusal, verify_batch
+from spl.core.errors import SplError
+from spl.core.stored import Accepted, Candidate, StoredRecord
+from spl.core.text import printable
+from spl.core.verify import Refusal, verify_batch
 from spl.runtime.supervisor import ChildContext
 
 __all__ = ["ReconcileResult", "Reconciler", "ReconcilerClient"]

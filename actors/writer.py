@@ -37,12 +37,12 @@ import trio
 
 from spl.actors.loop import next_message
 from spl.actors.messages import Committed, Ingest, Reply, Transact, unavailable
-from spl.kernel.errors import SplError, StorageFull
-from spl.kernel.ingest import (
-    Accepted,
-    Candidate,
+from spl.core.errors import SplError, StorageFull
+from spl.core.stored import Accepted, Candidate, Outcome, StoredRecord
+from spl.runtime.supervisor import ChildContext
+from spl.store.database import connect_writer, storage_error, write_transaction
+from spl.store.ingest import (
     IngestRequest,
-    Outcome,
     Reapplied,
     WriterState,
     check_pair_cursor,
@@ -50,8 +50,6 @@ from spl.kernel.ingest import (
     load_writer_state,
     reapply_parked,
 )
-from spl.kernel.store import StoredRecord, connect_writer, storage_error, write_transaction
-from spl.runtime.supervisor import ChildContext
 
 __all__ = ["StoreWriter", "WriterClient"]
 

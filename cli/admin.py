@@ -16,8 +16,8 @@ from spl.cli.client import CliError, DaemonClient, NoDaemon
 from spl.cli.common import OUTPUT, URL, DaemonUnreachable, call, main_app, running_pid, wants_json
 from spl.cli.common import home as _home
 from spl.cli.output import emit_json, safe, table
-from spl.kernel.tokens import SCOPES
-from spl.runtime.home import Home, HomeError
+from spl.core.tokens import SCOPES
+from spl.daemon.home import Home, HomeError
 
 __all__ = ["identity_app", "namespace_app", "token_app"]
 
@@ -98,7 +98,7 @@ def identity_generate(
     signer; peers that paired with the old DID must pair again. A running daemon keeps
     the old identity until it is restarted (spl serve --stop, then spl serve).
     """
-    from spl.runtime.setup import rotate_identity
+    from spl.daemon.bootstrap import rotate_identity
 
     as_json = wants_json(output)
     home = _home()
@@ -233,7 +233,7 @@ def token_save(
 
     The saved token is used when $SPL_TOKEN is unset, before the home's admin credential.
     """
-    from spl.kernel.tokens import parse
+    from spl.core.tokens import parse
 
     token = token.strip()
     if parse(token) is None:

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from spl.runtime.home import Home
+from spl.daemon.home import Home
 
 __all__ = [
     "CliError",

@@ -19,7 +19,7 @@ from typing import Any
 import typer
 
 from spl.cli.client import CliError, DaemonClient, DaemonError, DaemonUnreachable, Reply, call
-from spl.runtime.home import Home
+from spl.daemon.home import Home
 
 __all__ = [
     "OUTPUT",

@@ -31,8 +31,9 @@ from spl.cli.client import CliError, DaemonClient, NoDaemon
 from spl.cli.common import OUTPUT, URL, DaemonError, DaemonUnreachable, call, main_app, wants_json
 from spl.cli.common import home as _home
 from spl.cli.output import emit_json, safe
-from spl.kernel.manifest import verify_manifest
-from spl.runtime.home import PRIVATE_DIR, Config, Home, HomeError
+from spl.core.config import Config
+from spl.core.manifest import verify_manifest
+from spl.daemon.home import PRIVATE_DIR, Home, HomeError
 
 __all__ = ["Check", "doctor", "render", "run_checks"]
 

@@ -26,8 +26,8 @@ import typer
 from spl.cli.client import CliError, DaemonClient
 from spl.cli.common import URL
 from spl.cli.output import emit_json
-from spl.kernel.manifest import VERSION
-from spl.runtime.home import Home, HomeError, pid_alive
+from spl.core.manifest import VERSION
+from spl.daemon.home import Home, HomeError, pid_alive
 
 PRIVATE_UMASK = 0o077
 DETACH_TIMEOUT = 30.0
@@ -71,7 +71,7 @@ def init(
     output: str = OUTPUT,
 ) -> None:
     """Create $SYNCROPEL_HOME (default ~/.syncro): identity, config, store, admin credential."""
-    from spl.runtime.setup import initialise
+    from spl.daemon.bootstrap import initialise
 
     os.umask(PRIVATE_UMASK)
     result = initialise(home(), force=force, if_missing=if_missing)
@@ -140,7 +140,7 @@ def _detach(h: Home, argv: list[str]) -> None:
     offset = h.log_path.stat().st_size if h.log_path.exists() else 0
     with open(h.log_path, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "spl.cli.main", *argv, "--log-file", str(h.log_path)],
+            [sys.executable, "-m", "spl.cli", *argv, "--log-file", str(h.log_path)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
@@ -195,7 +195,7 @@ def serve(
         return
     import trio
 
-    from spl.runtime.daemon import Daemon, ServeError, ServeOptions
+    from spl.daemon.assembly import Daemon, ServeError, ServeOptions
 
     _configure_logging(log_level, log_file)
     options = ServeOptions(
@@ -248,7 +248,7 @@ def _print_tree(snapshot: dict[str, Any], indent: str) -> None:
 
 def run() -> None:
     """Console-script entry point: turn expected failures into one-line errors."""
-    from spl.cli import admin, doctor, fleet, records, soak  # noqa: F401  (registers command groups)
+    from spl.cli import admin, config, doctor, fleet, records, soak  # noqa: F401  (registers command groups)
 
     try:
         code = app(standalone_mode=False)  # returns typer.Exit's code instead of raising it
@@ -271,9 +271,3 @@ def run() -> None:
             show()
             sys.exit(exit_code)
         raise
-
-
-if __name__ == "__main__":
-    # `python -m spl.cli.main`: let command modules that import spl.cli.main find this app.
-    sys.modules.setdefault("spl.cli.main", sys.modules[__name__])
-    run()

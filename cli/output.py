@@ -2,7 +2,7 @@
 
 Whatever the CLI prints comes mostly from a daemon, and through it from clients and peers:
 actors, thread ids, record bodies, token labels, a peer's error message. In text output
-every such value goes through :func:`safe` (``spl.kernel.text.printable``), so an actor
+every such value goes through :func:`safe` (``spl.core.text.printable``), so an actor
 such as ``"bob\\x1b]0;pwned\\x07\\nCRITICAL forged"`` prints as one inert cell instead of
 retitling the terminal and forging a line; :func:`table` does it for every cell.
 ``-o json`` stays exact JSON: :func:`emit_json` spells the characters a terminal would act
@@ -18,7 +18,7 @@ from typing import Any
 
 import typer
 
-from spl.kernel.text import printable
+from spl.core.text import printable
 
 __all__ = ["CELL_LIMIT", "OutputFormat", "emit_json", "json_text", "safe", "table"]
 
@@ -36,7 +36,7 @@ _JSON_SUSPECT = re.compile(r"[^\n\x20-\x7e]")
 
 
 def safe(value: object, limit: int = CELL_LIMIT) -> str:
-    """``value`` as one inert line for a terminal (see :func:`spl.kernel.text.printable`).
+    """``value`` as one inert line for a terminal (see :func:`spl.core.text.printable`).
 
     Plain text comes out unchanged, and so does ``None`` or a number (as ``f"{value}"``
     would print it); control, format and other non-printable characters come out as

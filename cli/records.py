@@ -35,7 +35,7 @@ from spl.cli.common import (
     wants_json,
 )
 from spl.cli.output import emit_json, safe, table
-from spl.kernel.record import ACTS, DATA_TYPES, MAX_CLOCK
+from spl.core.record import ACTS, DATA_TYPES, MAX_CLOCK
 
 __all__ = ["emit", "intend", "thread_app"]
 

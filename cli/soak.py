@@ -1,7 +1,7 @@
 """``spl federation soak``: drive a sync pair under load and report the seed's per-window CSV.
 
-The maths (windows, rates, percentiles, CSV, plot) is in :mod:`spl.cli.soak_plan`; the
-driver (daemons, emitter, samplers, faults) in :mod:`spl.cli.soak_run`. This module is
+The maths (windows, rates, percentiles, CSV, plot) is in :mod:`spl.soak.plan`; the
+driver (daemons, emitter, samplers, faults) in :mod:`spl.soak.run`. This module is
 the command: flags in, figures out, exit status 1 when a window has errors or missing
 records.
 """
@@ -16,7 +16,7 @@ import typer
 
 from spl.cli.client import CliError
 from spl.cli.common import main_app, secret_argument
-from spl.cli.soak_plan import (
+from spl.soak.plan import (
     SEED_STEADY_RATE,
     format_csv,
     format_table,
@@ -25,7 +25,7 @@ from spl.cli.soak_plan import (
     render_svg,
     report_document,
 )
-from spl.cli.soak_run import EMIT_PATHS, MODES, Progress, SoakConfig, SoakError, SoakResult, result_config, run_soak
+from spl.soak.run import EMIT_PATHS, MODES, Progress, SoakConfig, SoakError, SoakResult, result_config, run_soak
 
 __all__ = ["federation_app", "soak"]
 

@@ -3,7 +3,7 @@
 Run: ``python -m soak.capacity`` (a few minutes) or, for the full ladder,
 ``python -m soak.capacity --continuous 50,100,200,300 --polling 250,500,1000 --seconds 60``.
 
-Every step is a short ``spl federation soak`` (:func:`spl.cli.soak_run.run_soak`): two
+Every step is a short ``spl federation soak`` (:func:`spl.soak.run.run_soak`): two
 throw-away daemons on 127.0.0.1, N pairs on the receiver (one thread each), the
 seed's five windows squeezed into ``--seconds``, and a total steady emit rate of
 ``--total-rate`` records/s shared by the N threads (4× in the spike). While it runs it
@@ -37,8 +37,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from spl.cli.soak_plan import plan_windows
-from spl.cli.soak_run import Progress, ResourceSample, SoakConfig, SoakError, SoakResult, run_soak
+from spl.soak.plan import plan_windows
+from spl.soak.run import Progress, ResourceSample, SoakConfig, SoakError, SoakResult, run_soak
 
 LAG_LIMIT_MS = 1000.0
 

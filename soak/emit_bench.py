@@ -22,8 +22,8 @@ from typing import Any
 
 from syncropel import Client, Identity
 
-from soak.stats import summary_ms
-from spl.runtime.launcher import DaemonProcess
+from spl.daemon.launcher import DaemonProcess
+from spl.soak.stats import summary_ms
 
 
 def process_cpu_seconds(pid: int) -> float:

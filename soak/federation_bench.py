@@ -23,12 +23,13 @@ from typing import Any
 
 import httpx
 
-from soak.stats import summary_ms
-from spl.kernel.ingest import Candidate, commit_batch, load_writer_state
-from spl.kernel.record import validate_envelope
-from spl.kernel.store import connect_writer
-from spl.kernel.syncstats import parse_rfc3339
-from spl.runtime.launcher import DaemonProcess
+from spl.core.record import validate_envelope
+from spl.core.stored import Candidate
+from spl.core.syncstats import parse_rfc3339
+from spl.daemon.launcher import DaemonProcess
+from spl.soak.stats import summary_ms
+from spl.store.database import connect_writer
+from spl.store.ingest import commit_batch, load_writer_state
 
 
 def rss_kib(pid: int) -> int:

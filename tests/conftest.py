@@ -1,4 +1,4 @@
-"""Shared fixtures: real daemons on loopback (``spl.runtime.launcher.DaemonProcess``).
+"""Shared fixtures: real daemons on loopback (``spl.daemon.launcher.DaemonProcess``).
 
 Tests that need a daemon use these, never mocks: a loopback daemon is cheap.
 """
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from spl.runtime.launcher import DaemonProcess
+from spl.daemon.launcher import DaemonProcess
 
 __all__ = ["DaemonProcess"]
 

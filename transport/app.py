@@ -31,7 +31,6 @@ Before any route runs, a request passes these gates in this order (spec §15.19)
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from pathlib import Path
@@ -42,10 +41,12 @@ from quart.sessions import NullSession, SessionInterface
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from spl.kernel.errors import AuthRequired, InvalidRequest, NotFound, PayloadTooLarge, SplError
-from spl.kernel.text import printable
-from spl.transport import routes_admin, routes_records, routes_sync, routes_threads
+from spl.core.errors import AuthRequired, InvalidRequest, NotFound, PayloadTooLarge, SplError
+from spl.core.text import printable
+from spl.transport import routes_admin, routes_feed, routes_records, routes_sync, routes_threads
 from spl.transport.auth import ANONYMOUS, ANONYMOUS_ADMIN, Caller, presented_token
+from spl.transport.context import SERVICES_KEY
+from spl.transport.responses import error_response, json_response
 from spl.transport.services import Services
 
 __all__ = ["OPEN_ROUTES", "create_app", "is_loopback_host", "json_response"]
@@ -67,15 +68,6 @@ LOOPBACK_HOST = re.compile(r"(?:127\.0\.0\.1|localhost|\[::1\])(?::[0-9]{1,5})?"
 # What a listed origin's page may send (gate 2): the SDK's and the CLI's headers.
 CORS_ALLOW_HEADERS = "authorization, x-api-key, content-type, last-event-id"
 CORS_MAX_AGE_SECONDS = "600"
-
-
-def json_response(payload: Any, status: int = 200) -> Response:
-    body = payload if isinstance(payload, str | bytes) else json.dumps(payload, separators=(",", ":"))
-    return Response(body, status=status, content_type="application/json")
-
-
-def _error_response(error: SplError) -> Response:
-    return json_response(error.to_wire(), error.status)
 
 
 def is_open_route(path: str) -> bool:
@@ -157,7 +149,7 @@ def create_app(services: Services) -> QuartTrio:
     here = str(Path(__file__).parent)  # the spl namespace package has no single root for Quart to find
     app = QuartTrio("spl.transport", root_path=here, instance_path=here)
     app.config["MAX_CONTENT_LENGTH"] = services.config.max_body_bytes
-    app.config["SPL"] = services
+    app.config[SERVICES_KEY] = services
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True  # OPTIONS answered from the route table (gate 2)
     # The SDK does not URL-encode threads: '//' must be a 404 JSON, not a 308 HTML redirect.
     app.url_map.merge_slashes = False
@@ -196,44 +188,46 @@ def create_app(services: Services) -> QuartTrio:
 
     @app.errorhandler(SplError)
     async def spl_error(error: SplError) -> Response:
-        return _error_response(error)
+        return error_response(error)
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:
         status = error.code or 500
         if status == 404:
-            return _error_response(
+            return error_response(
                 NotFound(
                     f"no route for {request.method} {request.path}; see docs/api.md for the routes",
                     code="ROUTE_NOT_FOUND",
                 )
             )
         if status == 405:
-            return _error_response(
+            return error_response(
                 InvalidRequest(
                     f"{request.method} is not allowed on {request.path}", code="METHOD_NOT_ALLOWED", status=405
                 )
             )
         if status == 413:
             limit = services.config.max_body_bytes
-            return _error_response(
+            return error_response(
                 PayloadTooLarge(
                     f"request body is larger than {limit} bytes; send smaller records (serve.max_body_bytes)"
                 )
             )
         if status < 500:
-            return _error_response(
-                InvalidRequest(error.description or "bad request", code="BAD_REQUEST", status=status)
-            )
-        return _error_response(SplError("internal error; see the daemon log"))
+            return error_response(InvalidRequest(error.description or "bad request", code="BAD_REQUEST", status=status))
+        return error_response(SplError("internal error; see the daemon log"))
 
     @app.errorhandler(Exception)
     async def crash(error: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return _error_response(SplError("internal error; see the daemon log"))
+        return error_response(SplError("internal error; see the daemon log"))
 
-    routes_records.register(app, services)
-    routes_threads.register(app, services)
-    routes_admin.register(app, services)
-    routes_sync.register(app, services)
+    for blueprint in (
+        routes_records.blueprint,
+        routes_threads.blueprint,
+        routes_admin.blueprint,
+        routes_feed.blueprint,
+        routes_sync.blueprint,
+    ):
+        app.register_blueprint(blueprint)
     return app

@@ -14,8 +14,8 @@ from typing import Any
 
 import apsw
 
-from spl.kernel import tokens
-from spl.kernel.errors import AuthRequired, ScopeForbidden
+from spl.core import tokens
+from spl.core.errors import AuthRequired, ScopeForbidden
 
 __all__ = ["Caller", "TokenBook", "TokenInfo", "insert_token", "load_tokens", "revoke_token"]
 
@@ -126,6 +126,12 @@ def require(caller: Caller, scope: str) -> None:
         raise ScopeForbidden(
             f"this token lacks the '{scope}' scope; mint one that has it: `spl token mint --scopes {scope}`"
         )
+
+
+def require_any(caller: Caller, scopes: tuple[str, ...]) -> None:
+    """Pass if ``caller`` holds any one of ``scopes``; otherwise fail as :func:`require` does for the first."""
+    if not any(tokens.allows(caller.scopes, scope) for scope in scopes):
+        require(caller, scopes[0])
 
 
 def presented_token(headers: Any) -> str | None:

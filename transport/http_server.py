@@ -38,7 +38,7 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState, LifespanState
 from hypercorn.utils import repr_socket_addr, wrap_app
 
-from spl.runtime.home import Config
+from spl.core.config import Config
 from spl.runtime.supervisor import ChildContext
 
 __all__ = ["ConnectionLimits", "ExchangeGuard", "HttpServer", "raise_open_file_limit"]

@@ -7,8 +7,8 @@ from typing import Any
 
 from quart import request
 
-from spl.kernel.canonical import MAX_DEPTH
-from spl.kernel.errors import InvalidRequest, PayloadTooLarge
+from spl.core.canonical import MAX_DEPTH
+from spl.core.errors import InvalidRequest, PayloadTooLarge
 
 __all__ = ["int_arg", "json_body"]
 

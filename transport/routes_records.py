@@ -2,73 +2,71 @@
 
 from __future__ import annotations
 
-from quart import Response, request
-from quart_trio import QuartTrio
+from quart import Blueprint, Response, request
 
-from spl.kernel import queries
-from spl.kernel.errors import NotFound, SplError
-from spl.kernel.ingest import Accepted, Candidate
-from spl.kernel.record import RECORD_ID, validate_envelope, validate_thread
-from spl.kernel.reserved import refuse_reserved
-from spl.kernel.store import StoredRecord
+from spl.core.errors import NotFound, SplError
+from spl.core.record import RECORD_ID, validate_envelope, validate_thread
+from spl.core.reserved import refuse_reserved
+from spl.core.stored import Accepted, Candidate, StoredRecord
+from spl.store import queries
 from spl.transport.auth import require
+from spl.transport.context import services
 from spl.transport.requests import int_arg, json_body
-from spl.transport.services import Services
+from spl.transport.responses import json_response
 
-__all__ = ["list_response", "register"]
+__all__ = ["list_response", "blueprint"]
+
+blueprint = Blueprint("records", __name__)
 
 MAX_LIMIT = 10_000
 
 
 def list_response(records: list[StoredRecord]) -> Response:
     """``{"object":"list","data":[…]}`` spliced from stored JSON (no re-encoding)."""
-    from spl.transport.app import json_response
-
     return json_response('{"object":"list","data":[' + ",".join(r.json for r in records) + "]}")
 
 
-def register(app: QuartTrio, services: Services) -> None:
-    from spl.transport.app import json_response
+@blueprint.post("/v1/records")
+async def emit() -> Response:
+    require(request.caller, "records:write")  # type: ignore[attr-defined]
+    payload = await json_body(services().config.max_body_bytes)
+    envelope = validate_envelope(payload)
+    refuse_reserved(envelope.thread)  # configuration threads: only the daemon's own routes write them
+    candidate = Candidate(envelope, services().identity.did, services().identity.sign_record_id(envelope.id))
+    (outcome,) = await services().writer.ingest([candidate])
+    if isinstance(outcome, SplError):
+        raise outcome
+    assert isinstance(outcome, Accepted)
+    return json_response(outcome.record.json, 201 if outcome.created else 200)
 
-    @app.post("/v1/records")
-    async def emit() -> Response:
-        require(request.caller, "records:write")  # type: ignore[attr-defined]
-        payload = await json_body(services.config.max_body_bytes)
-        envelope = validate_envelope(payload)
-        refuse_reserved(envelope.thread)  # configuration threads: only the daemon's own routes write them
-        candidate = Candidate(envelope, services.identity.did, services.identity.sign_record_id(envelope.id))
-        (outcome,) = await services.writer.ingest([candidate])
-        if isinstance(outcome, SplError):
-            raise outcome
-        assert isinstance(outcome, Accepted)
-        return json_response(outcome.record.json, 201 if outcome.created else 200)
 
-    @app.get("/v1/records")
-    async def list_records() -> Response:
-        require(request.caller, "records:read")  # type: ignore[attr-defined]
-        thread = request.args.get("thread") or None
-        if thread is not None:
-            validate_thread(thread, "thread (query parameter)")
-        actor = request.args.get("actor") or None
-        since = int_arg("since", None)
-        limit = int_arg("limit", 100, minimum=1, maximum=MAX_LIMIT)
-        after = int_arg("after_sequence", 0)
-        records = await services.read(
-            queries.list_records,
-            thread=thread,
-            actor=actor,
-            since_clock=since,
-            after_seq=after or 0,
-            limit=limit or 100,
-        )
-        return list_response(records)
+@blueprint.get("/v1/records")
+async def list_records() -> Response:
+    require(request.caller, "records:read")  # type: ignore[attr-defined]
+    thread = request.args.get("thread") or None
+    if thread is not None:
+        validate_thread(thread, "thread (query parameter)")
+    actor = request.args.get("actor") or None
+    since = int_arg("since", None)
+    limit = int_arg("limit", 100, minimum=1, maximum=MAX_LIMIT)
+    after = int_arg("after_sequence", 0)
+    records = await services().read(
+        queries.list_records,
+        thread=thread,
+        actor=actor,
+        since_clock=since,
+        after_seq=after or 0,
+        limit=limit or 100,
+    )
+    return list_response(records)
 
-    @app.get("/v1/records/<record_id>")
-    async def get_record(record_id: str) -> Response:
-        require(request.caller, "records:read")  # type: ignore[attr-defined]
-        if not RECORD_ID.fullmatch(record_id):
-            raise NotFound(f"no record {record_id!r}: record ids are 64 lowercase hex characters")
-        record = await services.read(queries.get_record, record_id)
-        if record is None:
-            raise NotFound(f"no record {record_id} on this instance")
-        return json_response(record.json)
+
+@blueprint.get("/v1/records/<record_id>")
+async def get_record(record_id: str) -> Response:
+    require(request.caller, "records:read")  # type: ignore[attr-defined]
+    if not RECORD_ID.fullmatch(record_id):
+        raise NotFound(f"no record {record_id!r}: record ids are 64 lowercase hex characters")
+    record = await services().read(queries.get_record, record_id)
+    if record is None:
+        raise NotFound(f"no record {record_id} on this instance")
+    return json_response(record.json)

@@ -6,21 +6,24 @@ import weakref
 from collections.abc import AsyncIterator
 
 import trio
-from quart import Response, request
-from quart_trio import QuartTrio
+from quart import Blueprint, Response, request
 
 from spl.actors.hub import Subscription
-from spl.kernel import queries
-from spl.kernel.errors import NotFound
-from spl.kernel.record import validate_thread
-from spl.kernel.store import StoredRecord
+from spl.core.errors import NotFound
+from spl.core.record import validate_thread
+from spl.core.stored import StoredRecord
+from spl.store import queries
 from spl.transport import sse
 from spl.transport.auth import require
+from spl.transport.context import services
 from spl.transport.requests import int_arg
+from spl.transport.responses import json_response
 from spl.transport.routes_records import MAX_LIMIT, list_response
 from spl.transport.services import Services
 
-__all__ = ["register"]
+__all__ = ["blueprint"]
+
+blueprint = Blueprint("threads", __name__)
 
 REPLAY_PAGE = 500
 # One SSE write carries at most this many records and about this many bytes. Building a
@@ -32,59 +35,59 @@ COALESCE_BYTES = 64 * 1024
 LAGGED_MESSAGE = "subscriber fell behind; reconnect with Last-Event-ID to resume"
 
 
-def register(app: QuartTrio, services: Services) -> None:
-    from spl.transport.app import json_response
+@blueprint.get("/v1/threads")
+async def list_threads() -> Response:
+    require(request.caller, "records:read")  # type: ignore[attr-defined]
+    limit = int_arg("limit", 100, minimum=1, maximum=MAX_LIMIT) or 100
+    namespace = request.args.get("namespace") or None
+    threads = await services().read(queries.list_threads, limit=limit, namespace=namespace)
+    return json_response({"object": "list", "data": threads})
 
-    @app.get("/v1/threads")
-    async def list_threads() -> Response:
-        require(request.caller, "records:read")  # type: ignore[attr-defined]
-        limit = int_arg("limit", 100, minimum=1, maximum=MAX_LIMIT) or 100
-        namespace = request.args.get("namespace") or None
-        threads = await services.read(queries.list_threads, limit=limit, namespace=namespace)
-        return json_response({"object": "list", "data": threads})
 
-    @app.get("/v1/threads/<thread>")
-    async def show_thread(thread: str) -> Response:
-        require(request.caller, "records:read")  # type: ignore[attr-defined]
-        validate_thread(thread)
-        summary = await services.read(queries.thread_summary, thread)
-        if summary is None:
-            raise NotFound(f"thread {thread} has no records on this instance")
-        fold = await services.folds.query(thread)
-        return json_response({**summary, **(fold or {})})
+@blueprint.get("/v1/threads/<thread>")
+async def show_thread(thread: str) -> Response:
+    require(request.caller, "records:read")  # type: ignore[attr-defined]
+    validate_thread(thread)
+    summary = await services().read(queries.thread_summary, thread)
+    if summary is None:
+        raise NotFound(f"thread {thread} has no records on this instance")
+    fold = await services().folds.query(thread)
+    return json_response({**summary, **(fold or {})})
 
-    @app.get("/v1/threads/<thread>/records")
-    async def thread_records(thread: str) -> Response:
-        require(request.caller, "records:read")  # type: ignore[attr-defined]
-        validate_thread(thread)
-        limit = int_arg("limit", 100, minimum=1, maximum=MAX_LIMIT) or 100
-        since = int_arg("since", None)
-        records = await services.read(queries.thread_records, thread, since_clock=since, limit=limit)
-        return list_response(records)
 
-    @app.get("/v1/threads/<thread>/watch")
-    async def watch(thread: str) -> Response:
-        require(request.caller, "records:read")  # type: ignore[attr-defined]
-        validate_thread(thread)
-        header = request.headers.get("last-event-id")
-        cursor = sse.parse_cursor(header)
-        since_clock = int_arg("since_clock", None) if header is None else None
-        if header is not None and cursor is None:
-            cursor = 0  # garbage cursor: replay the thread from its start (spec §15.11)
-        # Subscribe before the headers go out: once the client sees the stream open (the SDK's
-        # on_open), every later commit on the thread is guaranteed to reach it.
-        subscription = await services.hub.subscribe(thread)
-        body = watch_stream(services, subscription, cursor, since_clock)
-        # A body that never starts (the client left before the headers went out) never runs
-        # the generator's ``finally``: release the subscription when the generator is freed.
-        weakref.finalize(body, services.hub.unsubscribe, subscription).atexit = False
-        response = Response(
-            body,
-            content_type="text/event-stream; charset=utf-8",
-            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
-        )
-        response.timeout = None  # Quart would end the stream after 60 s otherwise
-        return response
+@blueprint.get("/v1/threads/<thread>/records")
+async def thread_records(thread: str) -> Response:
+    require(request.caller, "records:read")  # type: ignore[attr-defined]
+    validate_thread(thread)
+    limit = int_arg("limit", 100, minimum=1, maximum=MAX_LIMIT) or 100
+    since = int_arg("since", None)
+    records = await services().read(queries.thread_records, thread, since_clock=since, limit=limit)
+    return list_response(records)
+
+
+@blueprint.get("/v1/threads/<thread>/watch")
+async def watch(thread: str) -> Response:
+    require(request.caller, "records:read")  # type: ignore[attr-defined]
+    validate_thread(thread)
+    header = request.headers.get("last-event-id")
+    cursor = sse.parse_cursor(header)
+    since_clock = int_arg("since_clock", None) if header is None else None
+    if header is not None and cursor is None:
+        cursor = 0  # garbage cursor: replay the thread from its start (spec §15.11)
+    # Subscribe before the headers go out: once the client sees the stream open (the SDK's
+    # on_open), every later commit on the thread is guaranteed to reach it.
+    subscription = await services().hub.subscribe(thread)
+    body = watch_stream(services(), subscription, cursor, since_clock)
+    # A body that never starts (the client left before the headers went out) never runs
+    # the generator's ``finally``: release the subscription when the generator is freed.
+    weakref.finalize(body, services().hub.unsubscribe, subscription).atexit = False
+    response = Response(
+        body,
+        content_type="text/event-stream; charset=utf-8",
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+    )
+    response.timeout = None  # Quart would end the stream after 60 s otherwise
+    return response
 
 
 async def _replay(

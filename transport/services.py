@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import trio
@@ -16,9 +17,9 @@ import trio
 from spl.actors.folds import FoldClient
 from spl.actors.hub import HubClient
 from spl.actors.writer import WriterClient
-from spl.kernel.identity import Identity
-from spl.kernel.store import ReadPool
-from spl.runtime.home import Config, Home
+from spl.core.config import Config
+from spl.core.identity import Identity
+from spl.store.database import ReadPool
 from spl.transport.auth import TokenBook
 
 __all__ = ["Services"]
@@ -28,7 +29,7 @@ T = TypeVar("T")
 
 @dataclass
 class Services:
-    home: Home
+    home_root: Path  # the instance home, shown by /v1/status (the routes never open files in it)
     config: Config
     identity: Identity
     pool: ReadPool

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from spl.kernel.store import StoredRecord
+from spl.core.stored import StoredRecord
 
 __all__ = [
     "MAX_FRAME",

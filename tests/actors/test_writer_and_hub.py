@@ -12,14 +12,14 @@ import trio
 from spl.actors.hub import Hub, HubClient
 from spl.actors.messages import Committed, Ingest, Reply
 from spl.actors.writer import StoreWriter, WriterClient
-from spl.kernel.errors import DuplicateClock, InvalidRequest, NamespaceRejected, SplError, StorageFull
-from spl.kernel.identity import Identity
-from spl.kernel.ingest import Accepted, Candidate, Outcome
-from spl.kernel.namespaces import NAMESPACE_KIND, REGISTRY_THREAD
-from spl.kernel.queries import list_records, pair_cursors, parked_count
-from spl.kernel.record import Envelope, validate_envelope
-from spl.kernel.store import StoredRecord, connect_reader, connect_writer
+from spl.core.errors import DuplicateClock, InvalidRequest, NamespaceRejected, SplError, StorageFull
+from spl.core.identity import Identity
+from spl.core.namespaces import NAMESPACE_KIND, REGISTRY_THREAD
+from spl.core.record import Envelope, validate_envelope
+from spl.core.stored import Accepted, Candidate, Outcome, StoredRecord
 from spl.runtime.supervisor import ChildSpec, Supervisor
+from spl.store.database import connect_reader, connect_writer
+from spl.store.queries import list_records, pair_cursors, parked_count
 
 IDENTITY = Identity.generate()
 PEER = Identity.generate()

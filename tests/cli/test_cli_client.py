@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cli_support import Cli, DaemonLike, FakeDaemon, Result, base_env, one_error_line, run_spl
 
-from spl.runtime.home import Home
+from spl.daemon.home import Home
 
 COMMANDS = (
     ("status",),

@@ -2,7 +2,7 @@
 
 An actor, a record body, a token label or a namespace description is whatever its writer
 chose; a pair's peer_url and last_error and a thread id are whatever a daemon reports. In
-text output the CLI escapes every such value (``spl.kernel.text.printable``): no OSC or CSI
+text output the CLI escapes every such value (``spl.core.text.printable``): no OSC or CSI
 escape reaches the terminal and no value starts a line of its own. ``-o json`` stays exact
 JSON that decodes to the very same strings.
 
@@ -32,9 +32,9 @@ from cli_support import Cli, Result, base_env, cli_for
 from spl.cli.fleet import federation_lines
 from spl.cli.main import run
 from spl.cli.output import json_text
-from spl.runtime.home import Home
-from spl.runtime.launcher import DaemonProcess
-from spl.runtime.setup import initialise
+from spl.daemon.bootstrap import initialise
+from spl.daemon.home import Home
+from spl.daemon.launcher import DaemonProcess
 
 FORGED = "2026-01-01T00:00:00Z CRITICAL forged line"
 # OSC (retitle the terminal), a newline forging a line, CSI (clear the screen), a bidi

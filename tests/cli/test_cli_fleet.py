@@ -19,7 +19,7 @@ from cli_support import Cli, Result, cli_for, free_port
 
 from spl.cli.client import CliError
 from spl.cli.fleet import parse_duration
-from spl.kernel.identity import Identity
+from spl.core.identity import Identity
 
 PAIR_ID = re.compile(r"^pair_[0-9a-f]{16}$")
 DEADLINE = 20.0

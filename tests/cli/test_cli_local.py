@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cli_support import Result, base_env, free_port, run_spl
 
-from spl.runtime.home import Home
+from spl.daemon.home import Home
 
 TOKEN = "spl_local_sa_0123456789abcdef_" + "ab" * 32
 

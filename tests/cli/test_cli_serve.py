@@ -18,8 +18,8 @@ import httpx
 import pytest
 from cli_support import Result, base_env, one_error_line, run_spl
 
-from spl.kernel.store import check_store
-from spl.runtime.home import Home
+from spl.daemon.home import Home
+from spl.store.database import check_store
 
 DEADLINE = 20.0
 SERVE_TIMEOUT = 25.0  # a daemon that wrongly starts would serve forever: the subprocess times out instead

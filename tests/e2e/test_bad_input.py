@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from syncropel import Client, Identity
 
-from spl.runtime.launcher import DaemonProcess
+from spl.daemon.launcher import DaemonProcess
 
 PRESENTED_TOKENS: list[str] = []  # every token text sent in this module, checked against the daemon log
 

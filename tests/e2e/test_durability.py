@@ -18,7 +18,7 @@ import httpx
 from e2e_support import StreamGate, Watch, run
 from syncropel import Client, EmitResult, Identity
 
-from spl.runtime.launcher import DaemonProcess
+from spl.daemon.launcher import DaemonProcess
 
 WRITERS = 6
 TARGET = 300

@@ -21,7 +21,7 @@ import httpx
 import pytest
 from e2e_support import assert_error, envelope, make_daemon
 
-from spl.runtime.launcher import DaemonProcess
+from spl.daemon.launcher import DaemonProcess
 
 JSON = {"content-type": "application/json"}
 REBOUND = "rebind.attacker.example"

@@ -26,9 +26,9 @@ import pytest
 from e2e_support import Watch, assert_error, envelope, make_daemon, mint_token, run
 from syncropel import Client, Identity
 
-from spl.kernel.identity import Identity as InstanceIdentity
-from spl.runtime.home import Config, Home
-from spl.runtime.launcher import DaemonProcess
+from spl.core.config import Config
+from spl.core.identity import Identity as InstanceIdentity
+from spl.daemon.launcher import DaemonProcess
 from spl.transport.app import create_app
 from spl.transport.auth import TokenBook
 from spl.transport.services import Services
@@ -461,7 +461,7 @@ def test_the_open_file_limit_is_raised_to_the_hard_limit(tmp_path: Path) -> None
 def app_services(tmp_path: Path, problems: list[str]) -> Services:
     """Just enough of the daemon for ``/health`` (the actors it never touches stay None)."""
     return Services(
-        home=Home.resolve(tmp_path / "home"),
+        home_root=tmp_path / "home",
         config=Config(did="did:test:health", created_at=0.0),
         identity=InstanceIdentity.generate(),
         pool=None,  # type: ignore[arg-type]

@@ -24,7 +24,7 @@ from e2e_support import FaultProxy, StreamGate, Watch, assert_error, configure, 
 from syncropel import Client, EmitResult, Identity, SubscribeError
 from syncropel import canonical_json as sdk_canonical_json
 
-from spl.runtime.launcher import DaemonProcess
+from spl.daemon.launcher import DaemonProcess
 
 HASHED = ("act", "actor", "body", "clock", "data_type", "parents", "thread")
 RECORD_FIELDS = ("id", "act", "actor", "body", "clock", "data_type", "parents", "thread")

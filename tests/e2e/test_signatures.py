@@ -22,10 +22,10 @@ from e2e_support import envelope, make_daemon, run
 from syncropel import Client, Identity
 from syncropel import canonical_json as sdk_canonical_json
 
-from spl.kernel.identity import Identity as InstanceIdentity
-from spl.kernel.identity import b64url_decode, public_key_from_did, verify_record_signature
-from spl.kernel.manifest import verify_manifest
-from spl.runtime.launcher import DaemonProcess
+from spl.core.identity import Identity as InstanceIdentity
+from spl.core.identity import b64url_decode, public_key_from_did, verify_record_signature
+from spl.core.manifest import verify_manifest
+from spl.daemon.launcher import DaemonProcess
 
 SIG = re.compile(r"^[A-Za-z0-9_-]{86}$")  # 64 bytes, base64url, no padding
 

@@ -29,10 +29,10 @@ import trio
 from e2e_support import envelope, run
 
 from spl.actors.folds import FoldClient, ThreadFolds
-from spl.kernel.errors import StoreCorrupt
-from spl.kernel.store import ReadPool
-from spl.runtime.launcher import DaemonProcess
+from spl.core.errors import StoreCorrupt
+from spl.daemon.launcher import DaemonProcess
 from spl.runtime.supervisor import ChildSpec, Supervisor
+from spl.store.database import ReadPool
 
 CLIENT_TIMEOUT = 15.0  # a read that has not answered by then is a hang
 PAD = "p" * 3000

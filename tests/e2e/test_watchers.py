@@ -25,7 +25,7 @@ import httpx
 import pytest
 from e2e_support import envelope
 
-from spl.runtime.launcher import DaemonProcess
+from spl.daemon.launcher import DaemonProcess
 
 PAD_1MB = "y" * 1_000_000  # under the 1 MiB body limit with the envelope around it
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from spl.cli.soak_plan import CSV_HEADER, WINDOW_NAMES
+from spl.soak.plan import CSV_HEADER, WINDOW_NAMES
 
 SOAK_TIMEOUT = 150.0
 
@@ -22,7 +22,7 @@ def _spl(*args: str, timeout: float, cwd: Path) -> subprocess.CompletedProcess[s
     env = {key: value for key, value in os.environ.items() if key not in ("SPL_SERVE_URL", "SPL_TOKEN")}
     env["SYNCROPEL_HOME"] = str(cwd / "unused-home")  # the soak starts its own daemons with their own homes
     return subprocess.run(
-        [sys.executable, "-m", "spl.cli.main", *args],
+        [sys.executable, "-m", "spl.cli", *args],
         env=env,
         cwd=cwd,
         stdin=subprocess.DEVNULL,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from spl.cli.soak_plan import (
+from spl.soak.plan import (
     CSV_HEADER,
     SEED_REFERENCE,
     SEED_STEADY_RATE,
@@ -302,7 +302,7 @@ def test_report_document_is_json() -> None:
 
 
 def test_progress_is_one_rewritten_line_on_a_terminal_and_plain_lines_otherwise() -> None:
-    from spl.cli.soak_run import Progress, Status
+    from spl.soak.run import Progress, Status
 
     tty = io.StringIO()
     bar = Progress(tty, tty=True)

@@ -1,0 +1,97 @@
+"""The discovery documents of ``/.well-known/syncropel`` (spec §8.2, §15.13).
+
+The federation manifest is signed with Ed25519 over the canonical JSON of the manifest
+*without* its ``signature`` key; it lives 7 days and is re-signed at every start.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from spl.core.canonical import canonical_json
+from spl.core.identity import Identity, verify_signature
+
+__all__ = ["capabilities_manifest", "federation_manifest", "rfc3339", "verify_manifest"]
+
+VERSION = "0.1.0"
+MANIFEST_LIFETIME = 7 * 24 * 3600
+
+
+def rfc3339(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+def capabilities_manifest(*, auth_required: bool) -> dict[str, Any]:
+    return {
+        "object": "capabilities_manifest",
+        "manifest_version": "1",
+        "daemon": {"name": "spl", "version": VERSION, "api_version": "v1", "spec_version": "1"},
+        "auth": {"required": auth_required, "headers": ["x-api-key", "authorization"]},
+        "did_methods": ["did:key"],
+        "record": {
+            "algebra_version": "v1",
+            "hashed_fields": ["parents", "thread", "actor", "act", "body", "clock", "data_type"],
+            "signature": {"alg": "Ed25519", "over": "record id bytes", "encoding": "base64url"},
+        },
+        "transports": ["http", "sse"],
+        "semantic_search": False,
+        "store_backends": ["sqlite"],
+        "capabilities": {
+            "records": True,
+            "threads": True,
+            "watch": True,
+            "namespaces": True,
+            "tokens": True,
+            "sync": True,
+            "federation_consent": False,
+            "reconcile_queue": False,
+        },
+        "conventions": {"identity_path": "/v1/identity", "sync_path": "/v1/sync"},
+    }
+
+
+def federation_manifest(identity: Identity, *, endpoint: str, now: float | None = None) -> dict[str, Any]:
+    """A freshly signed federation manifest for this instance."""
+    now = time.time() if now is None else now
+    body: dict[str, Any] = {
+        "object": "federation_manifest",
+        "manifest_version": "1",
+        "daemon": {"did": identity.did, "version": VERSION, "federation_protocol_version": "1"},
+        "federation": {
+            "enabled": True,
+            "endpoint": endpoint,
+            "pair_endpoint": f"{endpoint}/v1/federation/pair",
+            "sync_change_endpoint": f"{endpoint}/v1/sync/changes",
+            "sync_record_endpoint": f"{endpoint}/v1/sync/records",
+        },
+        "advertises": {"kinds": [], "refs": [], "namespaces": ["default"]},
+        "consent_policy": {
+            "default_posture": "pair-then-ask",
+            "accepts_pair_requests": True,
+            "requires_did_method": ["did:key"],
+            "rejects_did_method": [],
+        },
+    }
+    signature = identity.sign(canonical_json(body))
+    body["signature"] = {
+        "alg": "Ed25519",
+        "key_id": f"{identity.did}#key-1",
+        "signature": signature,
+        "signed_at": rfc3339(now),
+        "expires_at": rfc3339(now + MANIFEST_LIFETIME),
+    }
+    return body
+
+
+def verify_manifest(manifest: dict[str, Any]) -> bool:
+    """True when the manifest's signature verifies against ``daemon.did``."""
+    block = manifest.get("signature")
+    daemon = manifest.get("daemon")
+    if not isinstance(block, dict) or not isinstance(daemon, dict) or block.get("alg") != "Ed25519":
+        return False
+    unsigned = {key: value for key, value in manifest.items() if key != "signature"}
+    did, signature = daemon.get("did"), block.get("signature")
+    if not isinstance(did, str) or not isinstance(signature, str):
+        return False
+    return verify_signature(did, canonical_json(unsigned), signature)

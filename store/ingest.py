@@ -1,0 +1,369 @@
+"""Committing a batch of records in one transaction (the writer's pure-SQL core).
+
+Called only by the store-writer actor, in a worker thread, on the single write
+connection. One batch = one ``BEGIN IMMEDIATE … COMMIT`` (group commit: many concurrent
+emits share one fsync). Per record: an exact re-submission is answered with the stored
+record (idempotent ingest), a different record on the same (thread, actor, clock) is a
+``DuplicateClock``, a namespace that is not active is ``NamespaceRejected``. Anything
+unexpected rolls the whole batch back and propagates; the writer then retries each
+request alone, so only the one at fault fails.
+
+Three rules keep what a peer sends from steering this instance:
+
+- a pair's cursor is the peer's opaque string (spec §15.20), stored as given next to the
+  records it covers (last write wins: the reconciler commits a pair's pages in order);
+- the namespace registry folds only records signed by this instance's own key (spec
+  §15.18), so a record on ``th_namespace_registry`` from anyone else never changes it;
+- a pulled or pushed record refused only because its namespace is not registered yet is
+  *parked* (``parked_records``, bounded) and applied by :func:`reapply_parked` once the
+  registry accepts it, instead of being lost for good.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import apsw
+
+from spl.core.errors import DuplicateClock, InvalidRecord, InvalidRequest, NamespaceRejected, SplError
+from spl.core.namespaces import REGISTRY_THREAD, NamespaceRegistry
+from spl.core.record import validate_envelope
+from spl.core.stored import Accepted, Candidate, Outcome, StoredRecord, parked_json, stored_json
+from spl.store.database import write_transaction
+
+__all__ = [
+    "MAX_CURSOR_LENGTH",
+    "MAX_PARKED",
+    "MAX_PARKED_BYTES",
+    "IngestRequest",
+    "Reapplied",
+    "WriterState",
+    "check_pair_cursor",
+    "commit_batch",
+    "load_writer_state",
+    "reapply_parked",
+]
+
+MAX_CURSOR_LENGTH = 256
+# parked_records holds at most this many rows and bytes of record JSON; beyond, a refusal is
+# counted (meta ``parked_dropped``) instead of parked. The byte bound matters because a
+# parked record is one the operator never accepted: a peer must not fill the disk with them.
+MAX_PARKED = 100_000
+MAX_PARKED_BYTES = 256 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class IngestRequest:
+    """One requester's share of a transaction.
+
+    Attributes:
+        candidates: Its records, answered with one outcome each.
+        cursor: ``(pair_id, the peer's cursor)``, saved in the same transaction as the records.
+        park_origin: Where the records came from (a pair id or ``"push"``); when set, a record
+            refused with ``NAMESPACE_REJECTED`` is parked rather than dropped.
+    """
+
+    candidates: Sequence[Candidate]
+    cursor: tuple[str, str] | None = None
+    park_origin: str | None = None
+
+
+@dataclass
+class WriterState:
+    """What the writer keeps in memory between batches; rebuilt from disk at start and after a failure."""
+
+    own_did: str  # only records signed by this key change the namespace registry
+    next_seq: int = 1
+    namespaces: NamespaceRegistry = field(default_factory=NamespaceRegistry)
+    registry_changes: int = 0  # bumped on every change: the writer then re-applies parked records
+    parked: int = 0  # rows in parked_records
+    parked_bytes: int = 0  # and the size of their JSON
+
+
+def load_writer_state(connection: apsw.Connection, own_did: str) -> WriterState:
+    """Rebuild the writer's memory from the store (head sequence, namespace registry, parked count)."""
+    state = WriterState(own_did)
+    for (head,) in connection.execute("SELECT COALESCE(MAX(seq), 0) FROM records"):
+        state.next_seq = int(head) + 1
+    rows = connection.execute("SELECT json FROM records WHERE thread = ? ORDER BY seq", (REGISTRY_THREAD,))
+    for (text,) in rows:
+        record = json.loads(text)
+        if record.get("signer") != own_did:
+            continue  # stored (it may have come from a peer) but never configuration (spec §15.18)
+        state.namespaces.apply(record["thread"], record["act"], record["body"], record["id"], record["clock"])
+    for count, size in connection.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM parked_records"):
+        state.parked, state.parked_bytes = int(count), int(size)
+    return state
+
+
+def check_pair_cursor(cursor: object) -> tuple[str, str]:
+    """Accept ``(pair_id, cursor)`` with a cursor of at most 256 printable ASCII characters (spec §15.20).
+
+    The cursor is opaque (never parsed) but bounded: it is stored and sent back to the peer.
+    """
+    if (
+        not isinstance(cursor, tuple)
+        or len(cursor) != 2
+        or not isinstance(cursor[0], str)
+        or not isinstance(cursor[1], str)
+    ):
+        raise InvalidRequest("a pair cursor is (pair_id, the peer's cursor string)", code="INVALID_CURSOR")
+    pair_id, value = cursor
+    if not pair_id or len(value) > MAX_CURSOR_LENGTH or not all(" " <= char <= "~" for char in value):
+        raise InvalidRequest(
+            f"the peer's cursor must be at most {MAX_CURSOR_LENGTH} printable ASCII characters", code="INVALID_CURSOR"
+        )
+    return pair_id, value
+
+
+def _existing(connection: apsw.Connection, record_id: str) -> StoredRecord | None:
+    for seq, thread, text in connection.execute("SELECT seq, thread, json FROM records WHERE id = ?", (record_id,)):
+        return StoredRecord(int(seq), record_id, thread, text)
+    return None
+
+
+@dataclass
+class _ThreadTouch:
+    """What one transaction did to one thread, folded into one ``threads`` upsert."""
+
+    namespace: str
+    count: int
+    last_clock: int
+    first_seq: int
+    last_seq: int
+
+    def add(self, clock: int, seq: int) -> None:
+        self.count += 1
+        self.last_clock = max(self.last_clock, clock)
+        self.last_seq = seq
+
+
+@dataclass
+class _Transaction:
+    """Bookkeeping of one transaction: which threads it touched, refusals it could not park."""
+
+    now: float
+    touched: dict[str, _ThreadTouch] = field(default_factory=dict)
+    not_parked: int = 0
+
+
+def _insert(connection: apsw.Connection, candidate: Candidate, seq: int, now: float) -> StoredRecord:
+    """Insert one record; raises ``apsw.ConstraintError`` when its (thread, actor, clock) is taken."""
+    envelope = candidate.envelope
+    text = stored_json(envelope, signer=candidate.signer, sig=candidate.sig, seq=seq, created_at=now)
+    connection.execute(
+        "INSERT INTO records(seq, id, thread, actor, act, clock, namespace, json, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            seq,
+            envelope.id,
+            envelope.thread,
+            envelope.actor,
+            envelope.act,
+            envelope.clock,
+            envelope.namespace,
+            text,
+            now,
+        ),
+    )
+    return StoredRecord(seq, envelope.id, envelope.thread, text)
+
+
+def _upsert_threads(connection: apsw.Connection, touched: dict[str, _ThreadTouch], now: float) -> None:
+    for thread, touch in touched.items():
+        connection.execute(
+            "INSERT INTO threads(thread, namespace, record_count, last_clock, first_seq, last_seq, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(thread) DO UPDATE SET record_count = record_count + excluded.record_count, "
+            "last_clock = MAX(last_clock, excluded.last_clock), last_seq = excluded.last_seq, "
+            "updated_at = excluded.updated_at",
+            (thread, touch.namespace, touch.count, touch.last_clock, touch.first_seq, touch.last_seq, now),
+        )
+
+
+def _park(
+    connection: apsw.Connection,
+    candidate: Candidate,
+    origin: str,
+    refusal: SplError,
+    state: WriterState,
+    tx: _Transaction,
+) -> SplError:
+    """Keep a record refused only for its namespace, to apply it once the namespace is registered."""
+    envelope = candidate.envelope
+    text = parked_json(envelope, signer=candidate.signer, sig=candidate.sig)
+    if state.parked >= MAX_PARKED or state.parked_bytes + len(text) > MAX_PARKED_BYTES:
+        tx.not_parked += 1
+        return NamespaceRejected(f"{refusal.message} (not parked: too many records already wait for a namespace)")
+    connection.execute(
+        "INSERT INTO parked_records(id, namespace, origin, reason, size, json, parked_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING",
+        (envelope.id, envelope.namespace, origin, refusal.message, len(text), text, tx.now),
+    )
+    if connection.changes():
+        state.parked += 1
+        state.parked_bytes += len(text)
+    return NamespaceRejected(f"{refusal.message} (parked: it is applied once the namespace is registered)")
+
+
+def _apply_one(
+    connection: apsw.Connection,
+    candidate: Candidate,
+    state: WriterState,
+    tx: _Transaction,
+    park_origin: str | None,
+) -> Outcome:
+    envelope = candidate.envelope
+    existing = _existing(connection, envelope.id)
+    if existing is not None:
+        return Accepted(existing, created=False)
+    try:
+        state.namespaces.check(envelope.namespace)
+    except NamespaceRejected as exc:
+        return exc if park_origin is None else _park(connection, candidate, park_origin, exc, state, tx)
+    seq = state.next_seq
+    try:
+        stored = _insert(connection, candidate, seq, tx.now)
+    except apsw.ConstraintError:
+        # The id is new (checked above), so the unique (thread, actor, clock) index refused it:
+        # one index probe instead of a SELECT before every insert.
+        return DuplicateClock(envelope.thread, envelope.actor, envelope.clock)
+    state.next_seq += 1
+    touch = tx.touched.get(envelope.thread)
+    if touch is None:
+        tx.touched[envelope.thread] = _ThreadTouch(envelope.namespace, 1, envelope.clock, seq, seq)
+    else:
+        touch.add(envelope.clock, seq)
+    if candidate.signer == state.own_did and state.namespaces.apply(
+        envelope.thread, envelope.act, envelope.body, envelope.id, envelope.clock
+    ):
+        state.registry_changes += 1
+    return Accepted(stored, created=True)
+
+
+def _finish(connection: apsw.Connection, tx: _Transaction) -> None:
+    _upsert_threads(connection, tx.touched, tx.now)
+    if tx.not_parked:
+        connection.execute(
+            "INSERT INTO meta(key, value) VALUES ('parked_dropped', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + CAST(excluded.value AS INTEGER)",
+            (str(tx.not_parked),),
+        )
+
+
+def commit_batch(
+    connection: apsw.Connection,
+    batches: Sequence[Sequence[Candidate] | IngestRequest],
+    state: WriterState,
+    *,
+    clock: Callable[[], float] = time.time,
+) -> list[list[Outcome]]:
+    """Commit several requests in one transaction; one outcome list per request.
+
+    A batch is an :class:`IngestRequest` or just its candidates. Each request's cursor is
+    saved in the same transaction after the records (a pair's cursor never moves past
+    records that did not commit). Cursors are checked before the transaction starts. On
+    any exception the transaction is rolled back, ``state`` is left for the caller to
+    reload, and the exception propagates.
+    """
+    requests = [batch if isinstance(batch, IngestRequest) else IngestRequest(batch) for batch in batches]
+    for request in requests:
+        if request.cursor is not None:
+            check_pair_cursor(request.cursor)
+    tx = _Transaction(clock())
+    with write_transaction(connection):
+        outcomes = [
+            [_apply_one(connection, candidate, state, tx, request.park_origin) for candidate in request.candidates]
+            for request in requests
+        ]
+        _finish(connection, tx)
+        for request in requests:
+            if request.cursor is not None:
+                connection.execute(
+                    "INSERT INTO pair_cursors(pair_id, cursor, updated_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT(pair_id) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
+                    (*request.cursor, tx.now),
+                )
+    return outcomes
+
+
+@dataclass
+class Reapplied:
+    """What one :func:`reapply_parked` transaction did."""
+
+    created: list[StoredRecord] = field(default_factory=list)
+    duplicates: int = 0  # already stored by another path meanwhile
+    refused: int = 0  # refused for a reason that does not change (duplicate clock, unreadable): dropped
+    more: bool = False  # parked records of accepted namespaces remain: call again
+
+
+def reapply_parked(
+    connection: apsw.Connection, state: WriterState, *, limit: int = 1000, clock: Callable[[], float] = time.time
+) -> Reapplied:
+    """Apply up to ``limit`` parked records whose namespace the registry now accepts, in one transaction.
+
+    Applied (or settled) records leave ``parked_records`` in the same transaction that
+    stores them, so a crash can neither lose nor double-apply one. They were verified
+    before they were parked; the id is still recomputed from the stored fields so a
+    damaged row is dropped rather than stored under the wrong id. Records the writer
+    still refuses for their namespace (an ancestor was archived meanwhile) stay parked.
+    """
+    result = Reapplied()
+    accepted: list[str] = []
+    for (namespace,) in connection.execute("SELECT DISTINCT namespace FROM parked_records"):
+        try:
+            state.namespaces.check(namespace)
+        except SplError:
+            continue
+        accepted.append(namespace)
+    if not accepted:
+        return result
+    tx = _Transaction(clock())
+    with write_transaction(connection):
+        taken = 0
+        for namespace in accepted:
+            rows = list(
+                connection.execute(
+                    "SELECT rowid, id, size, json FROM parked_records WHERE namespace = ? ORDER BY rowid LIMIT ?",
+                    (namespace, limit - taken + 1),
+                )
+            )
+            if len(rows) > limit - taken:
+                rows, result.more = rows[: limit - taken], True
+            for rowid, record_id, size, text in rows:
+                outcome = _reapply_one(connection, record_id, text, state, tx)
+                if isinstance(outcome, NamespaceRejected):
+                    continue
+                if isinstance(outcome, Accepted):
+                    if outcome.created:
+                        result.created.append(outcome.record)
+                    else:
+                        result.duplicates += 1
+                else:
+                    result.refused += 1
+                connection.execute("DELETE FROM parked_records WHERE rowid = ?", (rowid,))
+                state.parked -= 1
+                state.parked_bytes -= int(size)
+            taken += len(rows)
+            if taken >= limit:
+                result.more = True
+                break
+        _finish(connection, tx)
+    return result
+
+
+def _reapply_one(
+    connection: apsw.Connection, record_id: str, text: str, state: WriterState, tx: _Transaction
+) -> Outcome:
+    try:
+        fields = json.loads(text)
+        envelope = validate_envelope(fields)
+        signer, sig = fields["signer"], fields["sig"]
+    except (ValueError, KeyError, TypeError, SplError):
+        return InvalidRecord("record", "a parked record could not be read back")
+    if envelope.id != record_id or not isinstance(signer, str) or not isinstance(sig, str):
+        return InvalidRecord("record", "a parked record does not match its id")
+    return _apply_one(connection, Candidate(envelope, signer, sig), state, tx, None)
