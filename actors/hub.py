@@ -91,12 +91,11 @@ class Hub:
         self._by_thread: dict[str, set[Subscription]] = {}
         self._closed = False
         self._count = 0
-        self.delivered = 0
-        self.lagged = 0
 
     @property
     def subscriber_count(self) -> int:
-        """Subscriptions currently registered (lagged and closed ones are already gone)."""
+        """Subscriptions currently registered (lagged and closed ones are already gone): what shows that
+        the table never keeps an ended stream."""
         return self._count
 
     async def run(self, ctx: ChildContext) -> None:
@@ -144,10 +143,8 @@ class Hub:
             for subscription in subs:
                 try:
                     if subscription.offer(record):
-                        self.delivered += 1
                         continue
                     subscription.lagged = True
-                    self.lagged += 1
                 except (trio.ClosedResourceError, trio.BrokenResourceError):
                     pass
                 dropped.append(subscription)

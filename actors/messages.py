@@ -6,7 +6,7 @@ Each actor's inbox carries one tagged union; a reply travels back through a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
 
 import msgspec
@@ -14,8 +14,25 @@ import trio
 
 from spl.core.errors import Unavailable
 from spl.core.stored import Candidate, Outcome, StoredRecord
+from spl.core.tokens import TokenInfo
 
-__all__ = ["Committed", "FoldQuery", "Ingest", "Reply", "Subscribe", "Transact", "Unsubscribe"]
+__all__ = [
+    "CloseAll",
+    "Committed",
+    "CreateNamespace",
+    "FoldQuery",
+    "Ingest",
+    "Kick",
+    "MintToken",
+    "Push",
+    "Reconcile",
+    "Reply",
+    "Resume",
+    "RevokeToken",
+    "Subscribe",
+    "Unsubscribe",
+    "WriterMessage",
+]
 
 T = TypeVar("T")
 
@@ -70,11 +87,34 @@ class Ingest(msgspec.Struct, frozen=True, tag=True):
     park_rejected: bool = False
 
 
-class Transact(msgspec.Struct, frozen=True, tag=True):
-    """Run ``work`` on the write connection inside one transaction (tokens)."""
+class CreateNamespace(msgspec.Struct, frozen=True, tag=True):
+    """Commit this signed registration record if its namespace may be created now (else 409/400).
 
-    work: Callable[[Any], Any]
-    reply: Reply[Any]
+    The writer decides, because it holds the registry and commits one message at a time: a
+    check made anywhere else could be stale by the time the record commits.
+    """
+
+    registration: Candidate
+    reply: Reply[list[Outcome]]
+
+
+class MintToken(msgspec.Struct, frozen=True, tag=True):
+    """Store a new token's metadata (its plaintext never leaves the route that minted it)."""
+
+    info: TokenInfo
+    reply: Reply[None]
+
+
+class RevokeToken(msgspec.Struct, frozen=True, tag=True):
+    """Mark a token revoked as of ``revoked_at``; answers whether an active token changed."""
+
+    token_id: str
+    revoked_at: float
+    reply: Reply[bool]
+
+
+WriterMessage = Ingest | CreateNamespace | MintToken | RevokeToken
+"""What the store writer's inbox carries."""
 
 
 class Committed(msgspec.Struct, frozen=True, tag=True):
@@ -112,14 +152,18 @@ class Reconcile(msgspec.Struct, frozen=True, tag=True):
     reply: Reply[Any]  # actors.reconciler.ReconcileResult
 
 
+class Push(msgspec.Struct, frozen=True, tag=True):
+    """Records a peer pushed (``POST /v1/sync/records``): screened, verified and ingested like a pulled page,
+    without a cursor; refused reserved-thread records are answered, not ingested."""
+
+    records: Sequence[Any]
+    reply: Reply[Any]  # actors.reconciler.ReconcileResult
+
+
 class Kick(msgspec.Struct, frozen=True, tag=True):
     """Check the peer now instead of at the next interval (and reset the backoff)."""
 
     reply: Reply[Any] | None = None  # set: answer after the pull finished (spl fleet sync pull)
-
-
-class Pause(msgspec.Struct, frozen=True, tag=True):
-    pass
 
 
 class Resume(msgspec.Struct, frozen=True, tag=True):

@@ -1,4 +1,4 @@
-"""The reconciler: every record pulled from a peer passes here on its way to the store.
+"""The reconciler: every record from a peer, pulled or pushed, passes here on its way to the store.
 
 Two stages joined by a bounded channel, so verifying page N+1 overlaps committing page N:
 
@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 import trio
 
 from spl.actors.loop import next_message
-from spl.actors.messages import Reconcile, Reply, unavailable
+from spl.actors.messages import Push, Reconcile, Reply, unavailable
 from spl.actors.writer import WriterClient
 from spl.core.errors import SplError
 from spl.core.stored import Accepted, Candidate, StoredRecord
 from spl.core.text import printable
-from spl.core.verify import Refusal, verify_batch
+from spl.core.verify import Refusal, screen_pushed, verify_batch
 from spl.runtime.supervisor import ChildContext
 
 __all__ = ["ReconcileResult", "Reconciler", "ReconcilerClient"]
@@ -35,25 +35,32 @@ log = logging.getLogger("spl.reconciler")
 
 @dataclass
 class ReconcileResult:
+    """What became of one page (pulled) or one batch (pushed)."""
+
     stored: list[StoredRecord] = field(default_factory=list)
-    duplicates: int = 0
+    duplicate_ids: list[str] = field(default_factory=list)  # already stored: idempotent re-delivery
     refusals: list[Refusal] = field(default_factory=list)
+
+    @property
+    def duplicates(self) -> int:
+        return len(self.duplicate_ids)
 
 
 @dataclass
 class _Verified:
-    message: Reconcile
+    message: Reconcile | Push
     candidates: list[Candidate]
     refusals: list[Refusal]
 
 
 class Reconciler:
+    """Actor body. Pulled pages (:class:`Reconcile`) and pushed batches (:class:`Push`) share both stages,
+    so a record reaches the store the same way whichever side started the transfer."""
+
     def __init__(self, writer: WriterClient | None = None) -> None:
         self._writer = writer
         self.queue_depth = 0
         self.queue_high_water = 0
-        self.verified_total = 0
-        self.refused_total = 0
 
     def bind(self, writer: WriterClient) -> None:
         """Wire the writer in once the supervisor has created its inbox."""
@@ -63,11 +70,6 @@ class Reconciler:
         self.queue_depth += count
         self.queue_high_water = max(self.queue_high_water, self.queue_depth)
 
-    def take_high_water(self) -> int:
-        """The largest queue depth since the last call (soak windows read and reset it)."""
-        high, self.queue_high_water = self.queue_high_water, self.queue_depth
-        return high
-
     async def run(self, ctx: ChildContext) -> None:
         send, receive = trio.open_memory_channel[_Verified](2)
         ctx.started()
@@ -75,26 +77,29 @@ class Reconciler:
             nursery.start_soon(self._commit_stage, receive)
             async with send:
                 while (message := await next_message(ctx)) is not None:
-                    if not isinstance(message, Reconcile):
+                    if not isinstance(message, Reconcile | Push):
                         continue
                     try:
-                        results = await verify_in_parallel(list(message.records))
-                    except Exception as exc:  # a bug in verification must not hang the pair
+                        records: list[object] = list(message.records)
+                        screened: list[Refusal] = []
+                        if isinstance(message, Push):
+                            records, screened = screen_pushed(records)
+                        results = await verify_in_parallel(records)
+                    except Exception as exc:  # a bug in verification must not hang the pair or the pusher
                         message.reply.fail(exc)
                         self.queue_depth -= len(message.records)
                         continue
                     candidates = [r for r in results if isinstance(r, Candidate)]
-                    refusals = [r for r in results if isinstance(r, Refusal)]
+                    refusals = screened + [r for r in results if isinstance(r, Refusal)]
                     await send.send(_Verified(message, candidates, refusals))
 
     async def _commit_stage(self, receive: trio.MemoryReceiveChannel[_Verified]) -> None:
         async for verified in receive:
             message = verified.message
             assert self._writer is not None, "Reconciler.bind() was not called"
+            cursor = (message.pair_id, message.cursor) if isinstance(message, Reconcile) else None
             try:
-                outcomes = await self._writer.ingest(
-                    verified.candidates, cursor=(message.pair_id, message.cursor), park_rejected=True
-                )
+                outcomes = await self._writer.ingest(verified.candidates, cursor=cursor, park_rejected=True)
             except Exception as exc:
                 message.reply.fail(exc)
                 continue
@@ -106,13 +111,12 @@ class Reconciler:
                     if outcome.created:
                         result.stored.append(outcome.record)
                     else:
-                        result.duplicates += 1
+                        result.duplicate_ids.append(outcome.record.id)
                 elif isinstance(outcome, SplError):
                     result.refusals.append(Refusal(candidate.envelope.id, outcome.code, outcome.message))
-            self.verified_total += len(verified.candidates)
-            self.refused_total += len(result.refusals)
             if result.refusals:
-                log.warning("pair %s: %s", message.pair_id, summarise_refusals(result.refusals))
+                origin = f"pair {message.pair_id}" if isinstance(message, Reconcile) else "push"
+                log.warning("%s: %s", origin, summarise_refusals(result.refusals))
             message.reply.set(result)
 
 
@@ -147,16 +151,29 @@ async def verify_in_parallel(records: list[object], *, chunks: int = 2) -> list[
 
 
 class ReconcilerClient:
+    """What pairs and the push route hold: hand records to the reconciler and await the result."""
+
     def __init__(self, inbox: trio.MemorySendChannel[object], reconciler: Reconciler) -> None:
         self._inbox = inbox
         self._reconciler = reconciler
 
     async def reconcile(self, pair_id: str, records: list[object], cursor: str) -> ReconcileResult:
+        """A pulled page: its records and the pair's new cursor commit together."""
         reply: Reply[ReconcileResult] = Reply()
-        self._reconciler.note_queued(len(records))
-        try:
-            await self._inbox.send(Reconcile(pair_id, records, cursor, reply))
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            self._reconciler.queue_depth -= len(records)
-            raise unavailable("the reconciler") from None
+        await self._send(Reconcile(pair_id, records, cursor, reply), len(records))
         return await reply.get()
+
+    async def push(self, records: list[object]) -> ReconcileResult:
+        """A pushed batch (``POST /v1/sync/records``): records for reserved threads are refused, the rest
+        verified and ingested; records refused only for their namespace are parked."""
+        reply: Reply[ReconcileResult] = Reply()
+        await self._send(Push(records, reply), len(records))
+        return await reply.get()
+
+    async def _send(self, message: Reconcile | Push, count: int) -> None:
+        self._reconciler.note_queued(count)
+        try:
+            await self._inbox.send(message)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            self._reconciler.queue_depth -= count
+            raise unavailable("the reconciler") from None

@@ -18,6 +18,11 @@ A request that fails, fails alone; the writer does not die of it:
 Only a failure outside any request (opening the store, a bug in reloading the state)
 still crashes the writer, and the supervisor restarts it with a fresh connection.
 
+Besides record ingests the inbox carries typed commands (``CreateNamespace``, ``MintToken``,
+``RevokeToken``), each committed in a transaction of its own with a store function: no caller
+ships SQL or a closure here. A namespace create is decided against the registry this writer
+holds, which no other task can change between the check and the commit.
+
 After a commit that changed the namespace registry, records parked for their namespace
 are re-applied in follow-up transactions (a page at a time, between batches), published
 like any other new record.
@@ -28,17 +33,27 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import apsw
 import trio
 
 from spl.actors.loop import next_message
-from spl.actors.messages import Committed, Ingest, Reply, Transact, unavailable
-from spl.core.errors import SplError, StorageFull
+from spl.actors.messages import (
+    Committed,
+    CreateNamespace,
+    Ingest,
+    MintToken,
+    Reply,
+    RevokeToken,
+    WriterMessage,
+    unavailable,
+)
+from spl.core.errors import InvalidRequest, SplError, StorageFull
 from spl.core.stored import Accepted, Candidate, Outcome, StoredRecord
+from spl.core.tokens import TokenInfo
 from spl.runtime.supervisor import ChildContext
 from spl.store.database import connect_writer, storage_error, write_transaction
 from spl.store.ingest import (
@@ -50,8 +65,11 @@ from spl.store.ingest import (
     load_writer_state,
     reapply_parked,
 )
+from spl.store.tokens import insert_token, revoke_token
 
-__all__ = ["StoreWriter", "WriterClient"]
+__all__ = ["StoreWriter", "WriterClient", "accepted"]
+
+T = TypeVar("T")
 
 log = logging.getLogger("spl.writer")
 
@@ -143,13 +161,8 @@ class StoreWriter:
         the writer (the supervisor restarts it on a fresh connection).
         """
 
-        def load() -> WriterState:
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
-            return load_writer_state(connection, self._own_did)
-
         try:
-            self._state = await trio.to_thread.run_sync(load)
+            self._state = await trio.to_thread.run_sync(load_writer_state, connection, self._own_did)
         except Exception as exc:
             failure = storage_error(exc, volume=self._path.parent)
             if failure is None:
@@ -161,19 +174,31 @@ class StoreWriter:
         self.head_sequence = self._state.next_seq - 1
 
     async def _handle(self, connection: apsw.Connection, messages: list[object]) -> None:
+        """Group-commit the ingests, then run the commands one by one, each in its own transaction.
+
+        Commands are decided here, in the one task that writes: a namespace is checked against
+        the registry this writer holds and committed before the next message is looked at, so
+        two concurrent creates of one namespace cannot both pass the check.
+        """
         ingests = [message for message in messages if isinstance(message, Ingest)]
-        transacts = [message for message in messages if isinstance(message, Transact)]
         try:
             if ingests:
                 if self._state is None:
                     await self._reload(connection)
                 await self._commit_ingests(connection, ingests)
-            for transact in transacts:
-                await self._transact(connection, transact)
+            for message in messages:
+                match message:
+                    case CreateNamespace():
+                        await self._create_namespace(connection, message)
+                    case MintToken(info=info, reply=reply):
+                        await self._run_command(connection, functools.partial(insert_token, info=info), reply)
+                    case RevokeToken(token_id=token_id, revoked_at=revoked_at, reply=reply):
+                        revoke = functools.partial(revoke_token, token_id=token_id, revoked_at=revoked_at)
+                        await self._run_command(connection, revoke, reply)
         finally:
             for message in messages:
-                reply: Reply[Any] = message.reply  # type: ignore[attr-defined]
-                reply.fail(unavailable("the store writer"))
+                if isinstance(message, WriterMessage):
+                    message.reply.fail(unavailable("the store writer"))
 
     async def _commit_ingests(self, connection: apsw.Connection, ingests: list[Ingest]) -> None:
         state = self._state
@@ -283,20 +308,43 @@ class StoreWriter:
             for subscriber in self._subscribers:
                 await subscriber.send(message)
 
-    async def _transact(self, connection: apsw.Connection, transact: Transact) -> None:
-        def work() -> Any:
+    async def _create_namespace(self, connection: apsw.Connection, command: CreateNamespace) -> None:
+        """Register a namespace if the registry allows it now; answered like an ingest of the record."""
+        if self._state is None:
+            await self._reload(connection)
+        if self._state is None:
+            assert self._broken is not None
+            command.reply.fail(self._broken)
+            return
+        namespace = command.registration.envelope.body.get("namespace_id")
+        try:
+            if not isinstance(namespace, str):
+                raise InvalidRequest("a namespace registration needs body.namespace_id", code="INVALID_NAMESPACE")
+            self._state.namespaces.check_create(namespace)
+        except SplError as exc:
+            command.reply.fail(exc)
+            return
+        await self._commit_ingests(connection, [Ingest([command.registration], command.reply)])
+
+    async def _run_command(self, connection: apsw.Connection, work: Callable[..., T], reply: Reply[T]) -> None:
+        """``work(connection)`` in one transaction of its own; a storage failure fails this command alone."""
+
+        def run() -> T:
             with write_transaction(connection):
-                return transact.work(connection)
+                return work(connection)
 
         try:
-            result = await trio.to_thread.run_sync(work)
+            result = await trio.to_thread.run_sync(run)
         except Exception as exc:
             failure = storage_error(exc, volume=self._path.parent)
             if isinstance(failure, StorageFull) and self._full_since is None:
                 self._full_since = time.time()
-            transact.reply.fail(failure or exc)
+            if failure is None and not isinstance(exc, SplError):
+                log.error("a write command failed and was rolled back", exc_info=exc)
+                failure = SplError(INTERNAL_MESSAGE)
+            reply.fail(failure or exc)
             return
-        transact.reply.set(result)
+        reply.set(result)
 
 
 class WriterClient:
@@ -325,16 +373,43 @@ class WriterClient:
         if cursor is not None:
             check_pair_cursor(cursor)
         reply: Reply[list[Outcome]] = Reply()
-        try:
-            await self._inbox.send(Ingest(candidates, reply, cursor, park_rejected))
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            raise unavailable("the store writer") from None
+        await self._send(Ingest(candidates, reply, cursor, park_rejected))
         return await reply.get()
 
-    async def transact(self, work: Any) -> Any:
-        reply: Reply[Any] = Reply()
+    async def create_namespace(self, registration: Candidate) -> Accepted:
+        """Commit a namespace registration record if the registry allows it at this moment.
+
+        Raises:
+            Conflict: 409 ``ALREADY_EXISTS``.
+            InvalidRequest: 400 ``PARENT_NAMESPACE_MISSING``.
+            StorageFull, StoreCorrupt, SplError: the commit failed.
+        """
+        reply: Reply[list[Outcome]] = Reply()
+        await self._send(CreateNamespace(registration, reply))
+        (outcome,) = await reply.get()
+        return accepted(outcome)
+
+    async def mint_token(self, info: TokenInfo) -> None:
+        """Store a new token's metadata; durable when this returns."""
+        reply: Reply[None] = Reply()
+        await self._send(MintToken(info, reply))
+        await reply.get()
+
+    async def revoke_token(self, token_id: str, revoked_at: float) -> bool:
+        """Mark a token revoked; False when it was not active (nothing changed)."""
+        reply: Reply[bool] = Reply()
+        await self._send(RevokeToken(token_id, revoked_at, reply))
+        return await reply.get()
+
+    async def _send(self, message: object) -> None:
         try:
-            await self._inbox.send(Transact(work, reply))
+            await self._inbox.send(message)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise unavailable("the store writer") from None
-        return await reply.get()
+
+
+def accepted(outcome: Outcome) -> Accepted:
+    """The stored record of an outcome, or its refusal raised (for callers that answer one record)."""
+    if isinstance(outcome, SplError):
+        raise outcome
+    return outcome

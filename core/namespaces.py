@@ -9,10 +9,11 @@ not ``namespace``, because ``body.namespace`` is what ingest checks on every rec
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from spl.core.errors import InvalidRequest, NamespaceRejected
+from spl.core.errors import Conflict, InvalidRequest, NamespaceRejected
 
 __all__ = [
     "NAMESPACE_KIND",
@@ -82,6 +83,19 @@ class NamespaceRegistry:
         default_factory=lambda: {"default": NamespaceEntry("default", "active", "the implicit namespace")}
     )
 
+    @classmethod
+    def folded(cls, records: Iterable[dict[str, Any]], own_did: str) -> NamespaceRegistry:
+        """The registry as stored records (decoded, in sequence order) make it.
+
+        Only records this instance signed are configuration (spec §15.18): a registry record a
+        peer managed to get stored is kept as a record but never changes the registry.
+        """
+        registry = cls()
+        for record in records:
+            if record.get("signer") == own_did:
+                registry.apply(record["thread"], record["act"], record["body"], record["id"], record["clock"])
+        return registry
+
     def apply(self, thread: str, act: str, body: dict[str, Any], record_id: str, clock: int) -> bool:
         """Apply one record; returns True when it changed the registry."""
         if thread != REGISTRY_THREAD or act != "LEARN" or body.get("kind") != NAMESPACE_KIND:
@@ -113,6 +127,22 @@ class NamespaceRegistry:
                 raise NamespaceRejected(
                     f"namespace {namespace!r} rejected: ancestor '{ancestor}' is not Active in the "
                     f"registry. Register it first: spl namespace create {ancestor}"
+                )
+
+    def check_create(self, namespace: str) -> None:
+        """Allow registering ``namespace`` now, or raise what the caller must fix first.
+
+        Raises:
+            Conflict: 409 ``ALREADY_EXISTS``: it is ``default`` or already active.
+            InvalidRequest: 400 ``PARENT_NAMESPACE_MISSING``: an enclosing namespace is not active.
+        """
+        if namespace == "default" or self.is_active(namespace):
+            raise Conflict(f"namespace {namespace!r} already exists and is active", code="ALREADY_EXISTS")
+        for ancestor in ancestors(namespace)[:-1]:
+            if not self.is_active(ancestor):
+                raise InvalidRequest(
+                    f"parent namespace '{ancestor}' is not active; create it first: spl namespace create {ancestor}",
+                    code="PARENT_NAMESPACE_MISSING",
                 )
 
     def listing(self) -> list[NamespaceEntry]:

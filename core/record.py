@@ -22,6 +22,7 @@ __all__ = [
     "DATA_TYPES",
     "MAX_CLOCK",
     "Envelope",
+    "envelope_of",
     "hashed_fields",
     "record_id",
     "validate_envelope",
@@ -109,8 +110,7 @@ def validate_thread(thread: object, field: str = "thread") -> str:
     return thread
 
 
-def _non_empty_string(payload: dict[str, Any], field: str, limit: int) -> str:
-    value = payload.get(field)
+def _non_empty_string(value: object, field: str, limit: int) -> str:
     if not isinstance(value, str) or not value:
         raise InvalidRecord(field, "is required and must be a non-empty string")
     if len(value) > limit:
@@ -118,10 +118,12 @@ def _non_empty_string(payload: dict[str, Any], field: str, limit: int) -> str:
     return value
 
 
-def _clock(payload: dict[str, Any]) -> int:
-    if "clock" not in payload:
+_ABSENT: Any = object()  # a field the sender left out (as opposed to one sent as null)
+
+
+def _clock(value: object) -> int:
+    if value is _ABSENT:
         raise InvalidRecord("clock", "is required: an integer 0 <= clock < 2^63")
-    value = payload["clock"]
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
@@ -131,8 +133,7 @@ def _clock(payload: dict[str, Any]) -> int:
     return value
 
 
-def _parents(payload: dict[str, Any]) -> list[str]:
-    value = payload.get("parents", [])
+def _parents(value: object) -> list[str]:
     if value is None:
         value = []
     if not isinstance(value, list):
@@ -151,12 +152,43 @@ def validate_envelope(payload: object) -> Envelope:
     """
     if not isinstance(payload, dict):
         raise InvalidRecord("record", "the request body must be a JSON object")
-    act = _non_empty_string(payload, "act", 32)
+    return envelope_of(
+        act=payload.get("act"),
+        actor=payload.get("actor"),
+        thread=payload.get("thread"),
+        body=payload.get("body", {}),
+        clock=payload.get("clock", _ABSENT),
+        data_type=payload.get("data_type", "SCALAR"),
+        parents=payload.get("parents", []),
+        judged_by=payload.get("judged_by"),
+    )
+
+
+def envelope_of(
+    *,
+    act: object,
+    actor: object,
+    thread: object,
+    body: object,
+    clock: object,
+    data_type: object,
+    parents: object,
+    judged_by: object,
+) -> Envelope:
+    """The envelope of these field values as received (``None`` where a field was null), validated.
+
+    One set of rules, checked in one order, whether the fields come from a dict
+    (:func:`validate_envelope`: peers, parked records) or from a typed wire decoder (a
+    client's emit, ``spl.core.wire``), so both report the same first problem the same way.
+
+    Raises:
+        InvalidRecord: naming the first field that is wrong and how to fix it.
+    """
+    act = _non_empty_string(act, "act", 32)
     if act not in ACTS:
         raise InvalidRecord("act", f"must be one of {', '.join(ACTS)}")
-    actor = _non_empty_string(payload, "actor", MAX_ACTOR_LENGTH)
-    thread = validate_thread(payload.get("thread"))
-    body = payload.get("body", {})
+    actor = _non_empty_string(actor, "actor", MAX_ACTOR_LENGTH)
+    thread = validate_thread(thread)
     if body is None:
         body = {}
     if not isinstance(body, dict):
@@ -164,14 +196,13 @@ def validate_envelope(payload: object) -> Envelope:
     namespace = body.get("namespace")
     if namespace is not None and not isinstance(namespace, str):
         raise InvalidRecord("body.namespace", "must be a string namespace id such as acme/ops")
-    clock = _clock(payload)
-    data_type = payload.get("data_type", "SCALAR")
+    clock = _clock(clock)
     if data_type is None:
         data_type = "SCALAR"
     if data_type not in DATA_TYPES:
         raise InvalidRecord("data_type", f"must be one of {', '.join(DATA_TYPES)}")
-    parents = _parents(payload)
-    judged_by = payload.get("judged_by")
+    assert isinstance(data_type, str)
+    parents = _parents(parents)
     if judged_by is not None and (not isinstance(judged_by, str) or not RECORD_ID.fullmatch(judged_by)):
         raise InvalidRecord("judged_by", "must be null or a record id (64 lowercase hex)")
     fields = hashed_fields(

@@ -7,11 +7,11 @@ secret) and metadata are stored, so the plaintext is shown once, at minting.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import re
 import secrets
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from spl.core.errors import InvalidRequest
 
@@ -20,6 +20,7 @@ __all__ = [
     "SCOPES",
     "MintedToken",
     "ParsedToken",
+    "TokenInfo",
     "allows",
     "mint",
     "parse",
@@ -60,6 +61,39 @@ class MintedToken:
     sa_id: str
 
 
+@dataclass(frozen=True)
+class TokenInfo:
+    """What the instance keeps about a token: never its plaintext, only the id of its secret."""
+
+    token_id: str
+    env: str
+    sa_id: str
+    label: str
+    scopes: frozenset[str]
+    created_at: float
+    revoked_at: float | None = None
+
+    @classmethod
+    def of_minted(cls, minted: MintedToken, label: str, scopes: list[str], created_at: float) -> TokenInfo:
+        return cls(minted.token_id, minted.env, minted.sa_id, label, frozenset(scopes), created_at)
+
+    def revoked(self, at: float) -> TokenInfo:
+        return replace(self, revoked_at=at)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "object": "token",
+            "token_id": self.token_id,
+            "env": self.env,
+            "service_account_id": self.sa_id,
+            "label": self.label,
+            "scopes": sorted(self.scopes),
+            "created_at": self.created_at,
+            "revoked_at": self.revoked_at,
+            "status": "revoked" if self.revoked_at else "active",
+        }
+
+
 def token_id_of(secret: str) -> str:
     return hashlib.sha256(secret.encode("ascii")).hexdigest()
 
@@ -78,10 +112,6 @@ def parse(token: str) -> ParsedToken | None:
         return None
     env, sa_id, secret = match.groups()
     return ParsedToken(env, sa_id, token_id_of(secret))
-
-
-def same_token_id(left: str, right: str) -> bool:
-    return hmac.compare_digest(left, right)
 
 
 def allows(granted: frozenset[str] | set[str], needed: str) -> bool:

@@ -16,7 +16,7 @@ from spl.core.record import validate_envelope
 from spl.core.reserved import is_reserved
 from spl.core.stored import Candidate
 
-__all__ = ["Refusal", "screen_pulled", "verify_batch", "verify_pulled"]
+__all__ = ["Refusal", "screen_pulled", "screen_pushed", "verify_batch", "verify_pulled"]
 
 # Bounds checked before any decoding: a did:key of an Ed25519 key is 56 characters and a
 # base64url Ed25519 signature 86; anything much longer is refused without touching it.
@@ -77,6 +77,23 @@ def screen_pulled(raws: list[Any], thread: str) -> tuple[list[Any], list[Refusal
             refused.append(Refusal(record_id[:64], "RESERVED_THREAD", "record is for a reserved thread"))
         elif claimed != thread:
             refused.append(Refusal(record_id[:64], "THREAD_MISMATCH", f"record is not for {thread}"))
+        else:
+            kept.append(raw)
+    return kept, refused
+
+
+def screen_pushed(raws: list[Any]) -> tuple[list[Any], list[Refusal]]:
+    """Split a pushed batch into what may be verified and the records for reserved threads.
+
+    A push may carry records of any thread but never this instance's configuration
+    (spec §15.18): those are refused with ``RESERVED_THREAD`` before any signature check.
+    """
+    kept: list[Any] = []
+    refused: list[Refusal] = []
+    for raw in raws:
+        thread = raw.get("thread") if isinstance(raw, dict) else None
+        if is_reserved(thread):
+            refused.append(Refusal(str(raw.get("id"))[:64], "RESERVED_THREAD", f"{thread} is a reserved thread"))
         else:
             kept.append(raw)
     return kept, refused

@@ -7,13 +7,13 @@ first ``spl serve``: a daemon treats a home with an identity but no ``hub.db`` a
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from spl.core import tokens
 from spl.core.identity import Identity
 from spl.daemon.home import PRIVATE_DIR, Home, HomeError
-from spl.store.database import connect_writer, write_transaction
-from spl.transport.auth import insert_token, new_token_info
+from spl.store.tokens import LOCAL_ADMIN_SA, install_local_admin
 
 __all__ = ["InitResult", "initialise", "rotate_identity"]
 
@@ -27,27 +27,29 @@ class InitResult:
 
 def _mint_admin(home: Home) -> None:
     """The local CLI's credential: an admin token whose plaintext only lives in a 0600 file."""
-    minted = tokens.mint("local", "sa_local_admin")
-    connection = connect_writer(home.db_path)
-    try:
-        with write_transaction(connection):
-            connection.execute("UPDATE tokens SET revoked_at = strftime('%s','now') WHERE sa_id = 'sa_local_admin'")
-            insert_token(connection, new_token_info(minted, "local admin (spl init)", ["admin"]))
-    finally:
-        connection.close()
+    minted = tokens.mint("local", LOCAL_ADMIN_SA)
+    info = tokens.TokenInfo.of_minted(minted, "local admin (spl init)", ["admin"], time.time())
+    install_local_admin(home.db_path, info)  # earlier local-admin tokens are revoked in the same transaction
     home.save_secret(home.admin_token_path, minted.plaintext)
 
 
 def initialise(home: Home, *, force: bool = False, if_missing: bool = False) -> InitResult:
-    """Create the home. An existing home is an error unless ``force`` (new identity) or ``if_missing``."""
+    """Create the home. An existing home is an error unless ``force`` (new identity) or ``if_missing``.
+
+    ``force`` rotates the identity (new keypair, so a new DID) and the local admin token, and keeps the
+    records and ``config.toml``: only ``instance.did`` changes in it, so a custom port or CORS list survives.
+    A ``config.toml`` that does not decode is refused (naming the key), never replaced: the typo is the
+    user's to fix, and replacing the file would lose every other setting with it.
+    """
     if home.exists():
         if if_missing:
             return InitResult(home.load_config().did, str(home.root), created=False)
         if not force:
             raise HomeError(
-                f"{home.root} is already initialised; pass --force to replace its identity "
-                "(records are kept), or set SYNCROPEL_HOME to use another home"
+                f"{home.root} is already initialised; pass --force to replace its identity and admin token "
+                "(records and config.toml are kept), or set SYNCROPEL_HOME to use another home"
             )
+    kept = home.load_config() if home.config_path.exists() else None
     home.root.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
     for sub in ("keys", "secrets", "run", "logs"):
         (home.root / sub).mkdir(mode=PRIVATE_DIR, exist_ok=True)
@@ -57,7 +59,11 @@ def initialise(home: Home, *, force: bool = False, if_missing: bool = False) -> 
             (home.root / leftover).unlink(missing_ok=True)
     identity = Identity.generate()
     home.save_identity(identity)
-    home.save_config(home.new_config(identity))
+    if kept is None:
+        home.save_config(home.new_config(identity))
+    else:
+        kept.did = identity.did
+        home.save_config(kept)
     _mint_admin(home)  # creates hub.db with its schema
     home.tighten()
     return InitResult(identity.did, str(home.root), created=True)

@@ -7,7 +7,7 @@ exact ASCII-only object served on every read path (HTTP lists, SSE, federation),
 reads splice text instead of re-encoding.
 
 Storage failures are translated here, once, into the caller-facing errors of
-``kernel/errors.py`` (:func:`storage_error`): a damaged page is ``STORE_CORRUPT`` and a
+``spl.core.errors`` (:func:`storage_error`): a damaged page is ``STORE_CORRUPT`` and a
 full disk (or the ``[store] max_bytes`` cap) is ``STORAGE_FULL``. The request that met
 it fails; no actor dies of it and no request waits forever.
 """
@@ -255,12 +255,6 @@ class ReadPool:
             idle, self._idle = self._idle, []
         for connection in idle:
             connection.close()
-
-    # -- queries (run these in a worker thread) ---------------------------------------
-
-    def query(self, sql: str, bindings: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with self.connection() as connection:
-            return list(connection.execute(sql, bindings))
 
 
 # -- storage failures ---------------------------------------------------------------------

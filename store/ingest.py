@@ -33,6 +33,7 @@ from spl.core.namespaces import REGISTRY_THREAD, NamespaceRegistry
 from spl.core.record import validate_envelope
 from spl.core.stored import Accepted, Candidate, Outcome, StoredRecord, parked_json, stored_json
 from spl.store.database import write_transaction
+from spl.store.queries import thread_objects
 
 __all__ = [
     "MAX_CURSOR_LENGTH",
@@ -44,6 +45,7 @@ __all__ = [
     "check_pair_cursor",
     "commit_batch",
     "load_writer_state",
+    "namespace_registry",
     "reapply_parked",
 ]
 
@@ -83,17 +85,23 @@ class WriterState:
     parked_bytes: int = 0  # and the size of their JSON
 
 
+def namespace_registry(connection: apsw.Connection, own_did: str) -> NamespaceRegistry:
+    """The namespace registry as the writer folds it: only records ``own_did`` signed count (spec §15.18)."""
+    return NamespaceRegistry.folded(thread_objects(connection, REGISTRY_THREAD), own_did)
+
+
 def load_writer_state(connection: apsw.Connection, own_did: str) -> WriterState:
-    """Rebuild the writer's memory from the store (head sequence, namespace registry, parked count)."""
+    """Rebuild the writer's memory from the store (head sequence, namespace registry, parked count).
+
+    A transaction left open by a failed batch is rolled back first: the memory may be ahead
+    of the disk, and only what committed counts.
+    """
+    if connection.in_transaction:  # a batch that failed half-way: the memory is rebuilt from what committed
+        connection.execute("ROLLBACK")
     state = WriterState(own_did)
     for (head,) in connection.execute("SELECT COALESCE(MAX(seq), 0) FROM records"):
         state.next_seq = int(head) + 1
-    rows = connection.execute("SELECT json FROM records WHERE thread = ? ORDER BY seq", (REGISTRY_THREAD,))
-    for (text,) in rows:
-        record = json.loads(text)
-        if record.get("signer") != own_did:
-            continue  # stored (it may have come from a peer) but never configuration (spec §15.18)
-        state.namespaces.apply(record["thread"], record["act"], record["body"], record["id"], record["clock"])
+    state.namespaces = namespace_registry(connection, own_did)
     for count, size in connection.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM parked_records"):
         state.parked, state.parked_bytes = int(count), int(size)
     return state

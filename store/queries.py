@@ -7,6 +7,8 @@ List order is ascending ``sequence`` (spec §15.6); ``since`` means ``clock > si
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from typing import Any
 
 import apsw
@@ -14,15 +16,18 @@ import apsw
 from spl.core.stored import StoredRecord
 
 __all__ = [
-    "count_records",
+    "PAGE_BYTES",
+    "ChangePage",
+    "change_page",
+    "count_after",
     "get_record",
-    "head_sequence",
     "list_records",
     "list_threads",
     "pair_cursors",
     "parked_count",
     "parked_dropped",
     "records_after",
+    "thread_objects",
     "thread_records",
     "thread_summary",
 ]
@@ -108,16 +113,69 @@ def thread_summary(connection: apsw.Connection, thread: str) -> dict[str, Any] |
     return None
 
 
-def count_records(connection: apsw.Connection) -> int:
-    for (count,) in connection.execute("SELECT COUNT(*) FROM records"):
+def count_after(connection: apsw.Connection, thread: str, after_seq: int) -> int:
+    """Records of ``thread`` with sequence > ``after_seq``: a change page's ``pending`` figure."""
+    for (count,) in connection.execute(
+        "SELECT COUNT(*) FROM records WHERE thread = ? AND seq > ?", (thread, after_seq)
+    ):
         return int(count)
     return 0
 
 
-def head_sequence(connection: apsw.Connection) -> int:
-    for (head,) in connection.execute("SELECT COALESCE(MAX(seq), 0) FROM records"):
-        return int(head)
-    return 0
+PAGE_BYTES = 16 * 1024 * 1024  # a change page holds at most this much record JSON (and at least one record)
+PAGE_CHUNK = 256  # rows read at a time while filling a page
+
+
+@dataclass(frozen=True, slots=True)
+class ChangePage:
+    """One page of a thread's change feed (spec §8.4): records, whether more follow, how many."""
+
+    records: list[StoredRecord]
+    has_more: bool
+    pending: int  # records after the last one served (0 when ``has_more`` is false)
+
+
+def change_page(
+    connection: apsw.Connection, thread: str, after_seq: int, limit: int, *, max_bytes: int = PAGE_BYTES
+) -> ChangePage:
+    """Up to ``limit`` records of ``thread`` after ``after_seq``, and at most ``max_bytes`` of them (at least one).
+
+    Read in chunks, so neither a big ``limit`` nor big records make one request hold
+    gigabytes (10,000 records of 1 MiB each used to be read into memory at once); a page cut
+    short by the byte budget says ``has_more`` and the reader simply asks again.
+    """
+    rows: list[StoredRecord] = []
+    size = 0
+    last = after_seq
+    while len(rows) < limit:
+        want = min(PAGE_CHUNK, limit - len(rows))
+        chunk = records_after(connection, thread, last, want)
+        for record in chunk:
+            if rows and size + len(record.json) > max_bytes:
+                return ChangePage(rows, True, count_after(connection, thread, rows[-1].seq))
+            rows.append(record)
+            size += len(record.json)
+        if len(chunk) < want:
+            return ChangePage(rows, False, 0)  # the end of the thread
+        last = chunk[-1].seq
+    has_more = bool(records_after(connection, thread, last, 1))
+    return ChangePage(rows, has_more, count_after(connection, thread, last) if has_more else 0)
+
+
+def thread_objects(connection: apsw.Connection, thread: str, *, page: int = 1000) -> list[dict[str, Any]]:
+    """Every record of ``thread`` as a decoded object, in sequence order.
+
+    For the configuration threads the daemon folds at start or on demand (the namespace
+    registry, the pair list): small, read a page at a time so no single query holds them all.
+    """
+    found: list[dict[str, Any]] = []
+    after = 0
+    while True:
+        chunk = records_after(connection, thread, after, page)
+        found.extend(json.loads(record.json) for record in chunk)
+        if len(chunk) < page:
+            return found
+        after = chunk[-1].seq
 
 
 def pair_cursors(connection: apsw.Connection) -> dict[str, str]:

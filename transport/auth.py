@@ -7,41 +7,21 @@ revoke) so a request's check is a dictionary lookup; plaintext tokens are never 
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import dataclass
 from typing import Any
 
-import apsw
-
 from spl.core import tokens
 from spl.core.errors import AuthRequired, ScopeForbidden
+from spl.core.tokens import TokenInfo
 
-__all__ = ["Caller", "TokenBook", "TokenInfo", "insert_token", "load_tokens", "revoke_token"]
-
-
-@dataclass(frozen=True)
-class TokenInfo:
-    token_id: str
-    env: str
-    sa_id: str
-    label: str
-    scopes: frozenset[str]
-    created_at: float
-    revoked_at: float | None = None
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "object": "token",
-            "token_id": self.token_id,
-            "env": self.env,
-            "service_account_id": self.sa_id,
-            "label": self.label,
-            "scopes": sorted(self.scopes),
-            "created_at": self.created_at,
-            "revoked_at": self.revoked_at,
-            "status": "revoked" if self.revoked_at else "active",
-        }
+__all__ = [
+    "Caller",
+    "TokenBook",
+    "TokenInfo",
+    "presented_token",
+    "require",
+    "require_any",
+]
 
 
 @dataclass(frozen=True)
@@ -57,33 +37,9 @@ ANONYMOUS_ADMIN = Caller(authenticated=False, scopes=frozenset({"admin"}))
 ANONYMOUS = Caller(authenticated=False, scopes=frozenset())
 
 
-def load_tokens(connection: apsw.Connection) -> list[TokenInfo]:
-    rows = connection.execute(
-        "SELECT token_id, env, sa_id, label, scopes, created_at, revoked_at FROM tokens ORDER BY created_at"
-    )
-    return [
-        TokenInfo(tid, env, sa, label, frozenset(json.loads(scopes)), created, revoked)
-        for tid, env, sa, label, scopes, created, revoked in rows
-    ]
-
-
-def insert_token(connection: apsw.Connection, info: TokenInfo) -> None:
-    connection.execute(
-        "INSERT INTO tokens(token_id, env, sa_id, label, scopes, created_at, revoked_at) VALUES (?,?,?,?,?,?,NULL)",
-        (info.token_id, info.env, info.sa_id, info.label, json.dumps(sorted(info.scopes)), info.created_at),
-    )
-
-
-def revoke_token(connection: apsw.Connection, token_id: str, now: float) -> bool:
-    connection.execute("UPDATE tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL", (now, token_id))
-    return connection.changes() > 0
-
-
-def new_token_info(minted: tokens.MintedToken, label: str, scopes: list[str]) -> TokenInfo:
-    return TokenInfo(minted.token_id, minted.env, minted.sa_id, label, frozenset(scopes), time.time())
-
-
 class TokenBook:
+    """Token metadata in memory, loaded from the store at start and updated after each committed mint/revoke."""
+
     def __init__(self, infos: list[TokenInfo] | None = None) -> None:
         self._by_id: dict[str, TokenInfo] = {}
         for info in infos or []:
@@ -92,12 +48,11 @@ class TokenBook:
     def remember(self, info: TokenInfo) -> None:
         self._by_id[info.token_id] = info
 
-    def forget(self, token_id: str, revoked_at: float) -> None:
+    def mark_revoked(self, token_id: str, revoked_at: float) -> None:
+        """Keep a revoked token known, so presenting it answers ``TOKEN_REVOKED`` rather than "unknown"."""
         info = self._by_id.get(token_id)
         if info is not None:
-            self._by_id[token_id] = TokenInfo(
-                info.token_id, info.env, info.sa_id, info.label, info.scopes, info.created_at, revoked_at
-            )
+            self._by_id[token_id] = info.revoked(revoked_at)
 
     def get(self, token_id: str) -> TokenInfo | None:
         return self._by_id.get(token_id)

@@ -2,29 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
 
 from quart import Blueprint, Response, request
 
-from spl.core import tokens as token_kernel
-from spl.core.errors import Conflict, InvalidRequest, NotFound, SplError
+from spl.core import tokens
+from spl.core.errors import NotFound
 from spl.core.manifest import capabilities_manifest
-from spl.core.namespaces import (
-    NAMESPACE_KIND,
-    REGISTRY_THREAD,
-    NamespaceRegistry,
-    ancestors,
-    validate_namespace_id,
-)
-from spl.core.record import validate_envelope
-from spl.core.stored import Accepted, Candidate
-from spl.store.queries import records_after
-from spl.transport.auth import insert_token, new_token_info, require, revoke_token
+from spl.core.tokens import TokenInfo
+from spl.core.wire import decode_namespace_create, decode_token_mint
+from spl.store.ingest import namespace_registry
+from spl.transport.auth import require
 from spl.transport.context import services
-from spl.transport.requests import json_body
+from spl.transport.requests import body_bytes
 from spl.transport.responses import json_response
 from spl.transport.services import Services
 
@@ -33,25 +25,6 @@ __all__ = ["blueprint"]
 blueprint = Blueprint("admin", __name__)
 
 log = logging.getLogger("spl.http")
-
-
-def _registry(connection: Any, own_did: str) -> NamespaceRegistry:
-    """The namespace registry as the writer folds it (``kernel.ingest.load_writer_state``).
-
-    Only records this instance signed are configuration (spec §15.18): a registry record a
-    peer managed to get stored must not show up as a namespace here either.
-    """
-    registry = NamespaceRegistry()
-    after = 0
-    while True:
-        page = records_after(connection, REGISTRY_THREAD, after, 1000)
-        for record in page:
-            data = json.loads(record.json)
-            if data.get("signer") == own_did:
-                registry.apply(data["thread"], data["act"], data["body"], data["id"], data["clock"])
-        if len(page) < 1000:
-            return registry
-        after = page[-1].seq
 
 
 def _federation_summary(services: Services) -> dict[str, Any]:
@@ -160,14 +133,14 @@ async def status() -> Response:
 @blueprint.get("/v1/namespaces")
 async def list_namespaces() -> Response:
     require(request.caller, "records:read")  # type: ignore[attr-defined]
-    registry = await services().read(_registry, services().identity.did)
+    registry = await services().read(namespace_registry, services().identity.did)
     return json_response({"object": "list", "data": [entry.to_wire() for entry in registry.listing()]})
 
 
 @blueprint.get("/v1/namespaces/<path:namespace>")
 async def show_namespace(namespace: str) -> Response:
     require(request.caller, "records:read")  # type: ignore[attr-defined]
-    registry = await services().read(_registry, services().identity.did)
+    registry = await services().read(namespace_registry, services().identity.did)
     entry = registry.entries.get(namespace)
     if entry is None:
         raise NotFound(f"namespace {namespace!r} is not registered; create it with `spl namespace create {namespace}`")
@@ -176,52 +149,17 @@ async def show_namespace(namespace: str) -> Response:
 
 @blueprint.post("/v1/namespaces")
 async def create_namespace() -> Response:
+    """Register a namespace. The store writer decides (it holds the registry and commits one command at
+    a time), so of two concurrent creates of one namespace exactly one is 201 and the other 409."""
     require(request.caller, "config:write")  # type: ignore[attr-defined]
-    payload = await json_body(services().config.max_body_bytes)
-    if not isinstance(payload, dict):
-        raise InvalidRequest('send a JSON object such as {"id": "acme/ops", "description": "…"}')
-    namespace = payload.get("id", payload.get("namespace"))
-    if not isinstance(namespace, str):
-        raise InvalidRequest('the namespace id is required: {"id": "acme/ops"}', code="INVALID_NAMESPACE")
-    validate_namespace_id(namespace)
-    description = payload.get("description", "")
-    if not isinstance(description, str):
-        raise InvalidRequest("description must be a string")
-    registry = await services().read(_registry, services().identity.did)
-    if namespace == "default" or registry.is_active(namespace):
-        raise Conflict(f"namespace {namespace!r} already exists and is active", code="ALREADY_EXISTS")
-    for ancestor in ancestors(namespace)[:-1]:
-        if not registry.is_active(ancestor):
-            raise InvalidRequest(
-                f"parent namespace '{ancestor}' is not active; create it first: spl namespace create {ancestor}",
-                code="PARENT_NAMESPACE_MISSING",
-            )
-    envelope = validate_envelope(
-        {
-            "act": "LEARN",
-            "actor": services().identity.did,
-            "thread": REGISTRY_THREAD,
-            "clock": time.time_ns() // 1000,
-            "body": {
-                "kind": NAMESPACE_KIND,
-                "_v": 1,
-                "namespace_id": namespace,
-                "status": "active",
-                "description": description,
-            },
-        }
-    )
-    candidate = Candidate(envelope, services().identity.did, services().identity.sign_record_id(envelope.id))
-    (outcome,) = await services().writer.ingest([candidate])
-    if isinstance(outcome, SplError):
-        raise outcome
-    assert isinstance(outcome, Accepted)
+    namespace, description = decode_namespace_create(await body_bytes(services().config.max_body_bytes))
+    accepted = await services().local.create_namespace(namespace, description)
     entry = {
         "object": "namespace",
         "id": namespace,
         "status": "active",
         "description": description,
-        "record_id": outcome.record.id,
+        "record_id": accepted.record.id,
     }
     return json_response(entry, 201)
 
@@ -238,36 +176,20 @@ async def list_tokens() -> Response:
 @blueprint.post("/v1/tokens")
 async def mint_token() -> Response:
     require(request.caller, "admin")  # type: ignore[attr-defined]
-    payload = await json_body(services().config.max_body_bytes)
-    if not isinstance(payload, dict):
-        raise InvalidRequest('send a JSON object such as {"scopes": ["records:read"], "label": "ci"}')
-    scopes = payload.get("scopes")
-    if not isinstance(scopes, list) or not scopes or not all(isinstance(s, str) for s in scopes):
-        raise InvalidRequest(
-            f"scopes must be a non-empty list drawn from: {', '.join(token_kernel.SCOPES)}", code="INVALID_SCOPES"
-        )
-    unknown = token_kernel.unknown_scopes(scopes)
-    if unknown:
-        raise InvalidRequest(
-            f"unknown scope(s) {', '.join(unknown)}; choose from: {', '.join(token_kernel.SCOPES)}",
-            code="INVALID_SCOPES",
-        )
-    label = token_kernel.validate_label(payload.get("label", ""))
-    env = token_kernel.validate_env(payload.get("env", "local"))
-    minted = token_kernel.mint(env)
-    info = new_token_info(minted, label, scopes)
-    await services().writer.transact(lambda connection: insert_token(connection, info))
-    services().tokens.remember(info)
+    wanted = decode_token_mint(await body_bytes(services().config.max_body_bytes))
+    minted = tokens.mint(wanted.env)
+    info = TokenInfo.of_minted(minted, wanted.label, wanted.scopes, time.time())
+    await services().writer.mint_token(info)
+    services().tokens.remember(info)  # only once durable: a token that works survives a restart
     return json_response({**info.to_wire(), "token": minted.plaintext}, 201)
 
 
 @blueprint.delete("/v1/tokens/<token_id>")
 async def revoke(token_id: str) -> Response:
     require(request.caller, "admin")  # type: ignore[attr-defined]
-    info = services().tokens.get(token_id)
-    if info is None:
+    if services().tokens.get(token_id) is None:
         raise NotFound(f"no token {token_id!r}; list them with `spl token list`")
     now = time.time()
-    await services().writer.transact(lambda connection: revoke_token(connection, token_id, now))
-    services().tokens.forget(token_id, now)
+    await services().writer.revoke_token(token_id, now)
+    services().tokens.mark_revoked(token_id, now)
     return json_response({"object": "token", "token_id": token_id, "status": "revoked"})

@@ -10,22 +10,20 @@ push never writes them (each such record is refused with ``RESERVED_THREAD``).
 from __future__ import annotations
 
 import weakref
-from typing import Any
 
 import trio
 from quart import Blueprint, Response, request
 
 from spl.core.cursor import decode_cursor, encode_cursor
-from spl.core.errors import InvalidRequest, SplError
+from spl.core.errors import InvalidRequest
 from spl.core.record import validate_thread
-from spl.core.reserved import is_reserved, refuse_reserved
-from spl.core.stored import Accepted, Candidate, StoredRecord
-from spl.core.verify import Refusal, verify_batch
+from spl.core.reserved import refuse_reserved
+from spl.core.wire import MAX_PUSH_RECORDS, decode_push
 from spl.store import queries
 from spl.transport import sse
 from spl.transport.auth import require_any
 from spl.transport.context import caller, services
-from spl.transport.requests import int_arg, json_body
+from spl.transport.requests import body_bytes, int_arg
 from spl.transport.responses import json_response
 from spl.transport.routes_threads import watch_stream
 
@@ -33,9 +31,7 @@ __all__ = ["blueprint"]
 
 blueprint = Blueprint("feed", __name__)
 
-MAX_PAGE = 10_000
-PAGE_BYTES = 16 * 1024 * 1024  # a change page holds at most this much record JSON (and at least one record)
-PAGE_CHUNK = 256  # rows read from the store at a time while filling a page
+MAX_PAGE = MAX_PUSH_RECORDS  # records per change page, as per push
 FEED_BUFFER = 16_384
 LONGPOLL_MAX = 30.0
 
@@ -55,43 +51,13 @@ def _longpoll_seconds(value: str | None) -> float:
     return seconds
 
 
-def _count_after(connection: Any, thread: str, after: int) -> int:
-    for (count,) in connection.execute("SELECT COUNT(*) FROM records WHERE thread = ? AND seq > ?", (thread, after)):
-        return int(count)
-    return 0
-
-
-def _page(connection: Any, thread: str, after: int, limit: int) -> tuple[list[StoredRecord], bool, int]:
-    """Up to ``limit`` records after ``after``, and at most ``PAGE_BYTES`` of them (at least one).
-
-    Read in chunks, so neither a big ``limit`` nor big records make one request hold
-    gigabytes (10,000 records of 1 MiB each used to be read into memory at once); a page cut
-    short by the byte budget says ``has_more`` and the reader simply asks again.
-    """
-    rows: list[StoredRecord] = []
-    size = 0
-    last = after
-    while len(rows) < limit:
-        want = min(PAGE_CHUNK, limit - len(rows))
-        chunk = queries.records_after(connection, thread, last, want)
-        for record in chunk:
-            if rows and size + len(record.json) > PAGE_BYTES:
-                return rows, True, _count_after(connection, thread, rows[-1].seq)
-            rows.append(record)
-            size += len(record.json)
-        if len(chunk) < want:
-            return rows, False, 0  # the end of the thread
-        last = chunk[-1].seq
-    has_more = bool(queries.records_after(connection, thread, last, 1))
-    return rows, has_more, _count_after(connection, thread, last) if has_more else 0
-
-
-def _page_json(records: list[StoredRecord], after: int, has_more: bool, pending: int) -> str:
-    items = ",".join(f'{{"id":"{r.id}","record":{r.json}}}' for r in records)
-    cursor = encode_cursor(records[-1].seq if records else after)
+def _page_json(page: queries.ChangePage, after: int) -> str:
+    """The page as JSON spliced from stored record texts (no re-encoding)."""
+    items = ",".join(f'{{"id":"{r.id}","record":{r.json}}}' for r in page.records)
+    cursor = encode_cursor(page.records[-1].seq if page.records else after)
     return (
         f'{{"object":"sync_changes","records":[{items}],"next_cursor":"{cursor}",'
-        f'"has_more":{"true" if has_more else "false"},"pending":{pending}}}'
+        f'"has_more":{"true" if page.has_more else "false"},"pending":{page.pending}}}'
     )
 
 
@@ -124,31 +90,29 @@ async def changes() -> Response:
     if feed not in ("normal", "longpoll"):
         raise InvalidRequest("feed must be normal, longpoll or continuous", code="INVALID_PARAMETER")
     limit = int_arg("limit", 1000, minimum=1, maximum=MAX_PAGE) or 1000
-    records, has_more, pending = await services().read(_page, thread, after, limit)
-    if not records and feed == "longpoll":
+    page = await services().read(queries.change_page, thread, after, limit)
+    if not page.records and feed == "longpoll":
         wait = _longpoll_seconds(request.args.get("timeout"))
         subscription = await services().hub.subscribe(thread)
         try:
-            records, has_more, pending = await services().read(_page, thread, after, limit)
-            if not records:
+            page = await services().read(queries.change_page, thread, after, limit)
+            if not page.records:
                 with trio.move_on_after(wait):
                     try:
                         await subscription.take()
                     except trio.EndOfChannel:
                         pass
-                records, has_more, pending = await services().read(_page, thread, after, limit)
+                page = await services().read(queries.change_page, thread, after, limit)
         finally:
             services().hub.unsubscribe(subscription)
-    return json_response(_page_json(records, after, has_more, pending))
+    return json_response(_page_json(page, after))
 
 
 @blueprint.post("/v1/sync/records")
 async def push_records() -> Response:
+    """Signed records a peer pushes: the reconciler screens, verifies and ingests them as it does pulled pages."""
     require_any(caller(), ("federation:sync", "records:write"))
-    payload = await json_body(services().config.max_body_bytes)
-    raws = payload.get("records") if isinstance(payload, dict) else None
-    if not isinstance(raws, list) or len(raws) > MAX_PAGE:
-        raise InvalidRequest('send {"records": [signed record, …]} (at most 10000)', code="INVALID_REQUEST")
+    raws = decode_push(await body_bytes(services().config.max_body_bytes))
     if request.headers.get("x-syncropel-federation") == "1":
         unsigned = sum(1 for r in raws if not (isinstance(r, dict) and r.get("sig") and r.get("signer")))
         if unsigned:
@@ -157,23 +121,12 @@ async def push_records() -> Response:
                 code="SIGNATURE_REQUIRED",
                 status=422,
             )
-    allowed = [r for r in raws if not (isinstance(r, dict) and is_reserved(r.get("thread")))]
-    refused = [
-        Refusal(str(r.get("id"))[:64], "RESERVED_THREAD", f"{r['thread']} is a reserved thread").to_wire()
-        for r in raws
-        if isinstance(r, dict) and is_reserved(r.get("thread"))
-    ]
-    results = await trio.to_thread.run_sync(verify_batch, allowed)
-    candidates = [r for r in results if isinstance(r, Candidate)]
-    refused += [r.to_wire() for r in results if isinstance(r, Refusal)]
-    outcomes = await services().writer.ingest(candidates, park_rejected=True)
-    accepted: list[str] = []
-    duplicates: list[str] = []
-    for candidate, outcome in zip(candidates, outcomes, strict=True):
-        if isinstance(outcome, Accepted):
-            (accepted if outcome.created else duplicates).append(outcome.record.id)
-        elif isinstance(outcome, SplError):
-            refused.append({"id": candidate.envelope.id, "code": outcome.code, "reason": outcome.message})
+    result = await services().remote_ingest().push(raws)
     return json_response(
-        {"object": "sync_ingest_result", "accepted": accepted, "duplicates": duplicates, "refused": refused}
+        {
+            "object": "sync_ingest_result",
+            "accepted": [record.id for record in result.stored],
+            "duplicates": result.duplicate_ids,
+            "refused": [refusal.to_wire() for refusal in result.refusals],
+        }
     )

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from quart import Blueprint, Response, request
 
-from spl.core.errors import NotFound, SplError
-from spl.core.record import RECORD_ID, validate_envelope, validate_thread
-from spl.core.reserved import refuse_reserved
-from spl.core.stored import Accepted, Candidate, StoredRecord
+from spl.core.errors import NotFound
+from spl.core.record import RECORD_ID, validate_thread
+from spl.core.stored import StoredRecord
+from spl.core.wire import decode_record
 from spl.store import queries
 from spl.transport.auth import require
 from spl.transport.context import services
-from spl.transport.requests import int_arg, json_body
+from spl.transport.requests import body_bytes, int_arg
 from spl.transport.responses import json_response
 
 __all__ = ["list_response", "blueprint"]
@@ -29,15 +29,9 @@ def list_response(records: list[StoredRecord]) -> Response:
 @blueprint.post("/v1/records")
 async def emit() -> Response:
     require(request.caller, "records:write")  # type: ignore[attr-defined]
-    payload = await json_body(services().config.max_body_bytes)
-    envelope = validate_envelope(payload)
-    refuse_reserved(envelope.thread)  # configuration threads: only the daemon's own routes write them
-    candidate = Candidate(envelope, services().identity.did, services().identity.sign_record_id(envelope.id))
-    (outcome,) = await services().writer.ingest([candidate])
-    if isinstance(outcome, SplError):
-        raise outcome
-    assert isinstance(outcome, Accepted)
-    return json_response(outcome.record.json, 201 if outcome.created else 200)
+    envelope = decode_record(await body_bytes(services().config.max_body_bytes))
+    accepted = await services().local.accept(envelope)
+    return json_response(accepted.record.json, 201 if accepted.created else 200)
 
 
 @blueprint.get("/v1/records")

@@ -16,8 +16,11 @@ import trio
 
 from spl.actors.folds import FoldClient
 from spl.actors.hub import HubClient
+from spl.actors.local import LocalRecords
+from spl.actors.reconciler import ReconcilerClient
 from spl.actors.writer import WriterClient
 from spl.core.config import Config
+from spl.core.errors import Unavailable
 from spl.core.identity import Identity
 from spl.store.database import ReadPool
 from spl.transport.auth import TokenBook
@@ -48,6 +51,26 @@ class Services:
     federation: Any = None  # actors.federation.FederationManager once started
     # What is degraded right now (a child down, the store full…); /health answers 503 while non-empty.
     problems: Callable[[], list[str]] = field(default=lambda: [])
+    # Records this instance signs (emits, namespaces); built from identity and writer when not given.
+    local_records: LocalRecords | None = None
+    # Records from peers (push); the reconciler's client.
+    reconciler: ReconcilerClient | None = None
+
+    def __post_init__(self) -> None:
+        if self.local_records is None:
+            self.local_records = LocalRecords(self.identity, self.writer)
+
+    @property
+    def local(self) -> LocalRecords:
+        """The one path for a record this instance vouches for: sign, commit, answer after COMMIT."""
+        assert self.local_records is not None  # set by __post_init__
+        return self.local_records
+
+    def remote_ingest(self) -> ReconcilerClient:
+        """The one path for records from peers: the reconciler (pulled pages and pushes alike)."""
+        if self.reconciler is None:
+            raise Unavailable("the reconciler is starting; retry in a moment", code="STORE_UNAVAILABLE")
+        return self.reconciler
 
     async def read(self, query: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``query(connection, *args, **kwargs)`` on a pooled read connection, off the trio thread."""

@@ -243,7 +243,10 @@ async def test_peer_cursor_is_saved_as_the_peer_gave_it(tmp_path: Path) -> None:
 async def test_storage_full_fails_the_batch_with_503_and_writes_resume_when_there_is_room(tmp_path: Path) -> None:
     """SQLITE_FULL (here: the ``max_bytes`` cap) answers 503 STORAGE_FULL; the writer stays up, reads work."""
     path = tmp_path / "hub.db"
-    connect_writer(path).close()  # the empty store's size decides the cap
+    setup = connect_writer(path)  # the store's size, ballast included, decides the cap
+    setup.execute("CREATE TABLE ballast(pad BLOB)")
+    setup.execute("INSERT INTO ballast VALUES (zeroblob(65536))")
+    setup.close()
     page_size = 4096
     cap = path.stat().st_size + 8 * page_size
     writer = StoreWriter(path, subscribers=[], own_did=IDENTITY.did, max_bytes=cap)
@@ -280,8 +283,15 @@ async def test_storage_full_fails_the_batch_with_503_and_writes_resume_when_ther
             assert len(errors) == 10
             # Reads never needed the writer.
             assert [r.id for r in list_records(connect_reader(path), thread="th_full", limit=1000)] == acknowledged
-            # The operator makes room (here: raises the cap); the very next write succeeds.
-            await client.transact(lambda connection: connection.execute("PRAGMA max_page_count=100000"))
+
+            # The operator makes room (here: drops ballast, whose pages the store reuses); the very next
+            # write succeeds.
+            def make_room() -> None:
+                operator = connect_writer(path)
+                operator.execute("DELETE FROM ballast")
+                operator.close()
+
+            await trio.to_thread.run_sync(make_room)
             (after,) = await client.ingest([candidate("th_full", 5000, body={"pad": "z" * 3000})])
             assert isinstance(after, Accepted) and after.created
             assert writer.problem is None

@@ -1,0 +1,111 @@
+"""Accepting a record written on this instance: the one path from a validated envelope to an ack.
+
+Every record this instance vouches for — a client's ``POST /v1/records``, a namespace
+registration, a pair's configuration — is signed here with the instance key and handed to
+the store writer; the caller is answered only after the COMMIT (the writer acknowledges after
+it). Records from peers never come this way: they keep their own signature and pass the
+reconciler.
+
+System records (the daemon's own configuration threads) get their clock from
+:class:`SystemClock`, one strategy for all of them: wall-clock microseconds, but never equal
+to or below the previous one, so two writes in the same microsecond (or after the wall clock
+stepped back) can never collide on ``(thread, actor, clock)``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from spl.actors.writer import WriterClient, accepted
+from spl.core.identity import Identity
+from spl.core.namespaces import NAMESPACE_KIND, REGISTRY_THREAD
+from spl.core.record import Envelope, validate_envelope
+from spl.core.reserved import is_reserved, refuse_reserved
+from spl.core.stored import Accepted, Candidate
+
+__all__ = ["LocalRecords", "SystemClock"]
+
+
+def wall_clock_micros() -> int:
+    return time.time_ns() // 1000
+
+
+class SystemClock:
+    """Clocks for system records: ``max(previous + 1, now)`` in microseconds since the epoch.
+
+    A record clock is a timestamp carried in the record, not a timer, so it reads the wall
+    clock (``now`` is injectable for tests), never trio's.
+    """
+
+    def __init__(self, now: Callable[[], int] = wall_clock_micros) -> None:
+        self._now = now
+        self._last = 0
+
+    def next(self) -> int:
+        self._last = max(self._last + 1, self._now())
+        return self._last
+
+
+class LocalRecords:
+    """Sign and commit records on behalf of this instance.
+
+    Args:
+        identity: The instance key: every record accepted here carries its ``signer``/``sig``.
+        writer: The store writer; answers come after COMMIT.
+        clock: The clock of system records (share one per daemon: see :class:`SystemClock`).
+    """
+
+    def __init__(self, identity: Identity, writer: WriterClient, clock: SystemClock | None = None) -> None:
+        self._identity = identity
+        self._writer = writer
+        self._clock = clock or SystemClock()
+
+    def sign(self, envelope: Envelope) -> Candidate:
+        return Candidate(envelope, self._identity.did, self._identity.sign_record_id(envelope.id))
+
+    async def accept(self, envelope: Envelope) -> Accepted:
+        """A client's record (``POST /v1/records``): signed, committed, returned as stored.
+
+        ``Accepted.created`` is False for an exact re-submission (idempotent ingest).
+
+        Raises:
+            ReservedThread: 403: configuration threads are written only by the daemon's own routes.
+            NamespaceRejected, DuplicateClock: the record was refused (nothing stored).
+            StorageFull, StoreCorrupt, Unavailable, SplError: the commit failed.
+        """
+        refuse_reserved(envelope.thread)
+        (outcome,) = await self._writer.ingest([self.sign(envelope)])
+        return accepted(outcome)
+
+    def system_envelope(self, thread: str, body: dict[str, Any], *, act: str = "LEARN") -> Envelope:
+        """A configuration record of this instance on a reserved ``thread``, clocked by :class:`SystemClock`."""
+        if not is_reserved(thread):
+            raise ValueError(f"{thread} is not a reserved thread: system records live on configuration threads")
+        return validate_envelope(
+            {"act": act, "actor": self._identity.did, "thread": thread, "clock": self._clock.next(), "body": body}
+        )
+
+    async def record_system(self, thread: str, body: dict[str, Any], *, act: str = "LEARN") -> Accepted:
+        """Commit a configuration record (a pair's settings on ``th_federation_pairs``, …)."""
+        (outcome,) = await self._writer.ingest([self.sign(self.system_envelope(thread, body, act=act))])
+        return accepted(outcome)
+
+    async def create_namespace(self, namespace: str, description: str) -> Accepted:
+        """Register ``namespace`` as active; the writer decides against the registry it holds.
+
+        The caller validates the id (``validate_namespace_id``) first.
+
+        Raises:
+            Conflict: 409 ``ALREADY_EXISTS``.
+            InvalidRequest: 400 ``PARENT_NAMESPACE_MISSING``.
+        """
+        body = {
+            "kind": NAMESPACE_KIND,
+            "_v": 1,
+            "namespace_id": namespace,
+            "status": "active",
+            "description": description,
+        }
+        return await self._writer.create_namespace(self.sign(self.system_envelope(REGISTRY_THREAD, body)))
