@@ -1,64 +1,86 @@
 """The federation manager: the pair supervisor, pair persistence, and the figures of every pair.
 
-Runs as one child of the root supervisor. It owns the HTTP clients pairs use (one pool
-for pages, one for long-lived streams), a nested supervisor with one child per pair,
-and the pairs' status and statistics. Pair configuration is written as records on
-``th_federation_pairs`` (so it survives restarts and exports); a peer's bearer token is
-kept outside the record log in ``secrets/pairs/<pair_id>.token`` (mode 0600).
+Runs as one child of the root supervisor. It owns a nested supervisor with one child per pair,
+and the pairs' status and statistics. It reaches peers through the peer-client factory and keeps
+peers' bearer tokens in the token store it is handed (``daemon/wiring.py`` builds both): nothing
+here imports an HTTP library, the transport layer or the home. Pair configuration is written as
+records on ``th_federation_pairs`` (so it survives restarts and exports); a token is kept outside
+the record log.
 
 Only pairs this instance wrote and signed are loaded (``fold_pair_records``), and a token
-path is only ever built from a well-formed pair id: the pair list decides which URL gets
+is only ever stored under a well-formed pair id: the pair list decides which URL gets
 which token, so nothing a client or a peer sends may shape it.
+
+Pausing a pair closes its gate in the pair supervisor (``Supervisor.pause``): the tree shows it
+``paused``, and the pair, which receives everything through its inbox, does nothing until resumed.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import random
 import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-import httpx
 import trio
 
+from spl.actors.local import LocalRecords
 from spl.actors.loop import next_message
-from spl.actors.messages import Kick, Pause, Reply, Resume
-from spl.actors.pair import PairActor, PairDeps
+from spl.actors.messages import Kick, Reply, Resume
+from spl.actors.pair import PairActor, PairDeps, PeerLink, Reconfigure
 from spl.actors.reconciler import Reconciler, ReconcilerClient
 from spl.actors.writer import WriterClient
-from spl.core.errors import Conflict, InvalidRequest, NotFound, SplError
+from spl.core.errors import Conflict, InvalidRequest, NotFound, Unavailable
+from spl.core.feed import PeerError
 from spl.core.identity import Identity
 from spl.core.pairs import (
     PAIRS_THREAD,
     PairConfig,
     PairStatus,
     fold_pair_records,
+    is_loopback_host,
     is_pair_id,
     new_pair_id,
+    peer_address,
     validate_peer_token,
 )
-from spl.core.record import validate_envelope
-from spl.core.stored import Candidate, StoredRecord
-from spl.core.syncstats import PairStats, parse_rfc3339, summarise
-from spl.daemon.home import Home
+from spl.core.stored import StoredRecord
+from spl.core.syncstats import PairStats, summarise
 from spl.runtime.supervisor import ChildContext, ChildSpec, Supervisor
 from spl.store.database import ReadPool
-from spl.store.queries import pair_cursors, records_after
-from spl.transport.peer import fetch_manifest
+from spl.store.queries import pair_cursors, thread_objects
 
-__all__ = ["FederationManager", "is_loopback_host"]
+__all__ = ["FederationManager", "FederationPeer", "PeerFactory", "TokenStore", "is_loopback_host"]
 
 log = logging.getLogger("spl.federation")
 
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+PAIR_INBOX = 64  # control messages plus the outcomes of the pair's own I/O (a few ops, ≤ 16 stream batches)
+SETTABLE = frozenset({"mode", "poll_interval"})
+PROBE_DEADLINE = 5.0  # seconds a new pair waits for the peer's manifest (self-pair and duplicate checks)
 
 
-def is_loopback_host(host: str) -> bool:
-    return host in LOOPBACK_HOSTS or host.startswith("127.")
+class FederationPeer(PeerLink, Protocol):
+    """A peer as the manager needs it: what a pair needs, and who the peer proves it is."""
+
+    async def peer_did(self) -> str: ...
+
+
+PeerFactory = Callable[[str], FederationPeer]  # peer_url → client (sharing one connection pool)
+
+
+class TokenStore(Protocol):
+    """Where the bearer tokens peers minted for our pairs live (outside the record log, never logged)."""
+
+    def read(self, pair_id: str) -> str | None: ...
+
+    def save(self, pair_id: str, token: str) -> None: ...
+
+    def delete(self, pair_id: str) -> None: ...
 
 
 @dataclass
@@ -66,13 +88,12 @@ class PairView:
     config: PairConfig
     status: PairStatus
     stats: PairStats
-    removed: bool = False
+    actor: PairActor | None = None
 
 
 class FederationManager:
     def __init__(
         self,
-        home: Home,
         identity: Identity,
         writer: WriterClient,
         reconciler: Reconciler,
@@ -80,77 +101,73 @@ class FederationManager:
         pool: ReadPool,
         *,
         bind_host: str,
+        tokens: TokenStore,
+        open_peers: Callable[[], AbstractAsyncContextManager[PeerFactory]],
+        local: LocalRecords,
         rng: random.Random | None = None,
     ) -> None:
-        self.home = home
         self.identity = identity
         self.writer = writer
         self.reconciler = reconciler
         self.reconciler_client = reconciler_client
         self.pool = pool
         self.bind_host = bind_host
+        self.tokens = tokens
+        self.open_peers = open_peers
+        self.local = local  # pair configuration records are signed and committed like any local record
         self.rng = rng or random.Random()
         self.pairs: dict[str, PairView] = {}
         self.supervisor = Supervisor("pairs", max_restarts=1000, period=60.0)
-        self._deps: PairDeps | None = None
-        self._last_clock = 0
+        self._peers: PeerFactory | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def run(self, ctx: ChildContext) -> None:
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
-        timeout = httpx.Timeout(30.0, connect=5.0)
-        stream_timeout = httpx.Timeout(connect=5.0, read=60.0, write=10.0, pool=None)
-        async with (
-            httpx.AsyncClient(limits=limits, timeout=timeout) as http,
-            httpx.AsyncClient(limits=limits, timeout=stream_timeout) as streams,
-        ):
-            self._deps = PairDeps(
-                reconciler=self.reconciler_client,
-                http=http,
-                streams=streams,
-                token=self.read_token,
-                on_committed=self._on_committed,
-                on_error=self._on_error,
-                rng=self.rng,
-                verify_peer=self._verify_peer,
-            )
-            configs, cursors = await trio.to_thread.run_sync(self._load)
-            async with trio.open_nursery() as nursery:
-                await nursery.start(self.supervisor.run)
-                for config in configs.values():
-                    status = PairStatus(config.pair_id, cursor=cursors.get(config.pair_id, ""))
-                    await self._start_pair(config, status)
-                ctx.started()
-                while await next_message(ctx) is not None:
-                    pass
-                self.supervisor.shutdown()
+        async with self.open_peers() as peers:
+            self._peers = peers
+            try:
+                configs, cursors = await trio.to_thread.run_sync(self._load)
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(self.supervisor.run)
+                    for config in configs.values():
+                        status = PairStatus(config.pair_id, cursor=cursors.get(config.pair_id, ""))
+                        await self._start_pair(config, status)
+                    ctx.started()
+                    while await next_message(ctx) is not None:
+                        pass
+                    self.supervisor.shutdown()
+            finally:
+                self._peers = None
 
     def _load(self) -> tuple[dict[str, PairConfig], dict[str, str]]:
-        records: list[dict[str, Any]] = []
         with self.pool.connection() as connection:
-            after = 0
-            while True:
-                page = records_after(connection, PAIRS_THREAD, after, 1000)
-                records.extend(json.loads(record.json) for record in page)
-                if len(page) < 1000:
-                    break
-                after = page[-1].seq
+            records = thread_objects(connection, PAIRS_THREAD)
             cursors = pair_cursors(connection)
         return fold_pair_records(records, self.identity.did), cursors
 
     async def _start_pair(self, config: PairConfig, status: PairStatus) -> None:
-        assert self._deps is not None
-        actor = PairActor(config, status, self._deps)
-        self.pairs[config.pair_id] = PairView(
-            config, status, self.pairs.get(config.pair_id, PairView(config, status, PairStats())).stats
+        peers = self._peers_or_unavailable()
+        pair_id = config.pair_id
+        deps = PairDeps(
+            reconciler=self.reconciler_client,
+            peer=peers(config.peer_url),
+            token=self.tokens.read,
+            inbox=lambda: self.supervisor.inbox(pair_id),
+            on_committed=self._on_committed,
+            on_error=self._on_error,
+            rng=self.rng,
         )
-        await self.supervisor.add_child(ChildSpec(config.pair_id, actor.run, inbox_size=16, shutdown_budget=2.0))
+        actor = PairActor(config, status, deps)
+        old = self.pairs.get(pair_id)
+        self.pairs[pair_id] = PairView(config, status, old.stats if old else PairStats(), actor)
+        await self.supervisor.add_child(ChildSpec(pair_id, actor.run, inbox_size=PAIR_INBOX, shutdown_budget=2.0))
+        if config.paused:
+            self.supervisor.pause(pair_id)
 
-    async def _verify_peer(self, config: PairConfig) -> None:
-        """The peer's signed manifest must name the pair's peer DID (raises PeerError)."""
-        assert self._deps is not None
-        await fetch_manifest(self._deps.http, config.peer_url, expected_did=config.peer_did)
+    def _peers_or_unavailable(self) -> PeerFactory:
+        if self._peers is None:
+            raise Unavailable("federation is starting or stopping; retry in a moment")
+        return self._peers
 
     def _on_committed(self, pair_id: str, stored: list[StoredRecord], source_times: dict[str, float]) -> None:
         view = self.pairs.get(pair_id)
@@ -167,38 +184,19 @@ class FederationManager:
 
     # -- persistence -------------------------------------------------------------------
 
-    def _next_clock(self) -> int:
-        self._last_clock = max(self._last_clock + 1, time.time_ns() // 1000)
-        return self._last_clock
-
     async def _persist(self, config: PairConfig, status: str) -> None:
-        envelope = validate_envelope(
-            {
-                "act": "LEARN",
-                "actor": self.identity.did,
-                "thread": PAIRS_THREAD,
-                "clock": self._next_clock(),
-                "body": config.to_body(status),
-            }
-        )
-        (outcome,) = await self.writer.ingest(
-            [Candidate(envelope, self.identity.did, self.identity.sign_record_id(envelope.id))]
-        )
-        if isinstance(outcome, SplError):
-            raise outcome
-
-    def token_path(self, pair_id: str) -> Any:
-        if not is_pair_id(pair_id):  # never a path from anything but pair_ + 16 hex
-            raise ValueError("not a pair id")
-        return self.home.root / "secrets" / "pairs" / f"{pair_id}.token"
-
-    def read_token(self, pair_id: str) -> str | None:
-        return self.home.read_secret(self.token_path(pair_id))
+        """Record the pair's settings on ``th_federation_pairs``, signed by this instance, acked after commit."""
+        await self.local.record_system(PAIRS_THREAD, config.to_body(status))
 
     # -- commands (called by the HTTP routes) -------------------------------------------
 
     async def create(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Validate everything first (a refused request leaves nothing behind), then persist and start."""
+        """Validate everything first (a refused request leaves nothing behind), then persist and start.
+
+        Refused: a pair with ourselves (``SELF_PAIR``: the DID given, or the DID the daemon at the URL
+        proves it holds, is this instance's) and a second pair for the same peer and thread
+        (``PAIR_EXISTS``: the same address under another spelling, or the DID the peer's manifest proves).
+        """
         pair_id = new_pair_id(self.identity.did, str(payload.get("peer_did")), str(payload.get("thread_id")))
         config = PairConfig.validated(
             pair_id=pair_id,
@@ -215,16 +213,18 @@ class FederationManager:
             )
         token = payload.get("token")
         token_text = None if token is None else validate_peer_token(token)
-        for view in self.pairs.values():
-            same = (view.config.peer_url, view.config.thread_id) == (config.peer_url, config.thread_id)
-            if same and not view.removed:
-                raise Conflict(
-                    f"pair {view.config.pair_id} already pulls {config.thread_id} from {config.peer_url}; "
-                    f"remove it first (spl fleet sync remove {view.config.pair_id})",
-                    code="PAIR_EXISTS",
-                )
+        self._refuse_duplicate(config, None)
+        proven = await self._proven_did(config.peer_url)
+        if proven == self.identity.did:
+            raise InvalidRequest(
+                f"{config.peer_url} is this daemon (its manifest is signed with this instance's DID): a pair "
+                "pulls from another steward; give the other daemon's URL",
+                code="SELF_PAIR",
+            )
+        if proven is not None:
+            self._refuse_duplicate(config, proven)
         if token_text is not None:
-            self.home.save_secret(self.token_path(pair_id), token_text)
+            await trio.to_thread.run_sync(self.tokens.save, pair_id, token_text)
         await self._persist(config, "active")
         await self._start_pair(config, PairStatus(pair_id))
         answer = self.describe(pair_id)
@@ -233,7 +233,36 @@ class FederationManager:
             answer["warning"] = warning
         return answer
 
+    def _refuse_duplicate(self, config: PairConfig, proven_did: str | None) -> None:
+        """Same thread, and the same address however spelled, or the DID the peer proved is an existing pair's.
+
+        The DID in the request is not compared: it is only a claim until the peer's manifest proves it.
+        """
+        address = peer_address(config.peer_url)
+        for view in self.pairs.values():
+            if view.config.thread_id != config.thread_id:
+                continue
+            same_did = proven_did is not None and view.config.peer_did == proven_did
+            if same_did or peer_address(view.config.peer_url) == address:
+                raise Conflict(
+                    f"pair {view.config.pair_id} already pulls {config.thread_id} from this peer "
+                    f"({view.config.peer_url}); change it with `spl fleet sync set {view.config.pair_id}` or "
+                    f"remove it first (spl fleet sync remove {view.config.pair_id})",
+                    code="PAIR_EXISTS",
+                )
+
+    async def _proven_did(self, peer_url: str) -> str | None:
+        """The DID the daemon at ``peer_url`` proves it holds; None when it cannot tell now (the pair retries)."""
+        peer = self._peers_or_unavailable()(peer_url)
+        try:
+            with trio.move_on_after(PROBE_DEADLINE):
+                return await peer.peer_did()
+        except PeerError:
+            return None
+        return None
+
     def bind_warning(self, config: PairConfig) -> str | None:
+        """A loopback-bound daemon pairing with a peer elsewhere: the peer cannot pair back."""
         peer_host = urlsplit(config.peer_url).hostname or ""
         if is_loopback_host(self.bind_host) and not is_loopback_host(peer_host):
             return (
@@ -251,60 +280,97 @@ class FederationManager:
         return view
 
     async def remove(self, pair_id: str) -> dict[str, Any]:
+        """Stop the pair, record its removal, forget its token: it leaves every listing at once."""
         view = self._view(pair_id)
-        if not view.removed:
-            await self._persist(view.config, "removed")
-            await self.supervisor.remove_child(pair_id)
-            self.token_path(pair_id).unlink(missing_ok=True)
-            view.removed = True
-            view.status.stopped(time.time())
-        return self.describe(pair_id)
+        await self._persist(view.config, "removed")
+        await self.supervisor.remove_child(pair_id)
+        await trio.to_thread.run_sync(self.tokens.delete, pair_id)
+        view.status.stopped(time.time())
+        answer = self.describe(pair_id)
+        del self.pairs[pair_id]
+        return answer
 
     async def pause(self, pair_id: str) -> dict[str, Any]:
-        view = self._live(pair_id)
+        view = self._view(pair_id)
         if not view.config.paused:
-            view.config = PairConfig(**{**view.config.__dict__, "paused": True})
+            view.config = view.config.with_paused(True)
             await self._persist(view.config, "active")
-        await self.supervisor.send(pair_id, Pause())
-        view.status.paused(time.time())
+        self._set_actor_config(view)
+        self.supervisor.pause(pair_id)
+        if view.status.state != "paused":
+            view.status.paused(time.time())
         return self.describe(pair_id)
 
     async def resume(self, pair_id: str) -> dict[str, Any]:
-        view = self._live(pair_id)
+        view = self._view(pair_id)
         if view.config.paused:
-            view.config = PairConfig(**{**view.config.__dict__, "paused": False})
+            view.config = view.config.with_paused(False)
             await self._persist(view.config, "active")
-        await self.supervisor.send(pair_id, Resume())
+        self._set_actor_config(view)
+        self.supervisor.resume(pair_id)
+        with contextlib.suppress(trio.WouldBlock):
+            self.supervisor.inbox(pair_id).send_nowait(Resume())  # a full inbox has work queued already
         if view.status.state == "paused":
             view.status.resumed(time.time())  # answer with the new state, not the old one
         return self.describe(pair_id)
 
+    async def update(self, pair_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Change a pair's mode and/or poll interval; recorded like ``add``, so it survives a restart."""
+        view = self._view(pair_id)
+        unknown = sorted(set(payload) - SETTABLE)
+        if unknown or not payload:
+            raise InvalidRequest(
+                f"send any of {sorted(SETTABLE)}"
+                + (f"; {', '.join(unknown)} cannot be changed" if unknown else "")
+                + " (to move a pair to another peer or thread, remove it and add a new one)",
+                code="INVALID_PAIR_UPDATE",
+            )
+        config = view.config.with_settings(mode=payload.get("mode"), poll_interval=payload.get("poll_interval"))
+        if config != view.config:
+            await self._persist(config, "active")
+            view.config = config
+            self._set_actor_config(view)
+            try:
+                self.supervisor.inbox(pair_id).send_nowait(Reconfigure(config.mode, config.poll_interval))
+            except trio.WouldBlock:  # inbox full: a restart applies the new settings (the actor holds them)
+                await self.supervisor.stop_child(pair_id)
+                await self.supervisor.start_child(pair_id)
+        return self.describe(pair_id)
+
+    def _set_actor_config(self, view: PairView) -> None:
+        """What the pair's next incarnation starts from (the running one is told by message)."""
+        if view.actor is not None:
+            view.actor.config = view.config
+
     async def kick(self, pair_id: str, *, wait: bool = False, wait_limit: float = 60.0) -> dict[str, Any]:
-        view = self._live(pair_id)
+        view = self._view(pair_id)
         inbox = self.supervisor.inbox(pair_id)
-        if not wait:
-            with contextlib.suppress(trio.WouldBlock):
-                inbox.send_nowait(Kick())  # a full inbox already holds kicks: this one adds nothing
-            return self.describe(pair_id)
+        if not wait or view.config.paused:
+            if not view.config.paused:
+                with contextlib.suppress(trio.WouldBlock):
+                    inbox.send_nowait(Kick())  # a full inbox already holds work: this one adds nothing
+            answer = self.describe(pair_id)
+            if wait:
+                answer["pulled_now"], answer["refused_now"] = 0, {}
+            return answer
         reply: Reply[Any] = Reply()
-        before = view.status.records_pulled
+        pulled, refused = view.status.records_pulled, dict(view.status.records_refused)
         try:
             inbox.send_nowait(Kick(reply))
-        except trio.WouldBlock:  # busy with queued commands: never hold the HTTP request on it
+        except trio.WouldBlock:  # busy with queued work: never hold the HTTP request on it
             answer = self.describe(pair_id)
-            answer["pulled_now"] = 0
+            answer["pulled_now"], answer["refused_now"] = 0, {}
             return answer
         with trio.move_on_after(wait_limit):
             await reply.get()
         answer = self.describe(pair_id)
-        answer["pulled_now"] = view.status.records_pulled - before
+        answer["pulled_now"] = view.status.records_pulled - pulled
+        answer["refused_now"] = {
+            code: count - refused.get(code, 0)
+            for code, count in view.status.records_refused.items()
+            if count > refused.get(code, 0)
+        }
         return answer
-
-    def _live(self, pair_id: str) -> PairView:
-        view = self._view(pair_id)
-        if view.removed:
-            raise NotFound(f"pair {pair_id} was removed")
-        return view
 
     # -- views ---------------------------------------------------------------------------
 
@@ -322,7 +388,7 @@ class FederationManager:
             "mode": config.mode,
             "poll_interval": config.poll_interval,
             "created_at": config.created_at,
-            "has_token": self.token_path(pair_id).exists(),
+            "has_token": self.tokens.read(pair_id) is not None,
             **view.status.to_wire(now),
             "records_per_minute": view.stats.to_wire(now)["records_last_minute"],
         }
@@ -387,13 +453,3 @@ class FederationManager:
             "drift_alerts": alerts,
             "reconcile_queue": {"depth": self.reconciler.queue_depth, "high_water": self.reconciler.queue_high_water},
         }
-
-
-def source_times(records: list[dict[str, Any]]) -> dict[str, float]:
-    """id → when the source committed it (its ``created_at``), for delivery latency."""
-    times: dict[str, float] = {}
-    for record in records:
-        created = parse_rfc3339(record.get("created_at"))
-        if created is not None and isinstance(record.get("id"), str):
-            times[record["id"]] = created
-    return times

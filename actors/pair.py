@@ -1,71 +1,124 @@
-"""One federation sync pair: pull one thread from one peer, forever, through outages.
+"""One federation sync pair: the trio driver of :class:`spl.core.pair_machine.PairMachine`.
 
-Modes (spec §8.4, §15.16): ``polling`` (pull to the peer's head every ``poll_interval``),
-``continuous`` (catch up by pages, then follow the peer's SSE feed; when the stream
-breaks, fall back to polling with backoff until it can be reopened), ``on-demand``
-(only when kicked). Failures back off exponentially with jitter, capped at 5 minutes,
-reset on success; ``Kick`` wakes the pair at once. Pause keeps the cursor; resume goes
-on from it. Every page goes through the reconciler, which commits records and cursor
-together — so a crash can neither skip nor double-apply a record.
+The machine decides (page or stream, when to retry, when the pair is failing or stalled); this
+module carries out its commands — HTTP through the :class:`PeerLink` it is handed, commits
+through the reconciler, timers on trio's clock — and turns every outcome into an event.
 
-The peer is hostile until proven otherwise: before the first pull, after every failure
-and at least hourly, the pair checks the peer's signed manifest names the pair's peer DID
-(``PEER_DID_MISMATCH`` otherwise); a page may only hold records of the pair's thread
-(others are refused before verification, reserved threads above all); the peer's cursor
-is opaque and stored as given.
+Every event reaches the machine through the pair's supervised inbox, outcomes of its own I/O
+included (each I/O task posts its result there). So the supervisor's pause gate holds all of
+them: a paused pair is alive, shown ``paused`` in the supervision tree, and does nothing until
+the gate opens; what was in flight waits in the inbox. Results carry the incarnation and
+operation that produced them, and the driver drops those of operations it cancelled.
+
+Every page goes through the reconciler, which commits records and cursor together — so a
+crash can neither skip nor double-apply a record. A page may only hold records of the pair's
+thread (others are refused before verification, reserved threads above all).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-import httpx
 import trio
 
 from spl.actors.loop import next_message
-from spl.actors.messages import Kick, Pause, Resume
-from spl.actors.reconciler import ReconcilerClient, ReconcileResult
-from spl.core.pairs import PairConfig, PairError, PairStatus
+from spl.actors.messages import Kick, Reply, Resume
+from spl.actors.reconciler import ReconcilerClient, ReconcileResult, summarise_refusals
+from spl.core.errors import SplError
+from spl.core.feed import ChangesPage, PeerError
+from spl.core.pair_machine import (
+    AckBatches,
+    AnswerWaiters,
+    CloseStream,
+    Command,
+    ConfigChanged,
+    Event,
+    FetchPage,
+    Kicked,
+    LocalFailure,
+    OpenStream,
+    PageFetched,
+    PairMachine,
+    PeerFailed,
+    PeerVerified,
+    Reconcile,
+    Reconciled,
+    Resumed,
+    SleepUntil,
+    StreamBatch,
+    StreamOpened,
+    TimerFired,
+    Transition,
+    VerifyPeer,
+)
+from spl.core.pairs import PairConfig, PairStatus
 from spl.core.stored import StoredRecord
+from spl.core.syncstats import source_times
 from spl.core.verify import screen_pulled
-from spl.runtime.backoff import Backoff
 from spl.runtime.supervisor import ChildContext
-from spl.transport.peer import ChangesPage, PeerError, StreamLagged, fetch_changes, stream_changes
 
-__all__ = ["PairActor", "PairDeps", "pair_backoff"]
+__all__ = ["Reconfigure", "PairActor", "PairDeps", "PeerLink"]
 
 log = logging.getLogger("spl.pair")
 
 RECONCILE_TIMEOUT = 120.0
-PAGE_LIMIT = 1000
-STREAM_BATCHES = 16  # chunks read ahead of the applier
-STREAM_COALESCE = 2000  # records per reconcile at most
-REVERIFY_PEER_EVERY = 3600.0  # seconds between manifest checks of a healthy peer
-MAX_LAGGED_IN_A_ROW = 3  # a feed that ends as lagged this often without a record is a failure
+STREAM_BATCHES = 16  # stream batches read ahead of the commits
 
 
-def pair_backoff(rng: random.Random) -> Backoff:
-    """1 s, 2 s, 4 s … capped at 300 s, ±20 % jitter, reset on success."""
-    return Backoff(base=1.0, factor=2.0, cap=300.0, jitter=0.2, reset_after=300.0, rng=rng)
+class PeerLink(Protocol):
+    """One peer, as a pair needs it (``transport.peer.PeerClient``; a fake in tests). Failures raise PeerError."""
+
+    async def fetch_changes(self, thread: str, cursor: str, *, token: str | None, limit: int) -> ChangesPage: ...
+
+    async def stream_changes(
+        self,
+        thread: str,
+        cursor: str,
+        *,
+        token: str | None,
+        on_events: Callable[[list[tuple[str, dict[str, Any]]]], Any],
+        on_open: Callable[[], None],
+    ) -> None: ...
+
+    async def verify(self, expected_did: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Reconfigure:
+    """Inbox message: the operator changed the pair's mode or poll interval."""
+
+    mode: str
+    poll_interval: float
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """An I/O result posted to the pair's own inbox: ``owner`` and ``op`` say whether it is still wanted.
+
+    ``op`` None: a timer (the machine tells its timers apart). ``final`` False: one of several events of a
+    live operation (a stream's batches), which stays live after it.
+    """
+
+    owner: object
+    op: int | None
+    event: Event
+    final: bool = True
 
 
 @dataclass
 class PairDeps:
     reconciler: ReconcilerClient
-    http: httpx.AsyncClient  # pages: short requests
-    streams: httpx.AsyncClient  # continuous feeds: long-lived, kept apart from the pool of short ones
+    peer: PeerLink
     token: Callable[[str], str | None]
+    inbox: Callable[[], trio.MemorySendChannel[object]]  # the pair's supervised inbox (outcomes go through it)
     on_committed: Callable[[str, list[StoredRecord], dict[str, float]], None] = lambda pair_id, records, times: None
     on_error: Callable[[str], None] = lambda pair_id: None
-    # Checks the peer is who the pair says (its signed manifest names config.peer_did);
-    # raises PeerError. None skips the check (actor tests whose fake peer has no manifest).
-    verify_peer: Callable[[PairConfig], Awaitable[None]] | None = None
+    verify_peer: bool = True  # False only for tests whose fake peer has no manifest
     wall: Callable[[], float] = time.time
     rng: random.Random = field(default_factory=random.Random)
 
@@ -75,244 +128,215 @@ class PairActor:
         self.config = config
         self.status = status
         self.deps = deps
-        self.paused = config.paused
-        self._backoff = pair_backoff(deps.rng)
-        self._waiters: list[Any] = []
-        self._peer_verified_at: float | None = None  # trio time of the last good manifest check
-        self._lagged_in_a_row = 0  # continuous feeds ended as lagged with no record in between
+        self.machine: PairMachine | None = None
+        self._waiters: list[Reply[Any]] = []
+        self._owner: object = object()
+        self._ops = 0
+        self._live: dict[int, trio.CancelScope] = {}
+        self._timer: trio.CancelScope | None = None
+        self._stream: tuple[int, trio.CancelScope, trio.Semaphore] | None = None
+        self._nursery: trio.Nursery | None = None
+        self._send: trio.MemorySendChannel[object] | None = None
 
     # -- the loop -----------------------------------------------------------------------
 
     async def run(self, ctx: ChildContext) -> None:
+        self._owner = object()  # outcomes of an earlier incarnation still queued are not ours
+        self._live.clear()
+        self._stream = None
+        self._send = self.deps.inbox()
+        machine = self.machine = PairMachine(
+            self.config, self.status, rng=self.deps.rng, verify_peer=self.deps.verify_peer
+        )
         ctx.started()
-        if self.paused:
-            self.status.paused(self.deps.wall())
-        idle_first = self.config.mode == "on-demand"
-        while not ctx.stop_requested.is_set():
-            if self.paused:
-                message = await next_message(ctx)
-                if message is not None:
-                    self._handle(message)
-                continue
-            if idle_first:  # on-demand: nothing until the first kick
-                idle_first = False
-                await self._wait(ctx, None)
-                continue
-            delay: float | None
-            try:
-                await self._check_peer()
-                if self.config.mode == "continuous":
-                    await self.pull_to_head(ctx)
-                    if self.paused or ctx.stop_requested.is_set():
-                        continue
-                    try:
-                        await self._follow(ctx)  # returns only when paused; failures raise
-                    except StreamLagged:
-                        # Fell behind the peer's buffer: catch up by pages, reopen, no backoff —
-                        # unless the peer keeps saying so without sending anything (a loop it drives).
-                        self._lagged_in_a_row += 1
-                        if self._lagged_in_a_row >= MAX_LAGGED_IN_A_ROW:
-                            self._lagged_in_a_row = 0
-                            raise PeerError(
-                                "HTTP_5XX",
-                                f"peer ended the continuous feed as lagged {MAX_LAGGED_IN_A_ROW} times in a row "
-                                "without sending a record; backing off",
-                            ) from None
-                    continue
-                await self.pull_to_head(ctx)
-                self._backoff.reset()
-                delay = self.config.poll_interval if self.config.mode == "polling" else None
-            except PeerError as error:
-                self._peer_verified_at = None  # the peer may come back as someone else: check again
-                delay = self._backoff.next_delay()
-                self.status.failed(PairError(error.code, error.message, self.deps.wall()), delay)
-                self.deps.on_error(self.config.pair_id)
-            self._answer_waiters()
-            await self._wait(ctx, delay)
-
-    async def _check_peer(self) -> None:
-        """Verify the peer's identity before the first pull, after a failure, and hourly."""
-        if self.deps.verify_peer is None:
-            return
-        now = trio.current_time()
-        if self._peer_verified_at is not None and now - self._peer_verified_at < REVERIFY_PEER_EVERY:
-            return
-        await self.deps.verify_peer(self.config)
-        self._peer_verified_at = now
-
-    async def pull_to_head(self, ctx: ChildContext | None = None) -> None:
-        """Pull pages until the peer has nothing more after our cursor.
-
-        Fetching page N+1 overlaps reconciling page N (one page in flight, a bounded
-        channel between the two), so a catch-up keeps both cores busy. A fetch failure
-        lets the pages already fetched finish committing before it is raised.
-
-        The peer does not decide how long a round lasts: a page with no records ends it
-        (whatever ``has_more`` says), and control messages are handled between pages, so
-        a pause or a stop takes effect during a long catch-up, not after it.
-        """
-        failure: PeerError | None = None
-        send, receive = trio.open_memory_channel[ChangesPage](1)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._apply_pages, receive)
-            async with send:
-                cursor = self.status.cursor
-                try:
-                    while True:
-                        self.status.last_attempt_at = self.deps.wall()
-                        page = await fetch_changes(
-                            self.deps.http,
-                            self.config.peer_url,
-                            self.config.thread_id,
-                            cursor,
-                            token=self.deps.token(self.config.pair_id),
-                            limit=PAGE_LIMIT,
-                        )
-                        await send.send(page)
-                        if not page.has_more or not page.records or page.next_cursor == cursor:
-                            break  # at the head — or a peer that claims more but gives nothing
-                        cursor = page.next_cursor
-                        if ctx is not None and self._control_between_pages(ctx):
-                            break
-                except PeerError as error:
-                    failure = error
-        if failure is not None:
-            raise failure
+            self._nursery = nursery
+            self._execute(machine.start(now=trio.current_time(), wall=self.deps.wall()))
+            while True:
+                message = await next_message(ctx)
+                if message is None:
+                    break  # graceful stop: what is in flight is cancelled; commits are atomic
+                event = self._event(message)
+                if event is not None:
+                    errors = self.status.errors_total
+                    self._execute(machine.handle(event, now=trio.current_time(), wall=self.deps.wall()))
+                    if self.status.errors_total > errors:
+                        self.deps.on_error(self.config.pair_id)  # every failure counts in the error figures
+            nursery.cancel_scope.cancel()
+        self._answer_waiters()
 
-    def _control_between_pages(self, ctx: ChildContext) -> bool:
-        """Handle control messages queued during a catch-up; True when the round must end now."""
-        while True:
-            try:
-                message = ctx.receive_nowait()
-            except trio.WouldBlock:
-                break
-            self._handle(message)  # a kick mid-round has nothing to add: its waiter is answered after
-        return self.paused or ctx.stop_requested.is_set()
+    def _event(self, message: object) -> Event | None:
+        match message:
+            case _Outcome(owner=owner, op=op, event=event, final=final):
+                if owner is not self._owner:
+                    return None  # from an earlier incarnation
+                if op is not None:
+                    live = self._live.pop(op, None) if final else self._live.get(op)
+                    if live is None:
+                        return None  # cancelled or superseded
+                return event
+            case Kick(reply=reply):
+                if reply is not None:
+                    self._waiters.append(reply)
+                return Kicked()
+            case Resume():
+                return Resumed()
+            case Reconfigure(mode=mode, poll_interval=interval):
+                self.config = PairConfig(**{**self.config.__dict__, "mode": mode, "poll_interval": interval})
+                return ConfigChanged(mode, interval)
+        return None
 
-    async def _apply_pages(self, pages: trio.MemoryReceiveChannel[ChangesPage]) -> None:
-        async for page in pages:
-            if page.records or page.next_cursor != self.status.cursor:
-                await self._reconcile(page.records, page.next_cursor, page.pending)
-            else:
-                self.status.pulled(
-                    cursor=self.status.cursor, stored=0, duplicates=0, pending=page.pending, now=self.deps.wall()
-                )
+    # -- commands -------------------------------------------------------------------------
 
-    async def _reconcile(self, records: list[dict[str, Any]], cursor: str, pending: int) -> None:
+    def _execute(self, commands: list[Command]) -> None:
+        for command in commands:
+            match command:
+                case VerifyPeer():
+                    self._spawn(self._verify)
+                case FetchPage(cursor=cursor, limit=limit):
+                    self._spawn(self._fetch, cursor, limit)
+                case Reconcile(records=records, cursor=cursor, pending=pending):
+                    self._spawn(self._reconcile, records, cursor, pending)
+                case OpenStream(cursor=cursor, stream=stream):
+                    self._open_stream(cursor, stream)
+                case CloseStream():
+                    self._close_stream()
+                case AckBatches(stream=stream, count=count):
+                    if self._stream is not None and self._stream[0] == stream:
+                        for _ in range(count):
+                            self._stream[2].release()
+                case SleepUntil(at=at, timer=timer):
+                    self._sleep(at, timer)
+                case AnswerWaiters():
+                    self._answer_waiters()
+                case Transition(state=state, code=code, detail=detail):
+                    self._log(state, code, detail)
+
+    def _spawn(self, work: Callable[..., Any], *args: Any) -> int:
+        assert self._nursery is not None
+        self._ops += 1
+        op = self._ops
+        scope = trio.CancelScope()
+        self._live[op] = scope
+        self._nursery.start_soon(self._perform, op, scope, work, *args)
+        return op
+
+    async def _perform(self, op: int, scope: trio.CancelScope, work: Callable[..., Any], *args: Any) -> None:
+        with scope:
+            event = await work(op, *args)
+            await self._post(op, event)
+
+    async def _post(self, op: int | None, event: Event, *, final: bool = True) -> None:
+        assert self._send is not None
+        try:
+            await self._send.send(_Outcome(self._owner, op, event, final))
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass  # the pair was removed while this ran
+
+    def _log(self, state: str, code: str, detail: str) -> None:
+        pair = self.config.pair_id
+        if state == "running":
+            log.info("pair %s recovered: running again (%s)", pair, detail)
+        else:
+            log.warning("pair %s is %s: %s %s", pair, state, code, detail)
+
+    # -- I/O ------------------------------------------------------------------------------
+
+    async def _verify(self, op: int) -> Event:
+        try:
+            await self.deps.peer.verify(self.config.peer_did)
+        except PeerError as error:
+            return PeerFailed(error)
+        return PeerVerified()
+
+    async def _fetch(self, op: int, cursor: str, limit: int) -> Event:
+        self.status.last_attempt_at = self.deps.wall()
+        try:
+            page = await self.deps.peer.fetch_changes(
+                self.config.thread_id, cursor, token=self.deps.token(self.config.pair_id), limit=limit
+            )
+        except PeerError as error:
+            return PeerFailed(error)
+        return PageFetched(page)
+
+    async def _reconcile(self, op: int, records: list[dict[str, Any]], cursor: str, pending: int) -> Event:
         kept, screened = screen_pulled(records, self.config.thread_id)
         if screened:
-            from spl.actors.reconciler import summarise_refusals
-
             log.warning("pair %s: %s", self.config.pair_id, summarise_refusals(screened))
         try:
             with trio.fail_after(RECONCILE_TIMEOUT):
                 result: ReconcileResult = await self.deps.reconciler.reconcile(self.config.pair_id, kept, cursor)
         except trio.TooSlowError:
-            raise PeerError(
-                "TIMEOUT", f"this daemon did not commit a pulled page within {RECONCILE_TIMEOUT:.0f} s (overloaded?)"
-            ) from None
-        for refusal in [*screened, *result.refusals]:
-            self.status.refused(refusal.code)
-        now = self.deps.wall()
-        self.status.pulled(
-            cursor=cursor, stored=len(result.stored), duplicates=result.duplicates, pending=pending, now=now
-        )
+            return LocalFailure(
+                "RECONCILE_TIMEOUT",
+                f"this daemon did not commit a pulled page within {RECONCILE_TIMEOUT:.0f} s (overloaded?)",
+            )
+        except SplError as error:  # the writer or the reconciler is restarting or shutting down
+            return LocalFailure(error.code, f"this daemon could not commit a pulled page: {error.message}")
         if result.stored:
-            from spl.actors.federation import source_times
-
             self.deps.on_committed(self.config.pair_id, result.stored, source_times(records))
+        return Reconciled(
+            stored=len(result.stored),
+            duplicates=result.duplicates,
+            refused=tuple(refusal.code for refusal in [*screened, *result.refusals]),
+            cursor=cursor,
+            pending=pending,
+        )
 
-    async def _follow(self, ctx: ChildContext) -> None:
-        """Stream the peer's continuous feed while watching the inbox; returns when paused.
+    def _open_stream(self, cursor: str, stream: int) -> None:
+        self._close_stream()
+        credits = trio.Semaphore(STREAM_BATCHES)
+        op = self._spawn(self._follow, cursor, stream, credits)
+        self._stream = (stream, self._live[op], credits)
 
-        The stream reader hands batches to an applier through a bounded channel, so reading
-        the next chunk overlaps committing the previous one; when the reader stops (failure,
-        pause, stop) the applier still commits what was already read.
-        """
-        failure: list[PeerError] = []
-        send, receive = trio.open_memory_channel[list[tuple[str, dict[str, Any]]]](STREAM_BATCHES)
-        async with trio.open_nursery() as outer:
-            outer.start_soon(self._apply_stream, receive)
-            async with send, trio.open_nursery() as nursery:
+    def _close_stream(self) -> None:
+        if self._stream is None:
+            return
+        scope = self._stream[1]
+        scope.cancel()
+        for op, live in list(self._live.items()):
+            if live is scope:
+                del self._live[op]
+        self._stream = None
 
-                async def stream() -> None:
-                    try:
-                        await stream_changes(
-                            self.deps.streams,
-                            self.config.peer_url,
-                            self.config.thread_id,
-                            self.status.cursor,
-                            token=self.deps.token(self.config.pair_id),
-                            on_events=send.send,
-                            on_open=self._backoff.reset,
-                        )
-                    except PeerError as error:
-                        failure.append(error)
-                    nursery.cancel_scope.cancel()
+    async def _follow(self, op: int, cursor: str, stream: int, credits: trio.Semaphore) -> Event:
+        """Stream the peer's feed; each batch (a heartbeat too) waits for a credit the machine gives back."""
+        opened: list[bool] = []
 
-                async def control() -> None:
-                    while not self.paused:
-                        message = await next_message(ctx)
-                        if message is None:
-                            break  # graceful stop
-                        self._handle(message)
-                        self._answer_waiters()  # live already: a kick has nothing to add
-                    nursery.cancel_scope.cancel()
+        async def on_events(batch: list[tuple[str, dict[str, Any]]]) -> None:
+            await credits.acquire()
+            if opened:
+                opened.clear()
+                await self._post(op, StreamOpened(stream), final=False)
+            await self._post(op, StreamBatch(stream, batch), final=False)
 
-                nursery.start_soon(stream)
-                nursery.start_soon(control)
-        if failure:
-            raise failure[0]
+        try:
+            await self.deps.peer.stream_changes(
+                self.config.thread_id,
+                cursor,
+                token=self.deps.token(self.config.pair_id),
+                on_events=on_events,
+                on_open=lambda: opened.append(True),
+            )
+        except PeerError as error:
+            return PeerFailed(error)
+        raise AssertionError("stream_changes returned instead of raising")  # its contract: it never returns
 
-    async def _apply_stream(self, batches: trio.MemoryReceiveChannel[list[tuple[str, dict[str, Any]]]]) -> None:
-        """Commit streamed records, coalescing whatever queued up into one reconcile."""
-        async for batch in batches:
-            events = list(batch)
-            while len(events) < STREAM_COALESCE:
-                try:
-                    events.extend(batches.receive_nowait())
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
-            if events:
-                self._lagged_in_a_row = 0
-                await self._reconcile([record for _, record in events], events[-1][0], 0)
-            else:  # heartbeat: the stream is alive and we are at its head
-                self.status.pulled(cursor=self.status.cursor, stored=0, duplicates=0, pending=0, now=self.deps.wall())
+    def _sleep(self, at: float | None, timer: int) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if at is None:
+            return
+        assert self._nursery is not None
+        scope = self._timer = trio.CancelScope()
 
-    # -- control --------------------------------------------------------------------------
+        async def fire() -> None:
+            with scope:
+                await trio.sleep_until(at)
+                await self._post(None, TimerFired(timer))
 
-    async def _wait(self, ctx: ChildContext, delay: float | None) -> None:
-        """Sleep until the next attempt, handling control messages; a kick ends the wait."""
-        deadline = math.inf if delay is None else trio.current_time() + delay
-        while not self.paused:
-            if delay is not None:
-                self.status.check_stall(self.config.poll_interval, self.deps.wall())
-            message = await next_message(ctx, deadline=deadline)
-            if message is None or self._handle(message):
-                return  # time for the next attempt, a kick, or a graceful stop
-
-    def _handle(self, message: object) -> bool:
-        """Apply a control message; True when it asks for an attempt now."""
-        now = self.deps.wall()
-        match message:
-            case Kick(reply=reply):
-                if reply is not None:
-                    self._waiters.append(reply)
-                if not self.paused:
-                    self._backoff.reset()
-                    return True
-                if reply is not None:
-                    self._answer_waiters()
-            case Pause():
-                if not self.paused:
-                    self.paused = True
-                    self.status.paused(now)
-            case Resume():
-                if self.paused:
-                    self.paused = False
-                    self.status.resumed(now)
-                    return True
-        return False
+        self._nursery.start_soon(fire)
 
     def _answer_waiters(self) -> None:
         waiters, self._waiters = self._waiters, []

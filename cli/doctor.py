@@ -33,6 +33,7 @@ from spl.cli.common import home as _home
 from spl.cli.output import emit_json, safe
 from spl.core.config import Config
 from spl.core.manifest import verify_manifest
+from spl.core.pairs import is_loopback_host
 from spl.daemon.home import PRIVATE_DIR, Home, HomeError
 
 __all__ = ["Check", "doctor", "render", "run_checks"]
@@ -42,7 +43,6 @@ EXIT_CODES = {"ok": 0, "warn": 1, "fail": 2}
 NAME_WIDTH = 20
 TEXT_WIDTH = 45
 MESSAGE_LIMIT = 4000  # characters of one check's message (after escaping) before it is cut with "…"
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass(frozen=True)
@@ -68,10 +68,6 @@ def render(check: Check) -> list[str]:
     prefix = f"{MARKS[check.status]} {check.name:<{NAME_WIDTH}} "
     lines = _wrap(safe(check.message, MESSAGE_LIMIT), TEXT_WIDTH)
     return [prefix + lines[0]] + [" " * len(prefix) + line for line in lines[1:]]
-
-
-def _is_loopback(host: str) -> bool:
-    return host in LOOPBACK or host.startswith("127.")
 
 
 def _mode_check(name: str, path: Path, *, missing: Check) -> Check:
@@ -203,7 +199,7 @@ def _daemon_checks(client: DaemonClient, config: Config | None) -> list[Check]:
         identity = call(client, "GET", "/v1/identity").payload
         bind_host = urlsplit(str(identity.get("endpoint_url") or client.url)).hostname or "?"
     exposed_on = (
-        None if _is_loopback(bind_host) else ("every interface" if bind_host in ("0.0.0.0", "::") else bind_host)
+        None if is_loopback_host(bind_host) else ("every interface" if bind_host in ("0.0.0.0", "::") else bind_host)
     )
 
     auth_required = bool(health.get("auth_required"))
@@ -282,7 +278,16 @@ def _federation_checks(
         if status is not None:
             checks.append(Check("federation pairs", "ok", "none configured"))
         return checks
-    if exposed_on is None:
+    local_peers = bool(pairs) and all(is_loopback_host(urlsplit(str(p.get("peer_url"))).hostname or "") for p in pairs)
+    if exposed_on is None and local_peers:
+        checks.append(
+            Check(
+                "federation bind host",
+                "ok",
+                f"{count} sync pair(s), every peer on this machine: a loopback bind ({bind_host}) reaches them all",
+            )
+        )
+    elif exposed_on is None:
         checks.append(
             Check(
                 "federation bind host",

@@ -18,7 +18,6 @@ from the daemon and, through it, from the peer: text output escapes every such f
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 from collections import Counter
@@ -32,16 +31,14 @@ import typer
 from spl.cli.client import CliError, DaemonClient
 from spl.cli.common import OUTPUT, URL, DaemonError, call, client_for, main_app, secret_argument, wants_json
 from spl.cli.output import emit_json, safe, table
+from spl.core import units
+from spl.core.pairs import MODES, is_pair_id
 
 __all__ = ["federation_lines", "fleet_app", "parse_duration", "peer_handle", "sync_app"]
 
-MODES = ("polling", "continuous", "on-demand")
 STATE_ORDER = ("running", "starting", "failing", "paused", "stopped")
 ARROWS = {"pull": "←", "push": "→"}
 KICK_TIMEOUT = 90.0  # the daemon waits up to 60 s for a kicked pull to finish
-PAIR_ID = re.compile(r"\Apair_[0-9a-f]{16}\Z")
-_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|sec|m|min|h)?\s*")
-_UNITS = {None: 1.0, "s": 1.0, "sec": 1.0, "ms": 0.001, "m": 60.0, "min": 60.0, "h": 3600.0}
 
 fleet_app = typer.Typer(help="Fleet operations across instances (federation sync pairs).", no_args_is_help=True)
 sync_app = typer.Typer(
@@ -57,11 +54,11 @@ PAIR_ARG = typer.Argument(..., help="The pair id (pair_…) or a unique prefix o
 
 
 def parse_duration(text: str, option: str = "--poll-interval") -> float:
-    """``1.5`` / ``30s`` / ``500ms`` / ``5m`` / ``1h`` → seconds."""
-    match = _DURATION.fullmatch(text)
-    if match is None:
-        raise CliError(f"{option} {text!r} is not a duration; use seconds (1.5) or a unit: 500ms, 30s, 5m, 1h")
-    return float(match.group(1)) * _UNITS[match.group(2)]
+    """``1.5`` / ``30s`` / ``500ms`` / ``5m`` / ``1h`` → seconds (``spl.core.units``), or a CliError."""
+    try:
+        return units.parse_duration(text, option)
+    except units.DurationError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _duration(seconds: Any) -> str:
@@ -164,7 +161,7 @@ def _pairs(client: DaemonClient) -> list[dict[str, Any]]:
 def _resolve(client: DaemonClient, text: str) -> str:
     """A full pair id from an id or a unique prefix (with or without ``pair_``)."""
     text = text.strip()
-    if PAIR_ID.fullmatch(text):
+    if is_pair_id(text):
         return text
     if not text:
         raise CliError("pass a pair id (see `spl fleet sync list`)")
@@ -435,6 +432,39 @@ def sync_remove(pair_id: str = PAIR_ARG, output: str = OUTPUT, url: str | None =
         typer.echo(f"removed {safe(payload['pair_id'])} (state {safe(payload.get('state'))})")
 
 
+@sync_app.command("set")
+def sync_set(
+    pair_id: str = PAIR_ARG,
+    mode: str | None = typer.Option(None, "--mode", help="polling, continuous or on-demand."),
+    poll_interval: str | None = typer.Option(
+        None, "--poll-interval", help="Seconds between pulls in polling mode: 1.5, 30s, 5m."
+    ),
+    output: str = OUTPUT,
+    url: str | None = URL,
+) -> None:
+    """Change a pair's mode and/or poll interval; it applies at once and survives restarts.
+
+    Example: spl fleet sync set pair_3f2a --mode polling --poll-interval 30s
+    """
+    body: dict[str, Any] = {}
+    if mode is not None:
+        if mode not in MODES:
+            raise CliError(f"--mode {mode!r} is not a mode; use one of {', '.join(MODES)}")
+        body["mode"] = mode
+    if poll_interval is not None:
+        body["poll_interval"] = parse_duration(poll_interval)
+    if not body:
+        raise CliError("nothing to change; give --mode and/or --poll-interval")
+    client = client_for(url)
+    resolved = _resolve(client, pair_id)
+    payload: dict[str, Any] = call(client, "PATCH", f"/v1/sync/pairs/{resolved}", json_body=body).payload
+    if wants_json(output):
+        emit_json(payload)
+        return
+    every = f" every {_duration(payload.get('poll_interval'))}" if payload.get("mode") == "polling" else ""
+    typer.echo(f"{safe(payload['pair_id'])}: {safe(payload.get('mode'))}{every}")
+
+
 def _kick_and_wait(client: DaemonClient, pair: dict[str, Any]) -> dict[str, Any]:
     pair_id = str(pair["pair_id"])
     try:
@@ -453,6 +483,11 @@ def _pull_line(pair: dict[str, Any]) -> str:
         f"thread:{safe(pair.get('thread_id'))}"
     )
     pulled = f"pulled {safe(pair.get('pulled_now', 0))} now ({safe(pair.get('records_pulled', 0))} in total)"
+    refused = pair.get("refused_now")
+    if isinstance(refused, dict) and refused:
+        why = ", ".join(f"{safe(code, 64)} {safe(count)}" for code, count in sorted(refused.items()))
+        total = sum(count for count in refused.values() if isinstance(count, int))
+        pulled += f", refused {total} ({why}; see `spl fleet sync status {safe(pair.get('pair_id'))}`)"
     lag = f"lag {safe(pair.get('lag_records', 0))} record(s), {round(pair.get('lag_seconds') or 0)}s"
     error = pair.get("last_error")
     if state == "failing" and isinstance(error, dict):

@@ -6,13 +6,24 @@ The federation manifest is signed with Ed25519 over the canonical JSON of the ma
 
 from __future__ import annotations
 
+import json
 import time
+from datetime import datetime
 from typing import Any
 
 from spl.core.canonical import canonical_json
+from spl.core.feed import ManifestInvalid, PeerDidMismatch
 from spl.core.identity import Identity, verify_signature
+from spl.core.text import printable
 
-__all__ = ["capabilities_manifest", "federation_manifest", "rfc3339", "verify_manifest"]
+__all__ = [
+    "capabilities_manifest",
+    "check_peer_manifest",
+    "federation_manifest",
+    "rfc3339",
+    "signed_manifest_did",
+    "verify_manifest",
+]
 
 VERSION = "0.1.0"
 MANIFEST_LIFETIME = 7 * 24 * 3600
@@ -95,3 +106,61 @@ def verify_manifest(manifest: dict[str, Any]) -> bool:
     if not isinstance(did, str) or not isinstance(signature, str):
         return False
     return verify_signature(did, canonical_json(unsigned), signature)
+
+
+def _expires_at(value: object) -> float | None:
+    """An RFC 3339 timestamp with a zone as POSIX seconds; None when absent or malformed."""
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment.timestamp() if moment.tzinfo is not None else None
+
+
+def signed_manifest_did(body: bytes, *, where: str, now: float) -> tuple[str, dict[str, Any]]:
+    """The DID a peer's ``/.well-known/syncropel`` body proves it holds, and the manifest; ManifestInvalid otherwise.
+
+    Accepts the envelope whose ``federation_manifest`` is the signed document (spec §8.2) or a
+    bare manifest. The signature must verify against ``daemon.did`` and ``expires_at`` lie after
+    ``now`` (wall-clock seconds). ``where`` names the peer in messages (escaped here).
+    """
+    url = printable(where, 120)
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):
+        raise ManifestInvalid(f"{url}/.well-known/syncropel is not JSON; is it a Syncropel daemon?") from None
+    manifest = payload
+    if isinstance(payload, dict) and payload.get("object") != "federation_manifest":
+        manifest = payload.get("federation_manifest")
+    if not isinstance(manifest, dict):
+        raise ManifestInvalid(f"peer at {url} publishes no federation manifest (has it a signing identity?)")
+    try:
+        signed = verify_manifest(manifest)
+    except (ValueError, RecursionError):  # a DID that is not did:key, nesting too deep to canonicalise
+        signed = False
+    if not signed:
+        raise ManifestInvalid(
+            f"peer at {url} serves a federation manifest whose signature does not verify; "
+            "it is not the daemon it claims to be, or its manifest was altered"
+        )
+    expiry = _expires_at(manifest["signature"].get("expires_at"))
+    if expiry is None:
+        raise ManifestInvalid(f"peer at {url} serves a manifest without a valid expires_at")
+    if expiry <= now:
+        raise ManifestInvalid(f"peer at {url} serves a manifest that has expired; restart the peer to re-sign it")
+    did: str = manifest["daemon"]["did"]  # verify_manifest checked it is a str
+    return did, manifest
+
+
+def check_peer_manifest(body: bytes, *, where: str, expected_did: str, now: float) -> dict[str, Any]:
+    """The verified manifest, which must name ``expected_did``; ManifestInvalid or PeerDidMismatch otherwise."""
+    did, manifest = signed_manifest_did(body, where=where, now=now)
+    if did != expected_did:
+        raise PeerDidMismatch(
+            f"peer at {printable(where, 120)} is {printable(did, 120)}, not the pair's peer "
+            f"{printable(expected_did, 120)}; check peer_url, or re-create the pair with the DID of the daemon "
+            "at that URL"
+        )
+    return manifest

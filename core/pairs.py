@@ -26,7 +26,7 @@ import ipaddress
 import re
 import secrets
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -43,7 +43,9 @@ __all__ = [
     "PairError",
     "PairStatus",
     "fold_pair_records",
+    "is_loopback_host",
     "is_pair_id",
+    "peer_address",
     "new_pair_id",
     "valid_peer_cursor",
     "validate_peer_token",
@@ -62,7 +64,12 @@ ERROR_CODES = (
     "PARSE_ERROR",
     "PEER_DID_MISMATCH",  # the peer's signed manifest names another DID than the pair's peer_did
     "MANIFEST_INVALID",  # the peer's manifest is unsigned, tampered with or expired
+    "PEER_SHUTTING_DOWN",  # the peer said it is stopping (SSE server_shutdown, 503 SHUTTING_DOWN)
+    "RECONCILE_TIMEOUT",  # this daemon did not commit a pulled page in time
+    "STORE_UNAVAILABLE",  # this daemon's writer or reconciler is restarting
 )
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+DEFAULT_PORTS = {"http": 80, "https": 443}
 REFUSAL_CODES = (
     "SIGNATURE_INVALID",
     "ID_MISMATCH",
@@ -134,6 +141,45 @@ def _validate_peer_url(peer_url: object) -> str:
     return peer_url.strip().rstrip("/")
 
 
+def is_loopback_host(host: str) -> bool:
+    """``localhost``, ``127.x.y.z`` or ``::1`` (bracketed or not): a host only this machine reaches."""
+    bare = host.strip("[]").lower()
+    if bare in LOOPBACK_NAMES:
+        return True
+    try:  # an address literal only: a name such as ``127.0.0.1.attacker.example`` is not loopback
+        return ipaddress.ip_address(bare).is_loopback
+    except ValueError:
+        return False
+
+
+def peer_address(peer_url: str) -> tuple[str, str, int, str]:
+    """``peer_url`` reduced to what decides which daemon answers: scheme, host, port, path.
+
+    Two spellings of one peer compare equal: host case, a trailing slash, the default port
+    (``http://h`` is ``http://h:80``), and ``localhost`` / ``127.0.0.1`` / ``::1`` (all "this machine").
+    """
+    parts = urlsplit(peer_url.strip())
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if is_loopback_host(host):
+        host = "loopback"
+    port = parts.port or DEFAULT_PORTS.get(scheme, 0)
+    return scheme, host, port, parts.path.rstrip("/")
+
+
+def validate_settings(mode: object, poll_interval: object) -> tuple[str, float]:
+    """A pair's mode and poll interval from user input (None = the default), with 400s that name the fix."""
+    mode = "polling" if mode is None else mode
+    if mode not in MODES:
+        raise InvalidRequest(f"mode must be one of {', '.join(MODES)}", code="INVALID_MODE")
+    interval = DEFAULT_POLL_INTERVAL if poll_interval is None else poll_interval
+    if isinstance(interval, bool) or not isinstance(interval, int | float) or not 0.05 <= interval <= 86_400:
+        raise InvalidRequest(
+            "poll_interval must be a number of seconds between 0.05 and 86400", code="INVALID_POLL_INTERVAL"
+        )
+    return str(mode), float(interval)
+
+
 def new_pair_id(local_did: str, peer_did: str, thread: str, nonce: str | None = None) -> str:
     """``pair_`` + 16 hex of SHA-256 over (local DID, peer DID, thread, nonce) — spec §15.15."""
     nonce = nonce or secrets.token_hex(8)
@@ -196,13 +242,18 @@ class PairConfig:
         url = _validate_peer_url(peer_url)
         thread = validate_thread(thread_id, "thread_id")
         refuse_reserved(thread)
-        mode = "polling" if mode is None else mode
-        if mode not in MODES:
-            raise InvalidRequest(f"mode must be one of {', '.join(MODES)}")
-        interval = DEFAULT_POLL_INTERVAL if poll_interval is None else poll_interval
-        if isinstance(interval, bool) or not isinstance(interval, int | float) or not 0.05 <= interval <= 86_400:
-            raise InvalidRequest("poll_interval must be a number of seconds between 0.05 and 86400")
-        return cls(pair_id, peer_did, url, thread, str(mode), float(interval), False, created_at)
+        checked_mode, interval = validate_settings(mode, poll_interval)
+        return cls(pair_id, peer_did, url, thread, checked_mode, interval, False, created_at)
+
+    def with_settings(self, *, mode: object = None, poll_interval: object = None) -> PairConfig:
+        """This pair with a new mode and/or poll interval (None keeps the current one); 400 for bad values."""
+        checked_mode, interval = validate_settings(
+            self.mode if mode is None else mode, self.poll_interval if poll_interval is None else poll_interval
+        )
+        return replace(self, mode=checked_mode, poll_interval=interval)
+
+    def with_paused(self, paused: bool) -> PairConfig:
+        return replace(self, paused=paused)
 
 
 def fold_pair_records(records: list[dict[str, Any]], own_did: str) -> dict[str, PairConfig]:

@@ -12,7 +12,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["LATENCY_BUCKETS_MS", "PairStats", "parse_rfc3339"]
+from spl.core.units import percentile
+
+__all__ = ["LATENCY_BUCKETS_MS", "PairStats", "parse_rfc3339", "source_times", "summarise"]
 
 WINDOW = 3600.0
 LATENCY_BUCKETS_MS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
@@ -30,12 +32,14 @@ def parse_rfc3339(text: object) -> float | None:
         return None
 
 
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, int(round(q / 100 * len(ordered) + 0.5)) - 1))
-    return ordered[index]
+def source_times(records: list[dict[str, Any]]) -> dict[str, float]:
+    """id → when the source committed it (its ``created_at``), for delivery latency."""
+    times: dict[str, float] = {}
+    for record in records:
+        created = parse_rfc3339(record.get("created_at"))
+        if created is not None and isinstance(record.get("id"), str):
+            times[record["id"]] = created
+    return times
 
 
 @dataclass
@@ -83,12 +87,13 @@ class PairStats:
 
 
 def summarise(latencies_ms: list[float]) -> dict[str, float | int | None]:
+    """Count, mean and nearest-rank percentiles (``spl.core.units.percentile``, as the soak reports them)."""
     if not latencies_ms:
         return {"count": 0, "mean": None, "p50": None, "p95": None, "p99": None}
     return {
         "count": len(latencies_ms),
         "mean": round(sum(latencies_ms) / len(latencies_ms), 2),
-        "p50": round(_percentile(latencies_ms, 50) or 0.0, 2),
-        "p95": round(_percentile(latencies_ms, 95) or 0.0, 2),
-        "p99": round(_percentile(latencies_ms, 99) or 0.0, 2),
+        "p50": round(percentile(latencies_ms, 50), 2),
+        "p95": round(percentile(latencies_ms, 95), 2),
+        "p99": round(percentile(latencies_ms, 99), 2),
     }

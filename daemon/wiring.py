@@ -1,19 +1,77 @@
 """How the daemon hands the federation actors what they need from layers above them.
 
-The pair actors sit below the HTTP layer and the home: they reach peers through a client and keep
-peers' tokens through a store they are given here, never by importing ``transport`` or ``daemon``.
+The pair actors sit below the HTTP layer and the home: they reach peers through a client factory
+and keep peers' tokens through a store they are given here, never by importing ``transport`` or
+``daemon``. This is the only module that builds either.
 """
 
 from __future__ import annotations
 
-from spl.actors.federation import FederationManager
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+
+import httpx
+
+from spl.actors.federation import FederationManager, PeerFactory
+from spl.actors.local import LocalRecords
 from spl.actors.reconciler import Reconciler, ReconcilerClient
 from spl.actors.writer import WriterClient
 from spl.core.identity import Identity
+from spl.core.pairs import is_pair_id
 from spl.daemon.home import Home
 from spl.store.database import ReadPool
+from spl.transport.peer import PeerPool
 
-__all__ = ["build_federation"]
+__all__ = ["HomeTokenStore", "build_federation", "open_peer_pool"]
+
+
+class HomeTokenStore:
+    """Pair tokens as ``secrets/pairs/<pair_id>.token`` (mode 0600) in the home, cached in memory.
+
+    Only a well-formed pair id (``pair_`` + 16 hex) ever names a file, so nothing a client or a
+    peer sends can shape a path. Reads come from the cache after the first (a pair asks per request).
+    """
+
+    def __init__(self, home: Home) -> None:
+        self.home = home
+        self._cache: dict[str, str | None] = {}
+        self._lock = threading.Lock()  # save/delete run in worker threads
+
+    def _path(self, pair_id: str) -> Path:
+        if not is_pair_id(pair_id):
+            raise ValueError("not a pair id")
+        return self.home.root / "secrets" / "pairs" / f"{pair_id}.token"
+
+    def read(self, pair_id: str) -> str | None:
+        with self._lock:
+            if pair_id not in self._cache:
+                self._cache[pair_id] = self.home.read_secret(self._path(pair_id))
+            return self._cache[pair_id]
+
+    def save(self, pair_id: str, token: str) -> None:
+        with self._lock:
+            self.home.save_secret(self._path(pair_id), token)
+            self._cache[pair_id] = token
+
+    def delete(self, pair_id: str) -> None:
+        with self._lock:
+            self._path(pair_id).unlink(missing_ok=True)
+            self._cache[pair_id] = None
+
+
+def open_peer_pool(
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> Callable[[], AbstractAsyncContextManager[PeerFactory]]:
+    """The peer-client factory the federation opens while it runs (one connection pool for all pairs)."""
+
+    @asynccontextmanager
+    async def opened() -> AsyncIterator[PeerFactory]:
+        async with PeerPool(transport) as pool:
+            yield pool.client
+
+    return opened
 
 
 def build_federation(
@@ -25,6 +83,18 @@ def build_federation(
     pool: ReadPool,
     *,
     bind_host: str,
+    peer_transport: httpx.AsyncBaseTransport | None = None,
+    local: LocalRecords | None = None,
 ) -> FederationManager:
     """The federation manager of one daemon, wired to its home, store and peers."""
-    return FederationManager(home, identity, writer, reconciler, reconciler_client, pool, bind_host=bind_host)
+    return FederationManager(
+        identity,
+        writer,
+        reconciler,
+        reconciler_client,
+        pool,
+        bind_host=bind_host,
+        tokens=HomeTokenStore(home),
+        open_peers=open_peer_pool(peer_transport),
+        local=local if local is not None else LocalRecords(identity, writer),
+    )

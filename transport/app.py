@@ -42,6 +42,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from spl.core.errors import AuthRequired, InvalidRequest, NotFound, PayloadTooLarge, SplError
+from spl.core.pairs import is_loopback_host as core_is_loopback_host
 from spl.core.text import printable
 from spl.transport import routes_admin, routes_feed, routes_records, routes_sync, routes_threads
 from spl.transport.auth import ANONYMOUS, ANONYMOUS_ADMIN, Caller, presented_token
@@ -62,8 +63,8 @@ OPEN_PREFIX = "/.well-known/"
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 JSON_MEDIA_TYPE = "application/json"
 
-# The Host values an auth-off daemon answers (gate 0): a loopback name, optionally with a port.
-LOOPBACK_HOST = re.compile(r"(?:127\.0\.0\.1|localhost|\[::1\])(?::[0-9]{1,5})?", re.IGNORECASE)
+# A Host header (gate 0): a name or IPv4 literal, or a bracketed IPv6 literal, then an optional port.
+HOST_HEADER = re.compile(r"(\[[0-9a-fA-F:.]*\]|[^:\[\]]*)(?::[0-9]{1,5})?")
 
 # What a listed origin's page may send (gate 2): the SDK's and the CLI's headers.
 CORS_ALLOW_HEADERS = "authorization, x-api-key, content-type, last-event-id"
@@ -76,8 +77,10 @@ def is_open_route(path: str) -> bool:
 
 
 def is_loopback_host(host: str) -> bool:
-    """``127.0.0.1``, ``localhost`` or ``[::1]`` (any case), with or without ``:port``; nothing else."""
-    return LOOPBACK_HOST.fullmatch(host) is not None
+    """A Host header naming this machine: ``localhost``, a 127/8 literal or ``[::1]`` (any case), with or without
+    ``:port``. Names are never resolved: ``127.0.0.1.attacker.example`` is not loopback (DNS rebinding)."""
+    match = HOST_HEADER.fullmatch(host)
+    return match is not None and core_is_loopback_host(match.group(1))
 
 
 def _require_loopback_host() -> None:

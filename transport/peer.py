@@ -1,7 +1,12 @@
 """Talking to a peer over HTTP (httpx on trio): its change feed and its manifest, bounded and classified.
 
+:class:`PeerClient` is what the pair actors are handed (through ``daemon/wiring.py``): one peer's
+feed and manifest over a pool of httpx clients (:class:`PeerPool`), whose transport is injected,
+so tests run it over ``httpx.MockTransport``. The module-level functions are the protocol itself,
+over any ``httpx.AsyncClient``.
+
 A peer is not trusted. Whatever it sends — or does not send — must end in a value we
-checked or in a :class:`PeerError`, within a deadline and a memory bound we chose
+checked or in a :class:`~spl.core.feed.PeerError`, within a deadline and a memory bound we chose
 (spec §15.20):
 
 - a page body is streamed and refused past :data:`MAX_PAGE_BYTES` (an error body past
@@ -10,37 +15,48 @@ checked or in a :class:`PeerError`, within a deadline and a memory bound we chos
 - a page fetch has one total deadline (connect, headers and whole body), so a peer that
   drips a byte at a time cannot hold a pair "running" forever; a continuous feed must
   deliver a complete SSE event (a heartbeat will do) every ``frame_deadline`` seconds;
-- a page has at most the records we asked for, each an object; ``has_more`` is a bool and
-  ``pending`` an int in 0..2^63-1;
-- cursors are opaque (spec §15.6, §15.20): a peer's ``next_cursor`` or SSE ``id:`` is kept
-  as the exact string it sent, provided it is 1-256 printable ASCII characters, and is
-  handed back as ``since`` unchanged. Nothing here parses a cursor or turns one into a number;
+- the page and the record events are checked by the pure parsers of :mod:`spl.core.feed`;
 - text from the peer that ends up in an error message goes through
   :func:`spl.core.text.printable`, so it cannot forge log lines or terminal escapes, and
   the pair's token never appears in a message.
 
-Every failure is a :class:`PeerError` whose ``code`` is a pair error code of spec §8.4
-(``CONNECT_REFUSED``, ``TIMEOUT``, ``DNS_FAILURE``, ``HTTP_4XX``, ``HTTP_5XX``,
-``PARSE_ERROR``), or, from :func:`fetch_manifest`, ``MANIFEST_INVALID`` /
-``PEER_DID_MISMATCH``.
+Every failure is one subclass of :class:`~spl.core.feed.PeerError` (the table is in
+:mod:`spl.core.feed`). :func:`classify` maps the transport's exceptions to them and re-raises
+anything it does not know: a bug stays a bug, it does not become ``CONNECT_REFUSED``.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, TypeGuard
+from types import TracebackType
+from typing import Any
 
 import httpx
 import trio
 
-from spl.core.errors import InvalidRequest
-from spl.core.manifest import verify_manifest
+from spl.core.feed import (
+    MAX_CURSOR_BYTES,
+    MAX_PENDING,
+    ChangesPage,
+    PeerDnsFailure,
+    PeerError,
+    PeerFailed,
+    PeerHttpError,
+    PeerProtocolError,
+    PeerRefused,
+    PeerShuttingDown,
+    PeerTimeout,
+    PeerUnreachable,
+    StreamLagged,
+    brief,
+    is_peer_cursor,
+    parse_changes_page,
+    parse_record_event,
+)
+from spl.core.manifest import check_peer_manifest, signed_manifest_did
 from spl.core.text import printable
 from spl.transport.sse import MAX_LINE, SseEvent, SseParser
 
@@ -52,26 +68,23 @@ __all__ = [
     "MAX_PENDING",
     "MAX_SSE_LINE",
     "ChangesPage",
+    "PeerClient",
     "PeerError",
+    "PeerPool",
     "StreamLagged",
     "classify",
     "fetch_changes",
     "fetch_manifest",
+    "fetch_peer_did",
     "is_peer_cursor",
     "parse_changes_page",
     "stream_changes",
 ]
 
 MAX_PAGE_BYTES = 32 * 1024 * 1024  # a source fills a page to at most 16 MiB of records (routes_sync)
-MAX_PAGE_CONTAINERS = 1_000_000  # objects + arrays in one page (~100 MB parsed at worst)
-MAX_EVENT_CONTAINERS = 250_000  # objects + arrays in one SSE record event
 MAX_ERROR_BYTES = 4 * 1024  # enough for a JSON error body; the rest is not worth reading
 MAX_MANIFEST_BYTES = 256 * 1024
 MAX_SSE_LINE = MAX_LINE  # 8 MiB: a 1 MiB record, \uXXXX-escaped in its data line, is at most ~6 MiB
-MAX_CURSOR_BYTES = 256
-MAX_PENDING = 2**63 - 1
-
-_CURSOR = re.compile(rf"[\x21-\x7e]{{1,{MAX_CURSOR_BYTES}}}")
 
 # We ask for an uncompressed answer and refuse any other: a decoder would expand bytes the
 # size cap has already counted.
@@ -88,135 +101,8 @@ _DNS_HINTS = (
 
 _TOKEN_HINT = " (does the pair have a valid token? see `spl fleet sync add --token`)"
 
-
-class PeerError(Exception):
-    """A failure talking to a peer: ``code`` is machine-readable, ``message`` says what to do."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-
-class StreamLagged(PeerError):
-    """The peer ended our continuous feed because we fell behind its buffer: not a failure.
-
-    The pair catches up by pages and reopens the stream at once, without backoff.
-    """
-
-    def __init__(self) -> None:
-        super().__init__("LAGGED", "fell behind the peer's stream buffer; catching up by pages")
-
-
-@dataclass(frozen=True)
-class ChangesPage:
-    """One checked page of a peer's change feed.
-
-    ``next_cursor`` is the peer's opaque cursor after these records, exactly as it sent it
-    (or the cursor we sent, when the peer gave none).
-    """
-
-    records: list[dict[str, Any]]
-    next_cursor: str
-    has_more: bool
-    pending: int
-
-
-# -- checking what a peer sent ---------------------------------------------------------------------
-
-
-def is_peer_cursor(value: object) -> TypeGuard[str]:
-    """True for a cursor we accept from a peer: a str of 1-256 printable ASCII characters (0x21-0x7E).
-
-    The bound keeps what we store and send back small; printable ASCII keeps it safe in a
-    query string, a log line and the store, without our having to understand it.
-    """
-    return isinstance(value, str) and _CURSOR.fullmatch(value) is not None
-
-
-def _brief(value: object, limit: int = 60) -> str:
-    """A peer's value for a message: escaped, and only the type of a list or object (whose repr could be huge)."""
-    if isinstance(value, dict | list):
-        return f"a JSON {'object' if isinstance(value, dict) else 'array'}"
-    return printable(value, limit)
-
-
-def _cursor_problem(value: object) -> str:
-    return f"peer sent the cursor {_brief(value)}, which is not 1-{MAX_CURSOR_BYTES} printable ASCII characters"
-
-
-def _check_containers(body: bytes | str, budget: int) -> None:
-    """Refuse JSON that would parse into more than ``budget`` objects and arrays.
-
-    Bytes are not the whole cost: 64 MiB of ``{},{},…`` parse into 21 million dicts (about
-    1.7 GB). Counting ``{`` and ``[`` (including any inside strings, so the count can only
-    be high) bounds what parsing a page may allocate, at C speed, before parsing it.
-    """
-    if isinstance(body, bytes):
-        count = body.count(b"{") + body.count(b"[")
-    else:
-        count = body.count("{") + body.count("[")
-    if count > budget:
-        raise PeerError("PARSE_ERROR", f"peer sent JSON with {count} objects/arrays; the limit is {budget}")
-
-
-def parse_changes_page(body: bytes, *, sent_cursor: str, limit: int) -> ChangesPage:
-    """Check a change-feed page body (spec §8.4) and return it; PeerError(PARSE_ERROR) for anything else.
-
-    Pure, so it can be tested on arbitrary bytes. ``sent_cursor`` is the cursor we asked
-    after: a page without ``next_cursor`` (or with null or ``""``) leaves us there.
-    ``limit`` is the page size we asked for; a peer sending more is broken or hostile.
-    """
-    _check_containers(body, MAX_PAGE_CONTAINERS)
-    try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
-        raise PeerError(
-            "PARSE_ERROR", "peer answered something that is not JSON; is peer_url a Syncropel daemon?"
-        ) from None
-    if not isinstance(payload, dict):
-        raise PeerError("PARSE_ERROR", "peer page is not a JSON object; is peer_url a Syncropel daemon?")
-    items = payload.get("records")
-    if not isinstance(items, list):
-        raise PeerError("PARSE_ERROR", "peer page has no records list; is peer_url a Syncropel daemon?")
-    if len(items) > limit:
-        raise PeerError("PARSE_ERROR", f"peer sent {len(items)} records in a page when we asked for at most {limit}")
-    records: list[dict[str, Any]] = []
-    for item in items:
-        record = item.get("record") if isinstance(item, dict) else None
-        if not isinstance(record, dict):
-            raise PeerError("PARSE_ERROR", "peer page has an entry without a record object")
-        records.append(record)
-    next_cursor = payload.get("next_cursor")
-    if next_cursor is None or next_cursor == "":
-        next_cursor = sent_cursor
-    elif not is_peer_cursor(next_cursor):
-        raise PeerError("PARSE_ERROR", _cursor_problem(next_cursor))
-    has_more = payload.get("has_more", False)
-    if not isinstance(has_more, bool):
-        raise PeerError("PARSE_ERROR", f"peer sent has_more={_brief(has_more)}, not true or false")
-    pending = payload.get("pending", 0)
-    # bool is an int in Python: `true` is not a count.
-    if not isinstance(pending, int) or isinstance(pending, bool) or not 0 <= pending <= MAX_PENDING:
-        raise PeerError("PARSE_ERROR", f"peer sent pending={_brief(pending)}, not a count in 0..2^63-1")
-    return ChangesPage(records, next_cursor, has_more, pending)
-
-
-def _record_event(event_id: str | None, data: str) -> tuple[str, dict[str, Any]]:
-    """The ``(cursor, record)`` of a ``record.created`` SSE event; PeerError(PARSE_ERROR) if malformed."""
-    if not is_peer_cursor(event_id):
-        if event_id is None:
-            raise PeerError("PARSE_ERROR", "peer sent a record event without an id: (the cursor to resume from)")
-        raise PeerError("PARSE_ERROR", _cursor_problem(event_id))
-    _check_containers(data, MAX_EVENT_CONTAINERS)
-    try:
-        payload = json.loads(data)
-    except (ValueError, RecursionError):
-        raise PeerError("PARSE_ERROR", "peer sent a record event whose data is not JSON") from None
-    record = payload.get("record") if isinstance(payload, dict) else None
-    if not isinstance(record, dict):
-        raise PeerError("PARSE_ERROR", "peer sent a record event without a record object")
-    return event_id, record
+# What the transport raises that says something about the peer; anything else is our bug and propagates.
+TRANSPORT_FAILURES = (httpx.TransportError, httpx.DecodingError, httpx.TooManyRedirects, OSError, trio.TooSlowError)
 
 
 def _stream_error(data: str, token: str | None) -> PeerError:
@@ -224,7 +110,7 @@ def _stream_error(data: str, token: str | None) -> PeerError:
     payload = _json_or_none(data)
     if isinstance(payload, dict) and payload.get("code") == "lagged":
         return StreamLagged()
-    return PeerError("HTTP_5XX", f"peer ended the stream: {_error_detail(payload, data, token)}")
+    return PeerFailed(f"peer ended the stream: {_error_detail(payload, data, token)}", 0)
 
 
 # -- messages --------------------------------------------------------------------------------------
@@ -234,7 +120,7 @@ def _peer_text(value: object, token: str | None, limit: int = 200) -> str:
     """Peer-supplied text made safe for a message: the token cut out first (so no part of it
     survives truncation), then escaped and shortened."""
     if not isinstance(value, str):
-        return _brief(value, limit)
+        return brief(value, limit)
     return printable(value.replace(token, "<token>") if token else value, limit)
 
 
@@ -254,13 +140,6 @@ def _error_detail(payload: Any, raw: str, token: str | None) -> str:
     return _peer_text(raw, token)
 
 
-def _hide_token(error: PeerError, token: str | None) -> PeerError:
-    """``error`` without the token in its message (a last guard: messages are built without it)."""
-    if token and token in error.message:
-        return PeerError(error.code, error.message.replace(token, "<token>"))
-    return error
-
-
 def _exception_text(exc: BaseException) -> str:
     try:
         return str(exc)
@@ -269,31 +148,29 @@ def _exception_text(exc: BaseException) -> str:
 
 
 def classify(exc: BaseException) -> PeerError:
-    """Map any exception met while talking to a peer to a :class:`PeerError`; never raises."""
+    """The :class:`PeerError` for an exception met while talking to a peer.
+
+    Raises:
+        BaseException: ``exc`` itself when it is not a transport failure (a bug, a cancellation):
+            mapping it to a peer error code would hide it.
+    """
     if isinstance(exc, PeerError):
         return exc
-    try:
-        return _classify(exc)
-    except Exception:
-        return PeerError("CONNECT_REFUSED", f"transport failure ({type(exc).__name__})")
-
-
-def _classify(exc: BaseException) -> PeerError:
     name = type(exc).__name__
-    text = _exception_text(exc)
+    text = _exception_text(exc).lower()
     if isinstance(exc, httpx.TimeoutException | trio.TooSlowError):
-        return PeerError("TIMEOUT", f"peer did not answer in time ({name})")
-    if isinstance(exc, httpx.ConnectError | httpx.NetworkError | OSError):
-        if any(hint in text.lower() for hint in _DNS_HINTS):
-            return PeerError("DNS_FAILURE", "peer_url hostname does not resolve; check the URL")
-        return PeerError("CONNECT_REFUSED", "peer not reachable; is its daemon running and bound to this address?")
-    if isinstance(exc, httpx.RemoteProtocolError) and "disconnect" in text.lower():
-        return PeerError("CONNECT_REFUSED", "peer closed the connection without answering (stopping or restarting?)")
+        return PeerTimeout(f"peer did not answer in time ({name})")
+    if isinstance(exc, httpx.RemoteProtocolError) and "disconnect" in text:
+        return PeerUnreachable("peer closed the connection without answering (stopping or restarting?)")
     if isinstance(exc, httpx.RemoteProtocolError | httpx.DecodingError):
-        return PeerError("PARSE_ERROR", f"peer broke the HTTP protocol ({name}: {printable(text, 120)})")
-    if isinstance(exc, ValueError | KeyError | TypeError | InvalidRequest | RecursionError):
-        return PeerError("PARSE_ERROR", f"peer answered something unexpected ({name}: {printable(text, 200)})")
-    return PeerError("CONNECT_REFUSED", f"transport failure ({name})")
+        return PeerProtocolError(f"peer broke the HTTP protocol ({name}: {printable(text, 120)})")
+    if isinstance(exc, httpx.ConnectError | httpx.NetworkError | OSError):
+        if any(hint in text for hint in _DNS_HINTS):
+            return PeerDnsFailure("peer_url hostname does not resolve; check the URL")
+        return PeerUnreachable("peer not reachable; is its daemon running and bound to this address?")
+    if isinstance(exc, httpx.TransportError | httpx.TooManyRedirects):
+        return PeerUnreachable(f"transport failure talking to the peer ({name}: {printable(text, 120)})")
+    raise exc
 
 
 # -- reading bounded bodies ------------------------------------------------------------------------
@@ -319,9 +196,9 @@ async def _read_capped(response: httpx.Response, cap: int, *, what: str) -> byte
     Leaving the loop early is safe: the caller's ``client.stream`` block then closes the
     response, and with it the connection, so the rest is never read.
     """
-    too_large = PeerError("PARSE_ERROR", f"peer {what} larger than {cap} bytes; refused without reading the rest")
+    too_large = PeerProtocolError(f"peer {what} larger than {cap} bytes; refused without reading the rest")
     if _is_compressed(response):
-        raise PeerError("PARSE_ERROR", f"peer sent a compressed {what} although we asked for identity encoding")
+        raise PeerProtocolError(f"peer sent a compressed {what} although we asked for identity encoding")
     if _announces_more_than(response, cap):
         raise too_large
     chunks: list[bytes] = []
@@ -348,13 +225,23 @@ async def _read_prefix(response: httpx.Response, cap: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _http_error(response: httpx.Response, token: str | None, *, hint: str = "") -> PeerError:
-    """The PeerError for a 4xx/5xx answer, quoting (escaped) what the peer said about it."""
+async def _http_error(response: httpx.Response, token: str | None, *, hint: str = "") -> PeerHttpError:
+    """The error for a 4xx/5xx answer, quoting (escaped) what the peer said about it.
+
+    A body with nothing to say still gives a detail (the status's reason phrase), so an operator never
+    reads ``HTTP_5XX: peer answered 500`` and nothing else. 503 ``SHUTTING_DOWN`` is a peer stopping
+    gracefully: its own kind, not a failure of the peer.
+    """
     body = await _read_prefix(response, MAX_ERROR_BYTES)
-    detail = _error_detail(_json_or_none(body), body.decode("utf-8", errors="replace"), token)
+    payload = _json_or_none(body)
+    detail = _error_detail(payload, body.decode("utf-8", errors="replace"), token).strip()
     status = response.status_code
-    code = "HTTP_4XX" if status < 500 else "HTTP_5XX"
-    return PeerError(code, f"peer answered {status} {detail}{hint if status in (401, 403) else ''}")
+    if not detail:
+        detail = f"({response.reason_phrase or 'no reason given'}, empty body)"
+    message = f"peer answered {status} {detail}{hint if status in (401, 403) else ''}"
+    if status == 503 and isinstance(payload, dict) and payload.get("code") == "SHUTTING_DOWN":
+        raise PeerShuttingDown(f"peer is shutting down ({detail}); the pair retries once it is back")
+    return (PeerRefused if status < 500 else PeerFailed)(message, status)
 
 
 async def _check_status(response: httpx.Response, token: str | None, *, what: str, hint: str = "") -> None:
@@ -363,7 +250,7 @@ async def _check_status(response: httpx.Response, token: str | None, *, what: st
         raise await _http_error(response, token, hint=hint)
     if not 200 <= response.status_code < 300:
         # Redirects are not followed: a pair talks to the URL it was given, with its token.
-        raise PeerError("PARSE_ERROR", f"peer answered {response.status_code} instead of a {what}; check peer_url")
+        raise PeerProtocolError(f"peer answered {response.status_code} instead of a {what}; check peer_url")
 
 
 async def _get(
@@ -384,10 +271,10 @@ async def _get(
                 await _check_status(response, token, what=what, hint=hint)
                 return await _read_capped(response, cap, what=what)
     except PeerError as error:
-        raise _hide_token(error, token) from None
-    except Exception as exc:
-        raise _hide_token(classify(exc), token) from None
-    raise PeerError("TIMEOUT", f"peer did not deliver its whole {what} within {deadline:g} s")
+        raise error.redacted(token) from None
+    except TRANSPORT_FAILURES as exc:
+        raise classify(exc).redacted(token) from None
+    raise PeerTimeout(f"peer did not deliver its whole {what} within {deadline:g} s")
 
 
 # -- the change feed -------------------------------------------------------------------------------
@@ -430,7 +317,7 @@ async def fetch_changes(
     try:
         return parse_changes_page(body, sent_cursor=cursor, limit=limit)
     except PeerError as error:  # it may quote a value in which the peer echoed our token
-        raise _hide_token(error, token) from None
+        raise error.redacted(token) from None
 
 
 async def stream_changes(
@@ -468,7 +355,7 @@ async def stream_changes(
             ) as response:
                 await _check_status(response, token, what="continuous feed", hint=_TOKEN_HINT)
                 if _is_compressed(response):
-                    raise PeerError("PARSE_ERROR", "peer compressed its feed although we asked for identity encoding")
+                    raise PeerProtocolError("peer compressed its feed although we asked for identity encoding")
                 opened = True
                 on_open()
                 parser = SseParser(max_line=max_line)
@@ -480,11 +367,11 @@ async def stream_changes(
                     heartbeat = False
                     for event in events:
                         if event.event == "record.created":
-                            batch.append(_record_event(event.id, event.data))
+                            batch.append(parse_record_event(event.id, event.data))
                         elif event.event == "heartbeat":
                             heartbeat = True
                         elif event.event == "server_shutdown":
-                            raise PeerError("CONNECT_REFUSED", "peer is shutting down")
+                            raise PeerShuttingDown("peer is shutting down; the pair reopens the feed once it is back")
                         elif event.event == "error":
                             raise _stream_error(event.data, token)
                     if batch or heartbeat:
@@ -492,24 +379,36 @@ async def stream_changes(
                         silence.deadline = math.inf
                         await on_events(batch)
                     silence.deadline = trio.current_time() + frame_deadline
-            raise PeerError("CONNECT_REFUSED", "peer closed the stream")
+            raise PeerUnreachable("peer closed the stream")
     except PeerError as error:
-        raise _hide_token(error, token) from None
-    except Exception as exc:
-        raise _hide_token(classify(exc), token) from None
+        raise error.redacted(token) from None
+    except TRANSPORT_FAILURES as exc:
+        raise classify(exc).redacted(token) from None
     if opened:
-        raise PeerError("TIMEOUT", f"peer sent no complete event (not even a heartbeat) for {frame_deadline:g} s")
-    raise PeerError("TIMEOUT", f"peer did not open its continuous feed within {frame_deadline:g} s")
+        raise PeerTimeout(f"peer sent no complete event (not even a heartbeat) for {frame_deadline:g} s")
+    raise PeerTimeout(f"peer did not open its continuous feed within {frame_deadline:g} s")
 
 
 def _feed(parser: SseParser, chunk: bytes) -> list[SseEvent]:
     try:
         return parser.feed(chunk)
     except ValueError as exc:  # a line or frame over the parser's bounds
-        raise PeerError("PARSE_ERROR", f"peer feed broke a limit: {exc}") from None
+        raise PeerProtocolError(f"peer feed broke a limit: {exc}") from None
 
 
 # -- the manifest ----------------------------------------------------------------------------------
+
+
+async def _manifest_body(client: httpx.AsyncClient, peer_url: str, deadline: float) -> bytes:
+    return await _get(
+        client,
+        f"{peer_url}/.well-known/syncropel",
+        params=None,
+        token=None,
+        cap=MAX_MANIFEST_BYTES,
+        deadline=deadline,
+        what="manifest",
+    )
 
 
 async def fetch_manifest(
@@ -522,69 +421,84 @@ async def fetch_manifest(
 ) -> dict[str, Any]:
     """The peer's federation manifest, verified: signed by its own DID, not expired, and that DID is ``expected_did``.
 
-    ``GET <peer_url>/.well-known/syncropel`` serves an envelope whose ``federation_manifest``
-    is the signed document (spec §8.2); a bare manifest is accepted too. This is how a pair
-    knows it pulls from the peer it was created for and not from whoever answers at the URL
-    now. ``now`` (wall-clock seconds) is for tests. Raises PeerError: ``MANIFEST_INVALID``
-    (unsigned, bad signature, expired, malformed), ``PEER_DID_MISMATCH``, or a transport code.
+    This is how a pair knows it pulls from the peer it was created for and not from whoever
+    answers at the URL now. ``now`` (wall-clock seconds) is for tests. Raises ``ManifestInvalid``
+    (unsigned, bad signature, expired, malformed), ``PeerDidMismatch``, or a transport error.
     """
-    url = printable(peer_url, 120)
-    body = await _get(
-        client,
-        f"{peer_url}/.well-known/syncropel",
-        params=None,
-        token=None,
-        cap=MAX_MANIFEST_BYTES,
-        deadline=deadline,
-        what="manifest",
-    )
-    try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError):
-        raise PeerError(
-            "MANIFEST_INVALID", f"{url}/.well-known/syncropel is not JSON; is it a Syncropel daemon?"
-        ) from None
-    manifest = payload
-    if isinstance(payload, dict) and payload.get("object") != "federation_manifest":
-        manifest = payload.get("federation_manifest")
-    if not isinstance(manifest, dict):
-        raise PeerError(
-            "MANIFEST_INVALID", f"peer at {url} publishes no federation manifest (has it a signing identity?)"
-        )
-    try:
-        signed = verify_manifest(manifest)
-    except Exception:  # e.g. a DID that is not did:key, or nesting too deep to canonicalise
-        signed = False
-    if not signed:
-        raise PeerError(
-            "MANIFEST_INVALID",
-            f"peer at {url} serves a federation manifest whose signature does not verify; "
-            "it is not the daemon it claims to be, or its manifest was altered",
-        )
-    expiry = _expires_at(manifest["signature"].get("expires_at"))
-    moment = time.time() if now is None else now
-    if expiry is None:
-        raise PeerError("MANIFEST_INVALID", f"peer at {url} serves a manifest without a valid expires_at")
-    if expiry <= moment:
-        raise PeerError(
-            "MANIFEST_INVALID", f"peer at {url} serves a manifest that has expired; restart the peer to re-sign it"
-        )
-    did = manifest["daemon"]["did"]  # verify_manifest checked it is a str
-    if did != expected_did:
-        raise PeerError(
-            "PEER_DID_MISMATCH",
-            f"peer at {url} is {printable(did, 120)}, not the pair's peer {printable(expected_did, 120)}; "
-            "check peer_url, or re-create the pair with the DID of the daemon at that URL",
-        )
-    return manifest
+    body = await _manifest_body(client, peer_url, deadline)
+    return check_peer_manifest(body, where=peer_url, expected_did=expected_did, now=time.time() if now is None else now)
 
 
-def _expires_at(value: object) -> float | None:
-    """An RFC 3339 timestamp with a zone as POSIX seconds; None when absent or malformed."""
-    if not isinstance(value, str) or len(value) > 64:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment.timestamp() if moment.tzinfo is not None else None
+async def fetch_peer_did(client: httpx.AsyncClient, peer_url: str, *, deadline: float = 10.0) -> str:
+    """The DID the daemon at ``peer_url`` proves it holds (its signed manifest), whatever it is."""
+    body = await _manifest_body(client, peer_url, deadline)
+    return signed_manifest_did(body, where=peer_url, now=time.time())[0]
+
+
+# -- the client the pairs are handed ---------------------------------------------------------------
+
+
+class PeerClient:
+    """One peer, as the pair actors see it: its feed and its manifest, each call bounded and classified.
+
+    Built by :meth:`PeerPool.client`; shares the pool's connections with every other pair.
+    """
+
+    def __init__(self, peer_url: str, *, http: httpx.AsyncClient, streams: httpx.AsyncClient) -> None:
+        self.peer_url = peer_url
+        self._http = http
+        self._streams = streams
+
+    async def fetch_changes(self, thread: str, cursor: str, *, token: str | None, limit: int) -> ChangesPage:
+        return await fetch_changes(self._http, self.peer_url, thread, cursor, token=token, limit=limit)
+
+    async def stream_changes(
+        self,
+        thread: str,
+        cursor: str,
+        *,
+        token: str | None,
+        on_events: Callable[[list[tuple[str, dict[str, Any]]]], Awaitable[None]],
+        on_open: Callable[[], None],
+    ) -> None:
+        """Follow the peer's continuous feed; never returns normally (see :func:`stream_changes`)."""
+        await stream_changes(
+            self._streams, self.peer_url, thread, cursor, token=token, on_events=on_events, on_open=on_open
+        )
+
+    async def verify(self, expected_did: str) -> None:
+        """The peer's signed manifest must name ``expected_did``; raises PeerError otherwise."""
+        await fetch_manifest(self._http, self.peer_url, expected_did=expected_did)
+
+    async def peer_did(self) -> str:
+        """The DID the peer proves it holds (for refusing a pair with ourselves)."""
+        return await fetch_peer_did(self._http, self.peer_url)
+
+
+class PeerPool:
+    """The federation's HTTP connections: one pool for pages and manifests, one for long-lived streams.
+
+    An async context manager; ``transport`` replaces the network (``httpx.MockTransport`` in tests).
+    """
+
+    def __init__(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
+        self._http = httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(30.0, connect=5.0), transport=transport)
+        self._streams = httpx.AsyncClient(
+            limits=limits,
+            timeout=httpx.Timeout(connect=5.0, read=60.0, write=10.0, pool=None),
+            transport=transport,
+        )
+
+    def client(self, peer_url: str) -> PeerClient:
+        return PeerClient(peer_url, http=self._http, streams=self._streams)
+
+    async def __aenter__(self) -> PeerPool:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        with trio.CancelScope(shield=True):
+            await self._http.aclose()
+            await self._streams.aclose()

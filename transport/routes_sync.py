@@ -1,4 +1,4 @@
-"""Federation pair routes: create, list, show, pause, resume, kick and remove sync pairs; sync health.
+"""Federation pair routes: create, list, show, change, pause, resume, kick and remove sync pairs; sync health.
 
 Spec §8.4 and §15.6: cursors are opaque ``s1.<sequence>`` strings, so a page boundary can
 never split records that share a clock.
@@ -49,6 +49,16 @@ async def create_pair() -> Response:
 async def show_pair(pair_id: str) -> Response:
     require_any(caller(), ("federation:manage", "records:read"))
     return json_response(manager().describe(pair_id))
+
+
+@blueprint.patch("/v1/sync/pairs/<pair_id>")
+async def update_pair(pair_id: str) -> Response:
+    """Change a pair's ``mode`` and/or ``poll_interval`` (recorded, so it survives a restart)."""
+    require(request.caller, "federation:manage")  # type: ignore[attr-defined]
+    payload = await json_body(services().config.max_body_bytes)
+    if not isinstance(payload, dict):
+        raise InvalidRequest('send {"mode": …} and/or {"poll_interval": <seconds>}', code="INVALID_PAIR_UPDATE")
+    return json_response(await manager().update(pair_id, payload))
 
 
 @blueprint.delete("/v1/sync/pairs/<pair_id>")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import httpx
 import pytest
 from fed_support import signed as signed_record
 
@@ -28,7 +27,6 @@ from spl.core.pairs import (
 from spl.core.stored import Candidate
 from spl.core.syncstats import PairStats, parse_rfc3339
 from spl.core.verify import Refusal, verify_pulled
-from spl.transport.peer import PeerError, classify
 from spl.transport.sse import SseParser
 
 PEER = Identity.generate()
@@ -569,40 +567,6 @@ def test_sse_parser_keeps_an_incomplete_frame_and_bounds_it() -> None:
     assert [e.data for e in parser.feed(b" rest\n\n")] == ["partial rest"]
     with pytest.raises(ValueError):
         parser.feed(b"data: " + b"x" * 100)
-
-
-# -- classify: transport failures → pair error codes ------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("exc", "code"),
-    [
-        (httpx.ConnectError("[Errno 111] Connection refused"), "CONNECT_REFUSED"),
-        (httpx.ConnectError("[Errno -2] Name or service not known"), "DNS_FAILURE"),
-        (httpx.ConnectError("[Errno -3] Temporary failure in name resolution"), "DNS_FAILURE"),
-        (OSError("[Errno 8] nodename nor servname provided, or not known"), "DNS_FAILURE"),
-        (httpx.ReadError("connection reset"), "CONNECT_REFUSED"),
-        (httpx.ReadTimeout("timed out"), "TIMEOUT"),
-        (httpx.ConnectTimeout("timed out"), "TIMEOUT"),
-        (httpx.PoolTimeout("timed out"), "TIMEOUT"),
-        (httpx.RemoteProtocolError("illegal status line"), "PARSE_ERROR"),
-        (httpx.DecodingError("bad gzip"), "PARSE_ERROR"),
-        (ValueError("Expecting value"), "PARSE_ERROR"),
-        (KeyError("records"), "PARSE_ERROR"),
-        (InvalidRequest("invalid cursor"), "PARSE_ERROR"),
-        (RuntimeError("something else"), "CONNECT_REFUSED"),
-    ],
-)
-def test_classify(exc: BaseException, code: str) -> None:
-    error = classify(exc)
-    assert isinstance(error, PeerError) and error.code == code
-    assert error.message and str(error).startswith(f"{code}: ")
-    assert classify(error) is error
-
-
-def test_a_peer_that_hangs_up_is_not_a_parse_error() -> None:
-    error = classify(httpx.RemoteProtocolError("Server disconnected without sending a response."))
-    assert error.code == "CONNECT_REFUSED"
 
 
 # -- rolling figures --------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ from typing import Any
 import httpx
 import pytest
 from cli_support import Cli, Result, cli_for, free_port
+from fake_peer import FakePeer
+from fed_support import signed
 
 from spl.cli.client import CliError
 from spl.cli.fleet import parse_duration
@@ -116,16 +118,16 @@ def test_seed_002_two_daemons_then_bidirectional(daemon_factory: Any) -> None:
     federation = on_b("status", "--json").ok().json()["federation"]
     assert [p["pair_id"] for p in federation["pairs"]] == [pair_b] and federation["health"]["pairs_total"] == 1
 
-    # Troubleshooting: spl doctor flags the loopback bind.
+    # Troubleshooting: both daemons on this machine, so a loopback bind is no problem and doctor says so.
     doctor = on_b("doctor")
-    assert doctor.code == 1, doctor.out + doctor.err
-    assert BIND_WARNING in doctor.out
+    assert doctor.code == 0, doctor.out + doctor.err
+    assert "! federation bind host" not in doctor.out
+    assert "✓ federation bind host 1 sync pair(s), every peer on this machine" in flat(doctor.out)
     assert "federation trust" not in doctor.out  # loopback callers are never trusted: nothing to warn about
-    assert "✗" not in doctor.out
     report = on_b("doctor", "-o", "json")
-    assert report.code == 1 and report.json()["status"] == "warn"
+    assert report.code == 0 and report.json()["status"] == "ok"
     checks = {check["name"]: check for check in report.json()["checks"]}
-    assert checks["federation bind host"]["status"] == "warn" and checks["manifest"]["status"] == "ok"
+    assert checks["federation bind host"]["status"] == "ok" and checks["manifest"]["status"] == "ok"
 
 
 def test_seed_000_flags_token_alias_and_lifecycle(daemon_factory: Any) -> None:
@@ -201,8 +203,12 @@ def test_seed_000_flags_token_alias_and_lifecycle(daemon_factory: Any) -> None:
     )
     assert here("fleet", "sync", "kick", pair_id).ok().out.startswith(f"kicked {pair_id}: pulling now")
     assert here("fleet", "sync", "remove", pair_id).ok().out == f"removed {pair_id} (state stopped)\n"
-    assert pair_state(here, pair_id)["state"] == "stopped" and not token_file.exists()
-    assert "FAILING: HTTP_4XX" in here("status").ok().out
+    assert not token_file.exists()
+    # Gone at once from every listing, not STOPPED until a restart.
+    assert pair_id not in here("fleet", "sync", "list").ok().out
+    status = here("status").ok().out
+    assert "FAILING: HTTP_4XX" in status and pair_id[5:13] not in status
+    assert here("fleet", "sync", "status", pair_id).code == 1
     gone = here("fleet", "sync", "kick", pair_id)
     assert gone.code == 1 and gone.err.startswith("error: NOT_FOUND:") and len(gone.err.splitlines()) == 1
 
@@ -234,7 +240,7 @@ def test_pair_to_a_stopped_peer_is_failing_connect_refused(daemon_factory: Any) 
     assert pair_state(here, pair_id_text)["last_error"]["code"] == "CONNECT_REFUSED"
 
     doctor = here("doctor")
-    assert doctor.code == 1 and BIND_WARNING in doctor.out
+    assert doctor.code == 1 and "! federation bind host" not in doctor.out  # the peer is on this machine
     assert f"! federation pair {pair_id_text} FAILING: CONNECT_REFUSED pulling th_archive" in flat(doctor.out)
     assert "federation trust" not in doctor.out
 
@@ -263,6 +269,40 @@ def test_status_and_doctor_on_a_healthy_daemon(cli: Cli, daemon: Any) -> None:
 
     nobody = cli("doctor", env={"SPL_SERVE_URL": f"http://127.0.0.1:{free_port()}"})
     assert nobody.code == 2 and "✗ daemon no daemon answers at" in flat(nobody.out)
+
+
+def test_doctor_warns_about_a_loopback_bind_when_a_peer_is_elsewhere(daemon_factory: Any) -> None:
+    local = daemon_factory("local")
+    local.start(port=0)
+    here = cli_for(local)
+    added = here(
+        "fleet", "sync", "add", "--peer-url", "http://192.0.2.10:9200", "did:key:zFar", "th_x", "--mode", "on-demand"
+    )
+    added.ok()
+    doctor = here("doctor")
+    assert doctor.code == 1 and BIND_WARNING in doctor.out
+
+
+def test_set_changes_mode_and_interval_and_pull_says_what_was_refused(daemon_factory: Any) -> None:
+    peer = FakePeer()
+    with peer.running():
+        local = daemon_factory("local")
+        local.start(port=0)
+        here = cli_for(local)
+        pair_id = (
+            here("fleet", "sync", "add", "--peer-url", peer.url, peer.identity.did, "th_set", "--mode", "on-demand")
+            .ok()
+            .out.strip()
+        )
+        changed = here("fleet", "sync", "set", pair_id[:10], "--mode", "polling", "--poll-interval", "2m").ok()
+        assert changed.out == f"{pair_id}: polling every 2m\n"
+        assert (pair_state(here, pair_id)["mode"], pair_state(here, pair_id)["poll_interval"]) == ("polling", 120.0)
+        nothing = here("fleet", "sync", "set", pair_id)
+        assert nothing.code == 1 and "give --mode and/or --poll-interval" in nothing.err
+
+        peer.serve(signed(peer.identity, "th_set", 1), signed(peer.identity, "th_elsewhere", 2))
+        pulled = here("fleet", "sync", "pull").ok().out
+        assert "pulled 1 now" in pulled and "refused 1 (THREAD_MISMATCH 1;" in pulled, pulled
 
 
 def test_doctor_accepts_a_wildcard_bind(daemon_factory: Any) -> None:
@@ -296,7 +336,7 @@ def test_usage_errors_are_one_line(cli: Cli) -> None:
         ("--peer-url", "http://127.0.0.1:1", DEMO): "is not a DID",
         ("--peer-url", "http://127.0.0.1:1", did): "missing the thread",
         ("--peer-url", "http://127.0.0.1:1", did, DEMO, "--mode", "fast"): "is not a mode",
-        ("--peer-url", "http://127.0.0.1:1", did, DEMO, "--poll-interval", "0.001"): "INVALID_REQUEST: poll_interval",
+        ("--peer-url", "http://127.0.0.1:1", did, DEMO, "--poll-interval", "0.001"): "INVALID_POLL_INTERVAL",
         ("--peer-url", "ftp://x", did, DEMO): "peer_url must be",
         ("--peer-url", "http://127.0.0.1:1", "--peer-did", did, "--thread", DEMO, "--token", "@/nonexistent"): (
             "--token: cannot read"

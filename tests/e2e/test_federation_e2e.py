@@ -631,7 +631,11 @@ async def test_pair_routes_pause_resume_kick_remove(daemon_factory: type[DaemonP
 
             removed = await http.delete(f"{b.url}/v1/sync/pairs/{pair_id}", headers=JSON)
             assert removed.status_code == 200 and removed.json()["state"] == "stopped"
-            assert (await pair_status(http, b, pair_id))["state"] == "stopped"
+            # Gone at once: from the pair routes, the list, and the supervision tree of /v1/status.
+            assert (await http.get(f"{b.url}/v1/sync/pairs/{pair_id}")).status_code == 404
+            assert (await http.get(f"{b.url}/v1/sync/pairs")).json()["data"] == []
+            status = (await http.get(f"{b.url}/v1/status")).json()
+            assert status["federation"]["pairs"] == [] and pair_id not in json.dumps(status["supervision"])
             gone = await http.post(f"{b.url}/v1/sync/pairs/{pair_id}/kick", json={})
             assert gone.status_code == 404
             assert (await http.get(f"{b.url}/v1/sync/pairs/pair_0000000000000000")).status_code == 404
@@ -642,7 +646,7 @@ async def test_pair_routes_pause_resume_kick_remove(daemon_factory: type[DaemonP
             remote = await http.post(
                 f"{b.url}/v1/sync/pairs",
                 json={
-                    "peer_did": a.did,
+                    "peer_did": Identity.generate().did,
                     "peer_url": "http://192.0.2.10:9200",
                     "thread_id": thread,
                     "mode": "on-demand",
@@ -679,3 +683,53 @@ async def test_removing_a_pair_answers_promptly(daemon_factory: type[DaemonProce
             elapsed = time.monotonic() - started
             assert removed.status_code == 200 and removed.json()["state"] == "stopped"
             assert elapsed < 1.0, f"DELETE took {elapsed:.2f}s"
+
+
+async def test_operator_points_change_refuse_self_and_duplicates_and_pause_shows_in_the_tree(
+    daemon_factory: type[DaemonProcess],
+) -> None:
+    """Issue 8 / operations review #10: settings change after add (and survive a restart); a pair with
+    ourselves and a second pair for the same peer and thread under another spelling are refused; a paused
+    pair is ``paused`` in the supervision tree."""
+    thread = "th_operator"
+    a = await start_node(daemon_factory, "a")
+    b = await start_node(daemon_factory, "b")
+    async with client() as http:
+        with trio.fail_after(90):
+            pair = await create_pair(http, b, a, thread, mode="on-demand")
+            pair_id = pair["pair_id"]
+            port = a.url.rsplit(":", 1)[1]
+            for spelling in (f"http://localhost:{port}", f"http://127.0.0.1:{port}/", f"HTTP://LOCALHOST:{port}"):
+                twin = await http.post(
+                    f"{b.url}/v1/sync/pairs",
+                    json={"peer_did": Identity.generate().did, "peer_url": spelling, "thread_id": thread},
+                )
+                assert twin.status_code == 409 and twin.json()["code"] == "PAIR_EXISTS", (spelling, twin.text)
+            # A pair whose URL is this very daemon, whatever DID it names: its manifest proves who answers.
+            own = await http.post(
+                f"{b.url}/v1/sync/pairs",
+                json={"peer_did": Identity.generate().did, "peer_url": b.url, "thread_id": "th_self"},
+            )
+            assert own.status_code == 400 and own.json()["code"] == "SELF_PAIR", own.text
+            assert "this daemon" in own.json()["message"]
+
+            changed = await http.patch(
+                f"{b.url}/v1/sync/pairs/{pair_id}", json={"mode": "polling", "poll_interval": 0.2}
+            )
+            assert changed.status_code == 200, changed.text
+            assert changed.json()["mode"] == "polling" and changed.json()["poll_interval"] == 0.2
+            await emit_bulk(http, a, thread, 2, workers=1)
+            await wait_count(http, b, thread, 2, 10)  # polling now: no kick needed
+            bad = await http.patch(f"{b.url}/v1/sync/pairs/{pair_id}", json={"thread_id": "th_other"})
+            assert bad.status_code == 400 and "remove it and add a new one" in bad.json()["message"]
+            bad = await http.patch(f"{b.url}/v1/sync/pairs/{pair_id}", json={"mode": "push"})
+            assert bad.status_code == 400 and bad.json()["code"] == "INVALID_MODE"
+
+            await http.post(f"{b.url}/v1/sync/pairs/{pair_id}/pause", json={})
+            tree = json.dumps((await http.get(f"{b.url}/v1/status")).json()["supervision"])
+            assert re.search(rf'"id": "{pair_id}", "state": "paused"', tree), tree
+
+            await b.stop()
+            await b.start()
+            after = await pair_status(http, b, pair_id)
+            assert (after["mode"], after["poll_interval"], after["state"]) == ("polling", 0.2, "paused")

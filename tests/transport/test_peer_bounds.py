@@ -648,9 +648,22 @@ class Unprintable(Exception):
 
 @pytest.mark.parametrize(
     "exc",
-    [Unprintable(), ValueError("line\nCRITICAL \x1b[31m"), trio.TooSlowError(), KeyboardInterrupt(), RecursionError()],
+    [
+        httpx.ConnectError("line\nCRITICAL \x1b[31m"),
+        httpx.RemoteProtocolError("illegal \x1b[31m status\nline"),
+        httpx.ReadError("reset\r\nforged"),
+        trio.TooSlowError(),
+        OSError("refused\n"),
+    ],
 )
-def test_classify_turns_anything_into_a_safe_peer_error(exc: BaseException) -> None:
+def test_classify_turns_transport_failures_into_a_safe_peer_error(exc: BaseException) -> None:
     error = classify(exc)
     assert isinstance(error, PeerError) and error.code in {"CONNECT_REFUSED", "TIMEOUT", "PARSE_ERROR"}
     assert_safe(error)
+
+
+@pytest.mark.parametrize("exc", [Unprintable(), ValueError("Expecting value"), KeyError("x"), KeyboardInterrupt()])
+def test_classify_re_raises_what_is_not_a_transport_failure(exc: BaseException) -> None:
+    """A bug in our code is not CONNECT_REFUSED: it propagates as itself."""
+    with pytest.raises(type(exc)):
+        classify(exc)
