@@ -5,14 +5,14 @@ module (``cli/records.py``, ``cli/admin.py`` …) registered at the bottom. Read
 take ``-o json``; ``SYNCROPEL_HOME``, ``SPL_SERVE_URL`` and ``SPL_TOKEN`` are honoured.
 
 ``spl init`` and ``spl serve`` run with umask 0077: nothing they create is readable by other
-local users. One daemon runs per home (the run lock, ``runtime/home.py``): a second ``spl
+local users. One daemon runs per home (the run lock, ``daemon/home.py``): a second ``spl
 serve`` on the same home refuses with one line and leaves the first one's files alone, and
-``spl serve --daemon`` reports success only once its child listens.
+``spl serve --daemon`` reports success only once its child serves (else the child's own error line).
 """
 
 from __future__ import annotations
 
-import logging
+import enum
 import os
 import signal
 import subprocess
@@ -27,10 +27,29 @@ from spl.cli.client import CliError, DaemonClient
 from spl.cli.common import URL
 from spl.cli.output import emit_json
 from spl.core.manifest import VERSION
+from spl.daemon import logs
 from spl.daemon.home import Home, HomeError, pid_alive
 
 PRIVATE_UMASK = 0o077
 DETACH_TIMEOUT = 30.0
+HIGHEST_PORT = 65535
+
+
+class LogLevel(enum.StrEnum):
+    """``--log-level``: a closed set, so a typo (``loud``) is a usage error naming the choices."""
+
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+class LogFormat(enum.StrEnum):
+    """``--log-format``: text lines, or one JSON object per line for log shippers."""
+
+    TEXT = "text"
+    JSON = "json"
+
 
 __all__ = ["OUTPUT", "app", "home", "run"]
 
@@ -83,17 +102,10 @@ def init(
         typer.echo(f"using existing home {result.home} ({result.did})")
 
 
-def _configure_logging(level: str, log_file: Path | None) -> None:
-    handler: logging.Handler
-    if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(log_file)
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+def _check_port(port: int | None) -> None:
+    """Refuse a port no socket can have, before anything starts (``--daemon`` included)."""
+    if port is not None and not 0 <= port <= HIGHEST_PORT:
+        raise CliError(f"--port {port} is out of range: use 0 to {HIGHEST_PORT} (0 picks a free port)")
 
 
 def _stop_daemon(h: Home, timeout: float = 20.0) -> None:
@@ -127,11 +139,12 @@ def _last_error(log_path: Path, offset: int) -> str:
 
 
 def _detach(h: Home, argv: list[str]) -> None:
-    """Start the daemon in the background, logging to logs/spl.log; return once it listens.
+    """Start the daemon in the background, logging to logs/spl.log; return once it serves.
 
     Ready means: the home's run lock names the child's pid and the child wrote its URL, which it does only
-    once the HTTP server is bound. A child that exits first (another daemon holds the home, the port is
-    taken, the store is damaged) is reported with its own one-line reason.
+    once the HTTP server is bound and serving. The parent waits for that or for the child's exit, whichever
+    comes first: a child that exits (another daemon holds the home, the port is taken, the store is damaged)
+    is reported with its own one-line reason and exit status 1, never as started.
     """
     running = h.running()
     if running is not None:
@@ -165,7 +178,7 @@ def _detach(h: Home, argv: list[str]) -> None:
 @app.command()
 def serve(
     port: int = typer.Option(
-        None, "--port", "-p", min=0, max=65535, help="TCP port, 0 for any free one (default: config, 9100)."
+        None, "--port", "-p", help="TCP port 0-65535, 0 for any free one (default: config, 9100)."
     ),
     host: str = typer.Option(None, "--host", help="Bind address (default 127.0.0.1; 0.0.0.0 for other machines)."),
     daemon: bool = typer.Option(False, "--daemon", help="Detach; pid in run/spl.pid, log in logs/spl.log."),
@@ -173,18 +186,28 @@ def serve(
     insecure_localhost: bool = typer.Option(
         False, "--insecure-localhost", help="Bind 127.0.0.1 only and turn authentication off (local development)."
     ),
-    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+    log_level: LogLevel = typer.Option(
+        LogLevel.INFO, "--log-level", case_sensitive=False, help="Least severe level logged."
+    ),
+    log_format: LogFormat = typer.Option(
+        LogFormat.TEXT, "--log-format", case_sensitive=False, help="text, or json: one object per line."
+    ),
     log_file: Path = typer.Option(None, "--log-file", hidden=True),
 ) -> None:
-    """Run the daemon (foreground by default); one daemon per home."""
+    """Run the daemon (foreground by default); one daemon per home.
+
+    Logs go to stderr (with journald priorities under systemd), or to logs/spl.log with --daemon; SIGHUP
+    reopens that file after logrotate moved it. SIGTERM stops gracefully within 10 s; a second one exits at once.
+    """
     h = home()
     if stop:
         _stop_daemon(h)
         return
+    _check_port(port)
     os.umask(PRIVATE_UMASK)  # before the log file is opened: everything the daemon creates is private
     config = h.load_config()
     if daemon:
-        argv = ["serve", "--log-level", log_level]
+        argv = ["serve", "--log-level", log_level.value, "--log-format", log_format.value]
         if port is not None:
             argv += ["--port", str(port)]
         if host is not None:
@@ -197,7 +220,7 @@ def serve(
 
     from spl.daemon.assembly import Daemon, ServeError, ServeOptions
 
-    _configure_logging(log_level, log_file)
+    logs.configure(log_level.value, log_format.value, log_file)
     options = ServeOptions(
         host=host or config.host,
         port=config.port if port is None else port,
@@ -205,6 +228,8 @@ def serve(
     )
     if insecure_localhost and host not in (None, "127.0.0.1", "localhost"):
         typer.echo("warning: --insecure-localhost binds 127.0.0.1 only; ignoring --host", err=True)
+    # Until the daemon listens for it, a SIGHUP (logrotate's) must not kill a daemon that is starting.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         trio.run(Daemon(h, options).run)
     except ServeError as exc:

@@ -7,8 +7,12 @@ Start-up, in this order, each step refusing with one line (``ServeError`` / ``Ho
    first one's. Then ``run/spl.pid``, and the home's modes are tightened (0700 / 0600).
 2. The store: a missing or empty ``hub.db`` in a home that has an identity is a lost store, not a new one, so
    the daemon refuses rather than start empty; ``check_store`` refuses a damaged one.
-3. The tree, then the HTTP server. Only once it listens are ``run/spl.url`` written and READY=1 sent, so
-   ``spl serve --daemon`` and systemd never report a daemon that cannot serve.
+3. The HTTP socket is bound (``HttpServer.bind``) before anything else starts: a port that is taken, out of
+   range or not allowed, or a ``--host`` that is not an address of this machine, is one ``ServeError`` line.
+4. The tree, then the HTTP server serving that socket. Only once it serves are ``run/spl.url`` written and
+   READY=1 sent, so ``spl serve --daemon`` and systemd never report a daemon that cannot serve.
+
+systemd hears ``STATUS=`` lines along the way (starting, "serving on <url>", each shutdown phase).
 
 ::
 
@@ -21,21 +25,36 @@ Start-up, in this order, each step refusing with one line (``ServeError`` / ``Ho
     ├── http-server    Hypercorn + Quart                      yes
     └── watchdog       systemd WATCHDOG=1 pings (only under systemd)  no: systemd acts on missing pings
 
-Children start in that order and stop in reverse. The root gives up, and the process exits 1 with one line,
+Children start in that order. The root gives up, and the process exits 1 with one line,
 only when an *essential* child goes over the restart intensity. A non-essential one is left down instead, and
 ``/health`` reports it (``Services.problems``) while everything else keeps serving. thread-folds and sse-hub
 count as essential because the writer hands every commit to their bounded inboxes and waits while one is full:
 with either down for good, writes would stall.
 
-The first SIGINT/SIGTERM is a graceful stop (watchers get ``server_shutdown``, the writer finishes its batch, the
-run files go, the lock is released by the exit); a second one exits at once.
+The first SIGINT/SIGTERM is a graceful stop in named phases (``SHUTDOWN_PLAN``), each logged when it starts,
+cut at its budget and reported when it overran; the budgets add up to 9 s, under the 10 s promised to operators
+and well under the unit's ``TimeoutStopSec``:
+
+==================  ======  ==========================================================================
+phase               budget  what
+==================  ======  ==========================================================================
+stop accepting      0.5 s   /health says "stopping", STOPPING=1, listeners closed, watchdog pings end
+end streams         2 s     every SSE stream gets ``server_shutdown``; in-flight exchanges finish (1 s)
+stop pairs          2.5 s   federation (every pair) and the reconciler
+flush writer        3 s     the writer commits and answers what it holds, then the hub and the folds
+release home        1 s     read pool closed, run files removed, the home's lock released
+==================  ======  ==========================================================================
+
+A second signal exits at once. SIGHUP reopens the log file (logrotate's ``postrotate kill -HUP``).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,25 +65,44 @@ import trio
 
 from spl.actors.folds import FoldClient, ThreadFolds
 from spl.actors.hub import Hub, HubClient
+from spl.actors.local import LocalRecords
 from spl.actors.reconciler import Reconciler, ReconcilerClient
 from spl.actors.writer import StoreWriter, WriterClient
+from spl.core.config import advertised_endpoint
 from spl.core.manifest import federation_manifest
-from spl.daemon import systemd
+from spl.daemon import logs, systemd
 from spl.daemon.home import DaemonLock, Home
 from spl.daemon.wiring import build_federation
 from spl.runtime.child import RESTARTING
+from spl.runtime.shutdown import Phase, ShutdownPlan, ShutdownTimeline
 from spl.runtime.supervisor import ChildContext, ChildSpec, Supervisor, SupervisorGaveUp
 from spl.store.database import ReadPool, StoreDamaged, check_store, connect_writer
+from spl.store.tokens import load_tokens
 from spl.transport.app import create_app
-from spl.transport.auth import TokenBook, load_tokens
+from spl.transport.auth import TokenBook
 from spl.transport.http_server import HttpServer
 from spl.transport.services import Services
 
-__all__ = ["Daemon", "ServeError", "ServeOptions", "describe_problems"]
+__all__ = ["SHUTDOWN_PLAN", "Daemon", "ServeError", "ServeOptions", "describe_bind_failure", "describe_problems"]
 
 log = logging.getLogger("spl.daemon")
 
 PRIVATE_UMASK = 0o077
+STOP_LIMIT = 10.0  # seconds from SIGTERM to exit that operators are promised (docs/operations.md)
+
+# The graceful stop, phase by phase (see the module docstring). Every child of the root is stopped by exactly
+# one phase, and its ChildSpec's shutdown budget is the one given here; 1 s of STOP_LIMIT is left for the
+# interpreter's own exit.
+SHUTDOWN_PLAN = ShutdownPlan(
+    (
+        Phase("stop accepting", 0.5, (("watchdog", 0.25),)),
+        Phase("end streams", 2.0, (("http-server", 1.5),)),
+        Phase("stop pairs", 2.5, (("federation", 2.0), ("reconciler", 0.5))),
+        Phase("flush writer", 3.0, (("store-writer", 2.0), ("sse-hub", 0.5), ("thread-folds", 0.5))),
+        Phase("release home", 1.0),
+    ),
+    limit=STOP_LIMIT - 1.0,
+)
 
 
 class ServeError(Exception):
@@ -85,9 +123,25 @@ class ServeOptions:
     handle_signals: bool = True
 
 
-def public_endpoint(url: str) -> str:
-    """A URL peers can use: a wildcard bind is reported as loopback."""
-    return url.replace("://0.0.0.0:", "://127.0.0.1:").replace("://[::]:", "://[::1]:")
+def describe_bind_failure(host: str, port: int, error: OSError) -> str:
+    """The one line a failed bind is refused with, naming the fix for the cause at hand."""
+    where = f"cannot listen on {host}:{port}"
+    if isinstance(error, socket.gaierror):
+        return (
+            f"{where}: {host!r} is not an IP address or a known host name ({error.strerror}); "
+            "give --host an address of this machine (127.0.0.1, 0.0.0.0 or ::)"
+        )
+    if error.errno == errno.EADDRNOTAVAIL:
+        return (
+            f"{where}: {host} is not an address of this machine; "
+            "give --host one of its addresses, or 0.0.0.0 (all IPv4) or :: (all IPv6)"
+        )
+    if error.errno == errno.EACCES:
+        return f"{where}: ports below 1024 need privileges; choose a port from 1024 to 65535 with --port"
+    reason = f"OSError: {error}"
+    if error.errno == errno.EADDRINUSE:
+        return f"{where} ({reason}); choose another port with --port, or stop what uses it"
+    return f"{where} ({reason}); check --host and --port"
 
 
 def describe_problems(root: Supervisor, *, stopping: bool, more: Sequence[str | None] = ()) -> list[str]:
@@ -124,6 +178,8 @@ class Daemon:
         self._stop_requested = trio.Event()
         self._lock = DaemonLock(home)
         self._failure: ServeError | None = None
+        self._pool: ReadPool | None = None
+        self._timeline: ShutdownTimeline | None = None  # set once a graceful stop begins
 
     @property
     def auth_required(self) -> bool:
@@ -144,12 +200,25 @@ class Daemon:
         try:
             self._lock.acquire()
             try:
+                systemd.notify("STATUS=starting")
                 await self._serve(task_status)
             finally:
-                self._remove_run_files()
-                self._lock.release()
+                if self._timeline is not None:
+                    with self._timeline.phase("release home"):
+                        self._release_home()
+                    log.info("stopped")
+                else:
+                    self._release_home()
         finally:
             os.umask(previous_umask)
+
+    def _release_home(self) -> None:
+        """The last phase of a stop: nothing of this daemon stays open or claimed in the home."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+        self._remove_run_files()
+        self._lock.release()
 
     async def _serve(self, task_status: trio.TaskStatus[list[str]]) -> None:
         self._claim_run_files()
@@ -162,11 +231,8 @@ class Daemon:
                 ", ".join(self.config.obsolete_keys),
             )
         tokens = await trio.to_thread.run_sync(self._open_store)
-        pool = ReadPool(self.home.db_path, size=4)
-        try:
-            await self._run_tree(pool, tokens, task_status)
-        finally:
-            pool.close()
+        self._pool = ReadPool(self.home.db_path, size=4)
+        await self._run_tree(self._pool, tokens, task_status)
         if self._failure is not None:
             raise self._failure
 
@@ -206,24 +272,22 @@ class Daemon:
             [
                 # Start order = dependency order; stop runs in reverse, so the writer stops
                 # right after the HTTP server and can still publish to folds and the hub.
-                ChildSpec("thread-folds", folds.run, inbox_size=4096, shutdown_budget=2.0),
-                ChildSpec("sse-hub", hub.run, inbox_size=8192, shutdown_budget=2.0),
-                ChildSpec("store-writer", writer.run, inbox_size=4096, shutdown_budget=10.0),
-                ChildSpec("reconciler", reconciler.run, inbox_size=64, shutdown_budget=5.0, essential=False),
+                ChildSpec("thread-folds", folds.run, inbox_size=4096, shutdown_budget=_budget("thread-folds")),
+                ChildSpec("sse-hub", hub.run, inbox_size=8192, shutdown_budget=_budget("sse-hub")),
+                ChildSpec("store-writer", writer.run, inbox_size=4096, shutdown_budget=_budget("store-writer")),
+                ChildSpec(
+                    "reconciler", reconciler.run, inbox_size=64, shutdown_budget=_budget("reconciler"), essential=False
+                ),
             ],
         )
         writer._subscribers = [root.inbox("thread-folds"), root.inbox("sse-hub")]
         writer_client = WriterClient(root.inbox("store-writer"))
         reconciler.bind(writer_client)
+        reconciler_client = ReconcilerClient(root.inbox("reconciler"), reconciler)
+        local = LocalRecords(self.identity, writer_client)  # the one way a record of this instance is accepted
         host = "127.0.0.1" if self.options.insecure_localhost else self.options.host
         federation = build_federation(
-            self.home,
-            self.identity,
-            writer_client,
-            reconciler,
-            ReconcilerClient(root.inbox("reconciler"), reconciler),
-            pool,
-            bind_host=host,
+            self.home, self.identity, writer_client, reconciler, reconciler_client, pool, bind_host=host, local=local
         )
         services = Services(
             home_root=self.home.root,
@@ -239,16 +303,22 @@ class Daemon:
             head_sequence=lambda: writer.head_sequence,
             federation=federation,
             bind_host=host,
+            local_records=local,
+            reconciler=reconciler_client,
         )
         services.problems = lambda: describe_problems(root, stopping=services.stopping.is_set(), more=[writer.problem])
         self.supervisor, self.services = root, services
 
         def on_bound(urls: list[str]) -> None:
             self.urls = urls
-            services.endpoint = public_endpoint(urls[0]) if urls else services.endpoint
+            services.endpoint = advertised_endpoint(self.config.public_url, urls[0]) if urls else services.endpoint
             services.manifest = federation_manifest(self.identity, endpoint=services.endpoint)
 
         http = HttpServer(create_app(services), host, self.options.port, on_bound)
+        try:
+            http.bind()  # before any child starts: a refused bind is one line, not a failing child
+        except OSError as exc:
+            raise ServeError(describe_bind_failure(host, self.options.port, exc)) from None
         async with trio.open_nursery() as nursery:
 
             async def run_root(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -276,50 +346,99 @@ class Daemon:
                 "federation",
                 federation.run,
                 inbox_size=1,
-                shutdown_budget=5.0,
+                shutdown_budget=_budget("federation"),
                 supervisor=federation.supervisor,
                 essential=False,
             )
             await add(federation_spec)
-            await add(ChildSpec("http-server", http.run, shutdown_budget=5.0))
+            await add(ChildSpec("http-server", http.run, shutdown_budget=_budget("http-server")))
             if not self.urls:
                 self._failure = self._cannot_listen(root, host)
                 root.shutdown()  # a graceful stop of what did start; run_root then ends the nursery
                 return
             interval = systemd.watchdog_interval()
             if interval is not None:
-                await add(ChildSpec("watchdog", _pinger(interval), essential=False))
+                await add(
+                    ChildSpec("watchdog", _pinger(interval), essential=False, shutdown_budget=_budget("watchdog"))
+                )
             self._write_url_file()
-            systemd.notify("READY=1")
+            systemd.notify(f"READY=1\nSTATUS=serving on {services.endpoint}")
             log.info("serving %s as %s (auth %s)", self.urls, self.identity.did, "on" if self.auth_required else "off")
-            nursery.start_soon(self._stop_when_asked, root, services)
+            nursery.start_soon(self._stop_when_asked, root, services, http, nursery)
             if self.options.handle_signals:
                 nursery.start_soon(self._signals)
             task_status.started(self.urls)
 
     def _cannot_listen(self, root: Supervisor, host: str) -> ServeError:
-        """The HTTP server's first start failed (port taken, not allowed, out of range): say so in one line."""
+        """The HTTP server failed to start on the socket it had bound (its app did not start): one line."""
         error = next((c.last_error for c in root.snapshot().children if c.id == "http-server"), None)
         return ServeError(
             f"cannot listen on {host}:{self.options.port} ({error or 'unknown error'}); "
             "choose another port with --port, or stop what uses it"
         )
 
-    async def _stop_when_asked(self, root: Supervisor, services: Services) -> None:
+    async def _stop_when_asked(
+        self, root: Supervisor, services: Services, http: HttpServer, nursery: trio.Nursery
+    ) -> None:
+        """The graceful stop, phase by phase (``SHUTDOWN_PLAN``); "release home" follows when ``run`` unwinds."""
         await self._stop_requested.wait()
-        log.info("stopping: closing streams, draining the writer")
-        systemd.notify("STOPPING=1")
-        services.stopping.set()
-        await services.hub.close_all()
-        root.shutdown()
+        log.info("stopping (at most %g s)", SHUTDOWN_PLAN.total)
+        if self.options.handle_signals:  # the process is ours to end
+            nursery.start_soon(self._exit_when_the_stop_overruns)
+        timeline = self._timeline = ShutdownTimeline(
+            SHUTDOWN_PLAN, on_phase=lambda name: systemd.notify(f"STATUS=stopping: {name}")
+        )
+        running = {child.id for child in root.snapshot().children}
+
+        async def stop_children_of(phase: str) -> None:
+            for child_id in SHUTDOWN_PLAN.phase(phase).child_ids:
+                if child_id in running:
+                    try:
+                        await root.stop_child(child_id)
+                    except RuntimeError:
+                        return  # the root itself stopped (it gave up): ``run_root`` ends the daemon
+
+        with timeline.phase("stop accepting"):
+            systemd.notify("STOPPING=1")
+            services.stopping.set()  # /health answers 503 "stopping" to whoever is still connected
+            http.stop_accepting()
+            await stop_children_of("stop accepting")
+        with timeline.phase("end streams"):
+            await services.hub.close_all()
+            await stop_children_of("end streams")
+        with timeline.phase("stop pairs"):
+            await stop_children_of("stop pairs")
+        with timeline.phase("flush writer"):
+            await stop_children_of("flush writer")
+        root.shutdown()  # nothing is left running; the root returns and ``run`` releases the home
+
+    async def _exit_when_the_stop_overruns(self) -> None:
+        """The backstop of the 10 s promise: a phase cut at its budget cannot cut a child that ignores
+        cancellation (shielded or blocking work), so once every phase had its whole budget the process exits.
+
+        Cancelled, with the nursery, as soon as the tree is down.
+        """
+        await trio.sleep(SHUTDOWN_PLAN.total - SHUTDOWN_PLAN.phases[-1].budget)
+        log.error(
+            "the graceful stop overran its %g s (phases done: %s): exiting at once",
+            SHUTDOWN_PLAN.total,
+            ", ".join(self._timeline.names()) if self._timeline else "none",
+        )
+        logging.shutdown()
+        os._exit(1)
 
     async def _signals(self) -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
             async for signum in signals:
+                name = signal.Signals(signum).name
+                if signum == signal.SIGHUP:
+                    reopened = logs.reopen_log_files()
+                    log.info("received SIGHUP: %s", f"reopened {', '.join(reopened)}" if reopened else "no log file")
+                    continue
                 if self._stop_requested.is_set():
-                    log.warning("second signal (%s): exiting at once", signal.Signals(signum).name)
+                    log.warning("second signal (%s): exiting at once", name)
                     os._exit(1)
-                log.info("received %s: graceful stop (send it again to exit at once)", signal.Signals(signum).name)
+                log.info("received %s: graceful stop (send it again to exit at once)", name)
                 self.request_stop()
                 # keep listening: a second signal must still be seen
 
@@ -342,6 +461,10 @@ class Daemon:
             return  # without the lock the run files belong to another daemon
         self.home.pid_path.unlink(missing_ok=True)
         self.home.url_path.unlink(missing_ok=True)
+
+
+def _budget(child_id: str) -> float:
+    return SHUTDOWN_PLAN.child_budget(child_id)
 
 
 def _write_run_file(path: Path, text: str) -> None:

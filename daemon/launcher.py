@@ -89,6 +89,16 @@ class DaemonProcess:
         except httpx.HTTPError:
             return False
 
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, "the daemon was not started"
+        return self.process.pid
+
+    def send_signal(self, signum: int) -> None:
+        """Send ``signum`` to the running daemon (SIGHUP to reopen its log, say)."""
+        assert self.process is not None and self.process.poll() is None, "the daemon is not running"
+        self.process.send_signal(signum)
+
     def stop(self, timeout: float = 20.0) -> int:
         """Graceful stop (SIGTERM); returns the exit status."""
         if self.process is None or self.process.poll() is not None:

@@ -321,7 +321,9 @@ class Supervisor:
                 continue
             if not self._count_restart(child, incarnation):
                 continue  # a non-essential child left down: the rest of the group starts without it
-            self._schedule_restart(group[position:], self._delay_for(child, incarnation))
+            delay = self._delay_for(child, incarnation)
+            self._log_restart(child, incarnation, delay, before_ready=True)
+            self._schedule_restart(group[position:], delay)
             return
 
     # -------------------------------------------------------------------------------------------- restarts
@@ -337,12 +339,26 @@ class Supervisor:
         if not self._count_restart(child, incarnation):
             return  # a non-essential child left down; its siblings are not disturbed
         delay = self._delay_for(child, incarnation)  # before the stops below, which take time
+        self._log_restart(child, incarnation, delay, before_ready=False)
         group = self._restart_group(child)
         for other in reversed(group):
             if other is not child:
                 await self._stop(other)
                 other.rest_state = RESTARTING
         self._schedule_restart(group, delay)
+
+    def _log_restart(self, child: ChildRecord, incarnation: Incarnation, delay: float, *, before_ready: bool) -> None:
+        """One WARNING per restart, naming the child and how it ended: a restart is news to an operator."""
+        how = incarnation.error or f"returned (restart={child.spec.restart.value})"
+        log.warning(
+            "supervisor %r: child %r %s: %s; restarting in %.2f s",
+            self.id,
+            child.spec.id,
+            "failed to start" if before_ready else "ended",
+            how,
+            delay,
+            extra={"supervisor": self.id, "child": child.spec.id, "error": how, "delay": round(delay, 3)},
+        )
 
     def _wants_restart(self, child: ChildRecord, incarnation: Incarnation) -> bool:
         """Apply the restart policy; a child that stays down gets its final state here."""
@@ -436,8 +452,16 @@ class Supervisor:
             return
         incarnation.context.stop_requested.set()
         with trio.CancelScope(shield=True):
-            with trio.move_on_after(child.spec.shutdown_budget):
+            with trio.move_on_after(child.spec.shutdown_budget) as budget:
                 await incarnation.done.wait()
+            if budget.cancelled_caught:
+                log.warning(
+                    "supervisor %r: child %r did not stop within its %g s shutdown budget; cancelling it",
+                    self.id,
+                    child.spec.id,
+                    child.spec.shutdown_budget,
+                    extra={"supervisor": self.id, "child": child.spec.id},
+                )
             incarnation.cancel_scope.cancel()
             await incarnation.done.wait()
         child.current = None

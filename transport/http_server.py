@@ -14,9 +14,13 @@ own loop, which bounds what many clients can cost (:class:`ConnectionLimits`):
   watcher that stopped reading) has its connection aborted by the kernel;
 - the soft ``RLIMIT_NOFILE`` is raised to the hard limit before serving.
 
-No signal handlers are installed; serving stops when the child's ``stop_requested``
-fires. A restarted incarnation binds the port the first one got, so clients keep their
-URL even when the daemon was started on port 0.
+No signal handlers are installed. The daemon calls ``bind()`` before it starts the tree, so a
+port that is taken or an address that is not this machine's is a one-line refusal at start,
+not a child failing and restarting; the first incarnation serves those sockets. A stop is
+two steps, so the daemon can name them in its shutdown phases: ``stop_accepting()`` closes
+the listeners (new clients are refused at once), then the child's ``stop_requested`` ends
+the connections still open. A restarted incarnation binds the port the first one got, so
+clients keep their URL even when the daemon was started on port 0.
 """
 
 from __future__ import annotations
@@ -199,6 +203,18 @@ class ExchangeGuard:
     def __init__(self, app: Any, drain_limit: int) -> None:
         self.app = app
         self.drain_limit = drain_limit
+        self._final_sends: set[trio.CancelScope] = set()
+        self._abandoned = False
+
+    def abandon_final_sends(self) -> None:
+        """End every shielded last message now, and shield none from here on: the server's stop ran out of time.
+
+        Without this a client that never finishes its request body held a stop for the drain budget (5 s),
+        past the shutdown phase that was meant to end it.
+        """
+        self._abandoned = True
+        for scope in self._final_sends:
+            scope.cancel()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope.get("type") != "http":
@@ -219,11 +235,15 @@ class ExchangeGuard:
                 # A cancel scope per stream chunk would cost every SSE frame for nothing.
                 await send(message)
                 return
-            with trio.CancelScope(shield=True, deadline=trio.current_time() + SEND_BUDGET):
-                if exchange.worth_draining():
-                    with trio.move_on_after(DRAIN_BUDGET):
-                        await exchange.settled.wait()
-                await send(message)
+            with trio.CancelScope(shield=not self._abandoned, deadline=trio.current_time() + SEND_BUDGET) as scope:
+                self._final_sends.add(scope)
+                try:
+                    if exchange.worth_draining():
+                        with trio.move_on_after(DRAIN_BUDGET):
+                            await exchange.settled.wait()
+                    await send(message)
+                finally:
+                    self._final_sends.discard(scope)
 
         await self.app(scope, watched_receive, guarded_send)
 
@@ -249,6 +269,34 @@ class HttpServer:
         self.limits = limits
         self.urls: list[str] = []
         self._open: set[trio.SocketStream] = set()  # connections being served (cut at the end of a stop)
+        self._bound: list[socket.socket] = []  # bound by ``bind()``, served by the next incarnation
+        self._accepting = trio.Event()  # set: stop accepting (the current incarnation's)
+
+    def bind(self) -> list[str]:
+        """Bind and listen now, before the daemon starts anything else; returns the URLs.
+
+        Raises:
+            OSError: The address cannot be bound (taken, not this machine's, not allowed) or the host name does
+                not resolve (``socket.gaierror``).
+        """
+        config = self._config()
+        sockets = config.create_sockets().insecure_sockets
+        try:
+            for sock in sockets:
+                sock.listen(config.backlog)
+        except OSError:
+            for sock in sockets:
+                sock.close()
+            raise
+        self._bound = list(sockets)
+        urls = [f"http://{repr_socket_addr(sock.family, sock.getsockname())}" for sock in sockets]
+        if self._port == 0 and urls:
+            self._port = int(urls[0].rsplit(":", 1)[1])
+        return urls
+
+    def stop_accepting(self) -> None:
+        """Close the listeners: new clients are refused from now on, open connections go on being served."""
+        self._accepting.set()
 
     def _config(self) -> HypercornConfig:
         config = HypercornConfig()
@@ -268,7 +316,14 @@ class HttpServer:
         return config
 
     async def run(self, ctx: ChildContext) -> None:
+        self._accepting = trio.Event()
         async with trio.open_nursery() as nursery:
+
+            async def stop_accepting_at_stop() -> None:
+                await ctx.stop_requested.wait()
+                self._accepting.set()
+
+            nursery.start_soon(stop_accepting_at_stop)
             urls = await nursery.start(partial(self._serve, shutdown_trigger=ctx.stop_requested.wait))
             self.urls = list(urls)
             if self._port == 0 and self.urls:
@@ -299,7 +354,8 @@ class HttpServer:
     ) -> None:
         """Hypercorn's trio ``worker_serve``, with a capped accept loop in place of ``serve_listeners``."""
         config = self._config()
-        app = wrap_app(ExchangeGuard(self._app, self.limits.drain_limit), config.wsgi_max_body_size, "asgi")
+        guard = ExchangeGuard(self._app, self.limits.drain_limit)
+        app = wrap_app(guard, config.wsgi_max_body_size, "asgi")
         context = WorkerContext(None)
         lifespan_state: LifespanState = {}
         lifespan = Lifespan(app, config, lifespan_state)
@@ -312,11 +368,14 @@ class HttpServer:
         async with trio.open_nursery() as lifespan_nursery:
             await lifespan_nursery.start(lifespan.handle_lifespan)
             await lifespan.wait_for_startup()
-            sockets = config.create_sockets()
+            sockets, self._bound = self._bound, []
+            if not sockets:  # a restarted incarnation: bind the port again
+                sockets = config.create_sockets().insecure_sockets
+                for sock in sockets:
+                    sock.listen(config.backlog)
             listeners: list[trio.SocketListener] = []
             urls: list[str] = []
-            for sock in sockets.insecure_sockets:
-                sock.listen(config.backlog)
+            for sock in sockets:
                 listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
                 urls.append(f"http://{repr_socket_addr(sock.family, sock.getsockname())}")
             async with trio.open_nursery() as janitor:
@@ -325,27 +384,30 @@ class HttpServer:
                         for listener in listeners:
                             acceptors.start_soon(self._accept_forever, listener, slots, connections, new_connection)
                         task_status.started(urls)
-                        await shutdown_trigger()
+                        await self._accepting.wait()  # stop_accepting(), or the child's stop
                         acceptors.cancel_scope.cancel()
                     for listener in listeners:
                         await listener.aclose()
+                    await shutdown_trigger()
                     # Idle keep-alives close now; exchanges in flight get the graceful budget.
                     await context.terminated.set()
                     deadline = trio.current_time() + config.graceful_timeout
                     connections.cancel_scope.deadline = deadline
-                    janitor.start_soon(self._cut_connections_at, deadline)
+                    janitor.start_soon(self._cut_connections_at, deadline, guard)
                 janitor.cancel_scope.cancel()  # every connection ended in time: nothing to cut
             await lifespan.wait_for_shutdown()
             lifespan_nursery.cancel_scope.cancel()
 
-    async def _cut_connections_at(self, deadline: float) -> None:
+    async def _cut_connections_at(self, deadline: float, guard: ExchangeGuard) -> None:
         """At the end of a stop's grace period, shut down the sockets of connections still open.
 
         Cancelling them is not enough: Hypercorn writes under a shielded cancel scope, so a
         client that stopped reading would hold the stop until the kernel's write deadline
-        (or forever without one). A socket shut down makes that write fail at once.
+        (or forever without one). A socket shut down makes that write fail at once. The
+        guard's own shielded last messages (draining an unread body) end at the same time.
         """
         await trio.sleep_until(deadline)
+        guard.abandon_final_sends()
         for stream in list(self._open):
             try:
                 stream.socket.shutdown(socket.SHUT_RDWR)

@@ -5,6 +5,7 @@ Every daemon here is a real ``spl serve`` on 127.0.0.1 port 0. Waits poll a cond
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -191,3 +192,56 @@ def test_trust_loopback_is_reported_as_obsolete(home_env: tuple[Home, dict[str, 
         started.ok()
         warnings = [line for line in home.log_path.read_text().splitlines() if "trust_loopback" in line]
         assert len(warnings) == 1 and "WARNING" in warnings[0] and "ignored" in warnings[0], warnings
+
+
+@pytest.mark.parametrize("daemon", [False, True], ids=["foreground", "daemon"])
+@pytest.mark.parametrize("port", ["99999", "-1"])
+def test_a_port_out_of_range_is_one_line(home_env: tuple[Home, dict[str, str]], port: str, daemon: bool) -> None:
+    home, env = home_env
+    args = ["serve", "--port", port] + (["--daemon"] if daemon else [])
+    assert one_error_line(run_spl(*args, env=env, timeout=SERVE_TIMEOUT)) == (
+        f"error: --port {port} is out of range: use 0 to 65535 (0 picks a free port)"
+    )
+    assert home.running() is None and not home.log_path.exists()  # refused before anything started
+
+
+@pytest.mark.parametrize(
+    ("host", "fix"),
+    [
+        ("999.1.1.1", "'999.1.1.1' is not an IP address or a known host name"),
+        ("no-such-host.invalid", "'no-such-host.invalid' is not an IP address or a known host name"),
+        ("192.0.2.1", "192.0.2.1 is not an address of this machine"),  # TEST-NET-1: never local
+    ],
+)
+def test_a_bad_host_is_one_line_naming_the_fix(home_env: tuple[Home, dict[str, str]], host: str, fix: str) -> None:
+    home, env = home_env
+    foreground = serve_refused(env, "--host", host)
+    assert foreground.startswith(f"error: cannot listen on {host}:0: {fix}") and "--host" in foreground
+    detached_line = one_error_line(run_spl("serve", "--daemon", "--port", "0", "--host", host, env=env))
+    # The detaching parent waited for its child and relays the child's own line.
+    assert detached_line.startswith(f"error: the daemon exited at start (status 1): cannot listen on {host}:0: {fix}")
+    assert home.running() is None and not home.url_path.exists()
+
+
+def test_an_unknown_log_level_is_a_usage_error_naming_the_choices(home_env: tuple[Home, dict[str, str]]) -> None:
+    _, env = home_env
+    refused = run_spl("serve", "--port", "0", "--log-level", "loud", env=env, timeout=SERVE_TIMEOUT)
+    assert refused.code == 2 and "Traceback" not in refused.err
+    assert "'loud' is not one of 'debug', 'info', 'warning', 'error'" in flat(refused.err), refused.err
+
+
+def test_json_logs_are_one_object_per_line(home_env: tuple[Home, dict[str, str]]) -> None:
+    home, env = home_env
+    with detached(home, env, "--insecure-localhost", "--log-format", "json") as started:
+        started.ok()
+    entries = [json.loads(line) for line in home.log_path.read_text().splitlines()]
+    assert all({"time", "level", "logger", "message"} <= entry.keys() for entry in entries), entries
+    phases = [entry for entry in entries if entry["logger"] == "spl.shutdown"]
+    assert [entry["phase"] for entry in phases] == [
+        "stop accepting",
+        "end streams",
+        "stop pairs",
+        "flush writer",
+        "release home",
+    ]
+    assert any(entry["message"].startswith("listening on http://127.0.0.1:") for entry in entries)

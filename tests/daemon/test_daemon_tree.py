@@ -75,3 +75,39 @@ async def test_an_essential_child_failing_for_good_stops_the_daemon_with_one_lin
     )
     home = daemon.home
     assert home.running() is None and not home.pid_path.exists() and not home.url_path.exists()
+
+
+async def test_a_child_that_ignores_cancellation_cannot_hold_the_stop_past_its_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The phases are cut at their budgets, and once they have all run out the process exits (the backstop).
+
+    ``os._exit`` is replaced so that this pytest process lives on: it records the exit and releases the child.
+    """
+    released = trio.Event()
+    exits: list[tuple[int, float]] = []
+
+    async def stubborn(self: FederationManager, ctx: ChildContext) -> None:
+        ctx.started()
+        with trio.CancelScope(shield=True):  # neither stop_requested nor the hard cancel ends it
+            await released.wait()
+
+    def exit_instead(status: int) -> None:
+        exits.append((status, trio.current_time()))
+        released.set()
+
+    monkeypatch.setattr(FederationManager, "run", stubborn)
+    monkeypatch.setattr("spl.daemon.assembly.os._exit", exit_instead)
+    home = Home.resolve(tmp_path / "home")
+    initialise(home)
+    daemon = Daemon(home, ServeOptions(port=0, insecure_localhost=True, handle_signals=True))
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(daemon.run)
+            began = trio.current_time()
+            daemon.request_stop()
+    assert [status for status, _ in exits] == [1]
+    took = exits[0][1] - began
+    assert 7.9 < took < 8.5, took  # the plan's 9 s less "release home", which needs no backstop
+    assert "the graceful stop overran its 9 s (phases done: stop accepting, end streams, stop pairs" in caplog.text
+    assert "child 'federation' did not stop within its 2 s shutdown budget" in caplog.text

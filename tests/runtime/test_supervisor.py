@@ -911,3 +911,43 @@ async def test_start_child_brings_a_left_down_child_back(autojump_clock: trio.te
             await supervisor.start_child("optional")
             assert supervisor.left_down() == []
             assert child(supervisor, "optional").state == "running"
+
+
+# ------------------------------------------------------------------------------------------------ the log
+
+
+async def test_every_restart_is_a_warning_naming_the_child_and_the_error(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = Log()
+    supervisor = Supervisor("root", [spec(log, "worker")], backoff_factory=fixed_backoff())
+    caplog.set_level("INFO", logger="spl.supervisor")
+    with trio.fail_after(GUARD):
+        async with running(supervisor):
+            await supervisor.send("worker", "crash")
+            await log.wait_for("start worker#1")
+    restarts = [r for r in caplog.records if "restarting" in r.getMessage()]
+    assert [(r.levelname, r.getMessage()) for r in restarts] == [
+        ("WARNING", "supervisor 'root': child 'worker' ended: ValueError: worker crashed; restarting in 0.10 s")
+    ]
+    assert (restarts[0].child, restarts[0].error) == ("worker", "ValueError: worker crashed")  # type: ignore[attr-defined]
+
+
+async def test_a_child_cancelled_at_its_shutdown_budget_is_a_warning(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def stubborn(ctx: ChildContext) -> None:
+        ctx.started()
+        await trio.sleep_forever()  # ignores stop_requested
+
+    log = Log()
+    supervisor = Supervisor(
+        "root", [spec(log, "polite"), ChildSpec(id="stubborn", start=stubborn, shutdown_budget=1.5)]
+    )
+    with trio.fail_after(GUARD):
+        async with running(supervisor):
+            pass
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        "supervisor 'root': child 'stubborn' did not stop within its 1.5 s shutdown budget; cancelling it"
+    ]
