@@ -16,6 +16,7 @@ from spl.cli.client import CliError, DaemonClient, NoDaemon
 from spl.cli.common import OUTPUT, URL, DaemonUnreachable, call, main_app, running_pid, wants_json
 from spl.cli.common import home as _home
 from spl.cli.output import emit_json, safe, table
+from spl.core.config import advertised_endpoint
 from spl.core.tokens import SCOPES
 from spl.daemon.home import Home, HomeError
 
@@ -33,13 +34,14 @@ def _local_identity(home: Home) -> dict[str, Any]:
     config = home.load_config()
     identity = home.load_identity()
     host = "127.0.0.1" if config.host in ("0.0.0.0", "localhost", "") else config.host
+    host = f"[{host}]" if ":" in host else host
     return {
         "object": "identity",
         "did": config.did,
         "actor": config.did,
         "method": "did:key",
         "key_fingerprint": identity.fingerprint,
-        "endpoint_url": f"http://{host}:{config.port}",
+        "endpoint_url": advertised_endpoint(config.public_url, f"http://{host}:{config.port}"),
         "source": "home",
         "home": str(home.root),
         "key_matches_config": identity.did == config.did,

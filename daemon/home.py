@@ -24,16 +24,17 @@ from __future__ import annotations
 import fcntl
 import os
 import stat
+import tempfile
 import time
-import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from spl.core.config import Config
+from spl.core.config import Config, ConfigError
 from spl.core.identity import Identity
 
 __all__ = [
+    "config_problem",
     "pid_alive",
     "PRIVATE_DIR",
     "PRIVATE_FILE",
@@ -66,17 +67,28 @@ def default_home() -> Path:
     return Path(configured).expanduser() if configured else Path.home() / ".syncro"
 
 
+def config_problem(path: Path, error: ConfigError) -> str:
+    """One line for a config file spl refuses: the file, the key and what it should be, and how to check."""
+    return f"{path}: {error.problem}; fix it, then check with `spl config validate`"
+
+
 def _write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` with mode 0600 from the first byte (no window)."""
+    """Write ``data`` to ``path`` atomically, with mode 0600 from the first byte (no window).
+
+    The temporary file has a unique name in the same directory (``mkstemp`` creates it 0600), so two writers
+    never share one; readers see the old file or the new one, never a part.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     os.chmod(path, 0o600)
 
 
@@ -102,15 +114,50 @@ class Home:
         return bool(self.config_path.exists() and self.key_path.exists())
 
     def load_config(self) -> Config:
-        if not self.config_path.exists():
-            raise HomeError(f"no spl home at {self.root}: run `spl init` first (or set SYNCROPEL_HOME)")
+        """This home's config, or a :class:`HomeError` naming the bad key and how to check a fix.
+
+        A damaged config is never "fixed" by ``spl init --force``: that would throw away every setting to
+        correct one typo, so the message points at the key and ``spl config validate`` instead.
+        """
+        return self._decode_config(self.config_text())
+
+    def config_text(self) -> str:
+        """The text of ``config.toml`` as it is on disk."""
         try:
-            return Config.from_toml(self.config_path.read_text())
-        except (tomllib.TOMLDecodeError, KeyError, ValueError) as exc:
-            raise HomeError(f"{self.config_path} is damaged ({exc}); fix it or run `spl init --force`") from None
+            return str(self.config_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise HomeError(f"no spl home at {self.root}: run `spl init` first (or set SYNCROPEL_HOME)") from None
+        except UnicodeDecodeError:
+            raise HomeError(f"{self.config_path} is not UTF-8 text; fix it, then run `spl config validate`") from None
+
+    def _decode_config(self, text: str) -> Config:
+        try:
+            return Config.from_toml(text)
+        except ConfigError as exc:
+            raise HomeError(config_problem(self.config_path, exc)) from None
 
     def save_config(self, config: Config) -> None:
-        _write_private(self.config_path, config.to_toml().encode())
+        """Write ``config`` over the file as it is: comments, layout and sections spl does not read survive.
+
+        A file that is not TOML any more (or missing) is written afresh. Atomic, and 0600 from the first byte.
+        """
+        try:
+            previous: str | None = self.config_path.read_text(encoding="utf-8")
+        except (FileNotFoundError, UnicodeDecodeError):
+            previous = None
+        try:
+            text = config.to_toml(previous)
+        except ConfigError as exc:
+            if exc.key is not None:
+                raise HomeError(f"not saving {self.config_path}: {exc}") from None
+            text = config.to_toml()  # the old text is not TOML: nothing in it can be kept
+        _write_private(self.config_path, text.encode("utf-8"))
+
+    def write_config_text(self, text: str) -> Config:
+        """Replace ``config.toml`` with ``text`` once it decodes (``spl config set``); returns what it says."""
+        config = self._decode_config(text)
+        _write_private(self.config_path, text.encode("utf-8"))
+        return config
 
     def load_identity(self) -> Identity:
         try:
@@ -136,7 +183,7 @@ class Home:
             return None
 
     def new_config(self, identity: Identity) -> Config:
-        return Config(did=identity.did, created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        return Config.fresh(identity.did, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
     # -- file modes --------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""The home's run lock, how the CLI recognises a running daemon, and the home's file modes (runtime/home.py).
+"""The home: its run lock, how the CLI recognises a running daemon, file modes, and config.toml on disk.
 
 A flock conflicts between two open file descriptions even inside one process, so one test process can play
 both the running daemon and the one that arrives second.
@@ -16,7 +16,7 @@ import pytest
 
 from spl.daemon import home as home_module
 from spl.daemon.bootstrap import initialise
-from spl.daemon.home import DaemonLock, Home, HomeBusy, LooseMode, RunningDaemon
+from spl.daemon.home import DaemonLock, Home, HomeBusy, HomeError, LooseMode, RunningDaemon
 
 URL = "http://127.0.0.1:9"
 
@@ -129,3 +129,67 @@ def test_save_config_is_private(home: Home) -> None:
     home.config_path.chmod(0o644)
     home.save_config(home.load_config())
     assert mode(home.config_path) == 0o600
+
+
+# -- config.toml ----------------------------------------------------------------------------------------
+
+
+def test_a_damaged_config_names_the_key_and_the_check_not_init_force(home: Home) -> None:
+    text = home.config_path.read_text().replace("port = 9100", "prot = 19403")
+    home.config_path.write_text(text)
+    with pytest.raises(HomeError) as refused:
+        home.load_config()
+    assert str(refused.value) == (
+        f"{home.config_path}: serve.prot is not a config key (did you mean serve.port?); rename or remove it; "
+        "fix it, then check with `spl config validate`"
+    )
+    assert "init --force" not in str(refused.value)
+
+
+def test_save_config_keeps_the_users_comments_and_what_spl_does_not_read(home: Home) -> None:
+    user_text = (
+        home.config_path.read_text().replace("port = 9100", "# opened in the firewall\nport = 9300")
+        + '\n[relay]\nurl = "wss://relay.example"\n\n[federation]\ntrust_loopback = true\n'
+    )
+    home.config_path.write_text(user_text)
+    config = home.load_config()
+    config.max_connections = 64
+    home.save_config(config)
+    saved = home.config_path.read_text()
+    assert saved == user_text.replace("max_connections = 512", "max_connections = 64")
+    assert mode(home.config_path) == 0o600
+    assert [p.name for p in home.root.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_save_config_refuses_a_value_out_of_range(home: Home) -> None:
+    before = home.config_path.read_text()
+    config = home.load_config()
+    config.port = 70000
+    with pytest.raises(HomeError, match=r"serve\.port must be an integer from 0 to 65535"):
+        home.save_config(config)
+    assert home.config_path.read_text() == before
+
+
+def test_init_force_keeps_config_and_rotates_the_did_and_admin_token(home: Home) -> None:
+    config = home.load_config()
+    config.port = 9200
+    config.cors_origins = ["https://app.example"]
+    home.save_config(config)
+    before, old_did = home.config_path.read_text(), config.did
+    old_token, old_seed = home.read_secret(home.admin_token_path), home.key_path.read_bytes()
+
+    initialise(home, force=True)
+
+    after = home.load_config()
+    assert after.port == 9200 and after.cors_origins == ["https://app.example"]
+    assert after.did != old_did and after.did == home.load_identity().did
+    assert home.config_path.read_text() == before.replace(old_did, after.did)  # only the DID changed
+    assert home.read_secret(home.admin_token_path) != old_token and home.key_path.read_bytes() != old_seed
+
+
+def test_init_force_refuses_a_damaged_config_and_changes_nothing(home: Home) -> None:
+    home.config_path.write_text(home.config_path.read_text().replace("required = true", 'required = "no"'))
+    before, seed = home.config_path.read_text(), home.key_path.read_bytes()
+    with pytest.raises(HomeError, match=r"auth\.required must be true or false .*`spl config validate`"):
+        initialise(home, force=True)
+    assert home.config_path.read_text() == before and home.key_path.read_bytes() == seed
