@@ -1,7 +1,7 @@
 """Capacity per pair: N pairs on one receiving daemon, pulling N threads from one source.
 
-Run: ``python -m soak.capacity`` (a few minutes) or, for the full ladder,
-``python -m soak.capacity --continuous 50,100,200,300 --polling 250,500,1000 --seconds 60``.
+Run: ``python -m spl.soak.capacity`` (a few minutes) or, for the full ladder,
+``python -m spl.soak.capacity --continuous 50,100,200,300 --polling 250,500,1000 --seconds 60``.
 
 Every step is a short ``spl federation soak`` (:func:`spl.soak.run.run_soak`): two
 throw-away daemons on 127.0.0.1, N pairs on the receiver (one thread each), the
@@ -37,8 +37,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from spl.soak.config import SoakConfig, SoakError
 from spl.soak.plan import plan_windows
-from spl.soak.run import Progress, ResourceSample, SoakConfig, SoakError, SoakResult, run_soak
+from spl.soak.procfs import ResourceSample
+from spl.soak.progress import Progress
+from spl.soak.result import SoakResult
+from spl.soak.run import run_soak
 
 LAG_LIMIT_MS = 1000.0
 
@@ -73,14 +77,15 @@ class Step:
         result = self.result
         windows = result.config.windows
         steady, spike = windows[2], windows[3]
-        p99_max = max(row.sync_lag_p99_ms for row in result.rows)
+        # A window no record reached has no p99 (None): it cannot pass, and the soak's verdict already fails it.
+        p99_max = max((row.sync_lag_p99_ms for row in result.rows if row.sync_lag_p99_ms is not None), default=None)
         figures.update(
             soak_passed=result.passed,
             p99_max_ms=p99_max,
             steady_p50_ms=result.rows[2].sync_lag_p50_ms,
             steady_p99_ms=result.rows[2].sync_lag_p99_ms,
             lag_limit_ms=self.lag_limit_ms(),
-            passed=result.passed and p99_max < self.lag_limit_ms(),
+            passed=result.passed and p99_max is not None and p99_max < self.lag_limit_ms(),
             records=sum(row.records_emitted for row in result.rows),
             target=round(sum(row.target_emits for row in result.rows)),
             problems=result.problems,

@@ -1,6 +1,6 @@
 """Emit throughput and watch latency against a real daemon, driven by the official SDK.
 
-Run: ``make bench`` (or ``python -m soak.emit_bench [--records N]``). It starts a
+Run: ``make bench`` (or ``python -m spl.soak.emit_bench [--records N]``). It starts a
 throw-away daemon on 127.0.0.1 (auth off, its own temporary home), then measures:
 
 1. emit throughput with 1 and with 16 concurrent SDK clients (records/s, p50/p99 latency);
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -23,20 +22,15 @@ from typing import Any
 from syncropel import Client, Identity
 
 from spl.daemon.launcher import DaemonProcess
+from spl.soak.procfs import cpu_seconds
 from spl.soak.stats import summary_ms
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measured(run: Any, daemon_pid: int) -> dict[str, Any]:
     """Run one benchmark and add CPU milliseconds per record on both sides of the wire."""
-    client_before, daemon_before = time.process_time(), process_cpu_seconds(daemon_pid)
+    client_before, daemon_before = time.process_time(), cpu_seconds(daemon_pid)
     result: dict[str, Any] = asyncio.run(run)
-    client_cpu, daemon_cpu = time.process_time() - client_before, process_cpu_seconds(daemon_pid) - daemon_before
+    client_cpu, daemon_cpu = time.process_time() - client_before, cpu_seconds(daemon_pid) - daemon_before
     result["client_cpu_ms_per_record"] = round(client_cpu * 1000 / result["records"], 3)
     result["daemon_cpu_ms_per_record"] = round(daemon_cpu * 1000 / result["records"], 3)
     return result

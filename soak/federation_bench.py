@@ -1,6 +1,6 @@
 """Federation figures on one machine: catch-up rate, continuous lag, memory per pair.
 
-Run: ``python -m soak.federation_bench [--catchup 50000] [--rate 100] [--seconds 20] [--pairs 200]``.
+Run: ``python -m spl.soak.federation_bench [--catchup 50000] [--rate 100] [--seconds 20] [--pairs 200]``.
 It starts throw-away daemons on 127.0.0.1 (auth off, own temporary homes) and prints:
 
 1. catch-up: N records already on A (signed by A, written into A's store before it
@@ -27,16 +27,10 @@ from spl.core.record import validate_envelope
 from spl.core.stored import Candidate
 from spl.core.syncstats import parse_rfc3339
 from spl.daemon.launcher import DaemonProcess
+from spl.soak.procfs import rss_kib
 from spl.soak.stats import summary_ms
 from spl.store.database import connect_writer
 from spl.store.ingest import commit_batch, load_writer_state
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def preload(daemon: DaemonProcess, thread: str, count: int) -> None:

@@ -1,23 +1,21 @@
-"""Percentiles and summaries shared by the benchmarks (nearest-rank, no numpy)."""
+"""Latency summaries for the benchmarks: p50 / p99 / max in milliseconds.
+
+Percentiles are :func:`spl.core.units.percentile` (nearest rank), the one the soak's CSV and
+``/v1/sync/health`` report, so a benchmark's p50 and theirs mean the same thing.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 
-__all__ = ["percentile", "summary_ms"]
+from spl.core.units import percentile
 
-
-def percentile(samples: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of ``samples``; NaN when empty."""
-    if not samples:
-        return math.nan
-    ordered = sorted(samples)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
+__all__ = ["summary_ms"]
 
 
 def summary_ms(seconds: Sequence[float]) -> dict[str, float]:
+    """p50, p99 and max of ``seconds``, as milliseconds rounded to 0.01; NaN each when there are none."""
     ms = [value * 1000 for value in seconds]
     return {
         "p50_ms": round(percentile(ms, 50), 2),

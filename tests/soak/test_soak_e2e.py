@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from spl.soak.plan import CSV_HEADER, WINDOW_NAMES
+from spl.soak.plan import WINDOW_NAMES
+from spl.soak.report import CSV_HEADER
 
 SOAK_TIMEOUT = 150.0
 

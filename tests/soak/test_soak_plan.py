@@ -1,4 +1,4 @@
-"""The soak's pure logic: window schedule, emit rate, percentiles, per-window figures, CSV, SVG."""
+"""The soak's pure logic: window schedule, emit rate, per-window figures, CSV, table, JSON, SVG, the result."""
 
 from __future__ import annotations
 
@@ -12,34 +12,34 @@ from pathlib import Path
 
 import pytest
 
-from spl.soak.plan import (
-    CSV_HEADER,
-    SEED_REFERENCE,
-    SEED_STEADY_RATE,
-    WINDOW_NAMES,
+from spl.core.syncstats import summarise
+from spl.soak.config import SoakConfig, SoakError
+from spl.soak.figures import (
     ErrorSample,
     QueueSample,
     RecordSample,
     WindowFigures,
     aggregate,
-    emits_due,
     error_deltas_by_window,
-    format_csv,
-    format_duration_min,
-    format_table,
     lag_ms,
-    parse_seconds,
-    pause_seconds,
-    percentile,
-    plan_windows,
     problems,
     queue_max_by_window,
+)
+from spl.soak.ledger import Emitted, Ledger
+from spl.soak.plan import (
+    SEED_STEADY_RATE,
+    WINDOW_NAMES,
+    emits_due,
+    pause_seconds,
+    plan_windows,
     rate_at,
-    render_svg,
-    report_document,
     window_index,
     workload_plan,
 )
+from spl.soak.plot import SERIES, event_label_boxes, render_svg
+from spl.soak.progress import Progress, Status
+from spl.soak.report import CSV_HEADER, SEED_REFERENCE, format_csv, format_duration_min, format_table, report_document
+from spl.soak.result import build_result
 
 SEEDS = Path("/work/shared/seeds")
 R = SEED_STEADY_RATE
@@ -86,17 +86,6 @@ def test_window_index_at_boundaries() -> None:
     assert window_index(windows, 1000) == 4  # clamped: stragglers count in the last window
 
 
-@pytest.mark.parametrize("text,seconds", [("600", 600), ("90s", 90), ("10m", 600), ("1h", 3600), ("1.5min", 90)])
-def test_parse_seconds(text: str, seconds: float) -> None:
-    assert parse_seconds(text) == seconds
-
-
-@pytest.mark.parametrize("text", ["", "ten", "-5", "0", "5 parsecs"])
-def test_parse_seconds_refuses(text: str) -> None:
-    with pytest.raises(ValueError):
-        parse_seconds(text)
-
-
 # -- the rate function ---------------------------------------------------------------------
 
 
@@ -137,16 +126,14 @@ def test_emits_due_is_monotonic_and_its_slope_is_the_rate() -> None:
 # -- percentiles and per-window figures ----------------------------------------------------
 
 
-def test_percentile_nearest_rank() -> None:
-    samples = [float(n) for n in range(100, 0, -1)]  # 100 … 1, unsorted on purpose
-    assert percentile(samples, 50) == 50
-    assert percentile(samples, 99) == 99
-    assert percentile(samples, 100) == 100
-    assert percentile(samples, 0) == 1
-    assert percentile([7.0], 99) == 7
-    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2  # rank ceil(0.5 × 4) = 2
-    assert percentile([1.0, 2.0, 3.0, 4.0], 99) == 4
-    assert math.isnan(percentile([], 50))
+def test_soak_p50_agrees_with_sync_health() -> None:
+    """The soak's lag percentiles and ``/v1/sync/health``'s are the same nearest-rank figure (once they were not:
+    for 1..6 ms the health said 4 and the soak 3)."""
+    windows = plan_windows(duration=100)
+    for lags in ([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [float(n) for n in range(1, 101)], [7.0], [3.0, 1.0, 2.0, 2.0]):
+        row = aggregate(windows, [RecordSample(1.0, 0, lag) for lag in lags], [0] * 5, [0] * 5)[0]
+        health = summarise(lags)
+        assert (row.sync_lag_p50_ms, row.sync_lag_p99_ms) == (health["p50"], health["p99"]), lags
 
 
 def test_lag_is_receiver_commit_minus_source_commit() -> None:
@@ -166,7 +153,8 @@ def test_aggregate_per_window() -> None:
         99,
     )
     assert warmup.reconcile_queue_max == 3 and warmup.errors == 0 and warmup.target_emits == 10.0
-    assert (ramp.records_emitted, ramp.sync_lag_p50_ms, ramp.errors) == (0, 0, 0)  # an empty window
+    # an empty window: no lag figure (not 0 ms), its queue maximum as sampled
+    assert (ramp.records_emitted, ramp.sync_lag_p50_ms, ramp.sync_lag_p99_ms, ramp.errors) == (0, None, None, 0)
     assert (steady.records_emitted, steady.records_synced) == (3, 2)
     assert (steady.sync_lag_p50_ms, steady.sync_lag_p99_ms) == (10, 11)  # whole ms, half up
     assert steady.errors == 2  # one pair-level error + one record that never arrived
@@ -188,7 +176,7 @@ def test_queue_max_counts_peaks_between_samples() -> None:
         QueueSample(82.0, 1, 3, 4),
         QueueSample(120.0, 1, 99, 99),  # after the run: ignored
     ]
-    assert queue_max_by_window(windows, samples) == [2, 55, 9, 3, 0]
+    assert queue_max_by_window(windows, samples) == [2, 55, 9, 3, None]  # no sample in recovery: unknown
 
 
 def test_error_deltas_survive_restarts() -> None:
@@ -302,8 +290,6 @@ def test_report_document_is_json() -> None:
 
 
 def test_progress_is_one_rewritten_line_on_a_terminal_and_plain_lines_otherwise() -> None:
-    from spl.soak.run import Progress, Status
-
     tty = io.StringIO()
     bar = Progress(tty, tty=True)
     bar.total = 60
@@ -323,3 +309,90 @@ def test_progress_is_one_rewritten_line_on_a_terminal_and_plain_lines_otherwise(
     printed = plain.getvalue().splitlines()
     assert all(line.startswith("soak: ") and "\r" not in line for line in printed)
     assert len(printed) == 4  # window starts (0 s, 30 s) and every 30 s (1/20 of the run) in between
+
+
+# -- unobserved figures are empty, never 0 (operations review #13) ----------------------------
+
+
+def test_a_window_no_record_reached_has_empty_lag_fields_not_zeros() -> None:
+    windows = plan_windows(duration=10)
+    records = [RecordSample(t, window_index(windows, t), 4.0) for t in (1.0, 5.0, 8.2, 9.0)]  # none in warmup
+    queue = [QueueSample(t, 0, 1, 1) for t in (1.0, 5.0, 8.2, 9.0)]
+    rows = aggregate(windows, records, queue_max_by_window(windows, queue), [0] * 5)
+    parsed = list(csv.DictReader(io.StringIO(format_csv(rows))))
+    warmup = parsed[0]
+    assert (warmup["records_emitted"], warmup["records_synced"], warmup["errors"]) == ("0", "0", "0")
+    assert (warmup["sync_lag_p50_ms"], warmup["sync_lag_p99_ms"], warmup["reconcile_queue_max"]) == ("", "", "")
+    assert format_csv(rows).splitlines()[1] == "warmup,0.008,0,0,,,,0"
+    assert [row["sync_lag_p50_ms"] for row in parsed[1:]] == ["4"] * 4
+    table_warmup = format_table(rows).splitlines()[2].split()
+    assert table_warmup[5:8] == ["-", "-", "-"]  # p50, p99, queue max
+    document = json.loads(json.dumps(report_document({}, rows, windows, records, queue, [], problems(rows))))
+    assert document["figures"][0]["sync_lag_p50_ms"] is None and document["figures"][1]["sync_lag_p50_ms"] == 4
+
+
+def test_the_result_says_why_a_lag_field_is_empty() -> None:
+    windows = plan_windows(duration=10)
+    ledger = Ledger(len(windows), 1, final_errors_read=True)
+    ledger.emitted = {"r1": Emitted(5.0, 2, 1000.0), "r2": Emitted(5.1, 2, 1000.0)}
+    ledger.synced = {"r1": 1000.004, "r2": 1000.006}
+    result = build_result(SoakConfig(windows=windows, rate=0.1), ledger, started_at=0.0, drain_seconds=1.0)
+    assert [row.sync_lag_p50_ms for row in result.rows] == [None, None, 4, None, None]
+    assert result.passed
+    assert any("warmup, ramp, spike, recovery" in note and "not 0 ms" in note for note in result.notes)
+    assert [row.reconcile_queue_max for row in result.rows] == [None] * 5  # no queue sample at all
+    assert any("no reconcile-queue sample fell in warmup, ramp, steady" in note for note in result.notes)
+
+
+@pytest.mark.parametrize(
+    "change,option",
+    [
+        ({"pairs": 0}, "--pairs"),
+        ({"mode": "sometimes"}, "--mode"),
+        ({"emit": "carrier pigeon"}, "--emit"),
+        ({"rate": 0.0}, "--rate"),
+        ({"poll_interval": 0.0}, "--poll-interval"),
+        ({"peer_token": "t"}, "--peer-url"),
+        ({"connections": 0}, "--connections"),
+    ],
+)
+def test_a_config_that_cannot_run_is_refused_before_anything_starts(change: dict[str, object], option: str) -> None:
+    with pytest.raises(SoakError, match=option):
+        SoakConfig(windows=plan_windows(duration=10), **change)  # type: ignore[arg-type]
+
+
+# -- the plot: max above p99, labels apart (operations review #13) ------------------------------
+
+
+def _svg_elements(svg: str, tag: str) -> list[ET.Element]:
+    return list(ET.fromstring(svg).iter(f"{{http://www.w3.org/2000/svg}}{tag}"))
+
+
+def test_the_max_line_is_drawn_on_top_of_p99_and_dashed() -> None:
+    """In a slice of at most 100 records the nearest-rank p99 is the maximum: drawn first, max vanished under p99."""
+    windows = plan_windows(duration=60)
+    points = [(t / 10, 5.0 + (t % 7)) for t in range(600)]  # two records a slice: p99 == max everywhere
+    lines = _svg_elements(render_svg(points, windows), "polyline")
+    assert [line.get("stroke") for line in lines] == [colour for _, _, colour, _ in SERIES]
+    assert [name for name, _, _, _ in SERIES] == ["p50", "p99", "max"]  # max last: on top
+    p99, top = lines[1], lines[2]
+    assert top.get("stroke-dasharray") and not p99.get("stroke-dasharray")  # p99 shows through the dashes
+    assert top.get("points") == p99.get("points")  # the case that hid it: same line, now both visible
+    legend = [line for line in _svg_elements(render_svg(points, windows), "line") if line.get("stroke-width") == "2"]
+    assert legend[-1].get("stroke-dasharray") == top.get("stroke-dasharray")  # the legend draws it the same way
+
+
+def test_event_labels_never_overlap() -> None:
+    """A 0.1 s pause in a 20 s run puts "pairs paused" and "pairs resumed" one pixel apart."""
+    windows = plan_windows(duration=20)
+    events = [(8.8, "pairs paused"), (8.92, "pairs resumed"), (10.0, "receiver restarted (kill -9)"), (17.0, "x")]
+    svg = render_svg([(1.0, 3.0)], windows, events=events)
+    labels = [text for text in _svg_elements(svg, "text") if text.get("fill") == "#b04"]
+    assert [text.text for text in labels] == [label for _, label in events]
+    starts = [float(text.get("y") or 0) for text in labels]
+    assert starts[1] > starts[0]  # the resume label starts below the pause label …
+    assert starts[3] == starts[0]  # … while a label with room beside it stays at the top
+    boxes = event_label_boxes([(800 * t / 20, label) for t, label in events], 64.0)
+    for index, box in enumerate(boxes):
+        assert not any(box.overlaps(other) for other in boxes[index + 1 :]), (index, boxes)
+    assert [box.y0 for box in event_label_boxes([(100.0, "a"), (300.0, "b")], 64.0)] == [64.0, 64.0]
