@@ -35,7 +35,7 @@ types: $(STAMP)
 
 # Two workers, whole files each: some modules share a daemon and rely on test order within the file.
 pytest: $(STAMP)
-	$(BIN)/pytest -q -n 2 --dist loadfile
+	$(BIN)/pytest -q -n 2 --dist loadfile --durations=10
 
 test: lint types pytest
 

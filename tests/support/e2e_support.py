@@ -35,6 +35,7 @@ __all__ = [
     "make_daemon",
     "mint_token",
     "run",
+    "secrets_in",
 ]
 
 T = TypeVar("T")
@@ -76,9 +77,10 @@ def make_daemon(
     insecure: bool = True,
     heartbeat_seconds: float | None = None,
     sse_buffer: int | None = None,
+    log_level: str = "warning",
 ) -> DaemonProcess:
     """A started daemon on its own home under ``root`` (for module-scoped fixtures)."""
-    process = DaemonProcess(root, insecure=insecure)
+    process = DaemonProcess(root, insecure=insecure, log_level=log_level)
     configure(process, heartbeat_seconds=heartbeat_seconds, sse_buffer=sse_buffer)
     process.start(port=0)
     return process
@@ -96,6 +98,20 @@ def mint_token(process: DaemonProcess, scopes: list[str], label: str) -> str:
     token = response.json()["token"]
     assert isinstance(token, str) and token.startswith("spl_")
     return token
+
+
+def secrets_in(log: str, tokens: list[str]) -> list[str]:
+    """The tokens of ``tokens`` whose text, or whose secret part alone, appears in ``log``.
+
+    A token is ``spl_<env>_<sa>_<secret>``; a line that printed only the secret (a parsed token, say) leaks it just
+    as well, so the part after the last ``_`` is looked for too when it is long enough to be one.
+    """
+    leaked = []
+    for token in tokens:
+        secret = token.rpartition("_")[2]
+        if token in log or (len(secret) >= 16 and secret in log):
+            leaked.append(token)
+    return leaked
 
 
 # -- records and errors ----------------------------------------------------------------
