@@ -26,7 +26,7 @@ import msgspec
 
 from spl.core import tokens
 from spl.core.canonical import MAX_DEPTH
-from spl.core.errors import InvalidRequest, SplError
+from spl.core.errors import InvalidRecord, InvalidRequest, SplError
 from spl.core.namespaces import validate_namespace_id
 from spl.core.record import Envelope, envelope_of, validate_envelope
 
@@ -113,24 +113,58 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# A record's body may nest MAX_DEPTH levels and sits one level inside the envelope: anything deeper is
+# refused before a recursive parser sees it, so the answer never depends on how deep the caller's stack is.
+MAX_JSON_DEPTH = MAX_DEPTH + 1
+_OPENERS, _CLOSERS, _QUOTE, _BACKSLASH = frozenset(b"[{"), frozenset(b"]}"), ord('"'), ord("\\")
+
+
+def nesting_depth(raw: bytes) -> int:
+    """How deeply arrays/objects nest in ``raw`` (strings skipped), in one loop: no recursion, any size."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == _BACKSLASH:
+                escaped = True
+            elif byte == _QUOTE:
+                in_string = False
+        elif byte == _QUOTE:
+            in_string = True
+        elif byte in _OPENERS:
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in _CLOSERS:
+            depth -= 1
+    return deepest
+
+
+def body_too_deep() -> InvalidRecord:
+    return InvalidRecord(
+        "body",
+        f"nests arrays/objects more than {MAX_DEPTH} levels deep (the body itself is level 1); "
+        "flatten it, or carry deep structures as a JSON string",
+        code="BODY_TOO_DEEP",
+    )
+
+
 def parse_json(raw: bytes) -> Any:
     """``raw`` parsed as strict JSON (no NaN/Infinity), or a 400 ``INVALID_JSON`` naming the fix.
 
-    Nesting is not limited here: the parser itself stops near the interpreter's recursion
-    limit (a 400), and record bodies are held to ``MAX_DEPTH`` levels where they are
-    validated (``BODY_TOO_DEEP``), which is also where records from peers pass.
+    Nesting deeper than :data:`MAX_JSON_DEPTH` is refused before parsing (the standard library's
+    parser recurses, and how much stack is left depends on the caller), as ``BODY_TOO_DEEP``: the
+    only place such depth is legitimate at all is a record body, which is held to ``MAX_DEPTH``.
     """
     if not raw.strip():
         raise InvalidRequest("request body is empty; send a JSON object", code="INVALID_JSON")
+    if nesting_depth(raw) > MAX_JSON_DEPTH:
+        raise body_too_deep()
     try:
         return json.loads(raw.decode("utf-8"), parse_constant=_no_constants)
     except UnicodeDecodeError:
         raise InvalidRequest("request body is not UTF-8; send UTF-8 encoded JSON", code="INVALID_JSON") from None
-    except RecursionError:
-        raise InvalidRequest(
-            f"request body nests arrays/objects too deeply to decode; record bodies may nest {MAX_DEPTH} levels",
-            code="INVALID_JSON",
-        ) from None
     except ValueError as exc:
         raise InvalidRequest(
             f"request body is not valid JSON ({exc}); send a JSON object", code="INVALID_JSON"
