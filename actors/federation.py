@@ -83,6 +83,12 @@ class TokenStore(Protocol):
     def delete(self, pair_id: str) -> None: ...
 
 
+# Pairs stop one after another inside the daemon's 2.5 s "stop pairs" phase. A pair has nothing to flush (its
+# cursor commits with its records) and normally ends at once when cancelled; the cap only bounds how long one
+# stuck pair can hold up the ones stopped after it.
+PAIR_SHUTDOWN_BUDGET = 0.25
+
+
 @dataclass
 class PairView:
     config: PairConfig
@@ -160,7 +166,9 @@ class FederationManager:
         actor = PairActor(config, status, deps)
         old = self.pairs.get(pair_id)
         self.pairs[pair_id] = PairView(config, status, old.stats if old else PairStats(), actor)
-        await self.supervisor.add_child(ChildSpec(pair_id, actor.run, inbox_size=PAIR_INBOX, shutdown_budget=2.0))
+        await self.supervisor.add_child(
+            ChildSpec(pair_id, actor.run, inbox_size=PAIR_INBOX, shutdown_budget=PAIR_SHUTDOWN_BUDGET)
+        )
         if config.paused:
             self.supervisor.pause(pair_id)
 

@@ -2,7 +2,7 @@
 
 Start-up, in this order, each step refusing with one line (``ServeError`` / ``HomeBusy``) rather than a traceback:
 
-1. umask 0077 and the home's run lock (``run/spl.lock``, see ``runtime/home.py``): one daemon per home, held
+1. umask 0077 and the home's run lock (``run/spl.lock``, see ``daemon/home.py``): one daemon per home, held
    until the process exits. Nothing is opened or written before it: a second ``spl serve`` touches nothing of the
    first one's. Then ``run/spl.pid``, and the home's modes are tightened (0700 / 0600).
 2. The store: a missing or empty ``hub.db`` in a home that has an identity is a lost store, not a new one, so

@@ -28,7 +28,7 @@ HEARTBEAT = b"event: heartbeat\ndata: {}\n\n"
 
 
 def record_frame(record: StoredRecord) -> bytes:
-    # record.json is ASCII-only already (kernel.store.stored_json), so no line separator
+    # record.json is ASCII-only already (core.stored.stored_json), so no line separator
     # can appear inside the data line.
     return f'event: record.created\nid: {record.seq}\ndata: {{"id":"{record.id}","record":{record.json}}}\n\n'.encode(
         "ascii"
