@@ -33,7 +33,9 @@ import copy
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeGuard
+from typing import Annotated, Any, ClassVar, TypeGuard, TypeVar
+
+import msgspec
 
 from spl.core.text import printable
 
@@ -220,44 +222,78 @@ def check_containers(body: bytes | str, budget: int) -> None:
         raise PeerProtocolError(f"peer sent JSON with {count} objects/arrays; the limit is {budget}")
 
 
+class _WireEntry(msgspec.Struct):
+    """One entry of a change page as the peer sends it: ``{"record": {...}, ...}`` (other keys ignored)."""
+
+    record: dict[str, Any]
+
+
+class _WirePage(msgspec.Struct):
+    """A change-feed page on the wire (spec §8.4). Types are strict: ``true`` is not a count, ``1`` not a bool."""
+
+    records: list[_WireEntry]
+    next_cursor: str | None = None
+    has_more: bool = False
+    pending: Annotated[int, msgspec.Meta(ge=0, le=MAX_PENDING)] = 0
+
+
+class _WireEvent(msgspec.Struct):
+    """The data of a ``record.created`` SSE event."""
+
+    record: dict[str, Any]
+
+
+_W = TypeVar("_W", bound=msgspec.Struct)
+_PAGE_DECODER = msgspec.json.Decoder(_WirePage)
+_EVENT_DECODER = msgspec.json.Decoder(_WireEvent)
+
+
+def _wire_problem(what: str, error: msgspec.ValidationError) -> PeerProtocolError:
+    """A peer's answer of the wrong shape, worded with where it went wrong (msgspec names the JSON path)."""
+    return PeerProtocolError(f"peer {what} is not a Syncropel {what}: {printable(str(error))[:200]}")
+
+
+def _decode_wire(raw: bytes, decoder: msgspec.json.Decoder[_W], kind: type[_W], what: str) -> _W:
+    """``raw`` as ``kind``: msgspec's typed decoder, and the standard library only for what msgspec will not read.
+
+    msgspec refuses a lone surrogate escape (``"\\ud800"``) as malformed JSON; the standard library reads it,
+    and the record holding it is then refused on its own by verification. Falling back keeps one such record
+    from failing every page it is on (the pair would never get past it).
+    """
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise _wire_problem(what, exc) from None
+    except (msgspec.DecodeError, ValueError, RecursionError):
+        pass
+    try:
+        payload = json.loads(raw)
+    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
+        raise PeerProtocolError(f"peer {what} is not JSON; is peer_url a Syncropel daemon?") from None
+    try:
+        return msgspec.convert(payload, kind)
+    except msgspec.ValidationError as exc:
+        raise _wire_problem(what, exc) from None
+
+
 def parse_changes_page(body: bytes, *, sent_cursor: str, limit: int) -> ChangesPage:
     """Check a change-feed page body (spec §8.4) and return it; PeerProtocolError for anything else.
 
-    ``sent_cursor`` is the cursor we asked after: a page without ``next_cursor`` (or with null
-    or ``""``) leaves us there. ``limit`` is the page size we asked for; a peer sending more is
-    broken or hostile.
+    Decoded by a typed msgspec decoder after a container count (so a hostile page cannot make the
+    decoder build millions of objects). ``sent_cursor`` is the cursor we asked after: a page without
+    ``next_cursor`` (or with null or ``""``) leaves us there. ``limit`` is the page size we asked
+    for; a peer sending more is broken or hostile.
     """
     check_containers(body, MAX_PAGE_CONTAINERS)
-    try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
-        raise PeerProtocolError("peer answered something that is not JSON; is peer_url a Syncropel daemon?") from None
-    if not isinstance(payload, dict):
-        raise PeerProtocolError("peer page is not a JSON object; is peer_url a Syncropel daemon?")
-    items = payload.get("records")
-    if not isinstance(items, list):
-        raise PeerProtocolError("peer page has no records list; is peer_url a Syncropel daemon?")
-    if len(items) > limit:
-        raise PeerProtocolError(f"peer sent {len(items)} records in a page when we asked for at most {limit}")
-    records: list[dict[str, Any]] = []
-    for item in items:
-        record = item.get("record") if isinstance(item, dict) else None
-        if not isinstance(record, dict):
-            raise PeerProtocolError("peer page has an entry without a record object")
-        records.append(record)
-    next_cursor = payload.get("next_cursor")
+    page = _decode_wire(body, _PAGE_DECODER, _WirePage, "page")
+    if len(page.records) > limit:
+        raise PeerProtocolError(f"peer sent {len(page.records)} records in a page when we asked for at most {limit}")
+    next_cursor = page.next_cursor
     if next_cursor is None or next_cursor == "":
         next_cursor = sent_cursor
     elif not is_peer_cursor(next_cursor):
         raise PeerProtocolError(_cursor_problem(next_cursor))
-    has_more = payload.get("has_more", False)
-    if not isinstance(has_more, bool):
-        raise PeerProtocolError(f"peer sent has_more={brief(has_more)}, not true or false")
-    pending = payload.get("pending", 0)
-    # bool is an int in Python: `true` is not a count.
-    if not isinstance(pending, int) or isinstance(pending, bool) or not 0 <= pending <= MAX_PENDING:
-        raise PeerProtocolError(f"peer sent pending={brief(pending)}, not a count in 0..2^63-1")
-    return ChangesPage(records, next_cursor, has_more, pending)
+    return ChangesPage([entry.record for entry in page.records], next_cursor, page.has_more, page.pending)
 
 
 def parse_record_event(event_id: str | None, data: str) -> tuple[str, dict[str, Any]]:
@@ -267,11 +303,5 @@ def parse_record_event(event_id: str | None, data: str) -> tuple[str, dict[str, 
             raise PeerProtocolError("peer sent a record event without an id: (the cursor to resume from)")
         raise PeerProtocolError(_cursor_problem(event_id))
     check_containers(data, MAX_EVENT_CONTAINERS)
-    try:
-        payload = json.loads(data)
-    except (ValueError, RecursionError):
-        raise PeerProtocolError("peer sent a record event whose data is not JSON") from None
-    record = payload.get("record") if isinstance(payload, dict) else None
-    if not isinstance(record, dict):
-        raise PeerProtocolError("peer sent a record event without a record object")
+    record = _decode_wire(data.encode("utf-8", "surrogatepass"), _EVENT_DECODER, _WireEvent, "record event").record
     return event_id, record
