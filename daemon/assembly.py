@@ -173,6 +173,7 @@ class Daemon:
             self.config.heartbeat_seconds = options.heartbeat_seconds
         self.identity = home.load_identity()
         self.urls: list[str] = []
+        self.local_url = ""  # the URL this process serves on, for this home's CLI (run/spl.url)
         self.supervisor: Supervisor | None = None
         self.services: Services | None = None
         self._stop_requested = trio.Event()
@@ -311,6 +312,8 @@ class Daemon:
 
         def on_bound(urls: list[str]) -> None:
             self.urls = urls
+            # Peers are told the public URL; this home's CLI (run/spl.url) gets the one this process serves on.
+            self.local_url = advertised_endpoint(None, urls[0]) if urls else ""
             services.endpoint = advertised_endpoint(self.config.public_url, urls[0]) if urls else services.endpoint
             services.manifest = federation_manifest(self.identity, endpoint=services.endpoint)
 
@@ -454,7 +457,7 @@ class Daemon:
     def _write_url_file(self) -> None:
         if not self.options.write_pid_file:
             return
-        _write_run_file(self.home.url_path, f"{self.services.endpoint if self.services else ''}\n")
+        _write_run_file(self.home.url_path, f"{self.local_url}\n")
 
     def _remove_run_files(self) -> None:
         if not self.options.write_pid_file or not self._lock.held:
