@@ -1,7 +1,7 @@
 """Instance administration commands: ``spl identity``, ``spl token`` and ``spl namespace``.
 
 Every command reaches the daemon through :mod:`spl.cli.client` (URL and credential
-resolution) and registers on the ``spl`` app when this module is imported. Text output escapes every
+resolution); ``spl.cli.main`` registers the three groups. Text output escapes every
 value the daemon sent (:func:`spl.cli.output.safe`; tables do it per cell): a token label or
 a namespace description is whatever a client wrote.
 """
@@ -12,8 +12,9 @@ from typing import Any
 
 import typer
 
-from spl.cli.client import CliError, DaemonClient, NoDaemon
-from spl.cli.common import OUTPUT, URL, DaemonUnreachable, call, main_app, running_pid, wants_json
+from spl.cli.answers import Identity, Namespace, NamespaceList, TokenList, TokenMinted
+from spl.cli.client import CliError, DaemonClient, NoDaemon, decode_answer
+from spl.cli.common import OUTPUT, URL, DaemonUnreachable, call, running_pid, wants_json
 from spl.cli.common import home as _home
 from spl.cli.output import emit_json, safe, table
 from spl.core.config import advertised_endpoint
@@ -66,26 +67,29 @@ def identity_show(output: str = OUTPUT, url: str | None = URL) -> None:
     payload: dict[str, Any] | None = None
     if client is not None:
         try:
-            payload = call(client, "GET", "/v1/identity").payload
+            reply = call(client, "GET", "/v1/identity")
+            identity = reply.into(Identity)
+            payload = reply.payload
         except DaemonUnreachable:
             if not home.exists():
                 raise
             reason = f"no daemon answers at {client.url}"
     if payload is None:
         payload = _local_identity(home)
+        identity = decode_answer(payload, Identity, str(home.root))
         typer.echo(f"note: {reason}; showing the identity of the home {home.root} (endpoint from its config)", err=True)
     if as_json:
         emit_json(payload)
         return
-    typer.echo(f"did:          {safe(payload.get('did'))}")
-    typer.echo(f"endpoint_url: {safe(payload.get('endpoint_url'))}")
-    typer.echo(f"fingerprint:  {safe(payload.get('key_fingerprint'))}")
-    typer.echo(f"method:       {safe(payload.get('method'))}")
-    if payload.get("source") == "home":
-        typer.echo(f"source:       home {safe(payload.get('home'))} (daemon not running)")
+    typer.echo(f"did:          {safe(identity.did)}")
+    typer.echo(f"endpoint_url: {safe(identity.endpoint_url)}")
+    typer.echo(f"fingerprint:  {safe(identity.key_fingerprint)}")
+    typer.echo(f"method:       {safe(identity.method)}")
+    if identity.source == "home":
+        typer.echo(f"source:       home {safe(identity.home)} (daemon not running)")
     else:
-        scopes = ", ".join(safe(scope, 64) for scope in payload.get("scopes") or []) or "-"
-        who = "authenticated" if payload.get("is_authenticated") else "anonymous"
+        scopes = ", ".join(safe(scope, 64) for scope in identity.scopes) or "-"
+        who = "authenticated" if identity.is_authenticated else "anonymous"
         typer.echo(f"caller:       {who} (scopes: {scopes})")
 
 
@@ -158,17 +162,16 @@ def token_mint(
     as_json = wants_json(output)
     wanted = _scopes(scopes)
     client = DaemonClient.for_home(_home(), url)
-    payload: dict[str, Any] = call(
-        client, "POST", "/v1/tokens", json_body={"scopes": wanted, "label": label, "env": env}
-    ).payload
+    reply = call(client, "POST", "/v1/tokens", json_body={"scopes": wanted, "label": label, "env": env})
+    minted = reply.into(TokenMinted)
     if as_json:
-        emit_json(payload)
+        emit_json(reply.payload)
     else:
-        typer.echo(safe(payload["token"]))
-        granted = ", ".join(safe(scope, 64) for scope in payload.get("scopes") or wanted)
+        typer.echo(safe(minted.token))
+        granted = ", ".join(safe(scope, 64) for scope in minted.scopes or wanted)
         labelled = f", label: {safe(label)}" if label else ""
         typer.echo(
-            f"minted token {safe(payload.get('token_id'))} (scopes: {granted}{labelled})",
+            f"minted token {safe(minted.token_id)} (scopes: {granted}{labelled})",
             err=True,
         )
     typer.echo(
@@ -186,22 +189,14 @@ def token_list(
     """List tokens (GET /v1/tokens): ids, scopes, status. Plaintexts are never stored or shown."""
     as_json = wants_json(output)
     client = DaemonClient.for_home(_home(), url)
-    data: list[dict[str, Any]] = call(client, "GET", "/v1/tokens").payload.get("data", [])
+    reply = call(client, "GET", "/v1/tokens")
+    data = reply.into(TokenList).data
     if as_json:
-        emit_json(data)
+        emit_json(reply.payload["data"])
         return
-    shown = [info for info in data if all_tokens or info.get("status") != "revoked"]
+    shown = [info for info in data if all_tokens or info.status != "revoked"]
     table(
-        [
-            (
-                info.get("token_id"),
-                info.get("service_account_id"),
-                ",".join(info.get("scopes") or []),
-                info.get("status"),
-                info.get("label"),
-            )
-            for info in shown
-        ],
+        [(info.token_id, info.service_account_id, ",".join(info.scopes), info.status, info.label) for info in shown],
         ["TOKEN_ID", "SERVICE_ACCOUNT", "SCOPES", "STATUS", "LABEL"],
     )
     hidden = len(data) - len(shown)
@@ -259,11 +254,12 @@ def namespace_create(
     """Register a namespace (POST /v1/namespaces); parents must exist first (acme before acme/ops)."""
     as_json = wants_json(output)
     client = DaemonClient.for_home(_home(), url)
-    payload = call(client, "POST", "/v1/namespaces", json_body={"id": namespace, "description": description}).payload
+    reply = call(client, "POST", "/v1/namespaces", json_body={"id": namespace, "description": description})
+    created = reply.into(Namespace)
     if as_json:
-        emit_json(payload)
+        emit_json(reply.payload)
     else:
-        typer.echo(f"created namespace {safe(payload.get('id', namespace))} (record {safe(payload.get('record_id'))})")
+        typer.echo(f"created namespace {safe(created.id)} (record {safe(created.record_id)})")
 
 
 @namespace_app.command("list")
@@ -271,20 +267,12 @@ def namespace_list(output: str = OUTPUT, url: str | None = URL) -> None:
     """List registered namespaces (GET /v1/namespaces), including the implicit default."""
     as_json = wants_json(output)
     client = DaemonClient.for_home(_home(), url)
-    data: list[dict[str, Any]] = call(client, "GET", "/v1/namespaces").payload.get("data", [])
+    reply = call(client, "GET", "/v1/namespaces")
+    data = reply.into(NamespaceList).data
     if as_json:
-        emit_json(data)
+        emit_json(reply.payload["data"])
         return
     table(
-        [(entry.get("id"), entry.get("level"), entry.get("status"), entry.get("description")) for entry in data],
+        [(entry.id, entry.level, entry.status, entry.description) for entry in data],
         ["NAMESPACE", "LEVEL", "STATUS", "DESCRIPTION"],
     )
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(identity_app, name="identity")
-    app.add_typer(token_app, name="token")
-    app.add_typer(namespace_app, name="namespace")
-
-
-register(main_app())

@@ -11,18 +11,29 @@ The CLI never guesses where the daemon is, and never sends a credential where it
   daemon: an explicit URL that is not that daemon's gets the first two or nothing.
 
 Every way a request can fail (no daemon, refused connection, a bad URL, an answer that is not JSON from
-something that is not an spl daemon) becomes a one-line :class:`CliError` naming the fix.
+something that is not an spl daemon, a JSON object of the wrong shape) becomes a one-line :class:`CliError`
+naming the fix. Answers are read through :meth:`Reply.into`, which decodes them into the typed Structs of
+:mod:`spl.cli.answers`.
+
+httpx is imported where a request is made, not at module level: every command imports this module, and
+``spl version`` or ``spl --help`` must not pay for an HTTP stack they never use.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import httpx
+import msgspec
 
+from spl.cli.answers import Answer, ErrorAnswer
 from spl.daemon.home import Home
+
+if TYPE_CHECKING:
+    import httpx
+
+T = TypeVar("T", bound=Answer)
 
 __all__ = [
     "CliError",
@@ -64,8 +75,36 @@ class NoDaemon(DaemonUnreachable):
 
 @dataclass(frozen=True)
 class Reply:
+    """A daemon's answer: its status, the JSON object as sent (for ``-o json``) and where it came from.
+
+    Attributes:
+        status: The HTTP status (201 created vs 200 already stored).
+        payload: The answer's JSON object, exactly as the daemon sent it.
+        where: ``GET http://host:port/path``, for error lines.
+    """
+
     status: int
-    payload: Any
+    payload: dict[str, Any]
+    where: str = "the daemon"
+
+    def into(self, kind: type[T]) -> T:
+        """The answer decoded as ``kind``, or one error line naming the URL and what was wrong.
+
+        Raises:
+            CliError: A field ``kind`` needs is missing or of the wrong type.
+        """
+        return decode_answer(self.payload, kind, self.where)
+
+
+def decode_answer(payload: Any, kind: type[T], where: str) -> T:
+    """``payload`` as ``kind`` (msgspec, strict types); a wrong shape is a one-line :class:`CliError`."""
+    try:
+        return msgspec.convert(payload, kind)
+    except msgspec.ValidationError as exc:
+        raise CliError(
+            f"{where} answered with JSON that is not {kind.what} ({one_line(str(exc), 120)}): "
+            "is it an spl daemon of this version? Check --url / SPL_SERVE_URL"
+        ) from None
 
 
 def one_line(text: str, limit: int = DETAIL_LIMIT) -> str:
@@ -80,6 +119,8 @@ def checked_url(text: str, source: str) -> str:
     Raises:
         CliError: Not an http(s) URL with a host and a port in range.
     """
+    import httpx
+
     hint = f"{source} {text!r} is not a daemon URL"
     try:
         url = httpx.URL(text)
@@ -94,6 +135,8 @@ def checked_url(text: str, source: str) -> str:
 
 def _same_daemon(a: str, b: str) -> bool:
     """Whether two base URLs name the same origin and path (``http://h:1/`` is ``http://h:1``)."""
+    import httpx
+
     first, second = httpx.URL(a), httpx.URL(b)
     return (first.scheme, first.host, first.port, first.path.rstrip("/")) == (
         second.scheme,
@@ -183,6 +226,8 @@ def call(
         DaemonUnreachable: Nothing accepted the connection.
         CliError: Any other failure: a bad URL, a timeout, an answer that is not a JSON object.
     """
+    import httpx
+
     method = method.upper()
     headers = {"x-api-key": client.token} if client.token else {}
     kwargs: dict[str, Any] = {}
@@ -207,17 +252,19 @@ def call(
         payload = response.json()
     except ValueError:
         payload = None
+    where = f"{method} {client.url}{response.request.url.path}"
     if response.status_code >= 400 and not (response.status_code in accept and isinstance(payload, dict)):
         if isinstance(payload, dict):
-            code = str(payload.get("code") or payload.get("error") or "ERROR")
-            message = one_line(str(payload.get("message", response.text)))
+            error = decode_answer(payload, ErrorAnswer, where)
+            code = error.code or error.error or "ERROR"
+            message = one_line(str(response.text if error.message is None else error.message))
             if response.status_code == 401 and client.withheld is not None:
                 message += f" ({client.withheld}; set SPL_TOKEN or `spl token save` a token for this URL)"
             raise DaemonError(response.status_code, code, message)
         raise DaemonError(response.status_code, f"HTTP {response.status_code}", _not_spl(client, response))
     if not isinstance(payload, dict):
         raise CliError(f"HTTP {response.status_code}: {_not_spl(client, response)}")
-    return Reply(response.status_code, payload)
+    return Reply(response.status_code, payload, where)
 
 
 def _not_spl(client: DaemonClient, response: httpx.Response) -> str:

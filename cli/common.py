@@ -1,4 +1,6 @@
-"""Helpers shared by the command groups: the app to register on, typed daemon errors, input parsing.
+"""Helpers shared by the command groups: typed daemon errors, input parsing, the home.
+
+The app the groups register on is :mod:`spl.cli.app` (its own module, so imports run one way).
 
 ``call`` is :meth:`DaemonClient.request` plus the two things some commands need to decide
 what to do next: the HTTP status (201 created vs 200 already stored) and the error
@@ -16,8 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import typer
-
+from spl.cli.app import OUTPUT, URL
 from spl.cli.client import CliError, DaemonClient, DaemonError, DaemonUnreachable, Reply, call
 from spl.daemon.home import Home
 
@@ -32,7 +33,6 @@ __all__ = [
     "compact_json",
     "home",
     "home_did",
-    "main_app",
     "new_thread",
     "now_ms",
     "parse_body",
@@ -41,21 +41,9 @@ __all__ = [
     "wants_json",
 ]
 
-OUTPUT = typer.Option("text", "-o", "--output", help="Output format: text or json.")
-URL = typer.Option(
-    None, "--url", help="Daemon URL (default: $SPL_SERVE_URL, else this home's running daemon; never guessed)."
-)
-
-
-def main_app() -> typer.Typer:
-    """The ``spl`` app that ``run()`` calls (``spl.cli.main`` aliases itself under ``-m``)."""
-    from spl.cli.main import app
-
-    return app
-
 
 def home() -> Home:
-    """This CLI's home: ``$SYNCROPEL_HOME`` or ``~/.syncro`` (same as ``spl.cli.main.home``)."""
+    """This CLI's home: ``$SYNCROPEL_HOME`` or ``~/.syncro``."""
     return Home.resolve()
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import typer
 
 from spl.cli.client import CliError
-from spl.cli.common import OUTPUT, home, main_app, wants_json
+from spl.cli.common import OUTPUT, home, wants_json
 from spl.cli.output import emit_json, safe, table
 from spl.core.config import (
     Config,
@@ -35,10 +35,6 @@ config_app = typer.Typer(
     help="Show, check and change this home's config.toml (docs/configuration.md lists every key).",
     no_args_is_help=True,
 )
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(config_app, name="config")
 
 
 def _text(value: Any) -> str:
@@ -245,6 +241,3 @@ def config_validate(
             _report_tolerated(config)
     if problems:
         raise typer.Exit(1)
-
-
-register(main_app())

@@ -22,13 +22,13 @@ import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import typer
 
+from spl.cli.answers import Discovery, Health, Identity, Pair, Status
 from spl.cli.client import CliError, DaemonClient, NoDaemon
-from spl.cli.common import OUTPUT, URL, DaemonError, DaemonUnreachable, call, main_app, wants_json
+from spl.cli.common import OUTPUT, URL, DaemonError, DaemonUnreachable, call, wants_json
 from spl.cli.common import home as _home
 from spl.cli.output import emit_json, safe
 from spl.core.config import Config
@@ -160,13 +160,13 @@ def _daemon_checks(client: DaemonClient, config: Config | None) -> list[Check]:
     checks: list[Check] = []
     try:
         reply = call(client, "GET", "/health", accept=(503,))
+        health = reply.into(Health)
     except DaemonUnreachable:
         return [Check("daemon", "fail", f"no daemon answers at {client.url}: start one with `spl serve --daemon`")]
     except CliError as exc:
         return [Check("daemon", "fail", f"{client.url}/health failed: {exc}")]
-    health: dict[str, Any] = reply.payload
     if reply.status == 503:
-        problems = health.get("problems") or [str(health.get("status") or "degraded")]
+        problems = health.problems or [health.status or "degraded"]
         checks.append(
             Check(
                 "daemon",
@@ -176,33 +176,33 @@ def _daemon_checks(client: DaemonClient, config: Config | None) -> list[Check]:
             )
         )
     else:
-        checks.append(Check("daemon", "ok", f"answers at {client.url} (spl {health.get('version')})"))
+        checks.append(Check("daemon", "ok", f"answers at {client.url} (spl {health.version})"))
     checks.append(_manifest_check(client, config))
 
-    sequence = health.get("sequence")
-    if not isinstance(sequence, int):
+    sequence = health.sequence
+    if sequence is None:
         checks.append(Check("store", "fail", "the daemon did not report its head sequence; see its log"))
-    elif health.get("status") != "ok":
-        checks.append(Check("store", "warn", f"{sequence} records; the daemon is {health.get('status')}"))
+    elif health.status != "ok":
+        checks.append(Check("store", "warn", f"{sequence} records; the daemon is {health.status}"))
     else:
         checks.append(Check("store", "ok", f"readable: {sequence} records (head sequence)"))
 
-    status: dict[str, Any] | None = None
+    status: Status | None = None
     status_error = ""
     try:
-        status = call(client, "GET", "/v1/status").payload
+        status = call(client, "GET", "/v1/status").into(Status)
     except DaemonError as exc:
         status_error = str(exc)
     if status is not None:
-        bind_host = str(status.get("bind_host") or urlsplit(str(status.get("endpoint_url") or client.url)).hostname)
+        bind_host = status.bind_host or urlsplit(status.endpoint_url or client.url).hostname or "?"
     else:
-        identity = call(client, "GET", "/v1/identity").payload
-        bind_host = urlsplit(str(identity.get("endpoint_url") or client.url)).hostname or "?"
+        identity = call(client, "GET", "/v1/identity").into(Identity)
+        bind_host = urlsplit(identity.endpoint_url or client.url).hostname or "?"
     exposed_on = (
         None if is_loopback_host(bind_host) else ("every interface" if bind_host in ("0.0.0.0", "::") else bind_host)
     )
 
-    auth_required = bool(health.get("auth_required"))
+    auth_required = health.auth_required
     if auth_required:
         checks.append(Check("auth", "ok", "on: requests need a bearer token"))
     elif exposed_on is not None:
@@ -223,11 +223,11 @@ def _daemon_checks(client: DaemonClient, config: Config | None) -> list[Check]:
 
 def _manifest_check(client: DaemonClient, config: Config | None) -> Check:
     try:
-        discovery: dict[str, Any] = call(client, "GET", "/.well-known/syncropel").payload
+        discovery = call(client, "GET", "/.well-known/syncropel").into(Discovery)
     except CliError as exc:
         return Check("manifest", "fail", f"GET /.well-known/syncropel failed: {exc}")
-    manifest = discovery.get("federation_manifest")
-    if not isinstance(manifest, dict):
+    manifest = discovery.federation_manifest
+    if manifest is None:
         return Check("manifest", "fail", "/.well-known/syncropel carries no federation_manifest")
     if not verify_manifest(manifest):
         return Check("manifest", "fail", "the federation manifest's signature does not verify; restart the daemon")
@@ -242,8 +242,8 @@ def _manifest_check(client: DaemonClient, config: Config | None) -> Check:
             f"the daemon at {client.url} is {did}, not this home's {config.did}: "
             "it serves another home (check --url / SPL_SERVE_URL)",
         )
-    if discovery.get("did") not in (None, did):
-        return Check("manifest", "fail", f"/.well-known/syncropel names {discovery.get('did')} but is signed by {did}")
+    if discovery.did not in (None, did):
+        return Check("manifest", "fail", f"/.well-known/syncropel names {discovery.did} but is signed by {did}")
     expires = (manifest.get("signature") or {}).get("expires_at")
     if isinstance(expires, str) and expires < time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()):
         return Check("manifest", "warn", f"signature expired at {expires}; restart the daemon to re-sign it")
@@ -251,21 +251,19 @@ def _manifest_check(client: DaemonClient, config: Config | None) -> Check:
 
 
 def _federation_checks(
-    status: dict[str, Any] | None,
+    status: Status | None,
     status_error: str,
-    health: dict[str, Any],
+    health: Health,
     bind_host: str,
     exposed_on: str | None,
 ) -> list[Check]:
     checks: list[Check] = []
-    pairs: list[dict[str, Any]] = []
+    pairs: list[Pair] = []
     if status is not None:
-        federation = status.get("federation") or {}
-        pairs = [pair for pair in federation.get("pairs") or [] if pair.get("state") != "stopped"]
+        pairs = [pair for pair in status.federation.pairs if pair.state != "stopped"]
         count = len(pairs)
     else:
-        summary = health.get("federation") or {}
-        by_state = summary.get("pairs_by_state") or {}
+        by_state = health.federation.pairs_by_state
         count = sum(n for state, n in by_state.items() if state != "stopped")
         checks.append(
             Check(
@@ -278,7 +276,7 @@ def _federation_checks(
         if status is not None:
             checks.append(Check("federation pairs", "ok", "none configured"))
         return checks
-    local_peers = bool(pairs) and all(is_loopback_host(urlsplit(str(p.get("peer_url"))).hostname or "") for p in pairs)
+    local_peers = bool(pairs) and all(is_loopback_host(urlsplit(str(p.peer_url)).hostname or "") for p in pairs)
     if exposed_on is None and local_peers:
         checks.append(
             Check(
@@ -302,22 +300,22 @@ def _federation_checks(
         )
     troubled = 0
     for pair in pairs:
-        pair_id = pair.get("pair_id")
-        source = f"pulling {pair.get('thread_id')} from {pair.get('peer_url')}"
+        pair_id = pair.pair_id
+        source = f"pulling {pair.thread_id} from {pair.peer_url}"
         details = f"details: `spl fleet sync status {pair_id}`"
-        error = pair.get("last_error")
-        if pair.get("state") == "failing":
+        error = pair.last_error
+        if pair.state == "failing":
             troubled += 1
-            code = error.get("code") if isinstance(error, dict) else "unknown error"
+            code = error.code if error is not None else "unknown error"
             checks.append(Check("federation pair", "warn", f"{pair_id} FAILING: {code} {source}; {details}"))
-        elif pair.get("stalled"):
+        elif pair.stalled:
             troubled += 1
-            lag = pair.get("lag_records")
+            lag = pair.lag_records
             checks.append(
                 Check("federation pair", "warn", f"{pair_id} STALLED (lag {lag} records) {source}; {details}")
             )
     if status is not None and not troubled:
-        states = ", ".join(sorted({str(pair.get("state")) for pair in pairs}))
+        states = ", ".join(sorted({str(pair.state) for pair in pairs}))
         checks.append(Check("federation pairs", "ok", f"{count} pair(s), none failing or stalled ({states})"))
     return checks
 
@@ -335,7 +333,6 @@ def run_checks(url: str | None = None) -> list[Check]:
     return checks
 
 
-@main_app().command()
 def doctor(output: str = OUTPUT, url: str | None = URL) -> None:
     """Check the home, identity, credentials, daemon, manifest, store, auth and federation pairs.
 

@@ -26,10 +26,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
+import msgspec
 import typer
 
+from spl.cli.answers import Pair, PairList, PairStats
 from spl.cli.client import CliError, DaemonClient
-from spl.cli.common import OUTPUT, URL, DaemonError, call, client_for, main_app, secret_argument, wants_json
+from spl.cli.common import OUTPUT, URL, DaemonError, call, client_for, secret_argument, wants_json
 from spl.cli.output import emit_json, safe, table
 from spl.core import units
 from spl.core.pairs import MODES, is_pair_id
@@ -81,64 +83,63 @@ def _when(timestamp: Any, now: float | None = None) -> str:
     return f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(timestamp))} ({relative})"
 
 
-def peer_handle(pair: dict[str, Any]) -> str:
+def peer_handle(pair: Pair) -> str:
     """A short name for the peer: ``host:port`` of its URL, else the tail of its DID."""
-    url = pair.get("peer_url")
-    if isinstance(url, str) and url:
+    url = pair.peer_url
+    if url:
         parts = urlsplit(url)
         if parts.hostname:
             host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
             return safe(f"{host}:{parts.port}" if parts.port else host)
-    did = str(pair.get("peer_did") or "?")
+    did = pair.peer_did or "?"
     return safe("…" + did[-8:] if len(did) > 8 else did)
 
 
-def _short_id(pair_id: Any) -> str:
-    text = str(pair_id or "")
-    return safe(text.removeprefix("pair_")[:8])
+def _short_id(pair_id: str) -> str:
+    return safe(pair_id.removeprefix("pair_")[:8])
 
 
-def _error_code(pair: dict[str, Any]) -> str:
-    error = pair.get("last_error")
-    return safe(error.get("code"), 64) if isinstance(error, dict) and error.get("code") else "-"
+def _error_code(pair: Pair) -> str:
+    error = pair.last_error
+    return safe(error.code, 64) if error is not None and error.code else "-"
 
 
-def _condition(pair: dict[str, Any]) -> str:
+def _condition(pair: Pair) -> str:
     """What `spl status` says about a pair: its rate and lag, or what is wrong with it."""
-    state = pair.get("state")
+    state = pair.state
     if state == "failing":
-        return f"FAILING: {_error_code(pair) if pair.get('last_error') else 'unknown error'}"
+        return f"FAILING: {_error_code(pair) if pair.last_error is not None else 'unknown error'}"
     if state == "paused":
         return "PAUSED"
     if state == "stopped":
         return "STOPPED"
-    if pair.get("stalled"):
-        return f"STALLED (lag {safe(pair.get('lag_records', 0))} records)"
+    if pair.stalled:
+        return f"STALLED (lag {safe(pair.lag_records)} records)"
     if state == "starting":
         return "STARTING"
-    rate = pair.get("records_per_minute") or 0
-    lag = pair.get("lag_seconds") or 0
+    rate = pair.records_per_minute or 0
+    lag = pair.lag_seconds or 0
     return f"{rate:g} rec/min, lag {round(lag)}s"
 
 
-def _state_counts(pairs: Iterable[dict[str, Any]]) -> str:
-    counts = Counter(safe(pair.get("state"), 64) for pair in pairs)
+def _state_counts(pairs: Iterable[Pair]) -> str:
+    counts = Counter(safe(pair.state, 64) for pair in pairs)
     ordered = [state for state in STATE_ORDER if counts.get(state)]
     ordered += sorted(state for state in counts if state not in STATE_ORDER)
     return ", ".join(f"{counts[state]} {state}" for state in ordered)
 
 
-def federation_lines(pairs: list[dict[str, Any]], indent: str = "  ") -> list[str]:
+def federation_lines(pairs: list[Pair], indent: str = "  ") -> list[str]:
     """The Federation block of ``spl status``: a header, then one line per pair."""
     if not pairs:
         return ["Federation (no pairs)"]
     lines = [f"Federation ({len(pairs)} pair{'s' if len(pairs) != 1 else ''}: {_state_counts(pairs)})"]
     rows = [
         (
-            _short_id(pair.get("pair_id")),
-            ARROWS.get(str(pair.get("direction")), "?"),
+            _short_id(pair.pair_id),
+            ARROWS.get(str(pair.direction), "?"),
             peer_handle(pair),
-            f"thread:{safe(pair.get('thread_id'))}",
+            f"thread:{safe(pair.thread_id)}",
             _condition(pair),
         )
         for pair in pairs
@@ -153,9 +154,10 @@ def federation_lines(pairs: list[dict[str, Any]], indent: str = "  ") -> list[st
 # -- talking to the daemon -----------------------------------------------------------------
 
 
-def _pairs(client: DaemonClient) -> list[dict[str, Any]]:
-    data = call(client, "GET", "/v1/sync/pairs").payload.get("data", [])
-    return [pair for pair in data if isinstance(pair, dict)]
+def _pairs(client: DaemonClient) -> list[tuple[Pair, dict[str, Any]]]:
+    """Every pair, typed, with its JSON as the daemon sent it (what ``-o json`` prints)."""
+    reply = call(client, "GET", "/v1/sync/pairs")
+    return list(zip(reply.into(PairList).data, reply.payload["data"], strict=True))
 
 
 def _resolve(client: DaemonClient, text: str) -> str:
@@ -166,7 +168,7 @@ def _resolve(client: DaemonClient, text: str) -> str:
     if not text:
         raise CliError("pass a pair id (see `spl fleet sync list`)")
     wanted = text.removeprefix("pair_")
-    matches = [str(pair["pair_id"]) for pair in _pairs(client) if str(pair.get("pair_id", ""))[5:].startswith(wanted)]
+    matches = [pair.pair_id for pair, _ in _pairs(client) if pair.pair_id[5:].startswith(wanted)]
     if len(matches) == 1:
         return matches[0]
     if not matches:
@@ -249,46 +251,48 @@ def sync_add(
         body["poll_interval"] = parse_duration(poll_interval)
     if token is not None:
         body["token"] = _read_token(token)
-    payload: dict[str, Any] = call(client_for(url), "POST", "/v1/sync/pairs", json_body=body).payload
-    payload.pop("token", None)
+    reply = call(client_for(url), "POST", "/v1/sync/pairs", json_body=body)
+    reply.payload.pop("token", None)
+    pair = reply.into(Pair)
     if as_json:
-        emit_json(payload)
+        emit_json(reply.payload)
     else:
-        pair_id = safe(payload["pair_id"])
+        pair_id = safe(pair.pair_id)
         typer.echo(pair_id)
-        every = f" every {_duration(payload.get('poll_interval'))}" if payload.get("mode") == "polling" else ""
+        every = f" every {_duration(pair.poll_interval)}" if pair.mode == "polling" else ""
         typer.echo(
-            f"added pair {pair_id}: pulls {safe(payload.get('thread_id'))} from {safe(payload.get('peer_url'))} "
-            f"({safe(payload.get('mode'))}{every}{', with token' if payload.get('has_token') else ''}); "
+            f"added pair {pair_id}: pulls {safe(pair.thread_id)} from {safe(pair.peer_url)} "
+            f"({safe(pair.mode)}{every}{', with token' if pair.has_token else ''}); "
             f"see `spl fleet sync status {pair_id}`",
             err=True,
         )
-    if payload.get("warning"):
-        typer.echo(f"warning: {safe(payload['warning'])}", err=True)
+    if pair.warning:
+        typer.echo(f"warning: {safe(pair.warning)}", err=True)
 
 
 def _list(thread: str | None, output: str, url: str | None) -> None:
     as_json = wants_json(output)
-    pairs = _pairs(client_for(url))
+    listed = _pairs(client_for(url))
     if thread is not None:
-        pairs = [pair for pair in pairs if pair.get("thread_id") == thread]
+        listed = [(pair, raw) for pair, raw in listed if pair.thread_id == thread]
     if as_json:
-        emit_json(pairs)
+        emit_json([raw for _, raw in listed])
         return
+    pairs = [pair for pair, _ in listed]
     if not pairs:
         typer.echo("no sync pairs" + (f" on {safe(thread)}" if thread else "") + "; add one with `spl fleet sync add`")
         return
     table(
         [
             (
-                pair.get("pair_id"),
-                pair.get("direction"),
+                pair.pair_id,
+                pair.direction,
                 peer_handle(pair),
-                pair.get("thread_id"),
-                pair.get("mode"),
-                str(pair.get("state")) + (" (stalled)" if pair.get("stalled") else ""),
-                f"{pair.get('lag_records', 0)} rec, {round(pair.get('lag_seconds') or 0)}s",
-                f"{pair.get('records_per_minute') or 0:g}",
+                pair.thread_id,
+                pair.mode,
+                str(pair.state) + (" (stalled)" if pair.stalled else ""),
+                f"{pair.lag_records} rec, {round(pair.lag_seconds or 0)}s",
+                f"{pair.records_per_minute or 0:g}",
                 _error_code(pair),
             )
             for pair in pairs
@@ -312,61 +316,55 @@ def sync_pairs(thread: str | None = THREAD_FILTER, output: str = OUTPUT, url: st
     _list(thread, output, url)
 
 
-def _print_status(pair: dict[str, Any], stats: dict[str, Any]) -> None:
+def _print_status(pair: Pair, stats: PairStats) -> None:
     now = time.time()
-    arrow = ARROWS.get(str(pair.get("direction")), "?")
-    typer.echo(f"pair {safe(pair['pair_id'])}  ({safe(pair.get('direction'))} {arrow} {safe(pair.get('peer_url'))})")
-    typer.echo(f"  peer:          {safe(pair.get('peer_did'))}")
-    typer.echo(f"  thread:        {safe(pair.get('thread_id'))}")
-    every = f" every {_duration(pair.get('poll_interval'))}" if pair.get("mode") == "polling" else ""
-    typer.echo(f"  mode:          {safe(pair.get('mode'))}{every}")
-    typer.echo(f"  token:         {'yes (stored by the daemon)' if pair.get('has_token') else 'none'}")
-    stalled = "  STALLED" if pair.get("stalled") else ""
-    typer.echo(f"  state:         {safe(pair.get('state'))} ({safe(pair.get('state_reason'))}){stalled}")
-    typer.echo(f"  cursor:        {safe(pair.get('cursor') or '- (nothing pulled yet)')}")
-    typer.echo(f"  lag:           {safe(pair.get('lag_records', 0))} record(s), {pair.get('lag_seconds') or 0:g}s")
-    typer.echo(f"  last success:  {_when(pair.get('last_success_at'), now)}")
-    typer.echo(f"  failures:      {safe(pair.get('consecutive_failures', 0))} consecutive")
-    typer.echo(f"  next retry:    {_when(pair.get('next_retry_at'), now)}")
-    error = pair.get("last_error")
-    if isinstance(error, dict):
-        typer.echo(
-            f"  last error:    {safe(error.get('code'), 64)}: {safe(error.get('message'))}  "
-            f"at {_when(error.get('at'), now)}"
-        )
+    arrow = ARROWS.get(str(pair.direction), "?")
+    typer.echo(f"pair {safe(pair.pair_id)}  ({safe(pair.direction)} {arrow} {safe(pair.peer_url)})")
+    typer.echo(f"  peer:          {safe(pair.peer_did)}")
+    typer.echo(f"  thread:        {safe(pair.thread_id)}")
+    every = f" every {_duration(pair.poll_interval)}" if pair.mode == "polling" else ""
+    typer.echo(f"  mode:          {safe(pair.mode)}{every}")
+    typer.echo(f"  token:         {'yes (stored by the daemon)' if pair.has_token else 'none'}")
+    stalled = "  STALLED" if pair.stalled else ""
+    typer.echo(f"  state:         {safe(pair.state)} ({safe(pair.state_reason)}){stalled}")
+    typer.echo(f"  cursor:        {safe(pair.cursor or '- (nothing pulled yet)')}")
+    typer.echo(f"  lag:           {safe(pair.lag_records)} record(s), {pair.lag_seconds or 0:g}s")
+    typer.echo(f"  last success:  {_when(pair.last_success_at, now)}")
+    typer.echo(f"  failures:      {safe(pair.consecutive_failures)} consecutive")
+    typer.echo(f"  next retry:    {_when(pair.next_retry_at, now)}")
+    error = pair.last_error
+    if error is not None:
+        typer.echo(f"  last error:    {safe(error.code, 64)}: {safe(error.message)}  at {_when(error.at, now)}")
     else:
         typer.echo("  last error:    -")
-    totals = stats.get("totals") or {}
-    pulls = totals.get("pulls")
+    pulls = stats.totals.pulls
     typer.echo(
-        f"  pulled:        {safe(pair.get('records_pulled', 0))} record(s), "
-        f"{safe(pair.get('records_duplicate', 0))} duplicate(s)"
-        + (f", {safe(pulls)} pull(s)" if pulls is not None else "")
+        f"  pulled:        {safe(pair.records_pulled)} record(s), "
+        f"{safe(pair.records_duplicate)} duplicate(s)" + (f", {safe(pulls)} pull(s)" if pulls is not None else "")
     )
-    refused = pair.get("records_refused") or {}
+    refused = pair.records_refused
     typer.echo(
         "  refused:       "
         + (", ".join(f"{safe(code, 64)} {safe(count)}" for code, count in sorted(refused.items())) or "none")
     )
-    errors = f"{safe(pair.get('errors_total', 0))} total, {safe(stats.get('errors_last_hour', 0))} in the last hour"
+    errors = f"{safe(pair.errors_total)} total, {safe(stats.errors_last_hour)} in the last hour"
     typer.echo(f"  errors:        {errors}")
     typer.echo(
-        f"  rate:          {safe(stats.get('records_last_minute', 0))} record(s) in the last minute, "
-        f"{safe(stats.get('records_last_hour', 0))} in the last hour"
+        f"  rate:          {safe(stats.records_last_minute)} record(s) in the last minute, "
+        f"{safe(stats.records_last_hour)} in the last hour"
     )
-    latency = stats.get("latency_ms") or {}
-    if latency.get("count"):
+    latency = stats.latency_ms
+    if latency.count:
         typer.echo(
-            f"  latency:       p50 {latency.get('p50'):g} ms, p95 {latency.get('p95'):g} ms "
-            f"({safe(latency.get('count'))} record(s), last hour)"
+            f"  latency:       p50 {latency.p50 or 0:g} ms, p95 {latency.p95 or 0:g} ms "
+            f"({safe(latency.count)} record(s), last hour)"
         )
     else:
         typer.echo("  latency:       p50 -, p95 - (no records delivered in the last hour)")
-    history = pair.get("history") or []
-    typer.echo(f"History ({len(history)})")
-    for entry in history:
-        when = _when(entry.get("at"), now)
-        typer.echo(f"  {when}  {safe(entry.get('from'))} → {safe(entry.get('to'))}  {safe(entry.get('reason'))}")
+    typer.echo(f"History ({len(pair.history)})")
+    for entry in pair.history:
+        when = _when(entry.at, now)
+        typer.echo(f"  {when}  {safe(entry.from_)} → {safe(entry.to)}  {safe(entry.reason)}")
 
 
 @sync_app.command("status")
@@ -375,24 +373,25 @@ def sync_status(pair_id: str = PAIR_ARG, output: str = OUTPUT, url: str | None =
     as_json = wants_json(output)
     client = client_for(url)
     pair_id = _resolve(client, pair_id)
-    pair: dict[str, Any] = call(client, "GET", f"/v1/sync/pairs/{pair_id}").payload
-    stats: dict[str, Any] = call(client, "GET", f"/v1/sync/pairs/{pair_id}/stats").payload
+    pair = call(client, "GET", f"/v1/sync/pairs/{pair_id}")
+    stats = call(client, "GET", f"/v1/sync/pairs/{pair_id}/stats")
     if as_json:
-        emit_json({**pair, "stats": stats})
+        emit_json({**pair.payload, "stats": stats.payload})
         return
-    _print_status(pair, stats)
+    _print_status(pair.into(Pair), stats.into(PairStats))
 
 
-def _control(action: str, pair_id: str, output: str, url: str | None) -> dict[str, Any]:
+def _control(action: str, pair_id: str, output: str, url: str | None) -> Pair:
     as_json = wants_json(output)
     client = client_for(url)
     pair_id = _resolve(client, pair_id)
     method = "DELETE" if action == "remove" else "POST"
     path = f"/v1/sync/pairs/{pair_id}" + ("" if action == "remove" else f"/{action}")
-    payload: dict[str, Any] = call(client, method, path).payload
+    reply = call(client, method, path)
+    pair = reply.into(Pair)
     if as_json:
-        emit_json(payload)
-    return payload
+        emit_json(reply.payload)
+    return pair
 
 
 @sync_app.command("pause")
@@ -400,7 +399,7 @@ def sync_pause(pair_id: str = PAIR_ARG, output: str = OUTPUT, url: str | None = 
     """Stop pulling (the cursor is kept); `spl fleet sync resume` goes on from it."""
     payload = _control("pause", pair_id, output, url)
     if not wants_json(output):
-        typer.echo(f"paused {safe(payload['pair_id'])} (state {safe(payload.get('state'))})")
+        typer.echo(f"paused {safe(payload.pair_id)} (state {safe(payload.state)})")
 
 
 @sync_app.command("resume")
@@ -409,8 +408,8 @@ def sync_resume(pair_id: str = PAIR_ARG, output: str = OUTPUT, url: str | None =
     payload = _control("resume", pair_id, output, url)
     if not wants_json(output):
         # The answer is written before the pair acts on the resume, so do not echo its state.
-        cursor = payload.get("cursor") or "the start"
-        typer.echo(f"resumed {safe(payload['pair_id'])}: pulling from {safe(cursor)}")
+        cursor = payload.cursor or "the start"
+        typer.echo(f"resumed {safe(payload.pair_id)}: pulling from {safe(cursor)}")
 
 
 @sync_app.command("kick")
@@ -421,7 +420,7 @@ def sync_kick(pair_id: str = PAIR_ARG, output: str = OUTPUT, url: str | None = U
     """
     payload = _control("kick", pair_id, output, url)
     if not wants_json(output):
-        typer.echo(f"kicked {safe(payload['pair_id'])}: pulling now (state {safe(payload.get('state'))})")
+        typer.echo(f"kicked {safe(payload.pair_id)}: pulling now (state {safe(payload.state)})")
 
 
 @sync_app.command("remove")
@@ -429,7 +428,7 @@ def sync_remove(pair_id: str = PAIR_ARG, output: str = OUTPUT, url: str | None =
     """Remove a pair: it stops pulling and its stored token is deleted (records already pulled stay)."""
     payload = _control("remove", pair_id, output, url)
     if not wants_json(output):
-        typer.echo(f"removed {safe(payload['pair_id'])} (state {safe(payload.get('state'))})")
+        typer.echo(f"removed {safe(payload.pair_id)} (state {safe(payload.state)})")
 
 
 @sync_app.command("set")
@@ -457,43 +456,42 @@ def sync_set(
         raise CliError("nothing to change; give --mode and/or --poll-interval")
     client = client_for(url)
     resolved = _resolve(client, pair_id)
-    payload: dict[str, Any] = call(client, "PATCH", f"/v1/sync/pairs/{resolved}", json_body=body).payload
+    reply = call(client, "PATCH", f"/v1/sync/pairs/{resolved}", json_body=body)
+    pair = reply.into(Pair)
     if wants_json(output):
-        emit_json(payload)
+        emit_json(reply.payload)
         return
-    every = f" every {_duration(payload.get('poll_interval'))}" if payload.get("mode") == "polling" else ""
-    typer.echo(f"{safe(payload['pair_id'])}: {safe(payload.get('mode'))}{every}")
+    every = f" every {_duration(pair.poll_interval)}" if pair.mode == "polling" else ""
+    typer.echo(f"{safe(pair.pair_id)}: {safe(pair.mode)}{every}")
 
 
-def _kick_and_wait(client: DaemonClient, pair: dict[str, Any]) -> dict[str, Any]:
-    pair_id = str(pair["pair_id"])
+def _kick_and_wait(client: DaemonClient, listed: tuple[Pair, dict[str, Any]]) -> tuple[Pair, dict[str, Any]]:
+    pair, raw = listed
     try:
-        answer: dict[str, Any] = call(client, "POST", f"/v1/sync/pairs/{pair_id}/kick", params={"wait": 1}).payload
+        reply = call(client, "POST", f"/v1/sync/pairs/{pair.pair_id}/kick", params={"wait": 1})
     except DaemonError as exc:
         if exc.code != "NOT_FOUND":  # removed between the listing and the kick
             raise
-        return {**pair, "pulled_now": 0}
-    return answer
+        return msgspec.structs.replace(pair, pulled_now=0), {**raw, "pulled_now": 0}
+    return reply.into(Pair), reply.payload
 
 
-def _pull_line(pair: dict[str, Any]) -> str:
-    state = safe(pair.get("state"), 64)
+def _pull_line(pair: Pair) -> str:
+    state = safe(pair.state, 64)
     head = (
-        f"{safe(pair.get('pair_id'))} {ARROWS.get(str(pair.get('direction')), '?')} {peer_handle(pair)} "
-        f"thread:{safe(pair.get('thread_id'))}"
+        f"{safe(pair.pair_id)} {ARROWS.get(str(pair.direction), '?')} {peer_handle(pair)} thread:{safe(pair.thread_id)}"
     )
-    pulled = f"pulled {safe(pair.get('pulled_now', 0))} now ({safe(pair.get('records_pulled', 0))} in total)"
-    refused = pair.get("refused_now")
-    if isinstance(refused, dict) and refused:
+    pulled = f"pulled {safe(pair.pulled_now)} now ({safe(pair.records_pulled)} in total)"
+    refused = pair.refused_now
+    if refused:
         why = ", ".join(f"{safe(code, 64)} {safe(count)}" for code, count in sorted(refused.items()))
-        total = sum(count for count in refused.values() if isinstance(count, int))
-        pulled += f", refused {total} ({why}; see `spl fleet sync status {safe(pair.get('pair_id'))}`)"
-    lag = f"lag {safe(pair.get('lag_records', 0))} record(s), {round(pair.get('lag_seconds') or 0)}s"
-    error = pair.get("last_error")
-    if state == "failing" and isinstance(error, dict):
-        return f"{head}  FAILING: {safe(error.get('code'), 64)}: {safe(error.get('message'))}; {pulled}"
-    note = f"; last error {safe(error.get('code'), 64)}" if isinstance(error, dict) and state != "running" else ""
-    stalled = " STALLED" if pair.get("stalled") else ""
+        pulled += f", refused {sum(refused.values())} ({why}; see `spl fleet sync status {safe(pair.pair_id)}`)"
+    lag = f"lag {safe(pair.lag_records)} record(s), {round(pair.lag_seconds or 0)}s"
+    error = pair.last_error
+    if state == "failing" and error is not None:
+        return f"{head}  FAILING: {safe(error.code, 64)}: {safe(error.message)}; {pulled}"
+    note = f"; last error {safe(error.code, 64)}" if error is not None and state != "running" else ""
+    stalled = " STALLED" if pair.stalled else ""
     return f"{head}  {state}{stalled}: {pulled}, {lag}{note}"
 
 
@@ -511,20 +509,20 @@ def sync_pull(
     as_json = wants_json(output)
     client = client_for(url)
     client.timeout = max(client.timeout, KICK_TIMEOUT)
-    pairs = [pair for pair in _pairs(client) if pair.get("state") != "stopped"]
+    pairs = [(pair, raw) for pair, raw in _pairs(client) if pair.state != "stopped"]
     if thread is not None:
-        pairs = [pair for pair in pairs if pair.get("thread_id") == thread]
+        pairs = [(pair, raw) for pair, raw in pairs if pair.thread_id == thread]
     if not pairs:
         where = f" on thread {thread}" if thread else ""
         raise CliError(f"no sync pairs{where}; add one with `spl fleet sync add --peer-url URL PEER_DID THREAD`")
     with ThreadPoolExecutor(max_workers=min(8, len(pairs))) as pool:
-        answers = list(pool.map(lambda pair: _kick_and_wait(client, pair), pairs))
+        answers = list(pool.map(lambda listed: _kick_and_wait(client, listed), pairs))
     if as_json:
-        emit_json(answers)
+        emit_json([raw for _, raw in answers])
     else:
-        for answer in answers:
+        for answer, _ in answers:
             typer.echo(_pull_line(answer))
-    failing = [answer for answer in answers if answer.get("state") == "failing"]
+    failing = [answer for answer, _ in answers if answer.state == "failing"]
     if failing:
         if not as_json:
             typer.echo(
@@ -533,6 +531,3 @@ def sync_pull(
             )
         sys.stdout.flush()
         raise SystemExit(1)  # typer.Exit is swallowed under standalone_mode=False
-
-
-main_app().add_typer(fleet_app, name="fleet")

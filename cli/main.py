@@ -1,280 +1,59 @@
-"""The ``spl`` command line (typer).
+"""The ``spl`` command line (typer): every command and group is registered here, in one place.
 
-Server commands (init, serve, status, version) live here; each further group has its own
-module (``cli/records.py``, ``cli/admin.py`` …) registered at the bottom. Read commands
-take ``-o json``; ``SYNCROPEL_HOME``, ``SPL_SERVE_URL`` and ``SPL_TOKEN`` are honoured.
+The app and its shared options live in :mod:`spl.cli.app`; the command modules define functions and
+sub-apps and import neither this module nor each other's registrations, so imports run one way
+(app ← command modules ← main) and the order of ``spl --help`` is the order below. Read commands take
+``-o json``; ``SYNCROPEL_HOME``, ``SPL_SERVE_URL`` and ``SPL_TOKEN`` are honoured.
 
-``spl init`` and ``spl serve`` run with umask 0077: nothing they create is readable by other
-local users. One daemon runs per home (the run lock, ``daemon/home.py``): a second ``spl
-serve`` on the same home refuses with one line and leaves the first one's files alone, and
-``spl serve --daemon`` reports success only once its child serves (else the child's own error line).
+``spl --help`` must list every group, so every command module is imported on every call: they keep
+their module level light (typer, the CLI's helpers, pure ``spl.core`` rules) and import what is heavy
+(trio and the daemon in ``serve``, the soak engine in ``federation soak``, httpx in
+:mod:`spl.cli.client`) where it is used.
 """
 
 from __future__ import annotations
 
-import enum
-import os
-import signal
-import subprocess
 import sys
-import time
-from pathlib import Path
-from typing import Any
 
 import typer
 
-from spl.cli.client import CliError, DaemonClient
-from spl.cli.common import URL
-from spl.cli.output import emit_json
-from spl.core.manifest import VERSION
-from spl.daemon import logs
-from spl.daemon.home import Home, HomeError, pid_alive
+from spl.cli import admin, config, doctor, fleet, records, server, soak
+from spl.cli.app import app
+from spl.cli.client import CliError
+from spl.daemon.home import HomeError
 
-PRIVATE_UMASK = 0o077
-DETACH_TIMEOUT = 30.0
-HIGHEST_PORT = 65535
+__all__ = ["app", "run"]
 
-
-class LogLevel(enum.StrEnum):
-    """``--log-level``: a closed set, so a typo (``loud``) is a usage error naming the choices."""
-
-    DEBUG = "debug"
-    INFO = "info"
-    WARNING = "warning"
-    ERROR = "error"
-
-
-class LogFormat(enum.StrEnum):
-    """``--log-format``: text lines, or one JSON object per line for log shippers."""
-
-    TEXT = "text"
-    JSON = "json"
-
-
-__all__ = ["OUTPUT", "app", "home", "run"]
-
-app = typer.Typer(
-    name="spl",
-    help="spl: a Syncropel daemon (steward) and its control commands.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+COMMANDS = (
+    server.version,
+    server.init,
+    server.serve,
+    server.status,
+    doctor.doctor,
+    records.intend,
+    records.do,
+    records.know,
+    records.learn,
+    records.emit,
+)
+GROUPS = (
+    ("identity", admin.identity_app),
+    ("token", admin.token_app),
+    ("namespace", admin.namespace_app),
+    ("config", config.config_app),
+    ("fleet", fleet.fleet_app),
+    ("thread", records.thread_app),
+    ("federation", soak.federation_app),
 )
 
-OUTPUT = typer.Option("text", "-o", "--output", help="Output format: text or json.")
-
-
-def home() -> Home:
-    return Home.resolve()
-
-
-def wants_json(output: str) -> bool:
-    if output not in ("text", "json"):
-        raise CliError(f"unknown output format {output!r}; use -o text or -o json")
-    return output == "json"
-
-
-@app.command()
-def version(output: str = OUTPUT) -> None:
-    """Print the spl version."""
-    if wants_json(output):
-        emit_json({"version": VERSION, "python": sys.version.split()[0]})
-    else:
-        typer.echo(f"spl {VERSION}")
-
-
-@app.command()
-def init(
-    force: bool = typer.Option(False, "--force", help="Replace an existing identity (records are kept)."),
-    if_missing: bool = typer.Option(False, "--if-missing", help="Do nothing when the home already exists."),
-    output: str = OUTPUT,
-) -> None:
-    """Create $SYNCROPEL_HOME (default ~/.syncro): identity, config, store, admin credential."""
-    from spl.daemon.bootstrap import initialise
-
-    os.umask(PRIVATE_UMASK)
-    result = initialise(home(), force=force, if_missing=if_missing)
-    if wants_json(output):
-        emit_json({"did": result.did, "home": result.home, "created": result.created})
-    elif result.created:
-        typer.echo(f"initialised {result.home}\n  did: {result.did}")
-    else:
-        typer.echo(f"using existing home {result.home} ({result.did})")
-
-
-def _check_port(port: int | None) -> None:
-    """Refuse a port no socket can have, before anything starts (``--daemon`` included)."""
-    if port is not None and not 0 <= port <= HIGHEST_PORT:
-        raise CliError(f"--port {port} is out of range: use 0 to {HIGHEST_PORT} (0 picks a free port)")
-
-
-def _stop_daemon(h: Home, timeout: float = 20.0) -> None:
-    running = h.running()
-    if running is None:
-        typer.echo("no spl daemon is running for this home")
-        return
-    if running.pid is None:
-        raise CliError(f"the spl daemon for {h.root} is just starting; run `spl serve --stop` again in a moment")
-    pid = running.pid
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            typer.echo(f"stopped spl daemon (pid {pid})")
-            return
-        time.sleep(0.1)
-    raise CliError(f"daemon pid {pid} did not stop within {timeout:.0f}s; send SIGTERM again to exit at once")
-
-
-def _last_error(log_path: Path, offset: int) -> str:
-    """The child's reason for exiting: its last ``error:`` line written after ``offset``, else its last line."""
-    try:
-        with open(log_path, "rb") as log:
-            log.seek(offset)
-            lines = [line.strip() for line in log.read().decode("utf-8", "replace").splitlines() if line.strip()]
-    except OSError:
-        return ""
-    errors = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
-    return (errors or lines or [""])[-1]
-
-
-def _detach(h: Home, argv: list[str]) -> None:
-    """Start the daemon in the background, logging to logs/spl.log; return once it serves.
-
-    Ready means: the home's run lock names the child's pid and the child wrote its URL, which it does only
-    once the HTTP server is bound and serving. The parent waits for that or for the child's exit, whichever
-    comes first: a child that exits (another daemon holds the home, the port is taken, the store is damaged)
-    is reported with its own one-line reason and exit status 1, never as started.
-    """
-    running = h.running()
-    if running is not None:
-        raise CliError(f"{running.describe(h)}; stop it with `spl serve --stop`")
-    h.log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    offset = h.log_path.stat().st_size if h.log_path.exists() else 0
-    with open(h.log_path, "ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "spl.cli", *argv, "--log-file", str(h.log_path)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-        )
-    deadline = time.monotonic() + DETACH_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            reason = _last_error(h.log_path, offset)
-            raise CliError(f"the daemon exited at start (status {process.returncode}): {reason}; log: {h.log_path}")
-        running = h.running()
-        if running is not None and running.pid == process.pid and running.url:
-            typer.echo(f"spl daemon started (pid {process.pid}) at {running.url}; log: {h.log_path}")
-            return
-        time.sleep(0.05)  # polling a child process: there is nothing to wait on
-    raise CliError(
-        f"the daemon (pid {process.pid}) is not listening after {DETACH_TIMEOUT:.0f}s; see {h.log_path} "
-        "or stop it with `spl serve --stop`"
-    )
-
-
-@app.command()
-def serve(
-    port: int = typer.Option(
-        None, "--port", "-p", help="TCP port 0-65535, 0 for any free one (default: config, 9100)."
-    ),
-    host: str = typer.Option(None, "--host", help="Bind address (default 127.0.0.1; 0.0.0.0 for other machines)."),
-    daemon: bool = typer.Option(False, "--daemon", help="Detach; pid in run/spl.pid, log in logs/spl.log."),
-    stop: bool = typer.Option(False, "--stop", help="Stop the detached daemon of this home."),
-    insecure_localhost: bool = typer.Option(
-        False, "--insecure-localhost", help="Bind 127.0.0.1 only and turn authentication off (local development)."
-    ),
-    log_level: LogLevel = typer.Option(
-        LogLevel.INFO, "--log-level", case_sensitive=False, help="Least severe level logged."
-    ),
-    log_format: LogFormat = typer.Option(
-        LogFormat.TEXT, "--log-format", case_sensitive=False, help="text, or json: one object per line."
-    ),
-    log_file: Path = typer.Option(None, "--log-file", hidden=True),
-) -> None:
-    """Run the daemon (foreground by default); one daemon per home.
-
-    Logs go to stderr (with journald priorities under systemd), or to logs/spl.log with --daemon; SIGHUP
-    reopens that file after logrotate moved it. SIGTERM stops gracefully within 10 s; a second one exits at once.
-    """
-    h = home()
-    if stop:
-        _stop_daemon(h)
-        return
-    _check_port(port)
-    os.umask(PRIVATE_UMASK)  # before the log file is opened: everything the daemon creates is private
-    config = h.load_config()
-    if daemon:
-        argv = ["serve", "--log-level", log_level.value, "--log-format", log_format.value]
-        if port is not None:
-            argv += ["--port", str(port)]
-        if host is not None:
-            argv += ["--host", host]
-        if insecure_localhost:
-            argv.append("--insecure-localhost")
-        _detach(h, argv)
-        return
-    import trio
-
-    from spl.daemon.assembly import Daemon, ServeError, ServeOptions
-
-    logs.configure(log_level.value, log_format.value, log_file)
-    options = ServeOptions(
-        host=host or config.host,
-        port=config.port if port is None else port,
-        insecure_localhost=insecure_localhost,
-    )
-    if insecure_localhost and host not in (None, "127.0.0.1", "localhost"):
-        typer.echo("warning: --insecure-localhost binds 127.0.0.1 only; ignoring --host", err=True)
-    # Until the daemon listens for it, a SIGHUP (logrotate's) must not kill a daemon that is starting.
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    try:
-        trio.run(Daemon(h, options).run)
-    except ServeError as exc:
-        raise CliError(str(exc)) from None
-
-
-@app.command()
-def status(
-    output: str = OUTPUT,
-    url: str | None = URL,
-    json_flag: bool = typer.Option(False, "--json", help="Same as -o json: the whole status payload."),
-) -> None:
-    """Show the daemon's health, identity, supervision tree and federation pairs (one line each)."""
-    client = DaemonClient.for_home(home(), url)
-    as_json = wants_json(output) or json_flag
-    payload: dict[str, Any] = client.get("/v1/status")
-    if as_json:
-        emit_json(payload)
-        return
-    typer.echo(f"spl daemon at {payload['endpoint_url']}  ({'auth on' if payload['auth_required'] else 'auth off'})")
-    typer.echo(f"  did:       {payload['instance_did']}")
-    typer.echo(f"  home:      {payload['home']}")
-    typer.echo(f"  records:   {payload['sequence']} (head sequence)")
-    typer.echo(f"  uptime:    {payload['uptime_secs']:.0f}s")
-    typer.echo("Supervision")
-    _print_tree(payload.get("supervision") or {}, "  ")
-    from spl.cli.fleet import federation_lines
-
-    for line in federation_lines((payload.get("federation") or {}).get("pairs") or []):
-        typer.echo(line)
-
-
-def _print_tree(snapshot: dict[str, Any], indent: str) -> None:
-    for child in snapshot.get("children", []):
-        extra = f", restarts {child['restarts']}" if child.get("restarts") else ""
-        error = f", last error: {child['last_error']}" if child.get("last_error") else ""
-        typer.echo(f"{indent}{child['id']:<16} {child['state']}{extra}{error}")
-        if child.get("children"):
-            _print_tree(child["children"], indent + "  ")
+for command in COMMANDS:
+    app.command()(command)
+for name, group in GROUPS:
+    app.add_typer(group, name=name)
 
 
 def run() -> None:
     """Console-script entry point: turn expected failures into one-line errors."""
-    from spl.cli import admin, config, doctor, fleet, records, soak  # noqa: F401  (registers command groups)
-
     try:
         code = app(standalone_mode=False)  # returns typer.Exit's code instead of raising it
         if isinstance(code, int) and code:

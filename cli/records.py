@@ -20,7 +20,8 @@ from typing import Any
 
 import typer
 
-from spl.cli.client import CliError, DaemonClient
+from spl.cli.answers import Identity, RecordAnswer, RecordList, ThreadDetail, ThreadList
+from spl.cli.client import CliError, DaemonClient, decode_answer
 from spl.cli.common import (
     OUTPUT,
     URL,
@@ -28,7 +29,6 @@ from spl.cli.common import (
     call,
     client_for,
     compact_json,
-    main_app,
     new_thread,
     now_ms,
     parse_body,
@@ -52,8 +52,8 @@ PARENTS = typer.Option(None, "--parent", help="Parent record id (repeatable).")
 
 
 def _instance_did(client: DaemonClient) -> str:
-    did = call(client, "GET", "/v1/identity").payload.get("did")
-    if not isinstance(did, str) or not did:
+    did = call(client, "GET", "/v1/identity").into(Identity).did
+    if not did:
         raise CliError(f"the daemon at {client.url} did not report its DID; pass --actor")
     return did
 
@@ -94,18 +94,20 @@ def emit_record(
             # An identical record from another call in the same millisecond: ours is a new one.
             current += 1
             continue
+        reply.into(RecordAnswer)  # a stored record, or one error line naming what is missing
         return reply.payload, reply.status == 201
     raise CliError("could not find a free clock; pass --clock explicitly")  # pragma: no cover - loop returns
 
 
-def _print_emitted(record: dict[str, Any], created: bool, as_json: bool) -> None:
+def _print_emitted(payload: dict[str, Any], created: bool, as_json: bool) -> None:
     if as_json:
-        emit_json(record)
+        emit_json(payload)
         return
+    record = decode_answer(payload, RecordAnswer, "the daemon")  # emit_record checked it already
     note = "" if created else "  (already stored: identical record)"
-    typer.echo(f"{safe(record['act'])} {safe(record['id'])}{note}")
-    typer.echo(f"  thread: {safe(record['thread'])}")
-    typer.echo(f"  clock:  {safe(record['clock'])}")
+    typer.echo(f"{safe(record.act)} {safe(record.id)}{note}")
+    typer.echo(f"  thread: {safe(record.thread)}")
+    typer.echo(f"  clock:  {safe(record.clock)}")
 
 
 def _with_namespace(body: dict[str, Any], namespace: str | None) -> dict[str, Any]:
@@ -114,7 +116,6 @@ def _with_namespace(body: dict[str, Any], namespace: str | None) -> dict[str, An
     return body
 
 
-@main_app().command()
 def intend(
     goal: str = typer.Argument(..., help="The goal, in words."),
     thread: str | None = typer.Option(None, "--thread", "-t", help="Thread id (default: a fresh th_ + 64 hex)."),
@@ -140,7 +141,6 @@ def intend(
 THREAD_REQUIRED = typer.Option(..., "--thread", "-t", help="Thread id.")
 
 
-@main_app().command()
 def do(
     summary: str = typer.Argument(..., help="What was done."),
     thread: str = THREAD_REQUIRED,
@@ -161,7 +161,6 @@ def do(
     _print_emitted(record, created, as_json)
 
 
-@main_app().command()
 def know(
     summary: str = typer.Argument(..., help="The observation or outcome."),
     thread: str = THREAD_REQUIRED,
@@ -187,7 +186,6 @@ def know(
     _print_emitted(record, created, as_json)
 
 
-@main_app().command()
 def learn(
     summary: str = typer.Argument(..., help="The insight or decision."),
     thread: str = THREAD_REQUIRED,
@@ -205,7 +203,6 @@ def learn(
     _print_emitted(record, created, as_json)
 
 
-@main_app().command()
 def emit(
     act: str = typer.Option(..., "--act", "-a", help=f"One of {', '.join(ACTS)}."),
     thread: str = THREAD_REQUIRED,
@@ -269,15 +266,13 @@ def thread_list(
     """List threads, most recently written first (GET /v1/threads)."""
     as_json = wants_json(output)
     params = {"limit": limit, "namespace": namespace}
-    data: list[dict[str, Any]] = call(client_for(url), "GET", "/v1/threads", params=params).payload.get("data", [])
+    reply = call(client_for(url), "GET", "/v1/threads", params=params)
+    threads = reply.into(ThreadList).data
     if as_json:
-        emit_json(data)
+        emit_json(reply.payload["data"])
         return
     table(
-        [
-            (t.get("id"), t.get("namespace"), t.get("record_count"), t.get("last_clock"), _when(t.get("updated_at")))
-            for t in data
-        ],
+        [(t.id, t.namespace, t.record_count, t.last_clock, _when(t.updated_at)) for t in threads],
         ["THREAD", "NAMESPACE", "RECORDS", "LAST_CLOCK", "UPDATED"],
     )
 
@@ -290,55 +285,58 @@ def thread_show(
 ) -> None:
     """Show a thread's state (open, active, observed, done, cancelled) and its participants."""
     as_json = wants_json(output)
-    payload: dict[str, Any] = call(client_for(url), "GET", f"/v1/threads/{thread}").payload
+    reply = call(client_for(url), "GET", f"/v1/threads/{thread}")
+    detail = reply.into(ThreadDetail)
     if as_json:
-        emit_json(payload)
+        emit_json(reply.payload)
         return
-    typer.echo(f"thread:     {safe(payload.get('id', thread))}")
-    typer.echo(f"namespace:  {safe(payload.get('namespace'))}")
-    typer.echo(f"state:      {safe(payload.get('state'))}")
-    typer.echo(f"records:    {safe(payload.get('record_count'))}")
-    typer.echo(f"last clock: {safe(payload.get('last_clock'))}")
-    if payload.get("opened_by"):
-        typer.echo(f"opened by:  {safe(payload['opened_by'])}")
-    if payload.get("closed_by"):
-        typer.echo(f"closed by:  {safe(payload['closed_by'])}")
-    participants = payload.get("participants") or []
-    typer.echo(f"participants ({len(participants)}):")
-    for participant in participants:
-        count = participant.get("record_count")
+    typer.echo(f"thread:     {safe(detail.id)}")
+    typer.echo(f"namespace:  {safe(detail.namespace)}")
+    typer.echo(f"state:      {safe(detail.state)}")
+    typer.echo(f"records:    {safe(detail.record_count)}")
+    typer.echo(f"last clock: {safe(detail.last_clock)}")
+    if detail.opened_by:
+        typer.echo(f"opened by:  {safe(detail.opened_by)}")
+    if detail.closed_by:
+        typer.echo(f"closed by:  {safe(detail.closed_by)}")
+    typer.echo(f"participants ({len(detail.participants)}):")
+    for participant in detail.participants:
+        count = participant.record_count
         typer.echo(
-            f"  {safe(participant.get('actor'))}  {safe(participant.get('role'))}  "
-            f"{safe(count)} record{'s' if count != 1 else ''}"
+            f"  {safe(participant.actor)}  {safe(participant.role)}  {safe(count)} record{'s' if count != 1 else ''}"
         )
 
 
 def fetch_thread_records(
     client: DaemonClient, thread: str, *, limit: int | None = None, since: int | None = None
-) -> list[dict[str, Any]]:
-    """A thread's records in sequence order: all of them, or the first ``limit``, paging by sequence."""
-    records: list[dict[str, Any]] = []
+) -> list[tuple[RecordAnswer, dict[str, Any]]]:
+    """A thread's records in sequence order, each typed and as sent (for ``-o json``): all of them, or the
+    first ``limit``, paging by sequence."""
+    records: list[tuple[RecordAnswer, dict[str, Any]]] = []
     after = 0
     while limit is None or len(records) < limit:
         want = PAGE if limit is None else min(PAGE, limit - len(records))
         params = {"thread": thread, "after_sequence": after or None, "since": since, "limit": want}
-        page: list[dict[str, Any]] = call(client, "GET", "/v1/records", params=params).payload.get("data", [])
-        records.extend(page)
+        reply = call(client, "GET", "/v1/records", params=params)
+        page = reply.into(RecordList).data
+        records.extend(zip(page, reply.payload["data"], strict=True))
         if len(page) < want:
             break
-        after = int(page[-1]["sequence"])
+        if page[-1].sequence is None:
+            raise CliError(f"{reply.where} answered records without a sequence: is it an spl daemon? Check --url")
+        after = page[-1].sequence
     return records
 
 
-def record_line(record: dict[str, Any]) -> str:
+def record_line(record: RecordAnswer) -> str:
     """One record as text, from content-addressed fields only (identical on every instance).
 
     Every field is escaped (:func:`safe`): an actor or a body string is whatever its writer
     chose, and must not reach the terminal as an escape sequence or a line break.
     """
-    body = compact_json(record.get("body") or {})
+    body = compact_json(record.body)
     body = safe(body, BODY_WIDTH - 1 if len(body) > BODY_WIDTH else BODY_WIDTH)  # cut to 199 + "…" when long
-    return f"{safe(record['id'])}  {safe(record['clock'])}  {safe(record['act']):<6}  {safe(record['actor'])}  {body}"
+    return f"{safe(record.id)}  {safe(record.clock)}  {safe(record.act):<6}  {safe(record.actor)}  {body}"
 
 
 @thread_app.command("records")
@@ -358,13 +356,10 @@ def thread_records(
     as_json = wants_json(output)
     records = fetch_thread_records(client_for(url), thread, limit=limit, since=since)
     if as_json:
-        emit_json(records)
+        emit_json([raw for _, raw in records])
         return
     if not records:
         typer.echo(f"no records on thread {safe(thread)}", err=True)
         return
-    for record in sorted(records, key=lambda r: (r["clock"], r["actor"], r["id"])):
+    for record in sorted((typed for typed, _ in records), key=lambda r: (r.clock, r.actor, r.id)):
         typer.echo(record_line(record))
-
-
-main_app().add_typer(thread_app, name="thread")

@@ -1,5 +1,8 @@
 """``spl federation soak``: options in, the engine (:mod:`spl.soak`) run, figures out.
 
+Only :mod:`spl.soak.plan` (pure arithmetic, for the ``--rate`` default) is imported with the module;
+the engine is imported when a soak runs.
+
 Exit status: 0 when every window passed, 1 when a window has errors or records that never
 arrived (or the run could not start), 128 + the signal when SIGINT/SIGTERM stopped it (the
 daemons it started are stopped and their homes removed first).
@@ -13,15 +16,9 @@ from pathlib import Path
 import typer
 
 from spl.cli.client import CliError
-from spl.cli.common import main_app, secret_argument
+from spl.cli.common import secret_argument
 from spl.core.units import parse_duration
-from spl.soak.config import SoakConfig, SoakError
-from spl.soak.interrupts import SoakInterrupted
-from spl.soak.outputs import write_outputs
 from spl.soak.plan import SEED_STEADY_RATE, plan_windows
-from spl.soak.progress import Progress
-from spl.soak.report import format_csv, format_table
-from spl.soak.run import run_soak
 
 __all__ = ["federation_app", "soak"]
 
@@ -93,6 +90,15 @@ def soak(
     Examples: spl federation soak --csv --scale 0.01 --faults;
     spl federation soak --scale 0.1 --rate 921 --out soak-100x
     """
+    # The engine (trio, httpx, the daemon launcher) is imported here, not at module level: every other
+    # command imports this module for `spl --help` and must not pay for it.
+    from spl.soak.config import SoakConfig, SoakError
+    from spl.soak.interrupts import SoakInterrupted
+    from spl.soak.outputs import write_outputs
+    from spl.soak.progress import Progress
+    from spl.soak.report import format_csv, format_table
+    from spl.soak.run import run_soak
+
     try:
         total = parse_duration(duration, "--duration", positive=True) if duration is not None else None
         windows = plan_windows(scale=scale, duration=total)
@@ -133,6 +139,3 @@ def soak(
             typer.echo(f"soak failed: {problem}", err=True)
         raise SystemExit(1)
     typer.echo("soak passed: every window has errors 0 and records_synced == records_emitted", err=True)
-
-
-main_app().add_typer(federation_app, name="federation")

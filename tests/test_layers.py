@@ -54,11 +54,7 @@ FORBIDDEN: dict[str, frozenset[str]] = {
 # so the list only ever shrinks; it is empty when the re-layering is done.
 KNOWN_UPWARD: frozenset[str] = frozenset()
 KNOWN_FORBIDDEN: frozenset[str] = frozenset()
-KNOWN_CYCLES: frozenset[tuple[str, ...]] = frozenset(
-    {
-        ("spl.cli.main", "spl.cli.admin", "spl.cli.common", "spl.cli.main"),
-    }
-)
+KNOWN_CYCLES: frozenset[tuple[str, ...]] = frozenset()
 
 
 def _modules() -> dict[str, Path]:

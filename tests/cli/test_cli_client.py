@@ -124,3 +124,34 @@ def test_every_write_sends_a_json_body(tmp_path: Path) -> None:
     writes = [(seen.method, seen.headers.get("content-type"), seen.body) for seen in fake.seen]
     assert [method for method, _, _ in writes] == ["POST", "POST", "POST", "DELETE", "DELETE"]
     assert all(kind == "application/json" and body == b"{}" for _, kind, body in writes), writes
+
+
+def test_answers_of_the_wrong_shape_are_one_line_errors(tmp_path: Path) -> None:
+    """JSON objects that lack a field a command prints, or hold it with the wrong type, name the URL and the field."""
+    _, env = init_home(tmp_path / "home")
+    cases = (
+        (("status",), b'{"object": "status"}', "missing required field `endpoint_url`"),
+        (("thread", "list"), b'{"object": "list", "data": {"id": "th_x"}}', "at `$.data`"),
+        (("token", "list"), b'{"object": "list", "data": [{"token_id": 7}]}', "at `$.data[0].token_id`"),
+        (("fleet", "sync", "list"), b'{"data": [{"state": "running"}]}', "missing required field `pair_id`"),
+    )
+    for command, body, problem in cases:
+        with FakeDaemon(body=body) as fake:
+            line = one_error_line(run_spl(*command, "--url", fake.url, env=env))
+        assert f"GET {fake.url}/v1/" in line and problem in line and "--url" in line, (command, line)
+
+
+def test_version_and_help_import_no_http_stack_nor_trio(tmp_path: Path) -> None:
+    """`spl version` and `spl --help` register every group but import neither httpx, trio nor the soak engine."""
+    import subprocess
+    import sys
+
+    env = base_env(tmp_path / "home")
+    for args in (["version"], ["--help"]):
+        process = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "spl.cli", *args], env=env, capture_output=True, text=True
+        )
+        assert process.returncode == 0, process.stderr
+        imported = {line.rsplit("|", 1)[-1].strip() for line in process.stderr.splitlines()}
+        assert "spl.cli.main" in imported and "spl.cli.soak" in imported
+        assert not imported & {"httpx", "trio", "spl.soak.run", "spl.daemon.assembly"}, sorted(imported)

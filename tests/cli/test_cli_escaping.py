@@ -26,9 +26,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import msgspec
 import pytest
 from cli_support import Cli, Result, base_env, cli_for
 
+from spl.cli.answers import Pair
 from spl.cli.fleet import federation_lines
 from spl.cli.main import run
 from spl.cli.output import json_text
@@ -199,7 +201,7 @@ HOSTILE_THREAD = {
 ROUTES: dict[str, tuple[int, Any]] = {
     "/v1/sync/pairs": (200, {"object": "list", "data": [HOSTILE_PAIR]}),
     f"/v1/sync/pairs/{PAIR_ID}": (200, HOSTILE_PAIR),
-    f"/v1/sync/pairs/{PAIR_ID}/stats": (200, {"totals": {"pulls": 3}, "errors_last_hour": HOSTILE}),
+    f"/v1/sync/pairs/{PAIR_ID}/stats": (200, {"totals": {"pulls": 3}, "errors_last_hour": 4}),
     f"/v1/sync/pairs/{PAIR_ID}/pause": (200, HOSTILE_PAIR),
     f"/v1/sync/pairs/{PAIR_ID}/resume": (200, HOSTILE_PAIR),
     f"/v1/sync/pairs/{PAIR_ID}/kick": (200, HOSTILE_PAIR),
@@ -209,7 +211,16 @@ ROUTES: dict[str, tuple[int, Any]] = {
     "/.well-known/syncropel": (200, {"federation_manifest": {"daemon": {"did": HOSTILE}}}),
     "/v1/status": (
         200,
-        {"bind_host": HOSTILE, "endpoint_url": HOSTILE, "federation": {"pairs": [HOSTILE_PAIR, HOSTILE_PAIR]}},
+        {
+            "bind_host": HOSTILE,
+            "endpoint_url": HOSTILE,
+            "instance_did": HOSTILE,
+            "home": HOSTILE,
+            "sequence": 1,
+            "uptime_secs": 1,
+            "auth_required": True,
+            "federation": {"pairs": [HOSTILE_PAIR, HOSTILE_PAIR]},
+        },
     ),
 }
 
@@ -293,7 +304,8 @@ def test_thread_list_and_show_escape_what_the_daemon_reports(hostile: Hostile) -
 
 
 def test_status_federation_lines_are_escaped() -> None:
-    lines = federation_lines([HOSTILE_PAIR, {**HOSTILE_PAIR, "state": HOSTILE, "last_error": None}])
+    pairs = [HOSTILE_PAIR, {**HOSTILE_PAIR, "state": HOSTILE, "last_error": None}]
+    lines = federation_lines([msgspec.convert(pair, Pair) for pair in pairs])
     assert_inert("\n".join(lines) + "\n", lines=3)
 
 

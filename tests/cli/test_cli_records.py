@@ -157,9 +157,9 @@ def test_thread_records_pages_through_everything(daemon: DaemonLike, monkeypatch
     client = DaemonClient(daemon.url, None)
     ids = [records.emit_record(client, act="DO", thread="th_paged", body={"n": n}, clock=n)[0]["id"] for n in range(7)]
     monkeypatch.setattr(records, "PAGE", 2)
-    assert [r["id"] for r in records.fetch_thread_records(client, "th_paged")] == ids
-    assert [r["id"] for r in records.fetch_thread_records(client, "th_paged", limit=5)] == ids[:5]
-    assert [r["id"] for r in records.fetch_thread_records(client, "th_paged", since=3)] == ids[4:]
+    assert [r.id for r, _ in records.fetch_thread_records(client, "th_paged")] == ids
+    assert [r.id for r, _ in records.fetch_thread_records(client, "th_paged", limit=5)] == ids[:5]
+    assert [r.id for r, _ in records.fetch_thread_records(client, "th_paged", since=3)] == ids[4:]
 
 
 def test_auto_clock_steps_past_collisions(daemon: DaemonLike, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,275 @@
+"""What the CLI reads from a daemon's answers, as typed Structs decoded at the client boundary.
+
+Each Struct names only the fields a command prints or decides on; other keys are ignored, so a
+daemon that adds a field does not break an older CLI. A field a presenter cannot do without is
+required, and a wrong type is refused: :meth:`spl.cli.client.Reply.into` turns either into one
+error line naming the URL and the field, instead of a ``KeyError`` or a ``None`` printed as data.
+
+These are the CLI's reading of the answers, not the daemon's contract (the routes build their
+answers as dicts; ``docs/api.md`` is the contract), hence here and not in ``spl.core.wire``.
+``-o json`` still prints the answer as the daemon sent it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import msgspec
+
+__all__ = [
+    "Discovery",
+    "ErrorAnswer",
+    "Health",
+    "Identity",
+    "Namespace",
+    "NamespaceList",
+    "Pair",
+    "PairError",
+    "PairList",
+    "PairStats",
+    "RecordAnswer",
+    "RecordList",
+    "Status",
+    "ThreadDetail",
+    "ThreadList",
+    "ThreadSummary",
+    "Token",
+    "TokenList",
+    "TokenMinted",
+]
+
+Number = int | float
+
+
+class Answer(msgspec.Struct, kw_only=True):
+    """Base of every answer: ``what`` says in words what was expected, for the error line."""
+
+    what: ClassVar[str] = "an spl answer"
+
+
+class ErrorAnswer(Answer):
+    """The error envelope ``{object, type, code, message}`` (``error`` is the older spelling of ``code``)."""
+
+    what: ClassVar[str] = "an spl error"
+    code: str | None = None
+    error: str | None = None
+    message: Any = None
+
+
+class Identity(Answer):
+    """``GET /v1/identity``; the CLI also builds one from the home when no daemon runs."""
+
+    what: ClassVar[str] = "an spl identity"
+    did: str
+    endpoint_url: str | None = None
+    key_fingerprint: str | None = None
+    method: str | None = None
+    source: str | None = None
+    home: str | None = None
+    scopes: list[str] = msgspec.field(default_factory=list)
+    is_authenticated: bool = False
+
+
+class SupervisedChild(Answer):
+    id: str
+    state: str
+    restarts: int = 0
+    last_error: str | None = None
+    children: SupervisionTree | None = None
+
+
+class SupervisionTree(Answer):
+    children: list[SupervisedChild] = msgspec.field(default_factory=list)
+
+
+class PairError(Answer):
+    code: str | None = None
+    message: str | None = None
+    at: Number | None = None
+
+
+class PairTransition(Answer):
+    at: Number | None = None
+    from_: str | None = msgspec.field(default=None, name="from")
+    to: str | None = None
+    reason: str | None = None
+
+
+class Pair(Answer):
+    """A sync pair as ``/v1/sync/pairs`` lists it; also the answer to each pair action (with ``pulled_now``…)."""
+
+    what: ClassVar[str] = "an spl sync pair"
+    pair_id: str
+    direction: str | None = None
+    peer_did: str | None = None
+    peer_url: str | None = None
+    thread_id: str | None = None
+    mode: str | None = None
+    poll_interval: Number | None = None
+    has_token: bool = False
+    state: str | None = None
+    state_reason: str | None = None
+    cursor: str | None = None
+    stalled: bool = False
+    lag_records: int = 0
+    lag_seconds: Number | None = None
+    records_per_minute: Number | None = None
+    last_error: PairError | None = None
+    last_success_at: Number | None = None
+    next_retry_at: Number | None = None
+    consecutive_failures: int = 0
+    records_pulled: int = 0
+    records_duplicate: int = 0
+    records_refused: dict[str, int] = msgspec.field(default_factory=dict)
+    errors_total: int = 0
+    history: list[PairTransition] = msgspec.field(default_factory=list)
+    warning: str | None = None
+    pulled_now: int = 0
+    refused_now: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+class PairList(Answer):
+    what: ClassVar[str] = "a list of spl sync pairs"
+    data: list[Pair]
+
+
+class Latency(Answer):
+    count: int = 0
+    p50: Number | None = None
+    p95: Number | None = None
+
+
+class PairTotals(Answer):
+    pulls: int | None = None
+
+
+class PairStats(Answer):
+    """``GET /v1/sync/pairs/{id}/stats``."""
+
+    what: ClassVar[str] = "spl sync pair statistics"
+    totals: PairTotals = msgspec.field(default_factory=PairTotals)
+    errors_last_hour: int = 0
+    records_last_minute: int = 0
+    records_last_hour: int = 0
+    latency_ms: Latency = msgspec.field(default_factory=Latency)
+
+
+class Federation(Answer):
+    pairs: list[Pair] = msgspec.field(default_factory=list)
+
+
+class Status(Answer):
+    """``GET /v1/status``: what ``spl status`` prints and ``spl doctor`` checks."""
+
+    what: ClassVar[str] = "an spl status"
+    endpoint_url: str
+    instance_did: str
+    home: str
+    sequence: int
+    uptime_secs: Number
+    auth_required: bool
+    bind_host: str | None = None
+    supervision: SupervisionTree = msgspec.field(default_factory=SupervisionTree)
+    federation: Federation = msgspec.field(default_factory=Federation)
+
+
+class HealthFederation(Answer):
+    pairs_by_state: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+class Health(Answer):
+    """``GET /health`` (also its 503 answer, which says what is degraded)."""
+
+    what: ClassVar[str] = "an spl health answer"
+    status: str
+    version: str | None = None
+    sequence: int | None = None
+    auth_required: bool = False
+    problems: list[str] = msgspec.field(default_factory=list)
+    federation: HealthFederation = msgspec.field(default_factory=HealthFederation)
+
+
+class Discovery(Answer):
+    """``GET /.well-known/syncropel``: the manifest stays a dict, since its signature covers its exact JSON."""
+
+    what: ClassVar[str] = "an spl discovery document"
+    did: str | None = None
+    federation_manifest: dict[str, Any] | None = None
+
+
+class RecordAnswer(Answer):
+    """A stored record; ``-o json`` prints the daemon's own JSON, the text line these fields."""
+
+    what: ClassVar[str] = "an spl record"
+    id: str
+    act: str
+    actor: str
+    thread: str
+    clock: int
+    body: dict[str, Any] = msgspec.field(default_factory=dict)
+    sequence: int | None = None
+
+
+class RecordList(Answer):
+    what: ClassVar[str] = "a list of spl records"
+    data: list[RecordAnswer]
+
+
+class ThreadSummary(Answer):
+    id: str
+    namespace: str | None = None
+    record_count: int | None = None
+    last_clock: int | None = None
+    updated_at: Number | None = None
+
+
+class ThreadList(Answer):
+    what: ClassVar[str] = "a list of spl threads"
+    data: list[ThreadSummary]
+
+
+class Participant(Answer):
+    actor: str
+    role: str | None = None
+    record_count: int | None = None
+
+
+class ThreadDetail(ThreadSummary):
+    what: ClassVar[str] = "an spl thread"
+    state: str | None = None
+    opened_by: str | None = None
+    closed_by: str | None = None
+    participants: list[Participant] = msgspec.field(default_factory=list)
+
+
+class Token(Answer):
+    token_id: str
+    service_account_id: str | None = None
+    scopes: list[str] = msgspec.field(default_factory=list)
+    status: str | None = None
+    label: str | None = None
+
+
+class TokenList(Answer):
+    what: ClassVar[str] = "a list of spl tokens"
+    data: list[Token]
+
+
+class TokenMinted(Answer):
+    what: ClassVar[str] = "a minted spl token"
+    token: str
+    token_id: str | None = None
+    scopes: list[str] = msgspec.field(default_factory=list)
+
+
+class Namespace(Answer):
+    id: str
+    level: str | None = None
+    status: str | None = None
+    description: str | None = None
+    record_id: str | None = None
+
+
+class NamespaceList(Answer):
+    what: ClassVar[str] = "a list of spl namespaces"
+    data: list[Namespace]
