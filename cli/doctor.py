@@ -16,12 +16,9 @@ Messages quote what the daemon and its peers report (health problems, a pair's t
 
 from __future__ import annotations
 
-import stat
 import sys
 import textwrap
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import typer
@@ -34,7 +31,7 @@ from spl.cli.output import emit_json, safe
 from spl.core.config import Config
 from spl.core.manifest import verify_manifest
 from spl.core.pairs import is_loopback_host
-from spl.daemon.home import PRIVATE_DIR, Home, HomeError
+from spl.daemon.doctor import Check, home_checks
 
 __all__ = ["Check", "doctor", "render", "run_checks"]
 
@@ -43,16 +40,6 @@ EXIT_CODES = {"ok": 0, "warn": 1, "fail": 2}
 NAME_WIDTH = 20
 TEXT_WIDTH = 45
 MESSAGE_LIMIT = 4000  # characters of one check's message (after escaping) before it is cut with "…"
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    status: str  # ok | warn | fail
-    message: str
-
-    def to_wire(self) -> dict[str, str]:
-        return {"name": self.name, "status": self.status, "message": self.message}
 
 
 def _wrap(text: str, width: int) -> list[str]:
@@ -68,92 +55,6 @@ def render(check: Check) -> list[str]:
     prefix = f"{MARKS[check.status]} {check.name:<{NAME_WIDTH}} "
     lines = _wrap(safe(check.message, MESSAGE_LIMIT), TEXT_WIDTH)
     return [prefix + lines[0]] + [" " * len(prefix) + line for line in lines[1:]]
-
-
-def _mode_check(name: str, path: Path, *, missing: Check) -> Check:
-    try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-    except FileNotFoundError:
-        return missing
-    except OSError as exc:
-        return Check(name, "fail", f"cannot read {path}: {exc.strerror or exc}")
-    if mode & 0o077:
-        return Check(name, "fail", f"{path} has mode {mode:04o}: others can read it; run `chmod 600 {path}`")
-    return Check(name, "ok", f"{path} (mode {mode:04o})")
-
-
-def _home_checks(home: Home) -> tuple[list[Check], Config | None]:
-    checks: list[Check] = []
-    config: Config | None = None
-    if not home.config_path.exists():
-        checks.append(Check("home", "fail", f"no spl home at {home.root}: run `spl init` (or set SYNCROPEL_HOME)"))
-    else:
-        try:
-            config = home.load_config()
-            checks.append(Check("home", "ok", f"{home.root} (config parses)"))
-        except HomeError as exc:
-            checks.append(Check("home", "fail", str(exc)))
-    key = _mode_check(
-        "identity key",
-        home.key_path,
-        missing=Check("identity key", "fail", f"no identity key at {home.key_path}: run `spl init`"),
-    )
-    if key.status == "ok" and config is not None:
-        try:
-            did = home.load_identity().did
-        except HomeError as exc:
-            key = Check("identity key", "fail", str(exc))
-        else:
-            if did != config.did:
-                key = Check(
-                    "identity key",
-                    "fail",
-                    f"the key's DID {did} is not the config's {config.did}; run `spl init --force`",
-                )
-    checks.append(key)
-    checks.append(
-        _mode_check(
-            "admin credential",
-            home.admin_token_path,
-            missing=Check(
-                "admin credential",
-                "warn",
-                f"no admin credential at {home.admin_token_path}: this CLI needs $SPL_TOKEN; "
-                "`spl init --force` writes a new one",
-            ),
-        )
-    )
-    if home.root.is_dir():
-        checks.append(_modes_check(home))
-    if config is not None and config.obsolete_keys:
-        keys = ", ".join(config.obsolete_keys)
-        checks.append(
-            Check(
-                "config",
-                "warn",
-                f"{home.config_path}: {keys} is obsolete and ignored (loopback callers are not trusted; local "
-                "callers use a token, pairs `spl fleet sync add --token`); delete the line",
-            )
-        )
-    return checks, config
-
-
-def _modes_check(home: Home) -> Check:
-    """Everything in the home private: directories 0700, files 0600 (the key and credential have own checks)."""
-    own_checks = (home.key_path, home.admin_token_path)
-    loose = [entry for entry in home.loose_modes() if entry.path not in own_checks]
-    if not loose:
-        return Check("file modes", "ok", f"{home.root} is private (directories 0700, files 0600)")
-    dirs = " ".join(str(entry.path) for entry in loose if entry.wanted == PRIVATE_DIR)
-    files = " ".join(str(entry.path) for entry in loose if entry.wanted != PRIVATE_DIR)
-    fixes = [f"`chmod 700 {dirs}`" if dirs else "", f"`chmod 600 {files}`" if files else ""]
-    found = ", ".join(f"{entry.path} is {entry.mode:04o}" for entry in loose)
-    return Check(
-        "file modes",
-        "fail",
-        f"other local users may read the home: {found}; run {' and '.join(fix for fix in fixes if fix)} "
-        "(a daemon start also fixes them)",
-    )
 
 
 def _daemon_checks(client: DaemonClient, config: Config | None) -> list[Check]:
@@ -322,7 +223,7 @@ def _federation_checks(
 
 def run_checks(url: str | None = None) -> list[Check]:
     home = _home()
-    checks, config = _home_checks(home)
+    checks, config = home_checks(home)
     try:
         client = DaemonClient.for_home(home, url)
     except NoDaemon as exc:
