@@ -1,10 +1,7 @@
 """Federation pair routes: create, list, show, change, pause, resume, kick and remove sync pairs; sync health.
 
-Spec §8.4 and §15.6: cursors are opaque ``s1.<sequence>`` strings, so a page boundary can
-never split records that share a clock.
-
-Reserved threads (spec §15.18) are configuration: the change feed never serves them and a
-push never writes them (each such record is refused with ``RESERVED_THREAD``).
+Thin: each route checks scopes and the body's shape and hands the rest to the federation manager
+(``actors/federation.py``), which owns the pairs. The data routes (change feed, push) are ``routes_feed.py``.
 """
 
 from __future__ import annotations
