@@ -33,9 +33,10 @@ types: $(STAMP)
 	@for d in $(SOURCES); do ln -sfn "$(CURDIR)/$$d" build/typecheck/spl/$$d; done
 	MYPYPATH=build/typecheck $(BIN)/mypy -p spl
 
-# Two workers, whole files each: some modules share a daemon and rely on test order within the file.
+# Most tests wait on daemons (subprocesses) rather than compute, so four workers keep two cores busy. Whole files
+# go to one worker (module-scoped daemons rely on test order), except those tests/conftest.py schedules per test.
 pytest: $(STAMP)
-	$(BIN)/pytest -q -n 2 --dist loadfile --durations=10
+	$(BIN)/pytest -q -n 4 --dist loadfile --durations=10
 
 test: lint types pytest
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from inprocess import InProcessDaemon, copy_home, run_in_process
+from xdist.scheduler import LoadFileScheduling
 
 from spl.daemon.bootstrap import initialise
 from spl.daemon.home import Home
@@ -21,17 +22,23 @@ from spl.daemon.launcher import DaemonProcess
 
 __all__ = ["DaemonProcess", "InProcessDaemon"]
 
-# Files that start many daemons, longest first. ``make test`` runs ``-n 2 --dist loadfile``: xdist hands whole files
-# to the two workers in collection order, so a long file collected late leaves one worker running it alone at the
-# end. Collecting the longest ones first (then everything else in its usual order) lets the workers finish
-# together. Order *within* a file never changes: module-scoped daemons rely on it.
+# Files that start many daemons, longest first. ``make test`` runs ``--dist loadfile``, which hands files to the
+# workers in the order given here (``pytest_xdist_make_scheduler`` below turns off xdist's own most-tests-first
+# order), so a long file collected late would leave one worker running it alone at the end. Order *within* a file
+# never changes: module-scoped daemons rely on it.
 RUN_FIRST = (
     "tests/e2e/test_federation_e2e.py",
+    "tests/e2e/test_trust.py",
     "tests/soak/",
     "tests/e2e/",
     "tests/cli/",
     "tests/daemon/",
 )
+
+# Files whose tests share nothing (each starts its own daemons through function-scoped fixtures) and that take
+# longer together than a worker's fair share: under ``--dist loadfile`` each of their tests is scheduled on its own,
+# so several workers run them at once. Every other file still goes to one worker whole.
+ONE_UNIT_PER_TEST = ("tests/e2e/test_federation_e2e.py", "tests/e2e/test_trust.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -40,6 +47,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return next((index for index, prefix in enumerate(RUN_FIRST) if path.startswith(prefix)), len(RUN_FIRST))
 
     items.sort(key=rank)  # stable: files keep their order within a rank, tests theirs within a file
+
+
+class FileOrTestScheduling(LoadFileScheduling):  # type: ignore[misc]
+    """``--dist loadfile``, except that the tests of the files in ``ONE_UNIT_PER_TEST`` are scheduled one by one.
+
+    (``--dist loadgroup`` with ``xdist_group`` marks would say the same, but pytest-xdist 3.8 renames node ids
+    through an attribute pytest 9 no longer reads, so its groups are silently ignored.)
+    """
+
+    def _split_scope(self, nodeid: str) -> str:
+        path = nodeid.split("::", 1)[0]
+        return nodeid if path in ONE_UNIT_PER_TEST else path
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> FileOrTestScheduling | None:
+    if config.getvalue("dist") != "loadfile":
+        return None  # xdist's own scheduler for every other mode
+    config.option.loadscopereorder = False  # keep RUN_FIRST's order: xdist would put files with most tests first
+    return FileOrTestScheduling(config, log)
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,7 @@ from fed_support import all_records, envelope, signed, thread_count, wait_until
 
 from spl.core.cursor import decode_cursor, encode_cursor
 from spl.core.identity import Identity, verify_record_signature
+from spl.core.pair_machine import PAGE_LIMIT
 from spl.daemon.launcher import DaemonProcess
 from spl.store.database import connect_reader
 
@@ -260,19 +261,26 @@ async def test_three_instances_relay_a_record_with_its_original_signature(
 # -- volume ------------------------------------------------------------------------------------------
 
 
-async def test_ten_thousand_records_converge(daemon_factory: type[DaemonProcess]) -> None:
-    thread = "th_ten_thousand"
+# Enough records for several pull pages (PAGE_LIMIT is 1000) written by 16 concurrent clients while the pair
+# pulls: the catch-up spans pages that grow under it. 10,000 records took 33 s and checked nothing 3,000 do not;
+# catching up across a crash is the kill -9 tests' job (their backlog is 20,000).
+VOLUME = 3_000
+
+
+async def test_thousands_of_records_written_while_syncing_converge(daemon_factory: type[DaemonProcess]) -> None:
+    assert VOLUME > 2 * PAGE_LIMIT
+    thread = "th_volume"
     a = await start_node(daemon_factory, "a")
     b = await start_node(daemon_factory, "b")
     async with client() as http:
         with trio.fail_after(150):
             pair = await create_pair(http, b, a, thread)  # syncing while A is being written
-            ids = await emit_bulk(http, a, thread, 10_000, workers=16)
-            assert len(set(ids)) == 10_000
-            await wait_count(http, b, thread, 10_000, 60)
+            ids = await emit_bulk(http, a, thread, VOLUME, workers=16)
+            assert len(set(ids)) == VOLUME
+            await wait_count(http, b, thread, VOLUME, 60)
             await assert_converged(http, thread, ids, a, b)
             status = await pair_status(http, b, pair["pair_id"])
-            assert status["records_pulled"] == 10_000 and status["records_duplicate"] == 0
+            assert status["records_pulled"] == VOLUME and status["records_duplicate"] == 0
             assert status["lag_records"] == 0 and status["records_refused"] == {}
             a_records = await all_records(http, a.url, thread)
             assert status["cursor"] == encode_cursor(max(r["sequence"] for r in a_records))
