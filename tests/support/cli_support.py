@@ -6,12 +6,14 @@ what the CLI sends to a URL it was pointed at and how it takes answers no daemon
 
 from __future__ import annotations
 
+import atexit
 import http.server
 import json
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,7 +52,55 @@ class Result:
 Cli = Callable[..., Result]
 
 
+class _ForkServer:
+    """``tests/support/cli_forkserver.py`` for this test process: started on first use, one call at a time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[str] | None = None
+        self._scratch = Path(tempfile.mkdtemp(prefix="spl-cli-"))
+
+    def _server(self) -> subprocess.Popen[str]:
+        if self._process is None or self._process.poll() is not None:
+            env = dict(os.environ, COLUMNS="200")
+            self._process = subprocess.Popen(
+                [sys.executable, str(Path(__file__).with_name("cli_forkserver.py"))],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env=env,
+                text=True,
+            )
+            atexit.register(self._process.kill)
+        return self._process
+
+    def run(self, args: tuple[str, ...], env: dict[str, str], stdin: str, timeout: float) -> Result:
+        with self._lock:
+            server = self._server()
+            paths = {name: self._scratch / name for name in ("stdin", "out", "err")}
+            paths["stdin"].write_text(stdin, encoding="utf-8")
+            request = {"args": list(args), "env": env, "timeout": timeout, **{k: str(v) for k, v in paths.items()}}
+            assert server.stdin is not None and server.stdout is not None
+            server.stdin.write(json.dumps(request) + "\n")
+            server.stdin.flush()
+            answer = json.loads(server.stdout.readline() or '{"code": -1}')
+            if answer.get("timeout"):
+                raise subprocess.TimeoutExpired(["spl", *args], timeout)
+            out, err = (paths[name].read_text(encoding="utf-8", errors="replace") for name in ("out", "err"))
+            return Result(int(answer["code"]), out, err)
+
+
+_FORK_SERVER = _ForkServer()
+
+
 def run_spl(*args: str, env: dict[str, str], stdin: str | None = None, timeout: float = CLI_TIMEOUT) -> Result:
+    """``spl *args`` in its own process, as a user would run it: exit code, stdout, stderr.
+
+    The process is a fork of a server that has the CLI imported already (``cli_forkserver.py``), which saves
+    an interpreter start and the imports on every call; ``SPL_TEST_CLI_FORK=0`` runs ``python -m spl.cli``
+    instead. Tests about what a fresh ``spl`` imports start their own interpreter.
+    """
+    if os.environ.get("SPL_TEST_CLI_FORK", "1") == "1":
+        return _FORK_SERVER.run(args, env, stdin if stdin is not None else "", timeout)
     process = subprocess.run(
         [sys.executable, "-m", "spl.cli", *args],
         env=env,
