@@ -14,20 +14,62 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 
 from spl.daemon.bootstrap import initialise
 from spl.daemon.home import Home
 
-__all__ = ["DaemonProcess"]
+__all__ = ["DaemonProcess", "ProcessHandle", "Spawner"]
+
+
+class ProcessHandle(Protocol):
+    """What the launcher uses of a child process (``subprocess.Popen`` has it all)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def send_signal(self, sig: int) -> None: ...
+
+    def kill(self) -> None: ...
+
+
+# ``spawn(spl_arguments, environment, log_path)``: how a daemon process is started.
+Spawner = Callable[[list[str], dict[str, str], Path], ProcessHandle]
+
+
+def spawn_interpreter(arguments: list[str], env: dict[str, str], log_path: Path) -> ProcessHandle:
+    """``python -m spl.cli <arguments>`` with its output appended to ``log_path``."""
+    log = open(log_path, "ab")  # noqa: SIM115 - the child owns it until it exits
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "spl.cli", *arguments], env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL
+        )
+    finally:
+        log.close()
+
 
 START_TIMEOUT = 30.0
 
 
 class DaemonProcess:
-    """One ``spl serve`` child process bound to 127.0.0.1 on a free port."""
+    """One ``spl serve`` child process bound to 127.0.0.1 on a free port.
+
+    ``spawner`` starts the process; the test suite swaps in one that forks a pre-imported interpreter
+    (``tests/support/daemon_zygote.py``), everything else uses a fresh one.
+    """
+
+    spawner: Spawner = staticmethod(spawn_interpreter)  # type: ignore[assignment]
 
     def __init__(
         self, home: Path, *, insecure: bool = True, extra_args: tuple[str, ...] = (), log_level: str = "warning"
@@ -38,7 +80,7 @@ class DaemonProcess:
         self.insecure = insecure
         self.log_level = log_level
         self.extra_args = extra_args
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: ProcessHandle | None = None
         self.url = ""
         self.port = 0
         self.log_path = home / "test-daemon.log"
@@ -59,13 +101,11 @@ class DaemonProcess:
     def start(self, port: int | None = None) -> str:
         """Start (or restart, keeping the port) and wait until /health answers."""
         port = self.port if port is None else port
-        args = [sys.executable, "-m", "spl.cli", "serve", "--port", str(port), "--log-level", self.log_level]
+        args = ["serve", "--port", str(port), "--log-level", self.log_level]
         if self.insecure:
             args.append("--insecure-localhost")
         args.extend(self.extra_args)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it until it exits
-        self.process = subprocess.Popen(args, env=self.env(), stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-        log.close()
+        self.process = type(self).spawner(args, self.env(), self.log_path)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -101,8 +141,11 @@ class DaemonProcess:
 
     def stop(self, timeout: float = 20.0) -> int:
         """Graceful stop (SIGTERM); returns the exit status."""
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else 0
+        if self.process is None:
+            return 0
+        ended = self.process.poll()
+        if ended is not None:
+            return ended
         self.process.send_signal(signal.SIGTERM)
         try:
             return self.process.wait(timeout)

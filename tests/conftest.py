@@ -9,16 +9,23 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from inprocess import InProcessDaemon, copy_home, run_in_process
 from xdist.scheduler import LoadFileScheduling
+from zygote_client import spawn_from_zygote
 
 from spl.daemon.bootstrap import initialise
 from spl.daemon.home import Home
 from spl.daemon.launcher import DaemonProcess
+
+# Daemons start as forks of one pre-imported interpreter (tests/support/daemon_zygote.py): the same `spl serve`
+# entry point without paying its imports each time. SPL_TEST_ZYGOTE=0 starts each in a fresh interpreter.
+if os.environ.get("SPL_TEST_ZYGOTE", "1") == "1":
+    DaemonProcess.spawner = staticmethod(spawn_from_zygote)  # type: ignore[assignment]
 
 __all__ = ["DaemonProcess", "InProcessDaemon"]
 
