@@ -37,6 +37,10 @@ def _daemons_under(scratch: Path) -> list[int]:
     return found
 
 
+def _sigint_as_from_a_terminal() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _wait_for_stderr(process: subprocess.Popen[bytes], marker: bytes, seen: bytearray) -> None:
     """Read the soak's stderr until ``marker`` shows up (or fail after WAIT seconds)."""
     assert process.stderr is not None
@@ -74,6 +78,9 @@ def test_a_stop_signal_stops_both_daemons_and_removes_their_homes(
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        # As from a terminal: SIGINT at its default. A shell without job control starts background commands
+        # (`make test &`, some CI runners) with SIGINT ignored, and the soak would inherit that.
+        preexec_fn=_sigint_as_from_a_terminal,
     ) as process:
         try:
             _wait_for_stderr(process, phase, seen)
