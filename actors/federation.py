@@ -125,6 +125,10 @@ class FederationManager:
         self.pairs: dict[str, PairView] = {}
         self.supervisor = Supervisor("pairs", max_restarts=1000, period=60.0)
         self._peers: PeerFactory | None = None
+        # Changes to existing pairs (remove, pause, resume, update) run one at a time: each awaits a commit
+        # between reading the pair and acting on it, and a change racing a remove would otherwise commit after
+        # the removal record and bring the pair back at the next start.
+        self._changing = trio.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -229,13 +233,13 @@ class FederationManager:
                 "pulls from another steward; give the other daemon's URL",
                 code="SELF_PAIR",
             )
-        if proven is not None:
+        async with self._changing:  # checked again here: a concurrent add may have won while we fetched
             self._refuse_duplicate(config, proven)
-        if token_text is not None:
-            await trio.to_thread.run_sync(self.tokens.save, pair_id, token_text)
-        await self._persist(config, "active")
-        await self._start_pair(config, PairStatus(pair_id))
-        answer = self.describe(pair_id)
+            if token_text is not None:
+                await trio.to_thread.run_sync(self.tokens.save, pair_id, token_text)
+            await self._persist(config, "active")
+            await self._start_pair(config, PairStatus(pair_id))
+            answer = self.describe(pair_id)
         warning = self.bind_warning(config)
         if warning:
             answer["warning"] = warning
@@ -289,61 +293,65 @@ class FederationManager:
 
     async def remove(self, pair_id: str) -> dict[str, Any]:
         """Stop the pair, record its removal, forget its token: it leaves every listing at once."""
-        view = self._view(pair_id)
-        await self._persist(view.config, "removed")
-        await self.supervisor.remove_child(pair_id)
-        await trio.to_thread.run_sync(self.tokens.delete, pair_id)
-        view.status.stopped(time.time())
-        answer = self.describe(pair_id)
-        del self.pairs[pair_id]
-        return answer
+        async with self._changing:
+            view = self._view(pair_id)
+            await self._persist(view.config, "removed")
+            await self.supervisor.remove_child(pair_id)
+            await trio.to_thread.run_sync(self.tokens.delete, pair_id)
+            view.status.stopped(time.time())
+            answer = self.describe(pair_id)
+            del self.pairs[pair_id]
+            return answer
 
     async def pause(self, pair_id: str) -> dict[str, Any]:
-        view = self._view(pair_id)
-        if not view.config.paused:
-            view.config = view.config.with_paused(True)
-            await self._persist(view.config, "active")
-        self._set_actor_config(view)
-        self.supervisor.pause(pair_id)
-        if view.status.state != "paused":
-            view.status.paused(time.time())
-        return self.describe(pair_id)
+        async with self._changing:
+            view = self._view(pair_id)
+            if not view.config.paused:
+                view.config = view.config.with_paused(True)
+                await self._persist(view.config, "active")
+            self._set_actor_config(view)
+            self.supervisor.pause(pair_id)
+            if view.status.state != "paused":
+                view.status.paused(time.time())
+            return self.describe(pair_id)
 
     async def resume(self, pair_id: str) -> dict[str, Any]:
-        view = self._view(pair_id)
-        if view.config.paused:
-            view.config = view.config.with_paused(False)
-            await self._persist(view.config, "active")
-        self._set_actor_config(view)
-        self.supervisor.resume(pair_id)
-        with contextlib.suppress(trio.WouldBlock):
-            self.supervisor.inbox(pair_id).send_nowait(Resume())  # a full inbox has work queued already
-        if view.status.state == "paused":
-            view.status.resumed(time.time())  # answer with the new state, not the old one
-        return self.describe(pair_id)
+        async with self._changing:
+            view = self._view(pair_id)
+            if view.config.paused:
+                view.config = view.config.with_paused(False)
+                await self._persist(view.config, "active")
+            self._set_actor_config(view)
+            self.supervisor.resume(pair_id)
+            with contextlib.suppress(trio.WouldBlock):
+                self.supervisor.inbox(pair_id).send_nowait(Resume())  # a full inbox has work queued already
+            if view.status.state == "paused":
+                view.status.resumed(time.time())  # answer with the new state, not the old one
+            return self.describe(pair_id)
 
     async def update(self, pair_id: str, payload: dict[str, Any]) -> dict[str, Any]:
         """Change a pair's mode and/or poll interval; recorded like ``add``, so it survives a restart."""
-        view = self._view(pair_id)
-        unknown = sorted(set(payload) - SETTABLE)
-        if unknown or not payload:
-            raise InvalidRequest(
-                f"send any of {sorted(SETTABLE)}"
-                + (f"; {', '.join(unknown)} cannot be changed" if unknown else "")
-                + " (to move a pair to another peer or thread, remove it and add a new one)",
-                code="INVALID_PAIR_UPDATE",
-            )
-        config = view.config.with_settings(mode=payload.get("mode"), poll_interval=payload.get("poll_interval"))
-        if config != view.config:
-            await self._persist(config, "active")
-            view.config = config
-            self._set_actor_config(view)
-            try:
-                self.supervisor.inbox(pair_id).send_nowait(Reconfigure(config.mode, config.poll_interval))
-            except trio.WouldBlock:  # inbox full: a restart applies the new settings (the actor holds them)
-                await self.supervisor.stop_child(pair_id)
-                await self.supervisor.start_child(pair_id)
-        return self.describe(pair_id)
+        async with self._changing:
+            view = self._view(pair_id)
+            unknown = sorted(set(payload) - SETTABLE)
+            if unknown or not payload:
+                raise InvalidRequest(
+                    f"send any of {sorted(SETTABLE)}"
+                    + (f"; {', '.join(unknown)} cannot be changed" if unknown else "")
+                    + " (to move a pair to another peer or thread, remove it and add a new one)",
+                    code="INVALID_PAIR_UPDATE",
+                )
+            config = view.config.with_settings(mode=payload.get("mode"), poll_interval=payload.get("poll_interval"))
+            if config != view.config:
+                await self._persist(config, "active")
+                view.config = config
+                self._set_actor_config(view)
+                try:
+                    self.supervisor.inbox(pair_id).send_nowait(Reconfigure(config.mode, config.poll_interval))
+                except trio.WouldBlock:  # inbox full: a restart applies the new settings (the actor holds them)
+                    await self.supervisor.stop_child(pair_id)
+                    await self.supervisor.start_child(pair_id)
+            return self.describe(pair_id)
 
     def _set_actor_config(self, view: PairView) -> None:
         """What the pair's next incarnation starts from (the running one is told by message)."""
