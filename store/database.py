@@ -74,6 +74,9 @@ CREATE TABLE IF NOT EXISTS threads (
     last_seq     INTEGER NOT NULL,
     updated_at   REAL NOT NULL
 );
+-- GET /v1/threads: most recently written first, paged by last_seq (unique: a sequence belongs to one thread).
+CREATE INDEX IF NOT EXISTS threads_recent ON threads(last_seq);
+CREATE INDEX IF NOT EXISTS threads_namespace_recent ON threads(namespace, last_seq);
 CREATE TABLE IF NOT EXISTS pair_cursors (
     pair_id    TEXT PRIMARY KEY,
     cursor     TEXT NOT NULL,

@@ -90,14 +90,24 @@ def _thread_row(row: tuple[Any, ...]) -> dict[str, Any]:
 
 
 def list_threads(
-    connection: apsw.Connection, *, limit: int = 100, namespace: str | None = None
+    connection: apsw.Connection, *, limit: int = 100, namespace: str | None = None, before_seq: int = 0
 ) -> list[dict[str, Any]]:
-    """Threads, most recently written first."""
+    """Threads, most recently written first; with ``before_seq``, only those last written before that sequence.
+
+    Walks an index on ``last_seq`` (``threads_recent`` / ``threads_namespace_recent``), so a page costs the
+    same with ten threads or a million: no scan, no sort.
+    """
     sql = "SELECT thread, namespace, record_count, last_clock, first_seq, last_seq, updated_at FROM threads"
+    conditions: list[str] = []
     bindings: list[Any] = []
     if namespace is not None:
-        sql += " WHERE namespace = ?"
+        conditions.append("namespace = ?")
         bindings.append(namespace)
+    if before_seq > 0:
+        conditions.append("last_seq < ?")
+        bindings.append(before_seq)
+    if conditions:
+        sql += " WHERE " + " AND ".join(conditions)
     sql += " ORDER BY last_seq DESC LIMIT ?"
     bindings.append(limit)
     return [_thread_row(row) for row in connection.execute(sql, bindings)]

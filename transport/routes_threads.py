@@ -9,6 +9,7 @@ import trio
 from quart import Blueprint, Response, request
 
 from spl.actors.hub import Subscription
+from spl.core.cursor import decode_cursor, encode_cursor
 from spl.core.errors import NotFound
 from spl.core.record import validate_thread
 from spl.core.stored import StoredRecord
@@ -40,8 +41,14 @@ async def list_threads() -> Response:
     require(request.caller, "records:read")  # type: ignore[attr-defined]
     limit = int_arg("limit", 100, minimum=1, maximum=MAX_LIMIT) or 100
     namespace = request.args.get("namespace") or None
-    threads = await services().read(queries.list_threads, limit=limit, namespace=namespace)
-    return json_response({"object": "list", "data": threads})
+    # Paging (most recent first): pass the previous page's next_cursor. A thread written to during the walk moves
+    # ahead of the cursor and is not seen twice; the next listing from the start shows it.
+    before = decode_cursor(request.args.get("cursor"))
+    threads = await services().read(queries.list_threads, limit=limit + 1, namespace=namespace, before_seq=before)
+    has_more = len(threads) > limit
+    threads = threads[:limit]
+    next_cursor = encode_cursor(threads[-1]["last_sequence"]) if has_more else None
+    return json_response({"object": "list", "data": threads, "has_more": has_more, "next_cursor": next_cursor})
 
 
 @blueprint.get("/v1/threads/<thread>")
