@@ -6,7 +6,7 @@ text output the CLI escapes every such value (``spl.core.text.printable``): no O
 escape reaches the terminal and no value starts a line of its own. ``-o json`` stays exact
 JSON that decodes to the very same strings.
 
-A real auth-off daemon holds the records, tokens and namespaces. ``HostileDaemon`` plays a
+A real auth-off daemon holds the records, tokens and namespaces. ``FakeDaemon(answer=hostile_answer)`` plays a
 daemon that reports hostile pairs, threads, status and health: what a real daemon never
 produces (it validates thread ids and escapes peer messages itself) but a compromised one,
 or anything at ``--url``, may send.
@@ -15,12 +15,10 @@ or anything at ``--url``, may send.
 from __future__ import annotations
 
 import contextlib
-import http.server
 import io
 import json
 import os
 import sys
-import threading
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,7 +26,7 @@ from urllib.parse import urlsplit
 import httpx
 import msgspec
 import pytest
-from cli_support import Cli, Result, base_env, cli_for
+from cli_support import Cli, FakeDaemon, Result, base_env, cli_for
 
 from spl.cli.answers import Pair
 from spl.cli.fleet import federation_lines
@@ -225,59 +223,29 @@ ROUTES: dict[str, tuple[int, Any]] = {
 }
 
 
-class HostileDaemon:
-    """A loopback server that answers each path of :data:`ROUTES` with its canned JSON (404 otherwise)."""
-
-    def __init__(self) -> None:
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def _answer(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                self.rfile.read(length)
-                status, payload = ROUTES.get(urlsplit(self.path).path, (404, {"object": "error", "code": "NOPE"}))
-                if self.command == "DELETE":
-                    status, payload = 200, HOSTILE_PAIR
-                body = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_GET = do_POST = do_DELETE = _answer
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        # A short poll interval: shutdown() waits for the serving loop to notice (0.5 s by default).
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
-
-    def __enter__(self) -> HostileDaemon:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+def hostile_answer(method: str, path: str) -> tuple[int, bytes]:
+    """Each path of :data:`ROUTES` with its canned JSON (404 otherwise); any DELETE answers the hostile pair."""
+    status, payload = ROUTES.get(urlsplit(path).path, (404, {"object": "error", "code": "NOPE"}))
+    if method == "DELETE":
+        status, payload = 200, HOSTILE_PAIR
+    return status, json.dumps(payload).encode()
 
 
 @pytest.fixture(scope="module")
-def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HostileDaemon, dict[str, str]]]:
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FakeDaemon, dict[str, str]]]:
     """The hostile daemon, and an environment for ``spl`` with a home of its own."""
     home = tmp_path_factory.mktemp("escaping-hostile") / "home"
     initialise(Home.resolve(home))
-    with HostileDaemon() as server:
+    with FakeDaemon(answer=hostile_answer) as server:
         yield server, base_env(home)
 
 
-def run_against(hostile: tuple[HostileDaemon, dict[str, str]], *args: str) -> Result:
+def run_against(hostile: tuple[FakeDaemon, dict[str, str]], *args: str) -> Result:
     server, env = hostile
     return in_process(*args, "--url", server.url, env=env)
 
 
-Hostile = tuple[HostileDaemon, dict[str, str]]
+Hostile = tuple[FakeDaemon, dict[str, str]]
 
 
 def test_fleet_list_and_status_escape_what_the_daemon_reports(hostile: Hostile) -> None:

@@ -158,9 +158,18 @@ class FakeDaemon:
     it sent is in ``seen``.
     """
 
-    def __init__(self, *, status: int = 200, content_type: str = "application/json", body: bytes = b"{}") -> None:
+    def __init__(
+        self,
+        *,
+        status: int = 200,
+        content_type: str = "application/json",
+        body: bytes = b"{}",
+        answer: Callable[[str, str], tuple[int, bytes]] | None = None,
+    ) -> None:
+        """``answer(method, path) -> (status, body)``, when given, replaces the one canned answer."""
         self.seen: list[Seen] = []
         self.status, self.content_type, self.body = status, content_type, body
+        self.answer = answer
         fake = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -169,11 +178,12 @@ class FakeDaemon:
                 body = self.rfile.read(length) if length else b""
                 headers = {name.lower(): value for name, value in self.headers.items()}
                 fake.seen.append(Seen(self.command, self.path, headers, body))
-                self.send_response(fake.status)
+                status, reply = fake.answer(self.command, self.path) if fake.answer else (fake.status, fake.body)
+                self.send_response(status)
                 self.send_header("content-type", fake.content_type)
-                self.send_header("content-length", str(len(fake.body)))
+                self.send_header("content-length", str(len(reply)))
                 self.end_headers()
-                self.wfile.write(fake.body)
+                self.wfile.write(reply)
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
 
