@@ -32,12 +32,13 @@ import trio
 from spl.actors.local import LocalRecords
 from spl.actors.loop import next_message
 from spl.actors.messages import Kick, Reply, Resume
-from spl.actors.pair import PairActor, PairDeps, PeerLink, Reconfigure
+from spl.actors.pair import PairActor, PairDeps, PeerLink
 from spl.actors.reconciler import Reconciler, ReconcilerClient
 from spl.actors.writer import WriterClient
 from spl.core.errors import Conflict, InvalidRequest, NotFound, Unavailable
 from spl.core.feed import PeerError
 from spl.core.identity import Identity
+from spl.core.pair_machine import ConfigChanged
 from spl.core.pairs import (
     PAIRS_THREAD,
     PairConfig,
@@ -347,7 +348,7 @@ class FederationManager:
                 view.config = config
                 self._set_actor_config(view)
                 try:
-                    self.supervisor.inbox(pair_id).send_nowait(Reconfigure(config.mode, config.poll_interval))
+                    self.supervisor.inbox(pair_id).send_nowait(ConfigChanged(config.mode, config.poll_interval))
                 except trio.WouldBlock:  # inbox full: a restart applies the new settings (the actor holds them)
                     await self.supervisor.stop_child(pair_id)
                     await self.supervisor.start_child(pair_id)

@@ -62,7 +62,7 @@ from spl.core.syncstats import source_times
 from spl.core.verify import screen_pulled
 from spl.runtime.supervisor import ChildContext
 
-__all__ = ["Reconfigure", "PairActor", "PairDeps", "PeerLink"]
+__all__ = ["PairActor", "PairDeps", "PeerLink"]
 
 log = logging.getLogger("spl.pair")
 
@@ -86,14 +86,6 @@ class PeerLink(Protocol):
     ) -> None: ...
 
     async def verify(self, expected_did: str) -> None: ...
-
-
-@dataclass(frozen=True)
-class Reconfigure:
-    """Inbox message: the operator changed the pair's mode or poll interval."""
-
-    mode: str
-    poll_interval: float
 
 
 @dataclass(frozen=True)
@@ -181,9 +173,9 @@ class PairActor:
                 return Kicked()
             case Resume():
                 return Resumed()
-            case Reconfigure(mode=mode, poll_interval=interval):
+            case ConfigChanged(mode=mode, poll_interval=interval):  # the operator changed the pair's settings
                 self.config = PairConfig(**{**self.config.__dict__, "mode": mode, "poll_interval": interval})
-                return ConfigChanged(mode, interval)
+                return message
         return None
 
     # -- commands -------------------------------------------------------------------------

@@ -22,10 +22,10 @@ import trio
 import trio.testing
 
 from spl.actors.messages import Kick, Reply, Resume
-from spl.actors.pair import PairActor, PairDeps, Reconfigure
+from spl.actors.pair import PairActor, PairDeps
 from spl.actors.reconciler import ReconcileResult
 from spl.core.errors import Unavailable
-from spl.core.pair_machine import retry_delay
+from spl.core.pair_machine import ConfigChanged, retry_delay
 from spl.core.pairs import PairConfig, PairStatus
 from spl.core.stored import StoredRecord
 from spl.runtime.supervisor import ChildSpec, Supervisor
@@ -253,7 +253,7 @@ async def test_a_new_mode_and_interval_apply_without_a_restart(autojump_clock: A
     async with running_pair(peer, poll_interval=3600.0) as pair:
         await until(lambda: pair.status.cursor == "k1")
         changed_at = trio.current_time()
-        pair.root.inbox("pair").send_nowait(Reconfigure("polling", 2.0))
+        pair.root.inbox("pair").send_nowait(ConfigChanged("polling", 2.0))
         await until(lambda: len(peer.times) >= 4)
         assert peer.times[1:4] == pytest.approx([changed_at, changed_at + 2, changed_at + 4], abs=1e-9)
 
