@@ -4,25 +4,91 @@ Seed 003 ("Threads"): INTEND opens (``open``), DO/CALL make it ``active``, KNOW 
 ``observed``, a KNOW whose ``body.fulfills`` names an INTEND of the thread closes it
 (``done``); a DO with ``body.cancels`` or a KNOW with ``verdict: "reject"`` cancels it
 (``cancelled``). Nothing is stored as a status column: state is ``fold(records)``.
+
+The fold is one pure step, :func:`step`, applied record by record in sequence order. It
+keeps only a :class:`FoldHead` (state, opener, closer) and never the set of the thread's
+intents: whether an id names an earlier INTEND of the thread is asked of an
+:data:`IsIntent` predicate. That is what lets the store keep every thread's fold current
+inside the commit (``spl.store.threads``) at a constant cost per record, whatever the
+thread's length: the store answers the predicate with one index probe. :class:`ThreadFold`
+is the same step over an in-memory set, the reference the store's projection is tested
+against.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Participant", "ThreadFold"]
+__all__ = ["ROLE_RANK", "FoldHead", "IsIntent", "Participant", "ThreadFold", "mentioned_ids", "step"]
 
 _TERMINAL = ("done", "cancelled")
 _ACTIVE_ACTS = ("DO", "CALL", "GET", "PUT", "MAP")
 
+# A participant's role only ever rises: a reviewer who later opens the thread is its opener.
+ROLE_RANK = {"observer": 0, "reviewer": 1, "opener": 2}
 
-def _mentions(value: Any, wanted: set[str]) -> bool:
+IsIntent = Callable[[Sequence[str]], bool]
+"""Whether any of these ids is an INTEND of the thread folded so far (earlier in sequence order)."""
+
+
+def mentioned_ids(value: Any) -> list[str]:
+    """The record ids a ``fulfills`` / ``cancels`` field names: one string or a list of them."""
     if isinstance(value, str):
-        return value in wanted
+        return [value]
     if isinstance(value, list):
-        return any(isinstance(item, str) and item in wanted for item in value)
-    return False
+        return [item for item in value if isinstance(item, str)]
+    return []
+
+
+@dataclass
+class FoldHead:
+    """The part of a thread's fold that one record can change besides counts."""
+
+    state: str = "empty"
+    opened_by: str | None = None
+    closed_by: str | None = None
+
+
+def step(head: FoldHead, act: str, body: Any, record_id: str, is_intent: IsIntent) -> str | None:
+    """Advance ``head`` by one record; return the role the record earns its actor (``None``: no change).
+
+    ``is_intent`` is asked only for a KNOW naming ``fulfills`` or a DO naming ``cancels`` on a
+    thread that is not closed yet, so most records cost no lookup at all.
+    """
+    if not isinstance(body, dict):
+        body = {}
+    if act == "INTEND":
+        role = None
+        if head.opened_by is None:
+            head.opened_by = record_id
+            role = "opener"
+        if head.state == "empty":
+            head.state = "open"
+        return role
+    if head.state in _TERMINAL:
+        return None
+    if act == "KNOW":
+        verdict = body.get("verdict")
+        role = "reviewer" if verdict in ("accept", "reject") else None
+        if verdict == "reject":
+            _close(head, "cancelled", record_id)
+        elif (named := mentioned_ids(body.get("fulfills"))) and is_intent(named):
+            _close(head, "done", record_id)
+        else:
+            head.state = "observed"
+        return role
+    if act == "DO" and (named := mentioned_ids(body.get("cancels"))) and is_intent(named):
+        _close(head, "cancelled", record_id)
+    elif act in _ACTIVE_ACTS and head.state in ("empty", "open"):
+        head.state = "active"
+    return None
+
+
+def _close(head: FoldHead, state: str, record_id: str) -> None:
+    head.state = state
+    head.closed_by = record_id
 
 
 @dataclass
@@ -31,23 +97,41 @@ class Participant:
     record_count: int = 0
     role: str = "observer"
 
+    def earn(self, role: str | None) -> None:
+        if role is not None and ROLE_RANK[role] > ROLE_RANK[self.role]:
+            self.role = role
+
     def to_wire(self) -> dict[str, Any]:
         return {"actor": self.actor, "record_count": self.record_count, "role": self.role}
 
 
 @dataclass
 class ThreadFold:
-    """Incremental fold state for one thread; ``apply`` ignores records it already saw."""
+    """The fold of one thread held in memory; ``apply`` ignores records it already saw.
+
+    The daemon reads folds from the store's projection; this class is the reference that
+    projection is checked against, and what a caller with a thread's records in hand uses.
+    """
 
     thread: str
-    state: str = "empty"
+    head: FoldHead = field(default_factory=FoldHead)
     record_count: int = 0
     last_clock: int | None = None
     last_seq: int = 0
-    opened_by: str | None = None
-    closed_by: str | None = None
     intents: set[str] = field(default_factory=set)
     participants: dict[str, Participant] = field(default_factory=dict)
+
+    @property
+    def state(self) -> str:
+        return self.head.state
+
+    @property
+    def opened_by(self) -> str | None:
+        return self.head.opened_by
+
+    @property
+    def closed_by(self) -> str | None:
+        return self.head.closed_by
 
     def apply(self, record: dict[str, Any]) -> None:
         seq = int(record.get("sequence", 0))
@@ -57,41 +141,15 @@ class ThreadFold:
         self.record_count += 1
         clock = record["clock"]
         self.last_clock = clock if self.last_clock is None else max(self.last_clock, clock)
-        actor, act = record["actor"], record["act"]
-        body = record.get("body") or {}
+        actor, act, record_id = record["actor"], record["act"], record["id"]
         participant = self.participants.setdefault(actor, Participant(actor))
         participant.record_count += 1
-        self._advance(act, body, record["id"], participant)
-
-    def _advance(self, act: str, body: dict[str, Any], record_id: str, participant: Participant) -> None:
+        participant.earn(step(self.head, act, record.get("body"), record_id, self._is_intent))
         if act == "INTEND":
             self.intents.add(record_id)
-            if self.opened_by is None:
-                self.opened_by = record_id
-                participant.role = "opener"
-            if self.state == "empty":
-                self.state = "open"
-            return
-        if self.state in _TERMINAL:
-            return
-        if act == "KNOW":
-            if body.get("verdict") in ("accept", "reject") and participant.role != "opener":
-                participant.role = "reviewer"
-            if body.get("verdict") == "reject":
-                self._close("cancelled", record_id)
-            elif _mentions(body.get("fulfills"), self.intents):
-                self._close("done", record_id)
-            else:
-                self.state = "observed"
-        elif act == "DO" and _mentions(body.get("cancels"), self.intents):
-            self._close("cancelled", record_id)
-        elif act in _ACTIVE_ACTS:
-            if self.state in ("empty", "open"):
-                self.state = "active"
 
-    def _close(self, state: str, record_id: str) -> None:
-        self.state = state
-        self.closed_by = record_id
+    def _is_intent(self, ids: Sequence[str]) -> bool:
+        return any(record_id in self.intents for record_id in ids)
 
     def to_wire(self) -> dict[str, Any]:
         return {

@@ -17,7 +17,6 @@ systemd hears ``STATUS=`` lines along the way (starting, "serving on <url>", eac
 ::
 
     root (one_for_one)                                        essential?
-    ├── thread-folds   lifecycle + participants per thread    yes  (see below)
     ├── sse-hub        fan-out of committed records           yes  (see below)
     ├── store-writer   the only write connection; acks after COMMIT   yes
     ├── reconciler     verifies pulled pages for the writer   no   only federation uses it
@@ -27,9 +26,10 @@ systemd hears ``STATUS=`` lines along the way (starting, "serving on <url>", eac
 
 Children start in that order. The root gives up, and the process exits 1 with one line,
 only when an *essential* child goes over the restart intensity. A non-essential one is left down instead, and
-``/health`` reports it (``Services.problems``) while everything else keeps serving. thread-folds and sse-hub
-count as essential because the writer hands every commit to their bounded inboxes and waits while one is full:
-with either down for good, writes would stall.
+``/health`` reports it (``Services.problems``) while everything else keeps serving. sse-hub counts as essential
+because the writer hands every commit to its bounded inbox and waits while it is full: with the hub down for good,
+writes would stall. Thread folds are no task of their own: the writer keeps each thread's fold current inside the
+commit (``spl.store.threads``), so reading one is a query on the read pool like any other.
 
 The first SIGINT/SIGTERM is a graceful stop in named phases (``SHUTDOWN_PLAN``), each logged when it starts,
 cut at its budget and reported when it overran; the budgets add up to 9 s, under the 10 s promised to operators
@@ -41,7 +41,7 @@ phase               budget  what
 stop accepting      0.5 s   /health says "stopping", STOPPING=1, listeners closed, watchdog pings end
 end streams         2 s     every SSE stream gets ``server_shutdown``; in-flight exchanges finish (1 s)
 stop pairs          2.5 s   federation (every pair) and the reconciler
-flush writer        3 s     the writer commits and answers what it holds, then the hub and the folds
+flush writer        3 s     the writer commits and answers what it holds, then the hub
 release home        1 s     read pool closed, run files removed, the home's lock released
 ==================  ======  ==========================================================================
 
@@ -63,7 +63,6 @@ from typing import Any
 import msgspec
 import trio
 
-from spl.actors.folds import FoldClient, ThreadFolds
 from spl.actors.hub import Hub, HubClient
 from spl.actors.local import LocalRecords
 from spl.actors.reconciler import Reconciler, ReconcilerClient
@@ -98,7 +97,7 @@ SHUTDOWN_PLAN = ShutdownPlan(
         Phase("stop accepting", 0.5, (("watchdog", 0.25),)),
         Phase("end streams", 2.0, (("http-server", 1.5),)),
         Phase("stop pairs", 2.5, (("federation", 2.0), ("reconciler", 0.5))),
-        Phase("flush writer", 3.0, (("store-writer", 2.0), ("sse-hub", 0.5), ("thread-folds", 0.5))),
+        Phase("flush writer", 3.0, (("store-writer", 2.0), ("sse-hub", 0.5))),
         Phase("release home", 1.0),
     ),
     limit=STOP_LIMIT - 1.0,
@@ -265,15 +264,13 @@ class Daemon:
         writer = StoreWriter(
             self.home.db_path, subscribers=[], own_did=self.identity.did, max_bytes=self.config.store_max_bytes
         )
-        folds = ThreadFolds(pool)
         hub = Hub()
         reconciler = Reconciler()
         root = Supervisor(
             "root",
             [
                 # Start order = dependency order; stop runs in reverse, so the writer stops
-                # right after the HTTP server and can still publish to folds and the hub.
-                ChildSpec("thread-folds", folds.run, inbox_size=4096, shutdown_budget=_budget("thread-folds")),
+                # right after the HTTP server and can still publish to the hub.
                 ChildSpec("sse-hub", hub.run, inbox_size=8192, shutdown_budget=_budget("sse-hub")),
                 ChildSpec("store-writer", writer.run, inbox_size=4096, shutdown_budget=_budget("store-writer")),
                 ChildSpec(
@@ -281,7 +278,7 @@ class Daemon:
                 ),
             ],
         )
-        writer._subscribers = [root.inbox("thread-folds"), root.inbox("sse-hub")]
+        writer._subscribers = [root.inbox("sse-hub")]
         writer_client = WriterClient(root.inbox("store-writer"))
         reconciler.bind(writer_client)
         reconciler_client = ReconcilerClient(root.inbox("reconciler"), reconciler)
@@ -297,7 +294,6 @@ class Daemon:
             pool=pool,
             writer=writer_client,
             hub=HubClient(root.inbox("sse-hub"), self.config.sse_buffer),
-            folds=FoldClient(root.inbox("thread-folds")),
             tokens=tokens,
             auth_required=self.auth_required,
             snapshot=lambda: msgspec.to_builtins(root.snapshot()),

@@ -28,6 +28,7 @@ from typing import Any
 import apsw
 
 from spl.core.errors import SplError, StorageFull, StoreCorrupt
+from spl.store.threads import rebuild_threads
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -46,8 +47,10 @@ _REPORT_EVERY = 60.0  # seconds between two log lines about failed reads
 
 # 1: the first layout. 2: peer cursors are opaque strings (spec §15.20: ``pair_cursors``
 # replaces the INTEGER ``sync_cursors``) and records refused for a reason that can change
-# wait in ``parked_records``.
-SCHEMA_VERSION = 2
+# wait in ``parked_records``. 3: per-thread projections kept at commit (``spl.store.threads``): each
+# record's ``ordinal`` in its thread, the fold's head on ``threads``, ``thread_participants`` and
+# ``clock_marks`` — rebuilt from the records once when an older store is opened.
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -60,7 +63,8 @@ CREATE TABLE IF NOT EXISTS records (
     clock      INTEGER NOT NULL,
     namespace  TEXT NOT NULL,
     json       TEXT NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    ordinal    INTEGER NOT NULL DEFAULT 0  -- position in its thread, from 1
 );
 CREATE UNIQUE INDEX IF NOT EXISTS records_clock ON records(thread, actor, clock);
 CREATE INDEX IF NOT EXISTS records_thread ON records(thread, seq);
@@ -72,11 +76,28 @@ CREATE TABLE IF NOT EXISTS threads (
     last_clock   INTEGER NOT NULL,
     first_seq    INTEGER NOT NULL,
     last_seq     INTEGER NOT NULL,
-    updated_at   REAL NOT NULL
+    updated_at   REAL NOT NULL,
+    state        TEXT NOT NULL DEFAULT 'empty',  -- the fold's head (spl.core.fold.FoldHead)
+    opened_by    TEXT,
+    closed_by    TEXT
 );
 -- GET /v1/threads: most recently written first, paged by last_seq (unique: a sequence belongs to one thread).
 CREATE INDEX IF NOT EXISTS threads_recent ON threads(last_seq);
 CREATE INDEX IF NOT EXISTS threads_namespace_recent ON threads(namespace, last_seq);
+CREATE TABLE IF NOT EXISTS thread_participants (
+    thread       TEXT NOT NULL,
+    actor        TEXT NOT NULL,
+    record_count INTEGER NOT NULL,
+    role_rank    INTEGER NOT NULL,  -- spl.core.fold.ROLE_RANK
+    PRIMARY KEY (thread, actor)
+) WITHOUT ROWID;
+-- since=<clock> reads: every MARK_EVERY-th record of a thread, the highest clock up to it.
+CREATE TABLE IF NOT EXISTS clock_marks (
+    thread TEXT NOT NULL,
+    clock  INTEGER NOT NULL,
+    seq    INTEGER NOT NULL,
+    PRIMARY KEY (thread, clock, seq)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pair_cursors (
     pair_id    TEXT PRIMARY KEY,
     cursor     TEXT NOT NULL,
@@ -178,12 +199,30 @@ def _set_up_schema(connection: apsw.Connection) -> None:
                     "ON CONFLICT(pair_id) DO NOTHING"
                 )
                 connection.execute("DROP TABLE sync_cursors")
+        if version is not None and int(version) < 3:
+            _upgrade_to_3(connection)
         if version is None or int(version) < SCHEMA_VERSION:
             connection.execute(
                 "INSERT INTO meta(key, value) VALUES ('schema_version', ?) "
                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (str(SCHEMA_VERSION),),
             )
+
+
+def _upgrade_to_3(connection: apsw.Connection) -> None:
+    """Add the per-thread projection columns and fill every projection from the records (once)."""
+    for table, column, definition in (
+        ("records", "ordinal", "INTEGER NOT NULL DEFAULT 0"),
+        ("threads", "state", "TEXT NOT NULL DEFAULT 'empty'"),
+        ("threads", "opened_by", "TEXT"),
+        ("threads", "closed_by", "TEXT"),
+    ):
+        if not any(row[1] == column for row in connection.execute(f"PRAGMA table_info({table})")):
+            connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+    started = time.monotonic()
+    log.info("upgrading the store to schema 3: folding every thread once (a big store takes a while)")
+    records = rebuild_threads(connection)
+    log.info("store upgraded: %d records folded in %.1f s", records, time.monotonic() - started)
 
 
 def connect_reader(path: Path) -> apsw.Connection:

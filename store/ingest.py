@@ -34,6 +34,7 @@ from spl.core.record import validate_envelope
 from spl.core.stored import Accepted, Candidate, Outcome, StoredRecord, parked_json, stored_json
 from spl.store.database import write_transaction
 from spl.store.queries import thread_objects
+from spl.store.threads import ThreadBook
 
 __all__ = [
     "MAX_CURSOR_LENGTH",
@@ -134,37 +135,21 @@ def _existing(connection: apsw.Connection, record_id: str) -> StoredRecord | Non
 
 
 @dataclass
-class _ThreadTouch:
-    """What one transaction did to one thread, folded into one ``threads`` upsert."""
-
-    namespace: str
-    count: int
-    last_clock: int
-    first_seq: int
-    last_seq: int
-
-    def add(self, clock: int, seq: int) -> None:
-        self.count += 1
-        self.last_clock = max(self.last_clock, clock)
-        self.last_seq = seq
-
-
-@dataclass
 class _Transaction:
-    """Bookkeeping of one transaction: which threads it touched, refusals it could not park."""
+    """Bookkeeping of one transaction: the threads it changed, refusals it could not park."""
 
     now: float
-    touched: dict[str, _ThreadTouch] = field(default_factory=dict)
+    threads: ThreadBook = field(default_factory=ThreadBook)
     not_parked: int = 0
 
 
-def _insert(connection: apsw.Connection, candidate: Candidate, seq: int, now: float) -> StoredRecord:
+def _insert(connection: apsw.Connection, candidate: Candidate, seq: int, ordinal: int, now: float) -> StoredRecord:
     """Insert one record; raises ``apsw.ConstraintError`` when its (thread, actor, clock) is taken."""
     envelope = candidate.envelope
     text = stored_json(envelope, signer=candidate.signer, sig=candidate.sig, seq=seq, created_at=now)
     connection.execute(
-        "INSERT INTO records(seq, id, thread, actor, act, clock, namespace, json, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO records(seq, id, thread, actor, act, clock, namespace, json, created_at, ordinal) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             seq,
             envelope.id,
@@ -175,21 +160,10 @@ def _insert(connection: apsw.Connection, candidate: Candidate, seq: int, now: fl
             envelope.namespace,
             text,
             now,
+            ordinal,
         ),
     )
     return StoredRecord(seq, envelope.id, envelope.thread, text)
-
-
-def _upsert_threads(connection: apsw.Connection, touched: dict[str, _ThreadTouch], now: float) -> None:
-    for thread, touch in touched.items():
-        connection.execute(
-            "INSERT INTO threads(thread, namespace, record_count, last_clock, first_seq, last_seq, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT(thread) DO UPDATE SET record_count = record_count + excluded.record_count, "
-            "last_clock = MAX(last_clock, excluded.last_clock), last_seq = excluded.last_seq, "
-            "updated_at = excluded.updated_at",
-            (thread, touch.namespace, touch.count, touch.last_clock, touch.first_seq, touch.last_seq, now),
-        )
 
 
 def _park(
@@ -233,18 +207,25 @@ def _apply_one(
     except NamespaceRejected as exc:
         return exc if park_origin is None else _park(connection, candidate, park_origin, exc, state, tx)
     seq = state.next_seq
+    ordinal = tx.threads.next_ordinal(connection, envelope.thread, envelope.namespace)
     try:
-        stored = _insert(connection, candidate, seq, tx.now)
+        stored = _insert(connection, candidate, seq, ordinal, tx.now)
     except apsw.ConstraintError:
         # The id is new (checked above), so the unique (thread, actor, clock) index refused it:
         # one index probe instead of a SELECT before every insert.
         return DuplicateClock(envelope.thread, envelope.actor, envelope.clock)
     state.next_seq += 1
-    touch = tx.touched.get(envelope.thread)
-    if touch is None:
-        tx.touched[envelope.thread] = _ThreadTouch(envelope.namespace, 1, envelope.clock, seq, seq)
-    else:
-        touch.add(envelope.clock, seq)
+    tx.threads.add(
+        connection,
+        thread=envelope.thread,
+        seq=seq,
+        record_id=envelope.id,
+        actor=envelope.actor,
+        act=envelope.act,
+        clock=envelope.clock,
+        body=envelope.body,
+        stored_at=tx.now,
+    )
     if candidate.signer == state.own_did and state.namespaces.apply(
         envelope.thread, envelope.act, envelope.body, envelope.id, envelope.clock
     ):
@@ -253,7 +234,7 @@ def _apply_one(
 
 
 def _finish(connection: apsw.Connection, tx: _Transaction) -> None:
-    _upsert_threads(connection, tx.touched, tx.now)
+    tx.threads.flush(connection)
     if tx.not_parked:
         connection.execute(
             "INSERT INTO meta(key, value) VALUES ('parked_dropped', ?) "

@@ -13,7 +13,9 @@ from typing import Any
 
 import apsw
 
+from spl.core.fold import ROLE_RANK
 from spl.core.stored import StoredRecord
+from spl.store.threads import since_start
 
 __all__ = [
     "PAGE_BYTES",
@@ -27,6 +29,7 @@ __all__ = [
     "parked_count",
     "parked_dropped",
     "records_after",
+    "thread_fold",
     "thread_objects",
     "thread_records",
     "thread_summary",
@@ -42,6 +45,9 @@ def list_records(
     after_seq: int = 0,
     limit: int = 100,
 ) -> list[StoredRecord]:
+    if thread is not None and since_clock is not None:
+        # Skip the part of the thread a clock mark proves holds no match (spl.store.threads).
+        after_seq = max(after_seq, since_start(connection, thread, since_clock))
     clauses: list[str] = ["seq > ?"]
     bindings: list[Any] = [after_seq]
     if thread is not None:
@@ -123,13 +129,52 @@ def thread_summary(connection: apsw.Connection, thread: str) -> dict[str, Any] |
     return None
 
 
-def count_after(connection: apsw.Connection, thread: str, after_seq: int) -> int:
-    """Records of ``thread`` with sequence > ``after_seq``: a change page's ``pending`` figure."""
-    for (count,) in connection.execute(
-        "SELECT COUNT(*) FROM records WHERE thread = ? AND seq > ?", (thread, after_seq)
+_ROLES = {rank: role for role, rank in ROLE_RANK.items()}
+
+
+def thread_fold(connection: apsw.Connection, thread: str) -> dict[str, Any] | None:
+    """The thread's summary and fold as ``GET /v1/threads/{id}`` serves them, or ``None`` for an unknown thread.
+
+    Read from the projections the writer keeps at commit (``spl.store.threads``): one row and
+    the thread's participants, whatever the thread's length, and after a restart too.
+    """
+    for row in connection.execute(
+        "SELECT thread, namespace, record_count, last_clock, first_seq, last_seq, updated_at, "
+        "state, opened_by, closed_by FROM threads WHERE thread = ?",
+        (thread,),
     ):
-        return int(count)
-    return 0
+        view = _thread_row(row[:7])
+        participants = [
+            {"actor": actor, "record_count": int(count), "role": _ROLES.get(int(rank), "observer")}
+            for actor, count, rank in connection.execute(
+                "SELECT actor, record_count, role_rank FROM thread_participants WHERE thread = ? ORDER BY actor",
+                (thread,),
+            )
+        ]
+        view.update(
+            state=row[7],
+            watermark=view["last_sequence"],
+            opened_by=row[8],
+            closed_by=row[9],
+            participants=participants,
+        )
+        return view
+    return None
+
+
+def count_after(connection: apsw.Connection, thread: str, after_seq: int) -> int:
+    """Records of ``thread`` with sequence > ``after_seq``, by arithmetic on ordinals (no count of rows).
+
+    The thread's record count minus the ordinal of the last record at or before ``after_seq``.
+    """
+    total = 0
+    for (count,) in connection.execute("SELECT record_count FROM threads WHERE thread = ?", (thread,)):
+        total = int(count)
+    for (ordinal,) in connection.execute(
+        "SELECT ordinal FROM records WHERE thread = ? AND seq <= ? ORDER BY seq DESC LIMIT 1", (thread, after_seq)
+    ):
+        return max(0, total - int(ordinal))
+    return total
 
 
 PAGE_BYTES = 16 * 1024 * 1024  # a change page holds at most this much record JSON (and at least one record)
@@ -138,7 +183,12 @@ PAGE_CHUNK = 256  # rows read at a time while filling a page
 
 @dataclass(frozen=True, slots=True)
 class ChangePage:
-    """One page of a thread's change feed (spec §8.4): records, whether more follow, how many."""
+    """One page of a thread's change feed (spec §8.4): records, whether more follow, how many.
+
+    ``has_more`` and ``pending`` come from the thread's row and the last record's ordinal,
+    never from counting the rows that follow: a page costs the same early or late in a
+    catch-up, on a thread of ten thousand records or ten million.
+    """
 
     records: list[StoredRecord]
     has_more: bool
@@ -155,21 +205,35 @@ def change_page(
     short by the byte budget says ``has_more`` and the reader simply asks again.
     """
     rows: list[StoredRecord] = []
+    ordinal = 0  # of the last row taken
     size = 0
     last = after_seq
     while len(rows) < limit:
         want = min(PAGE_CHUNK, limit - len(rows))
-        chunk = records_after(connection, thread, last, want)
-        for record in chunk:
-            if rows and size + len(record.json) > max_bytes:
-                return ChangePage(rows, True, count_after(connection, thread, rows[-1].seq))
-            rows.append(record)
-            size += len(record.json)
+        chunk = list(
+            connection.execute(
+                "SELECT seq, id, json, ordinal FROM records WHERE thread = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (thread, last, want),
+            )
+        )
+        for seq, record_id, text, position in chunk:
+            if rows and size + len(text) > max_bytes:
+                return _page(connection, thread, rows, ordinal)
+            rows.append(StoredRecord(int(seq), record_id, thread, text))
+            ordinal = int(position)
+            size += len(text)
         if len(chunk) < want:
             return ChangePage(rows, False, 0)  # the end of the thread
-        last = chunk[-1].seq
-    has_more = bool(records_after(connection, thread, last, 1))
-    return ChangePage(rows, has_more, count_after(connection, thread, last) if has_more else 0)
+        last = rows[-1].seq
+    return _page(connection, thread, rows, ordinal)
+
+
+def _page(connection: apsw.Connection, thread: str, rows: list[StoredRecord], ordinal: int) -> ChangePage:
+    """A full (or byte-cut) page: whether more follow and how many, from the thread's row."""
+    for count, last_seq in connection.execute("SELECT record_count, last_seq FROM threads WHERE thread = ?", (thread,)):
+        if int(last_seq) > rows[-1].seq:
+            return ChangePage(rows, True, max(1, int(count) - ordinal))
+    return ChangePage(rows, False, 0)
 
 
 def thread_objects(connection: apsw.Connection, thread: str, *, page: int = 1000) -> list[dict[str, Any]]:

@@ -55,11 +55,10 @@ async def list_threads() -> Response:
 async def show_thread(thread: str) -> Response:
     require(request.caller, "records:read")  # type: ignore[attr-defined]
     validate_thread(thread)
-    summary = await services().read(queries.thread_summary, thread)
-    if summary is None:
+    view = await services().read(queries.thread_fold, thread)
+    if view is None:
         raise NotFound(f"thread {thread} has no records on this instance")
-    fold = await services().folds.query(thread)
-    return json_response({**summary, **(fold or {})})
+    return json_response(view)
 
 
 @blueprint.get("/v1/threads/<thread>/records")

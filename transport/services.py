@@ -1,7 +1,7 @@
 """What the HTTP front door needs from the daemon, gathered in one object.
 
 Routes never touch actor state directly: they send messages through the clients held
-here (writer, hub, folds) or run read-only queries on the read pool in a worker thread.
+here (writer, hub) or run read-only queries on the read pool in a worker thread.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from typing import Any, TypeVar
 
 import trio
 
-from spl.actors.folds import FoldClient
 from spl.actors.hub import HubClient
 from spl.actors.local import LocalRecords
 from spl.actors.reconciler import ReconcilerClient
@@ -38,7 +37,6 @@ class Services:
     pool: ReadPool
     writer: WriterClient
     hub: HubClient
-    folds: FoldClient
     tokens: TokenBook
     auth_required: bool
     stopping: trio.Event = field(default_factory=trio.Event)

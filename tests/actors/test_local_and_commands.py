@@ -1,6 +1,6 @@
 """One owner of persistence: typed writer commands, the local-accept path and the push path.
 
-Real actors (writer, hub, folds, reconciler) under a real supervisor on a real SQLite file; HTTP
+Real actors (writer, hub, reconciler) under a real supervisor on a real SQLite file; HTTP
 goes through the Quart test client of the real application, in-process.
 """
 
@@ -17,7 +17,6 @@ import pytest
 import trio
 import trio.testing
 
-from spl.actors.folds import FoldClient, ThreadFolds
 from spl.actors.hub import Hub, HubClient
 from spl.actors.local import LocalRecords, SystemClock
 from spl.actors.reconciler import Reconciler, ReconcilerClient
@@ -59,17 +58,16 @@ async def instance(tmp_path: Path) -> AsyncIterator[Instance]:
     path = tmp_path / "hub.db"
     pool = ReadPool(path)
     writer = StoreWriter(path, subscribers=[], own_did=IDENTITY.did)
-    folds, hub, reconciler = ThreadFolds(pool), Hub(), Reconciler()
+    hub, reconciler = Hub(), Reconciler()
     root = Supervisor(
         "test",
         [
-            ChildSpec("thread-folds", folds.run, inbox_size=64),
             ChildSpec("sse-hub", hub.run, inbox_size=64),
             ChildSpec("store-writer", writer.run, inbox_size=64),
             ChildSpec("reconciler", reconciler.run, inbox_size=8),
         ],
     )
-    writer._subscribers = [root.inbox("thread-folds"), root.inbox("sse-hub")]
+    writer._subscribers = [root.inbox("sse-hub")]
     writer_client = WriterClient(root.inbox("store-writer"))
     reconciler.bind(writer_client)
     services = Services(
@@ -79,7 +77,6 @@ async def instance(tmp_path: Path) -> AsyncIterator[Instance]:
         pool=pool,
         writer=writer_client,
         hub=HubClient(root.inbox("sse-hub")),
-        folds=FoldClient(root.inbox("thread-folds")),
         tokens=TokenBook(),
         auth_required=False,
         reconciler=ReconcilerClient(root.inbox("reconciler"), reconciler),

@@ -14,7 +14,7 @@ import trio
 import trio.testing
 
 from spl.actors.federation import FederationManager
-from spl.actors.folds import ThreadFolds
+from spl.actors.hub import Hub
 from spl.daemon.assembly import Daemon, ServeError, ServeOptions
 from spl.daemon.bootstrap import initialise
 from spl.daemon.home import Home
@@ -61,17 +61,17 @@ async def test_federation_failing_for_good_leaves_the_daemon_serving(
 async def test_an_essential_child_failing_for_good_stops_the_daemon_with_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def broken(self: ThreadFolds, ctx: ChildContext) -> None:
+    async def broken(self: Hub, ctx: ChildContext) -> None:
         ctx.started()
-        raise RuntimeError("folds broke")
+        raise RuntimeError("hub broke")
 
-    monkeypatch.setattr(ThreadFolds, "run", broken)
+    monkeypatch.setattr(Hub, "run", broken)
     daemon = new_daemon(tmp_path)
     with trio.fail_after(DEADLINE), pytest.raises(ServeError) as stopped:
         await daemon.run()
     assert str(stopped.value) == (
-        "stopped: supervisor 'root' gave up: child 'thread-folds' went over the restart intensity "
-        "(last error: RuntimeError: folds broke)"
+        "stopped: supervisor 'root' gave up: child 'sse-hub' went over the restart intensity "
+        "(last error: RuntimeError: hub broke)"
     )
     home = daemon.home
     assert home.running() is None and not home.pid_path.exists() and not home.url_path.exists()

@@ -10,7 +10,7 @@ answers and keep-alive, connection caps, header timeouts, chunked bodies), endle
 test client hangs when leaving one, see ``design/runtime.md``), durability across ``kill -9``, signals, and the
 official SDK, which needs a real URL.
 
-The tree mirrors ``spl.daemon.assembly.Daemon._run_tree`` (thread-folds, sse-hub, store-writer, reconciler and
+The tree mirrors ``spl.daemon.assembly.Daemon._run_tree`` (sse-hub, store-writer, reconciler and
 federation under one ``Supervisor``) without the parts that are about a process: no run lock or run files, no
 bound socket, no signal handling, no watchdog.
 """
@@ -30,7 +30,6 @@ import msgspec
 import trio
 from quart_trio import QuartTrio
 
-from spl.actors.folds import FoldClient, ThreadFolds
 from spl.actors.hub import Hub, HubClient
 from spl.actors.reconciler import Reconciler, ReconcilerClient
 from spl.actors.writer import StoreWriter, WriterClient
@@ -165,19 +164,18 @@ async def run_in_process(home: Home, *, insecure: bool = True, **config_fields: 
     pool = ReadPool(home.db_path, size=2)
     try:
         writer = StoreWriter(home.db_path, subscribers=[], own_did=identity.did, max_bytes=config.store_max_bytes)
-        folds, hub, reconciler = ThreadFolds(pool), Hub(), Reconciler()
+        hub, reconciler = Hub(), Reconciler()
         root = Supervisor(
             "root",
             [
-                ChildSpec("thread-folds", folds.run, inbox_size=4096),
                 ChildSpec("sse-hub", hub.run, inbox_size=8192),
                 ChildSpec("store-writer", writer.run, inbox_size=4096),
                 ChildSpec("reconciler", reconciler.run, inbox_size=64, essential=False),
             ],
         )
-        # As in the assembly: the writer hands every commit to the folds' and the hub's inboxes, which exist
-        # only once the supervisor has registered those children.
-        writer._subscribers = [root.inbox("thread-folds"), root.inbox("sse-hub")]
+        # As in the assembly: the writer hands every commit to the hub's inbox, which exists only once the
+        # supervisor has registered that child.
+        writer._subscribers = [root.inbox("sse-hub")]
         writer_client = WriterClient(root.inbox("store-writer"))
         reconciler.bind(writer_client)
         federation = build_federation(
@@ -197,7 +195,6 @@ async def run_in_process(home: Home, *, insecure: bool = True, **config_fields: 
             pool=pool,
             writer=writer_client,
             hub=HubClient(root.inbox("sse-hub"), config.sse_buffer),
-            folds=FoldClient(root.inbox("thread-folds")),
             tokens=tokens,
             auth_required=config.auth_required and not insecure,
             snapshot=lambda: msgspec.to_builtins(root.snapshot()),
