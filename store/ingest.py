@@ -6,7 +6,9 @@ emits share one fsync). Per record: an exact re-submission is answered with the 
 record (idempotent ingest), a different record on the same (thread, actor, clock) is a
 ``DuplicateClock``, a namespace that is not active is ``NamespaceRejected``. Anything
 unexpected rolls the whole batch back and propagates; the writer then retries each
-request alone, so only the one at fault fails.
+request alone, so only the one at fault fails. The same transaction keeps every touched
+thread's projections current (``spl.store.threads``: its row and fold, participants,
+ordinals, clock marks), so no read ever has to replay or count a thread.
 
 Three rules keep what a peer sends from steering this instance:
 
@@ -34,7 +36,7 @@ from spl.core.record import validate_envelope
 from spl.core.stored import Accepted, Candidate, Outcome, StoredRecord, parked_json, stored_json
 from spl.store.database import write_transaction
 from spl.store.queries import thread_objects
-from spl.store.threads import ThreadBook
+from spl.store.threads import ThreadBook, ThreadCache
 
 __all__ = [
     "MAX_CURSOR_LENGTH",
@@ -84,6 +86,7 @@ class WriterState:
     registry_changes: int = 0  # bumped on every change: the writer then re-applies parked records
     parked: int = 0  # rows in parked_records
     parked_bytes: int = 0  # and the size of their JSON
+    threads: ThreadCache = field(default_factory=ThreadCache)  # recently written threads' rows
 
 
 def namespace_registry(connection: apsw.Connection, own_did: str) -> NamespaceRegistry:
@@ -139,17 +142,23 @@ class _Transaction:
     """Bookkeeping of one transaction: the threads it changed, refusals it could not park."""
 
     now: float
-    threads: ThreadBook = field(default_factory=ThreadBook)
+    threads: ThreadBook
     not_parked: int = 0
 
 
-def _insert(connection: apsw.Connection, candidate: Candidate, seq: int, ordinal: int, now: float) -> StoredRecord:
-    """Insert one record; raises ``apsw.ConstraintError`` when its (thread, actor, clock) is taken."""
+def _insert(
+    connection: apsw.Connection, candidate: Candidate, seq: int, ordinal: int, now: float
+) -> StoredRecord | None:
+    """Insert one record; ``None`` when its id is stored already (an exact re-submission).
+
+    Raises ``apsw.ConstraintError`` when its (thread, actor, clock) is taken. The unique
+    indexes answer both questions, so no SELECT runs before every insert.
+    """
     envelope = candidate.envelope
     text = stored_json(envelope, signer=candidate.signer, sig=candidate.sig, seq=seq, created_at=now)
     connection.execute(
         "INSERT INTO records(seq, id, thread, actor, act, clock, namespace, json, created_at, ordinal) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING",
         (
             seq,
             envelope.id,
@@ -163,6 +172,8 @@ def _insert(connection: apsw.Connection, candidate: Candidate, seq: int, ordinal
             ordinal,
         ),
     )
+    if not connection.changes():
+        return None
     return StoredRecord(seq, envelope.id, envelope.thread, text)
 
 
@@ -199,21 +210,26 @@ def _apply_one(
     park_origin: str | None,
 ) -> Outcome:
     envelope = candidate.envelope
-    existing = _existing(connection, envelope.id)
-    if existing is not None:
-        return Accepted(existing, created=False)
     try:
         state.namespaces.check(envelope.namespace)
     except NamespaceRejected as exc:
+        existing = _existing(connection, envelope.id)  # a record stored before its namespace closed
+        if existing is not None:
+            return Accepted(existing, created=False)
         return exc if park_origin is None else _park(connection, candidate, park_origin, exc, state, tx)
     seq = state.next_seq
     ordinal = tx.threads.next_ordinal(connection, envelope.thread, envelope.namespace)
     try:
         stored = _insert(connection, candidate, seq, ordinal, tx.now)
     except apsw.ConstraintError:
-        # The id is new (checked above), so the unique (thread, actor, clock) index refused it:
-        # one index probe instead of a SELECT before every insert.
+        existing = _existing(connection, envelope.id)
+        if existing is not None:
+            return Accepted(existing, created=False)
         return DuplicateClock(envelope.thread, envelope.actor, envelope.clock)
+    if stored is None:
+        existing = _existing(connection, envelope.id)
+        assert existing is not None  # the id index just said so, in this transaction
+        return Accepted(existing, created=False)
     state.next_seq += 1
     tx.threads.add(
         connection,
@@ -262,7 +278,7 @@ def commit_batch(
     for request in requests:
         if request.cursor is not None:
             check_pair_cursor(request.cursor)
-    tx = _Transaction(clock())
+    tx = _Transaction(clock(), ThreadBook(state.threads))
     with write_transaction(connection):
         outcomes = [
             [_apply_one(connection, candidate, state, tx, request.park_origin) for candidate in request.candidates]
@@ -310,7 +326,7 @@ def reapply_parked(
         accepted.append(namespace)
     if not accepted:
         return result
-    tx = _Transaction(clock())
+    tx = _Transaction(clock(), ThreadBook(state.threads))
     with write_transaction(connection):
         taken = 0
         for namespace in accepted:
