@@ -36,7 +36,7 @@ from spl.core.record import validate_envelope
 from spl.core.stored import Accepted, Candidate, Outcome, StoredRecord, parked_json, stored_json
 from spl.store.database import write_transaction
 from spl.store.queries import thread_objects
-from spl.store.threads import ThreadBook, ThreadCache
+from spl.store.threads import StoreClock, ThreadBook, ThreadCache, store_clock
 
 __all__ = [
     "MAX_CURSOR_LENGTH",
@@ -87,6 +87,7 @@ class WriterState:
     parked: int = 0  # rows in parked_records
     parked_bytes: int = 0  # and the size of their JSON
     threads: ThreadCache = field(default_factory=ThreadCache)  # recently written threads' rows
+    clock: StoreClock = field(default_factory=StoreClock)  # the highest clock stored
 
 
 def namespace_registry(connection: apsw.Connection, own_did: str) -> NamespaceRegistry:
@@ -106,6 +107,7 @@ def load_writer_state(connection: apsw.Connection, own_did: str) -> WriterState:
     for (head,) in connection.execute("SELECT COALESCE(MAX(seq), 0) FROM records"):
         state.next_seq = int(head) + 1
     state.namespaces = namespace_registry(connection, own_did)
+    state.clock = store_clock(connection)
     for count, size in connection.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM parked_records"):
         state.parked, state.parked_bytes = int(count), int(size)
     return state
@@ -278,7 +280,7 @@ def commit_batch(
     for request in requests:
         if request.cursor is not None:
             check_pair_cursor(request.cursor)
-    tx = _Transaction(clock(), ThreadBook(state.threads))
+    tx = _Transaction(clock(), ThreadBook(state.threads, state.clock))
     with write_transaction(connection):
         outcomes = [
             [_apply_one(connection, candidate, state, tx, request.park_origin) for candidate in request.candidates]
@@ -326,7 +328,7 @@ def reapply_parked(
         accepted.append(namespace)
     if not accepted:
         return result
-    tx = _Transaction(clock(), ThreadBook(state.threads))
+    tx = _Transaction(clock(), ThreadBook(state.threads, state.clock))
     with write_transaction(connection):
         taken = 0
         for namespace in accepted:

@@ -15,7 +15,7 @@ import apsw
 
 from spl.core.fold import ROLE_RANK
 from spl.core.stored import StoredRecord
-from spl.store.threads import since_start
+from spl.store.threads import ALL_THREADS, since_start
 
 __all__ = [
     "PAGE_BYTES",
@@ -45,9 +45,9 @@ def list_records(
     after_seq: int = 0,
     limit: int = 100,
 ) -> list[StoredRecord]:
-    if thread is not None and since_clock is not None:
-        # Skip the part of the thread a clock mark proves holds no match (spl.store.threads).
-        after_seq = max(after_seq, since_start(connection, thread, since_clock))
+    if since_clock is not None:
+        # Skip the part of the thread (or store) a clock mark proves holds no match (spl.store.threads).
+        after_seq = max(after_seq, since_start(connection, ALL_THREADS if thread is None else thread, since_clock))
     clauses: list[str] = ["seq > ?"]
     bindings: list[Any] = [after_seq]
     if thread is not None:

@@ -32,9 +32,41 @@ import apsw
 
 from spl.core.fold import ROLE_RANK, FoldHead, step
 
-__all__ = ["MARK_EVERY", "ThreadBook", "ThreadCache", "rebuild_threads", "since_start"]
+__all__ = [
+    "ALL_THREADS",
+    "MARK_EVERY",
+    "StoreClock",
+    "ThreadBook",
+    "ThreadCache",
+    "rebuild_threads",
+    "since_start",
+    "store_clock",
+]
 
 MARK_EVERY = 256  # records between two clock marks of a thread: the most a since=<clock> read skips past
+# The clock marks of the whole store (for a since= read not limited to one thread) use this key:
+# never a thread's name, which a record's validation keeps non-empty.
+ALL_THREADS = ""
+
+
+@dataclass
+class StoreClock:
+    """The highest clock stored so far in the whole store: the value of its next store-wide mark."""
+
+    highest: int = 0
+
+
+def store_clock(connection: apsw.Connection) -> StoreClock:
+    """The store's highest clock, from its last store-wide mark and the fewer than ``MARK_EVERY`` records after it."""
+    highest, after = 0, 0
+    for clock, seq in connection.execute(
+        "SELECT clock, seq FROM clock_marks WHERE thread = ? ORDER BY clock DESC, seq DESC LIMIT 1", (ALL_THREADS,)
+    ):
+        highest, after = int(clock), int(seq)
+    for (clock,) in connection.execute("SELECT MAX(clock) FROM records WHERE seq > ?", (after,)):
+        if clock is not None:
+            highest = max(highest, int(clock))
+    return StoreClock(highest)
 
 
 @dataclass
@@ -77,9 +109,11 @@ class ThreadCache:
 class ThreadBook:
     """The thread projections one transaction changes; :meth:`flush` writes them before its COMMIT."""
 
-    def __init__(self, cache: ThreadCache | None = None) -> None:
+    def __init__(self, cache: ThreadCache | None = None, clock: StoreClock | None = None) -> None:
         self._touched: dict[str, _Touch] = {}
         self._cache = cache
+        self._clock = clock if clock is not None else StoreClock()
+        self._store_marks: list[tuple[int, int]] = []  # (highest clock in the store so far, sequence)
 
     def __len__(self) -> int:
         return len(self._touched)
@@ -111,6 +145,9 @@ class ThreadBook:
         touch.last_seq = seq
         if touch.count % MARK_EVERY == 0:
             touch.marks.append((touch.last_clock, seq))
+        self._clock.highest = max(self._clock.highest, clock)
+        if seq % MARK_EVERY == 0:  # sequences are dense: every MARK_EVERY-th record of the store
+            self._store_marks.append((self._clock.highest, seq))
 
         def is_intent(ids: Sequence[str]) -> bool:
             return _names_an_intent(connection, thread, seq, ids)
@@ -162,6 +199,12 @@ class ThreadBook:
             if self._cache is not None:
                 self._cache.keep(thread, touch)
         self._touched.clear()
+        if self._store_marks:
+            connection.executemany(
+                "INSERT INTO clock_marks(thread, clock, seq) VALUES (?, ?, ?)",
+                [(ALL_THREADS, clock, seq) for clock, seq in self._store_marks],
+            )
+            self._store_marks.clear()
 
     def _touch(self, connection: apsw.Connection, thread: str, namespace: str) -> _Touch:
         touch = self._touched.get(thread)
@@ -203,7 +246,8 @@ def since_start(connection: apsw.Connection, thread: str, since_clock: int) -> i
     """A sequence no record of ``thread`` with ``clock > since_clock`` is at or below (0: none known).
 
     The last clock mark whose highest clock is ``<= since_clock``: every record up to that
-    mark has a clock no higher, so a ``since`` read starts after it.
+    mark has a clock no higher, so a ``since`` read starts after it. ``thread`` may be
+    :data:`ALL_THREADS` for a read over the whole store.
     """
     for (seq,) in connection.execute(
         "SELECT seq FROM clock_marks WHERE thread = ? AND clock <= ? ORDER BY clock DESC, seq DESC LIMIT 1",
