@@ -55,7 +55,8 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -254,7 +255,7 @@ class Daemon:
             check_store(db)
         except StoreDamaged as exc:
             raise ServeError(str(exc)) from None
-        connection = connect_writer(db)
+        connection = connect_writer(db, upgrade_progress=_upgrade_reporter())
         try:
             return TokenBook(load_tokens(connection))
         finally:
@@ -460,6 +461,33 @@ class Daemon:
             return  # without the lock the run files belong to another daemon
         self.home.pid_path.unlink(missing_ok=True)
         self.home.url_path.unlink(missing_ok=True)
+
+
+UPGRADE_EXTEND_SECONDS = 60  # more start-up time asked of systemd at each report of a store upgrade
+UPGRADE_REPORT_EVERY = 5.0  # seconds between two reports (log line + systemd STATUS)
+
+
+def _upgrade_reporter() -> Callable[[int], None]:
+    """Progress of a store upgrade: keeps systemd from timing the start out (``TimeoutStartSec``) and says why.
+
+    Without it, a big store's one-time upgrade would be killed at the unit's start timeout,
+    rolled back, and started again for ever.
+    """
+    last = -UPGRADE_REPORT_EVERY
+
+    def report(folded: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last < UPGRADE_REPORT_EVERY:
+            return
+        last = now
+        log.info("upgrading the store (records folded so far: %d)", folded)
+        systemd.notify(
+            f"EXTEND_TIMEOUT_USEC={UPGRADE_EXTEND_SECONDS * 1_000_000}\n"
+            f"STATUS=upgrading the store (records folded: {folded})"
+        )
+
+    return report
 
 
 def _budget(child_id: str) -> float:

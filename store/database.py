@@ -20,7 +20,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -147,20 +147,23 @@ def _configure(connection: apsw.Connection) -> None:
     connection.execute("PRAGMA foreign_keys=ON")
 
 
-def connect_writer(path: Path, *, max_bytes: int = 0) -> apsw.Connection:
+def connect_writer(
+    path: Path, *, max_bytes: int = 0, upgrade_progress: Callable[[int], None] | None = None
+) -> apsw.Connection:
     """The single write connection: WAL, ``synchronous=FULL`` (ack only after a durable COMMIT).
 
     ``max_bytes`` > 0 caps the database (``PRAGMA max_page_count``): a write that would grow
     it further fails with SQLITE_FULL, which the writer answers as 503 ``STORAGE_FULL``.
     A cap below the current size holds the store at its current size (SQLite never lowers
-    ``max_page_count`` below the pages in use).
+    ``max_page_count`` below the pages in use). Opening a store from an older spl upgrades
+    it first; ``upgrade_progress`` hears how many records a long upgrade has folded so far.
     """
     connection = apsw.Connection(str(path))
     try:
         _configure(connection)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=FULL")
-        _set_up_schema(connection)
+        _set_up_schema(connection, upgrade_progress)
         if max_bytes > 0:
             page_size = _scalar(connection, "PRAGMA page_size")
             connection.execute(f"PRAGMA max_page_count={max(1, max_bytes // page_size)}")
@@ -176,7 +179,7 @@ def _scalar(connection: apsw.Connection, sql: str, bindings: Sequence[Any] = ())
     return None
 
 
-def _set_up_schema(connection: apsw.Connection) -> None:
+def _set_up_schema(connection: apsw.Connection, progress: Callable[[int], None] | None = None) -> None:
     """Create the tables of a new store, or bring an older one up to ``SCHEMA_VERSION``, in one transaction.
 
     Version 1 → 2 moves every ``sync_cursors`` row (an INTEGER source sequence ``n``) to
@@ -200,7 +203,7 @@ def _set_up_schema(connection: apsw.Connection) -> None:
                 )
                 connection.execute("DROP TABLE sync_cursors")
         if version is not None and int(version) < 3:
-            _upgrade_to_3(connection)
+            _upgrade_to_3(connection, progress)
         if version is None or int(version) < SCHEMA_VERSION:
             connection.execute(
                 "INSERT INTO meta(key, value) VALUES ('schema_version', ?) "
@@ -209,7 +212,7 @@ def _set_up_schema(connection: apsw.Connection) -> None:
             )
 
 
-def _upgrade_to_3(connection: apsw.Connection) -> None:
+def _upgrade_to_3(connection: apsw.Connection, progress: Callable[[int], None] | None) -> None:
     """Add the per-thread projection columns and fill every projection from the records (once)."""
     for table, column, definition in (
         ("records", "ordinal", "INTEGER NOT NULL DEFAULT 0"),
@@ -221,7 +224,7 @@ def _upgrade_to_3(connection: apsw.Connection) -> None:
             connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
     started = time.monotonic()
     log.info("upgrading the store to schema 3: folding every thread once (a big store takes a while)")
-    records = rebuild_threads(connection)
+    records = rebuild_threads(connection, progress)
     log.info("store upgraded: %d records folded in %.1f s", records, time.monotonic() - started)
 
 

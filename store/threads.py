@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -260,11 +260,13 @@ def since_start(connection: apsw.Connection, thread: str, since_clock: int) -> i
 REBUILD_BATCH = 20_000  # records folded per flush while rebuilding
 
 
-def rebuild_threads(connection: apsw.Connection) -> int:
+def rebuild_threads(connection: apsw.Connection, progress: Callable[[int], None] | None = None) -> int:
     """Recompute every thread projection and ordinal from the records, in sequence order; returns the records seen.
 
     Runs inside the caller's transaction (the schema upgrade's). Records are read in
-    sequence order, so every fold sees a thread's records as the writer did.
+    sequence order, so every fold sees a thread's records as the writer did. ``progress``
+    hears the number of records folded so far after every batch: on a big store this takes
+    minutes, and the daemon tells systemd it is still starting.
     """
     connection.execute("DELETE FROM threads")
     connection.execute("DELETE FROM thread_participants")
@@ -298,6 +300,8 @@ def rebuild_threads(connection: apsw.Connection) -> int:
         connection.executemany("UPDATE records SET ordinal = ? WHERE seq = ?", ordinals)
         ordinals.clear()
         seen += len(rows)
+        if progress is not None:
+            progress(seen)
         if len(rows) < REBUILD_BATCH:
             return seen
         after = rows[-1][0]

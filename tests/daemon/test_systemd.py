@@ -11,7 +11,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import apsw
+import httpx
 import pytest
+from e2e_support import envelope
 
 from spl.daemon import systemd
 from spl.daemon.assembly import SHUTDOWN_PLAN
@@ -99,3 +102,29 @@ def test_no_ready_when_the_port_is_taken(tmp_path: Path, notify_socket: socket.s
     assert len(result.stderr.splitlines()) == 1, result.stderr
     sent = queued(notify_socket)  # the daemon has exited: whatever it sent is queued on the socket
     assert sent == ["STATUS=starting"], sent
+
+
+def test_a_store_upgrade_at_start_asks_systemd_for_time_and_says_why(
+    tmp_path: Path, notify_socket: socket.socket
+) -> None:
+    daemon = DaemonProcess(tmp_path / "home", log_level="info")
+    url = daemon.start(port=0)
+    httpx.post(f"{url}/v1/records", json=envelope("th_upgrade", 1), timeout=30).raise_for_status()
+    assert daemon.stop() == 0
+    queued(notify_socket)
+    # What a store written by an older spl (schema 2) holds: no ordinals, no folds.
+    connection = apsw.Connection(str(daemon.home.db_path))
+    connection.execute(
+        "UPDATE records SET ordinal = 0; DELETE FROM thread_participants; UPDATE threads SET state = 'empty'; "
+        "UPDATE meta SET value = '2' WHERE key = 'schema_version'"
+    )
+    connection.close()
+    try:
+        url = daemon.start(port=0)
+        lines = receive_until(notify_socket, "READY=1", [])
+        upgrade = lines.index("EXTEND_TIMEOUT_USEC=60000000")
+        assert upgrade < lines.index("READY=1")
+        assert lines[upgrade + 1] == "STATUS=upgrading the store (records folded: 1)"
+        assert httpx.get(f"{url}/v1/threads/th_upgrade", timeout=30).json()["state"] == "active"
+    finally:
+        daemon.kill()
