@@ -13,6 +13,11 @@ operation that produced them, and the driver drops those of operations it cancel
 Every page goes through the reconciler, which commits records and cursor together — so a
 crash can neither skip nor double-apply a record. A page may only hold records of the pair's
 thread (others are refused before verification, reserved threads above all).
+
+A fetched page is screened and starts verifying at once, in the background, while the page
+before it may still be committing (the machine fetches one page ahead); its commit waits for
+that verification and then only hands the verified records over. Catching up, the fetch and
+verification of page N+1 overlap the commit of page N, and both cores work.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import trio
 
 from spl.actors.loop import next_message
 from spl.actors.messages import Kick, Reply, Resume
-from spl.actors.reconciler import ReconcilerClient, ReconcileResult, summarise_refusals
+from spl.actors.reconciler import ReconcilerClient, ReconcileResult, VerifiedPage, summarise_refusals
 from spl.core.errors import SplError
 from spl.core.feed import ChangesPage, PeerError
 from spl.core.pair_machine import (
@@ -59,7 +64,7 @@ from spl.core.pair_machine import (
 from spl.core.pairs import PairConfig, PairStatus
 from spl.core.stored import StoredRecord
 from spl.core.syncstats import source_times
-from spl.core.verify import screen_pulled
+from spl.core.verify import Refusal, screen_pulled
 from spl.runtime.supervisor import ChildContext
 
 __all__ = ["PairActor", "PairDeps", "PeerLink"]
@@ -68,6 +73,7 @@ log = logging.getLogger("spl.pair")
 
 RECONCILE_TIMEOUT = 120.0
 STREAM_BATCHES = 16  # stream batches read ahead of the commits
+VERIFIED_AHEAD = 2  # pages verified ahead and not yet committed (the machine holds at most one fetched page)
 
 
 class PeerLink(Protocol):
@@ -103,6 +109,17 @@ class _Outcome:
 
 
 @dataclass
+class _Ahead:
+    """A fetched page, screened, verifying in the background; ``records`` is the very list the machine holds."""
+
+    records: list[dict[str, Any]]
+    kept: list[Any]  # what screening let through to verification
+    screened: list[Refusal]
+    done: trio.Event = field(default_factory=trio.Event)
+    page: VerifiedPage | None = None  # set when verification succeeded
+
+
+@dataclass
 class PairDeps:
     reconciler: ReconcilerClient
     peer: PeerLink
@@ -129,6 +146,7 @@ class PairActor:
         self._stream: tuple[int, trio.CancelScope, trio.Semaphore] | None = None
         self._nursery: trio.Nursery | None = None
         self._send: trio.MemorySendChannel[object] | None = None
+        self._ahead: dict[int, _Ahead] = {}  # id(records) → that page, verified
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -136,6 +154,7 @@ class PairActor:
         self._owner = object()  # outcomes of an earlier incarnation still queued are not ours
         self._live.clear()
         self._stream = None
+        self._ahead.clear()
         self._send = self.deps.inbox()
         machine = self.machine = PairMachine(
             self.config, self.status, rng=self.deps.rng, verify_peer=self.deps.verify_peer
@@ -249,15 +268,40 @@ class PairActor:
             )
         except PeerError as error:
             return PeerFailed(error)
+        if page.records:
+            self._verify_ahead(page.records)
         return PageFetched(page)
 
-    async def _reconcile(self, op: int, records: list[dict[str, Any]], cursor: str, pending: int) -> Event:
+    def _verify_ahead(self, records: list[dict[str, Any]]) -> None:
+        """Screen a fetched page and start verifying it in the background; :meth:`_reconcile` picks the result up."""
+        assert self._nursery is not None
         kept, screened = screen_pulled(records, self.config.thread_id)
-        if screened:
-            log.warning("pair %s: %s", self.config.pair_id, summarise_refusals(screened))
+        ahead = _Ahead(records, kept, screened)
+        while len(self._ahead) >= VERIFIED_AHEAD:  # pages the machine dropped (a failure) are never committed
+            del self._ahead[next(iter(self._ahead))]
+        self._ahead[id(records)] = ahead
+        self._nursery.start_soon(self._verify_page, ahead)
+
+    async def _verify_page(self, ahead: _Ahead) -> None:
+        try:
+            ahead.page = await self.deps.reconciler.verify(ahead.kept)
+        except Exception:  # a bug in verification: the commit verifies again, and fails there as it always did
+            log.exception("pair %s: verifying a page ahead of its commit failed", self.config.pair_id)
+        finally:
+            ahead.done.set()
+
+    async def _reconcile(self, op: int, records: list[dict[str, Any]], cursor: str, pending: int) -> Event:
+        ahead = self._ahead.pop(id(records), None)
+        if ahead is None or ahead.records is not records:  # a stream batch: the reconciler verifies it
+            kept, screened = screen_pulled(records, self.config.thread_id)
+            ahead = _Ahead(records, kept, screened)
+            ahead.done.set()
+        if ahead.screened:
+            log.warning("pair %s: %s", self.config.pair_id, summarise_refusals(ahead.screened))
         try:
             with trio.fail_after(RECONCILE_TIMEOUT):
-                result: ReconcileResult = await self.deps.reconciler.reconcile(self.config.pair_id, kept, cursor)
+                await ahead.done.wait()
+                result = await self._commit(ahead, cursor)
         except trio.TooSlowError:
             return LocalFailure(
                 "RECONCILE_TIMEOUT",
@@ -270,10 +314,17 @@ class PairActor:
         return Reconciled(
             stored=len(result.stored),
             duplicates=result.duplicates,
-            refused=tuple(refusal.code for refusal in [*screened, *result.refusals]),
+            refused=tuple(refusal.code for refusal in [*ahead.screened, *result.refusals]),
             cursor=cursor,
             pending=pending,
         )
+
+    async def _commit(self, ahead: _Ahead, cursor: str) -> ReconcileResult:
+        """Commit what verification let through, or have the reconciler verify and commit it if it was not verified
+        ahead (a stream batch, or a failed verification); the pair's cursor moves with it."""
+        if ahead.page is not None:
+            return await self.deps.reconciler.commit(self.config.pair_id, ahead.page, cursor)
+        return await self.deps.reconciler.reconcile(self.config.pair_id, ahead.kept, cursor)
 
     def _open_stream(self, cursor: str, stream: int) -> None:
         self._close_stream()

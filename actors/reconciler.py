@@ -2,12 +2,18 @@
 
 Two stages joined by a bounded channel, so verifying page N+1 overlaps committing page N:
 
-1. *verify* (worker thread): recompute the id, check ``sig`` against ``signer``; a
+1. *verify* (worker threads): recompute the id, check ``sig`` against ``signer``; a
    record that fails is refused and counted, and the rest of the page goes on. Refusals
    are logged once per page in aggregate (a count per code and one example, escaped):
    a hostile peer must not be able to fill the disk with log lines or forge them;
 2. *commit* (in arrival order): hand the verified records to the store writer together
    with the pair's new cursor, so records and cursor commit in one transaction.
+
+A pair commits one page at a time, so for a pair catching up the two stages above would
+still take turns. It therefore verifies each page it pulls as soon as it arrives
+(:meth:`ReconcilerClient.verify`, in the pair's own task: verification holds no state) and
+hands the result over with :meth:`ReconcilerClient.commit`, which goes straight to stage 2:
+page N+1 is verified while page N commits. Stream batches and pushes take both stages here.
 
 ``queue_depth`` (records accepted but not yet committed) is the ``reconcile_queue`` figure.
 """
@@ -16,7 +22,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
+import msgspec
 import trio
 
 from spl.actors.loop import next_message
@@ -28,7 +36,7 @@ from spl.core.text import printable
 from spl.core.verify import Refusal, screen_pushed, verify_batch
 from spl.runtime.supervisor import ChildContext
 
-__all__ = ["ReconcileResult", "Reconciler", "ReconcilerClient"]
+__all__ = ["CommitVerified", "ReconcileResult", "Reconciler", "ReconcilerClient", "VerifiedPage", "verify_in_parallel"]
 
 log = logging.getLogger("spl.reconciler")
 
@@ -46,11 +54,33 @@ class ReconcileResult:
         return len(self.duplicate_ids)
 
 
-@dataclass
-class _Verified:
-    message: Reconcile | Push
+@dataclass(frozen=True)
+class VerifiedPage:
+    """A pulled page already verified (:meth:`ReconcilerClient.verify`), waiting for its commit."""
+
     candidates: list[Candidate]
     refusals: list[Refusal]
+    size: int  # records the page held (candidates + refusals), for the queue figure
+
+
+class CommitVerified(msgspec.Struct, frozen=True, tag=True):
+    """Commit a page the pair verified ahead, and move the pair's cursor with it (skips stage 1).
+
+    The reconciler's own message: only :class:`ReconcilerClient` sends it and only :class:`Reconciler` reads it.
+    """
+
+    pair_id: str
+    page: Any  # VerifiedPage (a dataclass of records: msgspec need not look inside)
+    cursor: str
+    reply: Reply[Any]  # ReconcileResult
+
+
+@dataclass
+class _Verified:
+    message: Reconcile | Push | CommitVerified
+    candidates: list[Candidate]
+    refusals: list[Refusal]
+    size: int  # records the message held, all of them counted in queue_depth
 
 
 class Reconciler:
@@ -77,6 +107,10 @@ class Reconciler:
             nursery.start_soon(self._commit_stage, receive)
             async with send:
                 while (message := await next_message(ctx)) is not None:
+                    if isinstance(message, CommitVerified):
+                        page: VerifiedPage = message.page
+                        await send.send(_Verified(message, page.candidates, page.refusals, page.size))
+                        continue
                     if not isinstance(message, Reconcile | Push):
                         continue
                     try:
@@ -91,20 +125,20 @@ class Reconciler:
                         continue
                     candidates = [r for r in results if isinstance(r, Candidate)]
                     refusals = screened + [r for r in results if isinstance(r, Refusal)]
-                    await send.send(_Verified(message, candidates, refusals))
+                    await send.send(_Verified(message, candidates, refusals, len(message.records)))
 
     async def _commit_stage(self, receive: trio.MemoryReceiveChannel[_Verified]) -> None:
         async for verified in receive:
             message = verified.message
             assert self._writer is not None, "Reconciler.bind() was not called"
-            cursor = (message.pair_id, message.cursor) if isinstance(message, Reconcile) else None
+            cursor = None if isinstance(message, Push) else (message.pair_id, message.cursor)
             try:
                 outcomes = await self._writer.ingest(verified.candidates, cursor=cursor, park_rejected=True)
             except Exception as exc:
                 message.reply.fail(exc)
                 continue
             finally:
-                self.queue_depth -= len(message.records)
+                self.queue_depth -= verified.size
             result = ReconcileResult(refusals=list(verified.refusals))
             for candidate, outcome in zip(verified.candidates, outcomes, strict=True):
                 if isinstance(outcome, Accepted):
@@ -115,7 +149,7 @@ class Reconciler:
                 elif isinstance(outcome, SplError):
                     result.refusals.append(Refusal(candidate.envelope.id, outcome.code, outcome.message))
             if result.refusals:
-                origin = f"pair {message.pair_id}" if isinstance(message, Reconcile) else "push"
+                origin = "push" if isinstance(message, Push) else f"pair {message.pair_id}"
                 log.warning("%s: %s", origin, summarise_refusals(result.refusals))
             message.reply.set(result)
 
@@ -163,6 +197,23 @@ class ReconcilerClient:
         await self._send(Reconcile(pair_id, records, cursor, reply), len(records))
         return await reply.get()
 
+    async def verify(self, records: list[object]) -> VerifiedPage:
+        """Verify a pulled page now, in the caller's task, ahead of :meth:`commit`.
+
+        Verification is pure work on the page (worker threads; libsodium releases the GIL), so a
+        pair runs it as soon as a page arrives, while its previous page is still committing.
+        """
+        results = await verify_in_parallel(records)
+        candidates = [r for r in results if isinstance(r, Candidate)]
+        refusals = [r for r in results if isinstance(r, Refusal)]
+        return VerifiedPage(candidates, refusals, len(records))
+
+    async def commit(self, pair_id: str, page: VerifiedPage, cursor: str) -> ReconcileResult:
+        """Commit a page :meth:`verify` checked; records and the pair's new cursor commit together."""
+        reply: Reply[ReconcileResult] = Reply()
+        await self._send(CommitVerified(pair_id, page, cursor, reply), page.size)
+        return await reply.get()
+
     async def push(self, records: list[object]) -> ReconcileResult:
         """A pushed batch (``POST /v1/sync/records``): records for reserved threads are refused, the rest
         verified and ingested; records refused only for their namespace are parked."""
@@ -170,7 +221,7 @@ class ReconcilerClient:
         await self._send(Push(records, reply), len(records))
         return await reply.get()
 
-    async def _send(self, message: Reconcile | Push, count: int) -> None:
+    async def _send(self, message: Reconcile | Push | CommitVerified, count: int) -> None:
         self._reconciler.note_queued(count)
         try:
             await self._inbox.send(message)

@@ -7,6 +7,8 @@ minute/hour, delivery latency (committed here minus created at the source), erro
 from __future__ import annotations
 
 import calendar
+import functools
+import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -20,10 +22,36 @@ WINDOW = 3600.0
 LATENCY_BUCKETS_MS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 
 
+# The form every spl daemon serves (``spl.core.stored``): parsed by slicing, the day looked up once.
+_SERVED = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|6[01])(\.[0-9]{1,9})?Z")
+
+
 def parse_rfc3339(text: object) -> float | None:
-    """``2026-11-21T02:23:45.807252Z`` → Unix seconds; None for anything else."""
+    """``2026-11-21T02:23:45.807252Z`` → Unix seconds; None for anything else.
+
+    Every pulled record's ``created_at`` passes here (delivery latency), so the served form is parsed
+    by slicing with the start of its day cached; any other spelling goes through ``strptime``.
+    """
     if not isinstance(text, str) or not text.endswith("Z") or len(text) < 20:
         return None
+    if _SERVED.fullmatch(text):
+        day = _day_start(text[:10])
+        if day is not None:
+            seconds = day + int(text[11:13]) * 3600 + int(text[14:16]) * 60 + int(text[17:19])
+            return seconds + (float("0" + text[19:-1]) if len(text) > 20 else 0.0)
+    return _parse_strptime(text)
+
+
+@functools.lru_cache(maxsize=64)
+def _day_start(day: str) -> int | None:
+    """Unix seconds at the start of ``YYYY-MM-DD`` (None for a date that does not exist)."""
+    try:
+        return calendar.timegm(time.strptime(day, "%Y-%m-%d"))
+    except ValueError:
+        return None
+
+
+def _parse_strptime(text: str) -> float | None:
     try:
         whole, _, fraction = text[:-1].partition(".")
         seconds = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S"))
@@ -33,12 +61,19 @@ def parse_rfc3339(text: object) -> float | None:
 
 
 def source_times(records: list[dict[str, Any]]) -> dict[str, float]:
-    """id → when the source committed it (its ``created_at``), for delivery latency."""
+    """id → when the source committed it (its ``created_at``), for delivery latency.
+
+    Records of one source transaction share their ``created_at``; each distinct text is parsed once.
+    """
     times: dict[str, float] = {}
+    parsed: dict[str, float | None] = {}
     for record in records:
-        created = parse_rfc3339(record.get("created_at"))
-        if created is not None and isinstance(record.get("id"), str):
-            times[record["id"]] = created
+        text, record_id = record.get("created_at"), record.get("id")
+        if not isinstance(text, str) or not isinstance(record_id, str):
+            continue
+        created = parsed[text] if text in parsed else parsed.setdefault(text, parse_rfc3339(text))
+        if created is not None:
+            times[record_id] = created
     return times
 
 

@@ -4,7 +4,10 @@ Run: ``python -m spl.soak.federation_bench [--catchup 50000] [--rate 100] [--sec
 It starts throw-away daemons on 127.0.0.1 (auth off, own temporary homes) and prints:
 
 1. catch-up: N records already on A (signed by A, written into A's store before it
-   starts), one pair on B pulls them — records/s verified and committed on B;
+   starts), one pair on B pulls them — records/s verified and committed on B, from the
+   moment the pair is created to B's own commit time (``created_at``) of the last record.
+   The bench only polls B every 0.1 s to see that it is done: polling B's thread every
+   10 ms, as it once did, took about a tenth of the CPU B spent on the catch-up it measured;
 2. continuous lag: one continuous pair, records emitted on A at ``--rate`` per second;
    lag = B's commit time (its ``created_at``) minus the emit time on the client;
 3. memory: ``--pairs`` continuous pairs (one thread each) between A and B; resident
@@ -68,14 +71,27 @@ def pair(client: httpx.Client, receiver: DaemonProcess, source: DaemonProcess, t
     return str(response.json()["pair_id"])
 
 
-def wait_for_count(client: httpx.Client, daemon: DaemonProcess, thread: str, count: int, limit: float) -> float:
+def wait_for_count(
+    client: httpx.Client, daemon: DaemonProcess, thread: str, count: int, limit: float, *, every: float = 0.01
+) -> float:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         response = client.get(f"{daemon.url}/v1/threads/{thread}")
         if response.status_code == 200 and response.json()["record_count"] >= count:
             return time.monotonic()
-        time.sleep(0.01)
+        time.sleep(every)  # polling: the daemon has no completion event to wait on
     raise TimeoutError(f"{thread}: fewer than {count} records on {daemon.url} after {limit}s")
+
+
+def last_commit(client: httpx.Client, daemon: DaemonProcess, thread: str, count: int) -> float:
+    """When ``daemon`` committed the newest of the ``count`` records of ``thread`` (its ``created_at``, wall clock).
+
+    Its few records of its own (the pair's settings) come first, so the newest lie past sequence ``count - 100``.
+    """
+    params: dict[str, str | int] = {"thread": thread, "after_sequence": max(0, count - 100), "limit": 1000}
+    records = client.get(f"{daemon.url}/v1/records", params=params).json()["data"]
+    times = [parse_rfc3339(record["created_at"]) for record in records]
+    return max(t for t in times if t is not None)
 
 
 def catchup(tmp: Path, count: int) -> dict[str, Any]:
@@ -85,9 +101,10 @@ def catchup(tmp: Path, count: int) -> dict[str, Any]:
     receiver.start(port=0)
     try:
         with httpx.Client(timeout=30) as client:
-            started = time.monotonic()
+            started = time.time()  # wall clock, as the receiver's created_at
             pair(client, receiver, source, "th_catchup", poll_interval=0.5)
-            finished = wait_for_count(client, receiver, "th_catchup", count, 600)
+            wait_for_count(client, receiver, "th_catchup", count, 600, every=0.1)
+            finished = last_commit(client, receiver, "th_catchup", count)
         seconds = finished - started
         return {"records": count, "seconds": round(seconds, 2), "records_per_s": round(count / seconds, 1)}
     finally:
@@ -196,7 +213,7 @@ def main() -> None:
             results["catchup"] = catchup(tmp, args.catchup)
             r = results["catchup"]
             print(
-                f"catch-up: {r['records']} records in {r['seconds']} s = {r['records_per_s']} records/s (goal ≥ 6000)"
+                f"catch-up: {r['records']} records in {r['seconds']} s = {r['records_per_s']} records/s (goal ≥ 10000)"
             )
         if args.only in (None, "lag"):
             results["continuous_lag"] = continuous_lag(tmp, args.rate, args.seconds)

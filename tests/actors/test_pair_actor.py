@@ -23,7 +23,7 @@ import trio.testing
 
 from spl.actors.messages import Kick, Reply, Resume
 from spl.actors.pair import PairActor, PairDeps
-from spl.actors.reconciler import ReconcileResult
+from spl.actors.reconciler import ReconcileResult, VerifiedPage
 from spl.core.errors import Unavailable
 from spl.core.pair_machine import ConfigChanged, retry_delay
 from spl.core.pairs import PairConfig, PairStatus
@@ -111,11 +111,30 @@ def frame(n: int) -> bytes:
 
 @dataclass
 class FakeReconciler:
-    """Commits in memory; ``fail`` makes the next commits raise it, ``hang`` makes them never answer."""
+    """Commits in memory; ``fail`` makes the next commits raise it, ``hang`` makes them never answer.
+
+    ``verify`` only notes the page (its "candidates" are the raw records); ``verify_fails`` makes it raise.
+    """
 
     committed: list[tuple[int, str]] = field(default_factory=list)  # (records, cursor)
     fail: list[Exception] = field(default_factory=list)
     hang: bool = False
+    verified: list[int] = field(default_factory=list)  # sizes of the pages verified ahead of their commit
+    committed_verified: list[str] = field(default_factory=list)  # cursors committed through commit()
+    verify_fails: bool = False
+    verify_seconds: float = 0.0  # how long verifying a page takes (virtual time)
+
+    async def verify(self, records: list[Any]) -> VerifiedPage:
+        await trio.sleep(self.verify_seconds)
+        if self.verify_fails:
+            raise RuntimeError("a bug in verification")
+        self.verified.append(len(records))
+        return VerifiedPage(list(records), [], len(records))
+
+    async def commit(self, pair_id: str, page: VerifiedPage, cursor: str) -> ReconcileResult:
+        result = await self.reconcile(pair_id, page.candidates, cursor)
+        self.committed_verified.append(cursor)
+        return result
 
     async def reconcile(self, pair_id: str, records: list[Any], cursor: str) -> ReconcileResult:
         if self.hang:
@@ -144,8 +163,15 @@ class Harness:
 
 
 @asynccontextmanager
-async def running_pair(peer: FakePeer, *, mode: str = "polling", poll_interval: float = 10.0, paused: bool = False):  # type: ignore[no-untyped-def]
-    reconciler = FakeReconciler()
+async def running_pair(  # type: ignore[no-untyped-def]
+    peer: FakePeer,
+    *,
+    mode: str = "polling",
+    poll_interval: float = 10.0,
+    paused: bool = False,
+    reconciler: FakeReconciler | None = None,
+):
+    reconciler = reconciler or FakeReconciler()
     root = Supervisor("test")
     config = PairConfig.validated(
         pair_id=PAIR_ID, peer_did=PEER_DID, peer_url=PEER_URL, thread_id=THREAD, mode=mode, poll_interval=poll_interval
@@ -194,6 +220,34 @@ async def test_a_polling_pair_pulls_to_the_head_then_polls_every_interval(autoju
         assert peer.times == pytest.approx([START, START, START, START + 10, START + 20], abs=1e-9)
         assert pair.reconciler.committed == [(10, "k10"), (10, "k20"), (5, "k25")]
         assert pair.status.cursor == "k25" and pair.status.records_pulled == 25 and pair.status.state == "running"
+        # every page was verified as it arrived, and its commit only handed the result over
+        assert pair.reconciler.verified == [10, 10, 5]
+        assert pair.reconciler.committed_verified == ["k10", "k20", "k25"]
+
+
+async def test_a_commit_waits_for_its_page_verifying_in_the_background(autojump_clock: Any) -> None:
+    peer = FakePeer(records=[record(n) for n in range(1, 26)])
+    async with running_pair(peer, reconciler=FakeReconciler(verify_seconds=3.0)) as pair:
+        await until(lambda: pair.status.cursor == "k25")
+        done = trio.current_time()
+        assert pair.reconciler.committed == [(10, "k10"), (10, "k20"), (5, "k25")]
+        assert pair.reconciler.committed_verified == ["k10", "k20", "k25"]
+        # Page 2 is fetched and verified while page 1 verifies and commits, page 3 while page 2 commits:
+        # three verifications of 3 s end at START + 6, not START + 9.
+        assert peer.times == pytest.approx([START, START, START + 3], abs=1e-9)
+        assert done == pytest.approx(START + 6, abs=0.02)
+
+
+async def test_a_page_whose_verification_ahead_fails_is_verified_again_with_its_commit(
+    autojump_clock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    peer = FakePeer(records=[record(n) for n in range(1, 16)])
+    with caplog.at_level(logging.ERROR, logger="spl.pair"):
+        async with running_pair(peer, reconciler=FakeReconciler(verify_fails=True)) as pair:
+            await until(lambda: pair.status.cursor == "k15")
+            assert pair.reconciler.committed == [(10, "k10"), (5, "k15")]
+            assert pair.reconciler.committed_verified == []  # both went through reconcile(), verify and commit
+    assert any("verifying a page ahead" in r.getMessage() for r in caplog.records)
 
 
 async def test_retries_follow_the_backoff_schedule_exactly(autojump_clock: Any) -> None:
@@ -306,6 +360,8 @@ async def test_continuous_catches_up_then_streams_and_a_peer_shutdown_is_its_own
         assert pair.status.cursor == "k2"
         await peer.streams[0].send(frame(3) + frame(4))
         await until(lambda: pair.status.cursor == "k4")
+        # the page was verified ahead of its commit; the stream batch is verified with it, by the reconciler
+        assert pair.reconciler.committed_verified == ["k2"] and pair.reconciler.committed[-1] == (2, "k4")
         await peer.streams[0].send(b'event: server_shutdown\ndata: {"retry_after_ms":200}\n\n')
         await until(lambda: pair.status.state == "failing")
         assert pair.status.last_error is not None and pair.status.last_error.code == "PEER_SHUTTING_DOWN"

@@ -5,8 +5,18 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from syncropel import canonical_json as sdk_canonical_json
 
-from spl.core.canonical import MAX_DEPTH, CanonicalError, NestingTooDeep, canonical_json
+from spl.core.canonical import (
+    MAX_DEPTH,
+    CanonicalError,
+    NestingTooDeep,
+    canonical_json,
+    is_plain,
+    reference_canonical_json,
+)
 from spl.core.errors import InvalidRecord
 from spl.core.record import record_id, validate_envelope
 
@@ -183,3 +193,88 @@ def test_a_record_body_may_nest_64_levels() -> None:
 def test_keys_of_mixed_types_are_a_canonical_error() -> None:
     with pytest.raises(CanonicalError):
         canonical_json({1: "a", "b": 2})
+
+
+# -- the fast path: msgspec's sorted encoder for values without floats ---------------------------------
+
+# Text that exercises every escaping rule: controls (short and \u00XX forms), quotes, backslash, DEL,
+# non-ASCII, U+2028/U+2029, astral characters and U+E000-U+FFFF (which sort differently in UTF-16).
+TRICKY_TEXT = st.text(
+    alphabet=st.sampled_from(
+        ["a", "Z", "_", "/", '"', "\\", "\x00", "\x07", "\b", "\t", "\n", "\x1f", "\x7f", "é", "\u2028", "\ue000"]
+        + ["\uffff", "🎵", "\U0010ffff"]
+    )
+    | st.characters(),
+    max_size=8,
+)
+PLAIN_SCALARS = (
+    st.none() | st.booleans() | st.integers() | st.integers(min_value=2**63 - 2, max_value=2**70) | TRICKY_TEXT
+)
+ANY_SCALARS = (
+    PLAIN_SCALARS
+    | st.floats()
+    | st.sampled_from([1.0, -0.0, 1e21, 1e-7, 1e300, 2.5, 1e16, 0.1, float("nan"), float("inf")])
+)
+
+
+def json_values(scalars: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
+    return st.recursive(
+        scalars,
+        lambda children: st.lists(children, max_size=4) | st.dictionaries(TRICKY_TEXT, children, max_size=4),
+        max_leaves=24,
+    )
+
+
+def outcome(encode: object, value: object) -> tuple[str, object]:
+    """What ``encode(value)`` gives: its bytes, or the type of what it raised."""
+    try:
+        return "bytes", encode(value)  # type: ignore[operator]
+    except Exception as exc:  # noqa: BLE001 - the type of any error is what is compared
+        return "raised", type(exc)
+
+
+@settings(max_examples=600, deadline=None)
+@given(json_values(ANY_SCALARS))
+def test_canonical_json_matches_the_reference_and_the_sdk_byte_for_byte(value: object) -> None:
+    fast = outcome(canonical_json, value)
+    assert fast == outcome(reference_canonical_json, value)
+    if fast[0] == "bytes":
+        assert fast[1] == sdk_canonical_json(value).encode("utf-8")
+
+
+@settings(max_examples=400, deadline=None)
+@given(json_values(PLAIN_SCALARS))
+def test_values_without_floats_are_plain_and_encoded_by_msgspec(value: object) -> None:
+    assert is_plain(value)
+    assert outcome(canonical_json, value) == outcome(reference_canonical_json, value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"x": 1.0},
+        [0.5],
+        {"a": {"b": [1, 2, {"c": 1e21}]}},
+        {1: "a"},
+        {"t": (1, 2)},
+        {"s": {1, 2}},
+        {"b": b"bytes"},
+        {"x": nested(MAX_DEPTH + 1)},
+    ],
+)
+def test_floats_other_types_and_deep_nesting_are_not_plain(value: object) -> None:
+    assert not is_plain(value)
+
+
+def test_plain_depth_bound_is_the_canonical_one() -> None:
+    assert is_plain({"body": nested(MAX_DEPTH)})
+    assert not is_plain({"body": nested(MAX_DEPTH + 1)})
+    with pytest.raises(NestingTooDeep):
+        canonical_json({"body": nested(MAX_DEPTH + 1)})
+
+
+def test_errors_of_plain_values_come_from_the_reference_path() -> None:
+    with pytest.raises(UnicodeEncodeError):
+        canonical_json({"x": "\ud800"})  # a lone surrogate: no UTF-8 form, whichever encoder tries
+    with pytest.raises(ValueError):
+        canonical_json({"x": 10**5000})  # beyond Python's int-to-text limit
