@@ -36,7 +36,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from quart import Response, request
+from quart import Request, Response, request
 from quart.sessions import NullSession, SessionInterface
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
@@ -46,7 +46,7 @@ from spl.core.pairs import is_loopback_host as core_is_loopback_host
 from spl.core.text import printable
 from spl.transport import routes_admin, routes_feed, routes_records, routes_sync, routes_threads
 from spl.transport.auth import ANONYMOUS, ANONYMOUS_ADMIN, Caller, presented_token
-from spl.transport.context import SERVICES_KEY
+from spl.transport.context import SERVICES_KEY, current_request
 from spl.transport.responses import error_response, json_response
 from spl.transport.services import Services
 
@@ -83,13 +83,13 @@ def is_loopback_host(host: str) -> bool:
     return match is not None and core_is_loopback_host(match.group(1))
 
 
-def _require_loopback_host() -> None:
+def _require_loopback_host(req: Request) -> None:
     """Gate 0 (auth off only): refuse a request addressed to any name but a loopback one.
 
     A request without a ``Host`` header (HTTP/1.0) is let through: every browser sends one,
     so such a request cannot come from a rebound web page.
     """
-    host = request.headers.get("host")
+    host = req.headers.get("host")
     if host is None or is_loopback_host(host):
         return
     raise InvalidRequest(
@@ -102,26 +102,31 @@ def _require_loopback_host() -> None:
     )
 
 
-def _require_json_media_type() -> None:
-    """Gate 3: a write must declare a JSON body (parameters such as ``charset`` are fine)."""
-    if request.method not in WRITE_METHODS or request.mimetype == JSON_MEDIA_TYPE:
+def _require_json_media_type(req: Request) -> None:
+    """Gate 3: a write must declare a JSON body (parameters such as ``charset`` are fine).
+
+    The header exactly as every client sends it is accepted without parsing its parameters.
+    """
+    if req.method not in WRITE_METHODS:
         return
-    sent = request.headers.get("content-type")
+    sent = req.headers.get("content-type")
+    if sent == JSON_MEDIA_TYPE or req.mimetype == JSON_MEDIA_TYPE:
+        return
     shown = f"'{sent[:64]}'" if sent else "none"
     raise InvalidRequest(
-        f"{request.method} requests must send 'content-type: application/json' (got {shown}); "
+        f"{req.method} requests must send 'content-type: application/json' (got {shown}); "
         "add that header, even when the request has no body",
         code="UNSUPPORTED_MEDIA_TYPE",
         status=415,
     )
 
 
-def _caller(services: Services) -> Caller:
+def _caller(services: Services, req: Request) -> Caller:
     """Gate 4: who is calling. Raises 401 on a protected route without a valid token."""
     if not services.auth_required:
         return ANONYMOUS_ADMIN  # --insecure-localhost: bound to 127.0.0.1, no tokens at all
-    token = presented_token(request.headers)
-    if not is_open_route(request.path):
+    token = presented_token(req.headers)
+    if not is_open_route(req.path):
         return services.tokens.authenticate(token)
     if not token:
         return ANONYMOUS
@@ -163,20 +168,21 @@ def create_app(services: Services) -> QuartTrio:
     @app.before_request
     async def gatekeeper() -> None:
         """Gates 0-4 of the module docstring; a gate that refuses raises an ``SplError``."""
-        request.caller = ANONYMOUS  # type: ignore[attr-defined]
+        req = current_request()
+        req.caller = ANONYMOUS  # type: ignore[attr-defined]
         if not services.auth_required:
-            _require_loopback_host()  # gate 0, before routing: a rebound page learns nothing at all
-            request.caller = ANONYMOUS_ADMIN  # type: ignore[attr-defined]
-        if request.routing_exception is not None or request.method == "OPTIONS":
+            _require_loopback_host(req)  # gate 0, before routing: a rebound page learns nothing at all
+            req.caller = ANONYMOUS_ADMIN  # type: ignore[attr-defined]
+        if req.routing_exception is not None or req.method == "OPTIONS":
             return  # gate 1 (dispatch raises the 404/405) and gate 2 (no credentials by design)
-        _require_json_media_type()
-        request.caller = _caller(services)  # type: ignore[attr-defined]
+        _require_json_media_type(req)
+        req.caller = _caller(services, req)  # type: ignore[attr-defined]
 
-    @app.after_request
     async def cors(response: Response) -> Response:
-        """CORS only for listed origins: echo the origin (never ``*``) and answer preflights."""
-        if not cors_origins:
-            return response
+        """CORS only for listed origins: echo the origin (never ``*``) and answer preflights.
+
+        Registered only when origins are listed: without them every response goes out as the route made it.
+        """
         response.vary.add("Origin")  # caches must not hand one origin's answer to another
         origin = request.headers.get("origin")
         if origin is None or origin.lower() not in cors_origins:
@@ -188,6 +194,9 @@ def create_app(services: Services) -> QuartTrio:
             response.headers["access-control-allow-headers"] = CORS_ALLOW_HEADERS
             response.headers["access-control-max-age"] = CORS_MAX_AGE_SECONDS
         return response
+
+    if cors_origins:
+        app.after_request(cors)
 
     @app.errorhandler(SplError)
     async def spl_error(error: SplError) -> Response:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import cast
 
-from quart import current_app, request
+from quart import Request, current_app, request
+from quart.globals import request_ctx
 
 from spl.transport.auth import Caller
 from spl.transport.services import Services
 
-__all__ = ["SERVICES_KEY", "caller", "services"]
+__all__ = ["SERVICES_KEY", "caller", "current_request", "services"]
 
 SERVICES_KEY = "SPL"
 
@@ -22,6 +23,15 @@ SERVICES_KEY = "SPL"
 def services() -> Services:
     """The :class:`Services` of the application serving the current request."""
     return cast(Services, current_app.config[SERVICES_KEY])
+
+
+def current_request() -> Request:
+    """The request being served, as the object itself rather than Quart's ``request`` proxy.
+
+    Every attribute read through the proxy looks the request up in its context variable again; code
+    that reads several (the gates, the emit route) takes the object once. It must not outlive the request.
+    """
+    return request_ctx.request
 
 
 def caller() -> Caller:

@@ -45,7 +45,7 @@ from hypercorn.utils import repr_socket_addr, wrap_app
 from spl.core.config import Config
 from spl.runtime.supervisor import ChildContext
 
-__all__ = ["ConnectionLimits", "ExchangeGuard", "HttpServer", "raise_open_file_limit"]
+__all__ = ["ConnectionLimits", "ExchangeGuard", "HttpServer", "hypercorn_config", "raise_open_file_limit"]
 
 log = logging.getLogger("spl.http")
 
@@ -100,6 +100,28 @@ def raise_open_file_limit() -> int:
         log.warning("could not raise the open-file limit from %d to %d: %s", soft, target, error)
         return soft
     return target
+
+
+def hypercorn_config(host: str, port: int, limits: ConnectionLimits) -> HypercornConfig:
+    """Hypercorn's settings for a server on ``host:port`` within ``limits``.
+
+    Public so that ``spl.soak.emit_overhead`` can serve its bare quart-trio baseline exactly as
+    spl serves its app, and measure only what spl adds.
+    """
+    config = HypercornConfig()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.graceful_timeout = 1.0  # streams end themselves on stop; idle keep-alives need no 3 s
+    # Hypercorn's idle timer runs from the moment a connection opens (or a response ends)
+    # until a complete request head has arrived, whatever trickles in meanwhile: that is
+    # the header deadline. Idle keep-alive connections close after the same time, which
+    # pools handle (httpx expires idle connections after 5 s on its own).
+    config.keep_alive_timeout = limits.header_timeout
+    config.h11_max_incomplete_size = MAX_REQUEST_HEAD
+    config.backlog = limits.backlog
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.include_server_header = False
+    return config
 
 
 def _set_write_deadline(stream: trio.SocketStream, seconds: float) -> None:
@@ -299,21 +321,7 @@ class HttpServer:
         self._accepting.set()
 
     def _config(self) -> HypercornConfig:
-        config = HypercornConfig()
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        config.bind = [f"{host}:{self._port}"]
-        config.graceful_timeout = 1.0  # streams end themselves on stop; idle keep-alives need no 3 s
-        # Hypercorn's idle timer runs from the moment a connection opens (or a response ends)
-        # until a complete request head has arrived, whatever trickles in meanwhile: that is
-        # the header deadline. Idle keep-alive connections close after the same time, which
-        # pools handle (httpx expires idle connections after 5 s on its own).
-        config.keep_alive_timeout = self.limits.header_timeout
-        config.h11_max_incomplete_size = MAX_REQUEST_HEAD
-        config.backlog = self.limits.backlog
-        config.accesslog = None
-        config.errorlog = logging.getLogger("hypercorn.error")
-        config.include_server_header = False
-        return config
+        return hypercorn_config(self._host, self._port, self.limits)
 
     async def run(self, ctx: ChildContext) -> None:
         self._accepting = trio.Event()

@@ -8,15 +8,18 @@ from quart import request
 
 from spl.core.errors import InvalidRequest, PayloadTooLarge
 from spl.core.wire import parse_json
+from spl.transport.context import current_request
 
 __all__ = ["body_bytes", "int_arg", "json_body"]
 
 
 async def body_bytes(limit: int) -> bytes:
     """The raw request body, or 413 when it is larger than ``limit`` (declared or actually sent)."""
-    if request.content_length is not None and request.content_length > limit:
+    req = current_request()
+    declared = req.content_length
+    if declared is not None and declared > limit:
         raise PayloadTooLarge(f"request body is larger than {limit} bytes; send smaller records (serve.max_body_bytes)")
-    raw = await request.get_data(cache=False)
+    raw = await req.get_data(cache=False)
     if isinstance(raw, str):
         raw = raw.encode("utf-8")
     if len(raw) > limit:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from spl.actors.hub import Hub, HubClient
 from spl.actors.messages import Committed, Ingest, Reply
-from spl.actors.writer import StoreWriter, WriterClient
+from spl.actors.writer import StoreWriter, WriterClient, in_worker_thread
 from spl.core.errors import DuplicateClock, InvalidRequest, NamespaceRejected, SplError, StorageFull
 from spl.core.identity import Identity
 from spl.core.namespaces import NAMESPACE_KIND, REGISTRY_THREAD
@@ -361,3 +363,44 @@ async def test_a_parked_record_is_applied_and_published_once_its_namespace_is_re
     assert f'"signer":"{PEER.did}"' in stored[0].json  # still the peer's record, not re-signed
     assert parked_count(reader) == 0 and writer.parked_applied == 1
     assert pair_cursors(reader) == {"pair_0123456789abcdef": "s1.9"}
+
+
+async def test_work_handed_to_a_worker_thread_comes_back_as_its_value_or_its_exception() -> None:
+    assert await in_worker_thread(threading.get_ident) != threading.get_ident()
+
+    def fails() -> None:
+        raise ValueError("rolled back")
+
+    with pytest.raises(ValueError, match="rolled back"):
+        await in_worker_thread(fails)
+
+
+async def test_a_cancel_waits_for_the_work_in_the_worker_thread() -> None:
+    """A transaction is never left running behind the writer: the cancel lands once it returned."""
+    release, finished = threading.Event(), []
+
+    def transaction() -> str:
+        release.wait(10)
+        finished.append(True)
+        return "committed"
+
+    with trio.fail_after(10):
+        with trio.CancelScope() as already:
+            already.cancel()
+            with pytest.raises(trio.Cancelled):
+                await in_worker_thread(transaction)  # cancelled before it began: the work never starts
+        assert finished == []
+        answers: list[str] = []
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as nursery:
+
+                async def commit() -> None:
+                    answers.append(await in_worker_thread(transaction))
+                    await trio.lowlevel.checkpoint()  # where the pending cancel is delivered
+
+                nursery.start_soon(commit)
+                await trio.testing.wait_all_tasks_blocked()
+                scope.cancel()
+                release.set()
+        assert scope.cancelled_caught
+        assert answers == ["committed"] and finished == [True]
