@@ -23,20 +23,6 @@ async def next_message(ctx: ChildContext, *, deadline: float = math.inf) -> obje
         return ctx.receive_nowait()
     except trio.WouldBlock:
         pass
-    if ctx.stop_requested.is_set():
-        return None
-    received: list[object] = []
     with trio.move_on_at(deadline):
-        async with trio.open_nursery() as nursery:
-
-            async def take() -> None:
-                received.append(await ctx.receive())
-                nursery.cancel_scope.cancel()
-
-            async def stop() -> None:
-                await ctx.stop_requested.wait()
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(take)
-            nursery.start_soon(stop)
-    return received[0] if received else None
+        return await ctx.receive_until_stop()
+    return None

@@ -171,6 +171,13 @@ class ChildContext:
         self.stop_requested = trio.Event()
         self._mailbox = mailbox
         self._on_started = on_started
+        self._receiving: set[trio.CancelScope] = set()  # waits that a stop request ends (receive_until_stop)
+
+    def request_stop(self) -> None:
+        """Begin a graceful stop: set ``stop_requested`` and end any wait in :meth:`receive_until_stop`."""
+        self.stop_requested.set()
+        for scope in self._receiving:
+            scope.cancel()
 
     def started(self) -> None:
         """Report that the child is ready; the supervisor's ordered start waits for this. Idempotent."""
@@ -192,6 +199,25 @@ class ChildContext:
             ValueError: The child has no inbox.
         """
         return self._mailbox.receive_nowait()
+
+    async def receive_until_stop(self) -> object | None:
+        """Like :meth:`receive`, but None as soon as a graceful stop is requested (:meth:`request_stop`).
+
+        One cancel scope per wait, not a task watching ``stop_requested``: actors wait here for every
+        message they get while idle (issue 9).
+
+        Raises:
+            ValueError: The child has no inbox.
+        """
+        if self.stop_requested.is_set():
+            return None
+        with trio.CancelScope() as scope:
+            self._receiving.add(scope)
+            try:
+                return await self.receive()
+            finally:
+                self._receiving.discard(scope)
+        return None  # request_stop() ended the wait
 
 
 # States of a supervisor and of a child. "starting", "running" and "paused" describe a live incarnation; the

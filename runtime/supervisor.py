@@ -450,7 +450,7 @@ class Supervisor:
         incarnation = child.current
         if incarnation is None:
             return
-        incarnation.context.stop_requested.set()
+        incarnation.context.request_stop()
         with trio.CancelScope(shield=True):
             with trio.move_on_after(child.spec.shutdown_budget) as budget:
                 await incarnation.done.wait()
