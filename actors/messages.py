@@ -20,7 +20,6 @@ __all__ = [
     "CloseAll",
     "Committed",
     "CreateNamespace",
-    "FoldQuery",
     "Ingest",
     "Kick",
     "MintToken",
@@ -118,14 +117,9 @@ WriterMessage = Ingest | CreateNamespace | MintToken | RevokeToken
 
 
 class Committed(msgspec.Struct, frozen=True, tag=True):
-    """Records that just committed, in sequence order: fan-out to folds and watchers."""
+    """Records that just committed, in sequence order: fan-out to watchers."""
 
     records: Sequence[StoredRecord]
-
-
-class FoldQuery(msgspec.Struct, frozen=True, tag=True):
-    thread: str
-    reply: Reply[dict[str, Any] | None]
 
 
 class Subscribe(msgspec.Struct, frozen=True, tag=True):

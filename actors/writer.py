@@ -2,7 +2,8 @@
 
 It drains whatever is queued (up to ``max_batch`` requests) into one transaction —
 group commit: sixteen concurrent emits cost one COMMIT, not sixteen — and only after
-COMMIT does it tell the folds and the SSE hub, then answer the requesters.
+COMMIT does it tell the SSE hub, then answer the requesters (thread folds are kept inside
+the transaction itself, by ``spl.store.threads``).
 
 A request that fails, fails alone; the writer does not die of it:
 
@@ -227,7 +228,7 @@ class StoreWriter:
             await self._failed(connection, ingests, exc)
             return
         # Committed: from here on every requester must get its answer, even if a stop
-        # arrives meanwhile (the hub and folds outlive the writer in the stop order).
+        # arrives meanwhile (the hub outlives the writer in the stop order).
         with trio.CancelScope(shield=True):
             self.batches_committed += 1
             self.head_sequence = state.next_seq - 1
