@@ -32,7 +32,6 @@ __all__ = [
     "thread_fold",
     "thread_objects",
     "thread_records",
-    "thread_summary",
 ]
 
 
@@ -117,16 +116,6 @@ def list_threads(
     sql += " ORDER BY last_seq DESC LIMIT ?"
     bindings.append(limit)
     return [_thread_row(row) for row in connection.execute(sql, bindings)]
-
-
-def thread_summary(connection: apsw.Connection, thread: str) -> dict[str, Any] | None:
-    for row in connection.execute(
-        "SELECT thread, namespace, record_count, last_clock, first_seq, last_seq, updated_at "
-        "FROM threads WHERE thread = ?",
-        (thread,),
-    ):
-        return _thread_row(row)
-    return None
 
 
 _ROLES = {rank: role for role, rank in ROLE_RANK.items()}
