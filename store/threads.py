@@ -236,8 +236,15 @@ INTENT_SQL = (
 
 
 def _names_an_intent(connection: apsw.Connection, thread: str, before_seq: int, ids: Sequence[str]) -> bool:
-    """Whether one of ``ids`` is an INTEND of ``thread`` stored before ``before_seq``: one query, any list length."""
-    for _ in connection.execute(INTENT_SQL, (json.dumps(list(ids)), thread, before_seq)):
+    """Whether one of ``ids`` is an INTEND of ``thread`` stored before ``before_seq``: one query, any list length.
+
+    Only distinct 64-character strings can be record ids, so a body naming junk (or one id many
+    times) costs no probe for it: the work stays bounded by the distinct ids it names.
+    """
+    candidates = sorted({record_id for record_id in ids if len(record_id) == 64})
+    if not candidates:
+        return False
+    for _ in connection.execute(INTENT_SQL, (json.dumps(candidates), thread, before_seq)):
         return True
     return False
 

@@ -195,3 +195,13 @@ def test_reads_seek_instead_of_counting_or_scanning(tmp_path: Path) -> None:
     assert marks == ["SEARCH clock_marks USING PRIMARY KEY (thread=? AND clock<?)"]
     intent = plan(connection, thread_store.INTENT_SQL, ('["x"]', "th_one", 5))
     assert intent[-1].startswith("SEARCH records USING INDEX sqlite_autoindex_records_1 (id=?"), intent
+
+
+def test_a_fulfills_list_full_of_junk_still_finds_the_intent_it_names(tmp_path: Path) -> None:
+    connection = connect_writer(tmp_path / "hub.db")
+    opening = candidate("th_one", ACTORS[0], "INTEND", 1, {})
+    junk: list[Any] = ["x" * 63, "y" * 65, 7, None, "f" * 64] * 2000
+    closing = candidate("th_one", ACTORS[1], "KNOW", 2, {"fulfills": [*junk, opening.envelope.id]})
+    commit_in_batches(connection, [opening, closing], [])
+    view = thread_fold(connection, "th_one")
+    assert view is not None and view["state"] == "done" and view["closed_by"] == closing.envelope.id
