@@ -49,6 +49,7 @@ __all__ = [
     "new_pair_id",
     "valid_peer_cursor",
     "validate_peer_token",
+    "validate_peer_url",
 ]
 
 PAIRS_THREAD = "th_federation_pairs"
@@ -78,6 +79,7 @@ REFUSAL_CODES = (
     "INVALID_RECORD",
     "THREAD_MISMATCH",  # a record for another thread than the pair pulls
     "RESERVED_THREAD",  # a record for one of this instance's configuration threads
+    "NAMESPACE_NOT_PAIRED",  # a federation pair's page held a record outside the pair's namespaces
 )
 DEFAULT_POLL_INTERVAL = 5.0
 HISTORY = 20
@@ -116,7 +118,7 @@ def validate_peer_token(token: object) -> str:
     return text
 
 
-def _validate_peer_url(peer_url: object) -> str:
+def validate_peer_url(peer_url: object) -> str:
     """An http(s) base URL with a host, no credentials, no query or fragment; a 400 naming the fix otherwise."""
     fix = "peer_url must be the peer's base URL, e.g. http://localhost:9200"
     if not isinstance(peer_url, str) or len(peer_url) > 2048 or not peer_url.isascii() or not peer_url.isprintable():
@@ -197,6 +199,17 @@ class PairConfig:
     poll_interval: float = DEFAULT_POLL_INTERVAL
     paused: bool = False
     created_at: str = ""
+    # A federation pair's puller reads the peer's namespace feed instead of one thread: ``namespaces`` are
+    # the peer's namespaces it asks for, ``accept_namespaces`` every ``body.namespace`` a page may hold
+    # (those, plus ours for the peer's redacted projections). Empty for a sync pair.
+    namespaces: tuple[str, ...] = ()
+    accept_namespaces: tuple[str, ...] = ()
+
+    def feed_params(self) -> dict[str, str]:
+        """What selects this pair's feed on the peer's ``/v1/sync/changes``: a thread, or namespaces."""
+        if self.namespaces:
+            return {"namespace": ",".join(self.namespaces)}
+        return {"thread": self.thread_id}
 
     def to_body(self, status: str = "active") -> dict[str, Any]:
         return {
@@ -239,7 +252,7 @@ class PairConfig:
             raise InvalidRequest(
                 "peer_did must be the peer's DID (did:key:… — see GET <peer>/v1/identity)", code="INVALID_PEER_DID"
             )
-        url = _validate_peer_url(peer_url)
+        url = validate_peer_url(peer_url)
         thread = validate_thread(thread_id, "thread_id")
         refuse_reserved(thread)
         checked_mode, interval = validate_settings(mode, poll_interval)
