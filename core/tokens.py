@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import time
 import unicodedata
 from dataclasses import dataclass, replace
 from typing import Any
@@ -72,6 +73,12 @@ class TokenInfo:
     scopes: frozenset[str]
     created_at: float
     revoked_at: float | None = None
+    # A federation pair's token (docs/federation-pairs.md) is minted for one pair and one peer and expires
+    # (90 days): the pair routes read ``pair_id`` to know which namespaces the caller may pull. Operator
+    # tokens (``spl token mint``) leave all three unset: never expire, bound to nothing.
+    expires_at: float | None = None
+    pair_id: str | None = None
+    peer_did: str | None = None
 
     @classmethod
     def of_minted(cls, minted: MintedToken, label: str, scopes: list[str], created_at: float) -> TokenInfo:
@@ -79,6 +86,10 @@ class TokenInfo:
 
     def revoked(self, at: float) -> TokenInfo:
         return replace(self, revoked_at=at)
+
+    def expired(self, now: float) -> bool:
+        """True from ``expires_at`` on (a token without one never expires)."""
+        return self.expires_at is not None and now >= self.expires_at
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -90,8 +101,17 @@ class TokenInfo:
             "scopes": sorted(self.scopes),
             "created_at": self.created_at,
             "revoked_at": self.revoked_at,
-            "status": "revoked" if self.revoked_at else "active",
+            "expires_at": self.expires_at,
+            "pair_id": self.pair_id,
+            "peer_did": self.peer_did,
+            "status": self.status(),
         }
+
+    def status(self, now: float | None = None) -> str:
+        """``revoked``, ``expired`` or ``active``: revocation wins, since it is the operator's explicit act."""
+        if self.revoked_at is not None:
+            return "revoked"
+        return "expired" if self.expired(time.time() if now is None else now) else "active"
 
 
 def token_id_of(secret: str) -> str:

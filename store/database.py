@@ -28,9 +28,11 @@ from typing import Any
 import apsw
 
 from spl.core.errors import SplError, StorageFull, StoreCorrupt
+from spl.core.reserved import RESERVED_THREADS
 from spl.store.threads import rebuild_threads
 
 __all__ = [
+    "NAMESPACE_FEED_TERM",
     "SCHEMA_VERSION",
     "ReadPool",
     "StoreDamaged",
@@ -49,8 +51,10 @@ _REPORT_EVERY = 60.0  # seconds between two log lines about failed reads
 # replaces the INTEGER ``sync_cursors``) and records refused for a reason that can change
 # wait in ``parked_records``. 3: per-thread projections kept at commit (``spl.store.threads``): each
 # record's ``ordinal`` in its thread, the fold's head on ``threads``, ``thread_participants`` and
-# ``clock_marks`` — rebuilt from the records once when an older store is opened.
-SCHEMA_VERSION = 3
+# ``clock_marks`` — rebuilt from the records once when an older store is opened. 4: federation pairs
+# (docs/federation-pairs.md): a token may be bound to a pair and a peer and expire (three nullable
+# ``tokens`` columns), and the namespace change feed walks the partial index ``records_namespace``.
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -120,9 +124,21 @@ CREATE TABLE IF NOT EXISTS tokens (
     label      TEXT NOT NULL,
     scopes     TEXT NOT NULL,
     created_at REAL NOT NULL,
-    revoked_at REAL
+    revoked_at REAL,
+    expires_at REAL,  -- NULL: never expires (operator tokens); a federation pair's token: 90 days
+    pair_id    TEXT,  -- the federation pair the token was minted for, NULL for every other token
+    peer_did   TEXT   -- the peer it was minted for (NULL likewise)
 );
 """
+
+# The namespace change feed (``spl.store.queries.scoped_page``) walks this index. Reserved threads are
+# never served on a feed (spec §15.18, ``spl.core.reserved``), so they are left out of it: a pull never
+# steps over them, and a query uses the index only when it repeats ``NAMESPACE_FEED_TERM`` word for word
+# (SQLite matches a partial index's WHERE to the query's terms textually). Sorted, so the text is stable.
+NAMESPACE_FEED_TERM = "thread NOT IN ({})".format(
+    ", ".join("'" + thread.replace("'", "''") + "'" for thread in sorted(RESERVED_THREADS))
+)
+_NAMESPACE_INDEX = f"CREATE INDEX records_namespace ON records(namespace, seq) WHERE {NAMESPACE_FEED_TERM}"
 
 
 @contextmanager
@@ -182,6 +198,10 @@ def _scalar(connection: apsw.Connection, sql: str, bindings: Sequence[Any] = ())
 def _set_up_schema(connection: apsw.Connection, progress: Callable[[int], None] | None = None) -> None:
     """Create the tables of a new store, or bring an older one up to ``SCHEMA_VERSION``, in one transaction.
 
+    Version 3 → 4 adds the token columns; the namespace index is checked on every open (see
+    :func:`_ensure_namespace_index`). Each step checks what is already there, so a step that
+    ran before (or a store created by this spl) is left as it is.
+
     Version 1 → 2 moves every ``sync_cursors`` row (an INTEGER source sequence ``n``) to
     ``pair_cursors`` as the opaque cursor the peer would have issued for it (``s1.<n>``,
     or ``""`` for 0) and drops the old table, so the move happens once.
@@ -204,6 +224,9 @@ def _set_up_schema(connection: apsw.Connection, progress: Callable[[int], None] 
                 connection.execute("DROP TABLE sync_cursors")
         if version is not None and int(version) < 3:
             _upgrade_to_3(connection, progress)
+        if version is not None and int(version) < 4:
+            _upgrade_to_4(connection)
+        _ensure_namespace_index(connection, progress)
         if version is None or int(version) < SCHEMA_VERSION:
             connection.execute(
                 "INSERT INTO meta(key, value) VALUES ('schema_version', ?) "
@@ -226,6 +249,53 @@ def _upgrade_to_3(connection: apsw.Connection, progress: Callable[[int], None] |
     log.info("upgrading the store to schema 3: folding every thread once (a big store takes a while)")
     records = rebuild_threads(connection, progress)
     log.info("store upgraded: %d records folded in %.1f s", records, time.monotonic() - started)
+
+
+def _upgrade_to_4(connection: apsw.Connection) -> None:
+    """Bind tokens to federation pairs: three nullable columns, NULL for every token that exists (bound to nothing)."""
+    present = {row[1] for row in connection.execute("PRAGMA table_info(tokens)")}
+    for column, definition in (("expires_at", "REAL"), ("pair_id", "TEXT"), ("peer_did", "TEXT")):
+        if column not in present:
+            connection.execute(f"ALTER TABLE tokens ADD COLUMN {column} {definition}")
+
+
+_PROGRESS_STEPS = 1_000_000  # SQLite VM steps between two progress reports while the index builds
+
+
+def _ensure_namespace_index(connection: apsw.Connection, progress: Callable[[int], None] | None) -> None:
+    """Create ``records_namespace``, or rebuild it when it was built for another set of reserved threads.
+
+    The index's WHERE is written from :data:`RESERVED_THREADS`; a later spl that reserves one
+    more thread writes a different term, which the old index would not match, and every pull
+    would silently fall back to a scan. Comparing the stored DDL on each open costs one read of
+    ``sqlite_schema``; the rebuild (a pass over the records, about as long as building any index
+    on them) happens only when the set changed. ``progress`` hears 0 now and then meanwhile, so
+    a daemon's start-up report keeps systemd from timing the build out.
+    """
+    stored = _scalar(connection, "SELECT sql FROM sqlite_schema WHERE type = 'index' AND name = 'records_namespace'")
+    if stored == _NAMESPACE_INDEX:
+        return
+    if stored is not None:
+        connection.execute("DROP INDEX records_namespace")
+    if _scalar(connection, "SELECT seq FROM records LIMIT 1") is None:
+        connection.execute(_NAMESPACE_INDEX)  # a new (or empty) store: nothing to index, nothing to say
+        return
+    started = time.monotonic()
+    log.info("building the index of the namespace change feed (a big store takes a while)")
+    if progress is not None:
+        report = progress
+
+        def tick() -> bool:
+            report(0)
+            return False  # never abort the build
+
+        connection.set_progress_handler(tick, _PROGRESS_STEPS)
+    try:
+        connection.execute(_NAMESPACE_INDEX)
+    finally:
+        if progress is not None:
+            connection.set_progress_handler(None)
+    log.info("namespace feed index built in %.1f s", time.monotonic() - started)
 
 
 def connect_reader(path: Path) -> apsw.Connection:
@@ -366,7 +436,8 @@ def check_store(path: Path) -> None:
        70 s at 3 GB), so it is skipped;
     4. at any size: ``MIN``/``MAX(seq)`` and 64 records spread evenly over the sequence
        range, each read through the table and looked up again through every index (id,
-       thread, actor, (thread, actor, clock)) and its ``threads`` row, and its JSON decoded
+       thread, actor, (thread, actor, clock), and (namespace, seq) for a record the namespace
+       feed serves) and its ``threads`` row, and its JSON decoded
        and matched to its columns. That walks the root and interior pages of every b-tree
        and a sample of leaves, a few hundred page reads whatever the size, and it catches
        index entries that disagree with their rows (``quick_check`` only counts them).
@@ -442,11 +513,31 @@ def _probe_records(connection: apsw.Connection, path: Path) -> None:
         return
     span = max(1, int(highest) - int(lowest))
     targets = sorted({int(lowest) + span * index // (_SAMPLES - 1) for index in range(_SAMPLES)})
+    # A store from before schema 4 (or whose index names another set of reserved threads) is checked
+    # before connect_writer (re)builds the namespace index: probe it only when it is the one this spl reads.
+    namespace_index = (
+        _scalar(connection, "SELECT sql FROM sqlite_schema WHERE type = 'index' AND name = 'records_namespace'")
+        == _NAMESPACE_INDEX
+    )
     for target in targets:
-        for seq, record_id, thread, actor, clock, text in connection.execute(
-            "SELECT seq, id, thread, actor, clock, json FROM records WHERE seq >= ? ORDER BY seq LIMIT 1", (target,)
+        for seq, record_id, thread, actor, clock, namespace, text in connection.execute(
+            "SELECT seq, id, thread, actor, clock, namespace, json FROM records WHERE seq >= ? ORDER BY seq LIMIT 1",
+            (target,),
         ):
             _probe_one(connection, path, int(seq), record_id, thread, actor, int(clock), text)
+            if namespace_index and thread not in RESERVED_THREADS:
+                # The namespace feed walks only this index: an entry missing here is a record no pull serves.
+                found = _scalar(
+                    connection,
+                    "SELECT seq FROM records INDEXED BY records_namespace "
+                    f"WHERE namespace = ? AND seq = ? AND {NAMESPACE_FEED_TERM}",
+                    (namespace, int(seq)),
+                )
+                if found is None or int(found) != int(seq):
+                    raise StoreDamaged(
+                        f"{path}: record {seq} is missing from records_namespace; "
+                        "restore hub.db from a backup (see `spl doctor`)"
+                    )
 
 
 def _probe_one(

@@ -7,19 +7,27 @@ List order is ascending ``sequence`` (spec §15.6); ``since`` means ``clock > si
 
 from __future__ import annotations
 
+import heapq
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import apsw
 
+from spl.core.errors import InvalidRequest, SplError
 from spl.core.fold import ROLE_RANK
+from spl.core.reserved import RESERVED_THREADS
 from spl.core.stored import StoredRecord
+from spl.store.database import NAMESPACE_FEED_TERM
 from spl.store.threads import ALL_THREADS, since_start
 
 __all__ = [
+    "MAX_FEED_NAMESPACES",
     "PAGE_BYTES",
     "ChangePage",
+    "ScopedPage",
+    "ScopedRow",
     "change_page",
     "count_after",
     "get_record",
@@ -29,6 +37,7 @@ __all__ = [
     "parked_count",
     "parked_dropped",
     "records_after",
+    "scoped_page",
     "thread_fold",
     "thread_objects",
     "thread_records",
@@ -223,6 +232,148 @@ def _page(connection: apsw.Connection, thread: str, rows: list[StoredRecord], or
         if int(last_seq) > rows[-1].seq:
             return ChangePage(rows, True, max(1, int(count) - ordinal))
     return ChangePage(rows, False, 0)
+
+
+# -- the namespace change feed (docs/federation-pairs.md, "Sync under a federation pair") ---------------
+
+MAX_FEED_NAMESPACES = 64  # namespaces one pull may name: each costs one index walk per page
+
+
+@dataclass(frozen=True, slots=True)
+class ScopedRow:
+    """One record of a scoped feed, with what the caller's filters need (its thread and namespace) beside its JSON."""
+
+    seq: int
+    id: str
+    thread: str
+    namespace: str
+    json: str
+
+
+@dataclass(frozen=True, slots=True)
+class ScopedPage:
+    """One page of a namespace (or thread) feed, ascending by sequence.
+
+    ``scanned_to`` is the highest sequence this page examined: the next cursor, even when
+    the filter kept none of the rows examined, so a run of filtered-out records still moves
+    the cursor on. ``has_more``: some record of the feed lies after ``scanned_to``.
+    ``head``: the store's last sequence in the feed (for lag), 0 when the feed is empty.
+    """
+
+    rows: list[ScopedRow]
+    has_more: bool
+    scanned_to: int
+    head: int
+
+
+_COLUMNS = "seq, id, thread, namespace, json"
+# Each repeats NAMESPACE_FEED_TERM word for word: SQLite uses a partial index only for a query that
+# implies its WHERE, and it proves that by matching the terms' text.
+_NAMESPACE_WALK = (
+    f"SELECT {_COLUMNS} FROM records WHERE namespace = ? AND seq > ? AND {NAMESPACE_FEED_TERM} ORDER BY seq LIMIT ?"
+)
+_NAMESPACE_HEAD = f"SELECT seq FROM records WHERE namespace = ? AND {NAMESPACE_FEED_TERM} ORDER BY seq DESC LIMIT 1"
+_THREAD_WALK = f"SELECT {_COLUMNS} FROM records WHERE thread = ? AND seq > ? ORDER BY seq LIMIT ?"
+
+
+def scoped_page(
+    connection: apsw.Connection,
+    *,
+    namespaces: Sequence[str] | None,
+    thread: str | None,
+    after: int,
+    limit: int,
+    scan_limit: int,
+    keep: Callable[[ScopedRow], bool] | None = None,
+    max_bytes: int = PAGE_BYTES,
+) -> ScopedPage:
+    """The records after sequence ``after`` of some namespaces, or of one thread, never of a reserved thread.
+
+    Exactly one of ``namespaces`` and ``thread`` is given. The cost of a page does not grow
+    with the store: each namespace is one walk of the partial index ``records_namespace``
+    from ``after`` (it holds no reserved thread, so there is nothing to step over; a thread
+    walks ``records_thread``), the walks are merged by sequence as they are read, and
+    reading stops as soon as the page is done, so a page reads the rows it examines plus
+    one row ahead per namespace.
+
+    A page holds at most ``limit`` rows and ``max_bytes`` of JSON (at least one row).
+    ``scan_limit`` exists for a caller that filters what it serves (consent, a pair's thread
+    allow-list): the page examines up to ``scan_limit`` rows, keeps those ``keep`` accepts
+    (all of them without ``keep``), and stops at ``limit`` kept; ``scanned_to`` is the last
+    row examined, so the next page starts after what was filtered out instead of reading it
+    again, and one request costs at most ``scan_limit`` rows however few pass. ``keep`` is
+    called once for each row examined, in sequence order. A ``limit`` below 1 counts as 1
+    and a ``scan_limit`` below ``limit`` as ``limit``.
+
+    Raises:
+        InvalidRequest: more than :data:`MAX_FEED_NAMESPACES` namespaces (400 ``TOO_MANY_NAMESPACES``).
+        SplError: both or neither of ``namespaces`` and ``thread`` (a bug in the caller).
+    """
+    if (namespaces is None) == (thread is None):
+        raise SplError("scoped_page needs exactly one of namespaces and thread: see the daemon log")
+    limit = max(1, limit)
+    scan_limit = max(limit, scan_limit)
+    after = max(0, after)
+    if thread is not None:
+        if thread in RESERVED_THREADS:  # spec §15.18: never served, whatever it holds
+            return ScopedPage([], False, after, 0)
+        walks = [connection.execute(_THREAD_WALK, (thread, after, scan_limit))]
+    else:
+        wanted = sorted(set(namespaces or ()))
+        if len(wanted) > MAX_FEED_NAMESPACES:
+            raise InvalidRequest(
+                f"a pull names at most {MAX_FEED_NAMESPACES} namespaces ({len(wanted)} given): "
+                "split them over several pulls",
+                code="TOO_MANY_NAMESPACES",
+            )
+        # No walk can run out before the page does: the page examines at most scan_limit rows in all.
+        walks = [connection.execute(_NAMESPACE_WALK, (namespace, after, scan_limit)) for namespace in wanted]
+    try:
+        rows, scanned_to = _merge(walks, after, limit, scan_limit, keep, max_bytes)
+    finally:
+        for walk in walks:
+            walk.close()  # a statement left open would hold its read transaction (and the WAL) open
+    if thread is not None:
+        head = _scalar_int(connection, "SELECT last_seq FROM threads WHERE thread = ?", (thread,))
+    else:
+        head = max((_scalar_int(connection, _NAMESPACE_HEAD, (namespace,)) for namespace in wanted), default=0)
+    return ScopedPage(rows, head > scanned_to, scanned_to, head)
+
+
+def _merge(
+    walks: list[apsw.Cursor],
+    after: int,
+    limit: int,
+    scan_limit: int,
+    keep: Callable[[ScopedRow], bool] | None,
+    max_bytes: int,
+) -> tuple[list[ScopedRow], int]:
+    """Merge the walks by sequence, examining rows until the page is full; the rows kept and the last examined."""
+    rows: list[ScopedRow] = []
+    size = 0
+    examined = 0
+    scanned_to = after
+    # Sequences are unique, so the rows (seq first) never compare beyond their sequence.
+    for seq, record_id, thread, namespace, text in heapq.merge(*walks):
+        if examined == scan_limit:
+            break
+        if rows and size + len(text) > max_bytes:
+            break  # not examined (``keep`` never saw it): the next page starts with it
+        row = ScopedRow(int(seq), record_id, thread, namespace, text)
+        if keep is None or keep(row):
+            rows.append(row)
+            size += len(text)
+        examined += 1
+        scanned_to = row.seq
+        if len(rows) == limit:
+            break
+    return rows, scanned_to
+
+
+def _scalar_int(connection: apsw.Connection, sql: str, bindings: tuple[Any, ...]) -> int:
+    for (value,) in connection.execute(sql, bindings):
+        return int(value)
+    return 0
 
 
 def thread_objects(connection: apsw.Connection, thread: str, *, page: int = 1000) -> list[dict[str, Any]]:

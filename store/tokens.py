@@ -15,7 +15,14 @@ import apsw
 from spl.core.tokens import TokenInfo
 from spl.store.database import connect_writer, write_transaction
 
-__all__ = ["LOCAL_ADMIN_SA", "install_local_admin", "insert_token", "load_tokens", "revoke_token"]
+__all__ = [
+    "LOCAL_ADMIN_SA",
+    "install_local_admin",
+    "insert_token",
+    "load_tokens",
+    "revoke_pair_tokens",
+    "revoke_token",
+]
 
 LOCAL_ADMIN_SA = "sa_local_admin"  # the service account of the CLI's own admin token (``spl init``)
 
@@ -23,18 +30,42 @@ LOCAL_ADMIN_SA = "sa_local_admin"  # the service account of the CLI's own admin 
 def load_tokens(connection: apsw.Connection) -> list[TokenInfo]:
     """Every token, revoked ones included (they must still be recognised to answer ``TOKEN_REVOKED``)."""
     rows = connection.execute(
-        "SELECT token_id, env, sa_id, label, scopes, created_at, revoked_at FROM tokens ORDER BY created_at"
+        "SELECT token_id, env, sa_id, label, scopes, created_at, revoked_at, expires_at, pair_id, peer_did "
+        "FROM tokens ORDER BY created_at"
     )
     return [
-        TokenInfo(token_id, env, sa_id, label, frozenset(json.loads(scopes)), created, revoked)
-        for token_id, env, sa_id, label, scopes, created, revoked in rows
+        TokenInfo(
+            token_id,
+            env,
+            sa_id,
+            label,
+            frozenset(json.loads(scopes)),
+            created,
+            revoked,
+            expires_at=expires,
+            pair_id=pair_id,
+            peer_did=peer_did,
+        )
+        for token_id, env, sa_id, label, scopes, created, revoked, expires, pair_id, peer_did in rows
     ]
 
 
 def insert_token(connection: apsw.Connection, info: TokenInfo) -> None:
+    """Store a new token's metadata (active: ``revoked_at`` is not taken from ``info``)."""
     connection.execute(
-        "INSERT INTO tokens(token_id, env, sa_id, label, scopes, created_at, revoked_at) VALUES (?,?,?,?,?,?,NULL)",
-        (info.token_id, info.env, info.sa_id, info.label, json.dumps(sorted(info.scopes)), info.created_at),
+        "INSERT INTO tokens(token_id, env, sa_id, label, scopes, created_at, revoked_at, expires_at, pair_id, "
+        "peer_did) VALUES (?,?,?,?,?,?,NULL,?,?,?)",
+        (
+            info.token_id,
+            info.env,
+            info.sa_id,
+            info.label,
+            json.dumps(sorted(info.scopes)),
+            info.created_at,
+            info.expires_at,
+            info.pair_id,
+            info.peer_did,
+        ),
     )
 
 
@@ -44,6 +75,18 @@ def revoke_token(connection: apsw.Connection, token_id: str, revoked_at: float) 
         "UPDATE tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL", (revoked_at, token_id)
     )
     return connection.changes() > 0
+
+
+def revoke_pair_tokens(connection: apsw.Connection, pair_id: str, at: float) -> int:
+    """Revoke every still-active token bound to ``pair_id``; how many changed (0 when none was left).
+
+    A revoked federation pair (ours, or the peer's signed notice) must stop every token minted for
+    it at once, whichever handshake attempt minted it; already-revoked tokens keep their first
+    revocation time, so the audit trail says when each really stopped. Runs in the caller's
+    transaction; the caller then marks the same tokens revoked in its :class:`TokenBook`.
+    """
+    connection.execute("UPDATE tokens SET revoked_at = ? WHERE pair_id = ? AND revoked_at IS NULL", (at, pair_id))
+    return int(connection.changes())
 
 
 def install_local_admin(path: Path, info: TokenInfo) -> None:

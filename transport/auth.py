@@ -7,11 +7,13 @@ revoke) so a request's check is a dictionary lookup; plaintext tokens are never 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from spl.core import tokens
 from spl.core.errors import AuthRequired, ScopeForbidden
+from spl.core.manifest import rfc3339
 from spl.core.tokens import TokenInfo
 
 __all__ = [
@@ -54,14 +56,28 @@ class TokenBook:
         if info is not None:
             self._by_id[token_id] = info.revoked(revoked_at)
 
+    def mark_pair_revoked(self, pair_id: str, revoked_at: float) -> list[str]:
+        """Mark every active token of ``pair_id`` revoked (after ``revoke_pair_tokens`` committed); their ids."""
+        changed = [
+            info.token_id for info in self._by_id.values() if info.pair_id == pair_id and info.revoked_at is None
+        ]
+        for token_id in changed:
+            self.mark_revoked(token_id, revoked_at)
+        return changed
+
     def get(self, token_id: str) -> TokenInfo | None:
         return self._by_id.get(token_id)
 
     def listing(self) -> list[TokenInfo]:
         return sorted(self._by_id.values(), key=lambda info: info.created_at)
 
-    def authenticate(self, presented: str | None) -> Caller:
-        """Resolve a presented token; raises 401 with a message that names the fix."""
+    def authenticate(self, presented: str | None, now: float | None = None) -> Caller:
+        """Resolve a presented token at ``now`` (default: the wall clock); raises 401 with a message that names the fix.
+
+        Revocation is checked before expiry: a revoked pair token says so rather than
+        sending the operator to refresh a pair that is gone. The caller keeps the token's
+        metadata, so a route reads ``caller.token.pair_id`` to know which pair is pulling.
+        """
         if not presented:
             raise AuthRequired(
                 "authentication required: send a token in the x-api-key header or as "
@@ -73,7 +89,23 @@ class TokenBook:
             raise AuthRequired("the token is not recognised by this instance; check it or mint a new one")
         if info.revoked_at is not None:
             raise AuthRequired("the token was revoked; mint a new one with `spl token mint`", code="TOKEN_REVOKED")
+        if info.expired(time.time() if now is None else now):
+            raise AuthRequired(_expired_message(info.expires_at or 0.0, info.pair_id), code="TOKEN_EXPIRED")
         return Caller(authenticated=True, scopes=info.scopes, token=info)
+
+
+def _expired_message(expires_at: float, pair_id: str | None) -> str:
+    """What to do about an expired token: refresh or re-pair a federation pair's, mint anew otherwise."""
+    try:
+        when = rfc3339(expires_at)
+    except (OverflowError, OSError, ValueError):  # a stored time beyond what gmtime reads: show the number
+        when = f"{expires_at:.0f} (POSIX seconds)"
+    if pair_id is not None:
+        return (
+            f"the token expired at {when}; for a federation pair run `spl federation refresh {pair_id}` "
+            "or re-pair (`spl federation pair <url>`)"
+        )
+    return f"the token expired at {when}; mint a new one with `spl token mint`"
 
 
 def require(caller: Caller, scope: str) -> None:
