@@ -130,6 +130,8 @@ class FederationManager:
         # between reading the pair and acting on it, and a change racing a remove would otherwise commit after
         # the removal record and bring the pair back at the next start.
         self._changing = trio.Lock()
+        self._pullers: dict[str, PairActor] = {}  # federation pairs' pullers (actors/federation_pairs.py)
+        self.fed: Any = None  # the FederationPairs this manager runs pullers for (set by daemon/wiring.py)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -138,11 +140,14 @@ class FederationManager:
             self._peers = peers
             try:
                 configs, cursors = await trio.to_thread.run_sync(self._load)
+                federation_pairs = await trio.to_thread.run_sync(self.fed.load) if self.fed is not None else None
                 async with trio.open_nursery() as nursery:
                     await nursery.start(self.supervisor.run)
                     for config in configs.values():
                         status = PairStatus(config.pair_id, cursor=cursors.get(config.pair_id, ""))
                         await self._start_pair(config, status)
+                    if federation_pairs is not None:
+                        await self.fed.start(*federation_pairs)
                     ctx.started()
                     while await next_message(ctx) is not None:
                         pass
@@ -176,6 +181,47 @@ class FederationManager:
         )
         if config.paused:
             self.supervisor.pause(pair_id)
+
+    # -- federation pairs' pullers (their lifecycle is actors/federation_pairs.py's) -----------------
+
+    def peer_client(self, peer_url: str) -> Any:
+        """A client for one peer, sharing the manager's connection pool (handshakes, notices, refreshes)."""
+        return self._peers_or_unavailable()(peer_url)
+
+    async def start_puller(
+        self, config: PairConfig, status: PairStatus, *, on_committed: Callable[[str, int], None]
+    ) -> None:
+        """Run a federation pair's puller: a :class:`PairActor` on the peer's namespace feed, in the pair supervisor."""
+        pair_id = config.pair_id
+
+        def committed(pair_id: str, stored: list[StoredRecord], source_times: dict[str, float]) -> None:
+            on_committed(pair_id, len(stored))
+
+        deps = PairDeps(
+            reconciler=self.reconciler_client,
+            peer=self._peers_or_unavailable()(config.peer_url),
+            token=self.tokens.read,
+            inbox=lambda: self.supervisor.inbox(pair_id),
+            on_committed=committed,
+            rng=self.rng,
+        )
+        actor = PairActor(config, status, deps)
+        self._pullers[pair_id] = actor
+        await self.supervisor.add_child(
+            ChildSpec(pair_id, actor.run, inbox_size=PAIR_INBOX, shutdown_budget=PAIR_SHUTDOWN_BUDGET)
+        )
+        if config.paused:
+            self.supervisor.pause(pair_id)
+
+    async def stop_puller(self, pair_id: str) -> None:
+        if self._pullers.pop(pair_id, None) is not None:
+            await self.supervisor.remove_child(pair_id)
+
+    def set_puller_config(self, pair_id: str, config: PairConfig) -> None:
+        """What the puller's next incarnation starts from (the running one is told by message)."""
+        actor = self._pullers.get(pair_id)
+        if actor is not None:
+            actor.config = config
 
     def _peers_or_unavailable(self) -> PeerFactory:
         if self._peers is None:

@@ -25,10 +25,15 @@ from spl.actors.messages import CloseAll, Committed, Reply, Subscribe, Unsubscri
 from spl.core.stored import StoredRecord
 from spl.runtime.supervisor import ChildContext
 
-__all__ = ["DEFAULT_MAX_BYTES", "Hub", "HubClient", "Subscription"]
+__all__ = ["DEFAULT_MAX_BYTES", "EVERY_THREAD", "Hub", "HubClient", "Subscription"]
 
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 """Record JSON a subscriber may have waiting; with 1 KiB records the record bound comes first."""
+
+
+# The subscription key of a stream that follows every thread (a federation pair's namespace feed,
+# which filters what it reads from the store): never a thread's name, which cannot contain "*".
+EVERY_THREAD = "*"
 
 
 @dataclass(eq=False)
@@ -135,8 +140,11 @@ class Hub:
         subscription.send.close()
 
     def _fan_out(self, records: Sequence[StoredRecord]) -> None:
+        everything = self._by_thread.get(EVERY_THREAD)
         for record in records:
             subs = self._by_thread.get(record.thread)
+            if everything:
+                subs = subs | everything if subs else everything
             if not subs:
                 continue
             dropped: list[Subscription] = []

@@ -79,11 +79,13 @@ VERIFIED_AHEAD = 2  # pages verified ahead and not yet committed (the machine ho
 class PeerLink(Protocol):
     """One peer, as a pair needs it (``transport.peer.PeerClient``; a fake in tests). Failures raise PeerError."""
 
-    async def fetch_changes(self, thread: str, cursor: str, *, token: str | None, limit: int) -> ChangesPage: ...
+    async def fetch_changes(
+        self, feed: dict[str, str], cursor: str, *, token: str | None, limit: int
+    ) -> ChangesPage: ...
 
     async def stream_changes(
         self,
-        thread: str,
+        feed: dict[str, str],
         cursor: str,
         *,
         token: str | None,
@@ -264,7 +266,7 @@ class PairActor:
         self.status.last_attempt_at = self.deps.wall()
         try:
             page = await self.deps.peer.fetch_changes(
-                self.config.thread_id, cursor, token=self.deps.token(self.config.pair_id), limit=limit
+                self.config.feed_params(), cursor, token=self.deps.token(self.config.pair_id), limit=limit
             )
         except PeerError as error:
             return PeerFailed(error)
@@ -275,7 +277,7 @@ class PairActor:
     def _verify_ahead(self, records: list[dict[str, Any]]) -> None:
         """Screen a fetched page and start verifying it in the background; :meth:`_reconcile` picks the result up."""
         assert self._nursery is not None
-        kept, screened = screen_pulled(records, self.config.thread_id)
+        kept, screened = screen_pulled(records, self.config.thread_id, self.config.accept_namespaces)
         ahead = _Ahead(records, kept, screened)
         while len(self._ahead) >= VERIFIED_AHEAD:  # pages the machine dropped (a failure) are never committed
             del self._ahead[next(iter(self._ahead))]
@@ -293,7 +295,7 @@ class PairActor:
     async def _reconcile(self, op: int, records: list[dict[str, Any]], cursor: str, pending: int) -> Event:
         ahead = self._ahead.pop(id(records), None)
         if ahead is None or ahead.records is not records:  # a stream batch: the reconciler verifies it
-            kept, screened = screen_pulled(records, self.config.thread_id)
+            kept, screened = screen_pulled(records, self.config.thread_id, self.config.accept_namespaces)
             ahead = _Ahead(records, kept, screened)
             ahead.done.set()
         if ahead.screened:
@@ -355,7 +357,7 @@ class PairActor:
 
         try:
             await self.deps.peer.stream_changes(
-                self.config.thread_id,
+                self.config.feed_params(),
                 cursor,
                 token=self.deps.token(self.config.pair_id),
                 on_events=on_events,

@@ -66,6 +66,9 @@ DEFAULT_MAX_BODY = 1024 * 1024
 
 Port = Annotated[int, Meta(ge=0, le=65535)]
 Seconds = Annotated[float, Meta(gt=0, le=3600)]
+LongSeconds = Annotated[float, Meta(ge=60, le=90 * 86400)]
+# A file path as an operator types it (printable, no newline); spl only ever opens it, never builds one from input.
+FilePath = Annotated[str, Meta(pattern=r"^[^\x00-\x1f\x7f]{1,4096}$")]
 # A host name or IP address as the HTTP server binds it: no scheme, port, brackets or spaces.
 Host = Annotated[str, Meta(pattern=r"^[0-9A-Za-z._:-]+$")]
 # An absolute http(s) URL in printable ASCII (IDNs as punycode): no user info (it would be a secret in every
@@ -110,7 +113,11 @@ class StoreSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class FederationSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """``[federation]``: no current keys; it exists so its obsolete ones are recognised, not refused."""
+    """``[federation]``: how this steward answers pair requests, and how it judges its pairs' peers."""
+
+    pair_approval: Literal["auto", "manual", "closed"] = "manual"
+    degraded_after: LongSeconds = 86_400.0
+    ca_file: FilePath | None = None
 
 
 SECTIONS: dict[str, type[msgspec.Struct]] = {
@@ -143,7 +150,7 @@ class ConfigError(ValueError):
 
 # -- the keys, for people: what each one means (``spl config show``, docs/configuration.md) ---------------
 
-Kind = Literal["str", "optional_url", "int", "seconds", "bool", "origins"]
+Kind = Literal["str", "optional_url", "optional_str", "int", "seconds", "bool", "origins"]
 
 
 @dataclass(frozen=True)
@@ -252,6 +259,25 @@ KEYS: tuple[ConfigKey, ...] = (
         "bool",
         "true or false",
         "Whether callers need a bearer token; `spl serve --insecure-localhost` turns it off for one run.",
+    ),
+    ConfigKey(
+        "federation.pair_approval",
+        "str",
+        "auto, manual or closed",
+        "How pair requests (`spl federation pair` from a peer) are answered: auto = accepted at once, manual = held "
+        "for `spl aitl approve`, closed = refused. Shown in the manifest's consent_policy.",
+    ),
+    ConfigKey(
+        "federation.degraded_after",
+        "seconds",
+        "a duration from 1m to 90d, such as 24h",
+        "A federation pair whose peer stays unreachable this long is shown degraded.",
+    ),
+    ConfigKey(
+        "federation.ca_file",
+        "optional_str",
+        "the path of a PEM file of CA certificates (empty = none)",
+        "Extra CAs trusted for peers' HTTPS, besides the system's (for a private CA; verification is never off).",
     ),
     ConfigKey(
         "store.max_bytes",
@@ -588,7 +614,7 @@ def parse_value(path: str, typed: str) -> Any:
                 raise refuse()
             return origins
         return [origin.strip() for origin in text.split(",") if origin.strip()]
-    if key.kind == "optional_url":
+    if key.kind in ("optional_url", "optional_str"):
         return text or None
     return typed
 

@@ -55,15 +55,25 @@ def capabilities_manifest(*, auth_required: bool) -> dict[str, Any]:
             "namespaces": True,
             "tokens": True,
             "sync": True,
-            "federation_consent": False,
+            "federation_consent": True,
+            "federation_pairs": True,
             "reconcile_queue": False,
         },
         "conventions": {"identity_path": "/v1/identity", "sync_path": "/v1/sync"},
     }
 
 
-def federation_manifest(identity: Identity, *, endpoint: str, now: float | None = None) -> dict[str, Any]:
-    """A freshly signed federation manifest for this instance."""
+POSTURES = {"auto": "open", "manual": "pair-then-ask", "closed": "closed"}
+
+
+def federation_manifest(
+    identity: Identity, *, endpoint: str, now: float | None = None, pair_approval: str = "manual"
+) -> dict[str, Any]:
+    """A freshly signed federation manifest for this instance.
+
+    ``consent_policy`` tells an initiator what its pair request will meet (``federation.pair_approval``):
+    ``open`` (accepted at once), ``pair-then-ask`` (held for the operator), ``closed`` (refused).
+    """
     now = time.time() if now is None else now
     body: dict[str, Any] = {
         "object": "federation_manifest",
@@ -78,8 +88,9 @@ def federation_manifest(identity: Identity, *, endpoint: str, now: float | None 
         },
         "advertises": {"kinds": [], "refs": [], "namespaces": ["default"]},
         "consent_policy": {
-            "default_posture": "pair-then-ask",
-            "accepts_pair_requests": True,
+            "default_posture": POSTURES.get(pair_approval, "closed"),
+            "pair_approval": pair_approval,
+            "accepts_pair_requests": pair_approval in ("auto", "manual"),
             "requires_did_method": ["did:key"],
             "rejects_did_method": [],
         },
@@ -119,12 +130,13 @@ def _expires_at(value: object) -> float | None:
     return moment.timestamp() if moment.tzinfo is not None else None
 
 
-def signed_manifest_did(body: bytes, *, where: str, now: float) -> tuple[str, dict[str, Any]]:
+def signed_manifest_did(body: bytes, *, where: str, now: float, strict: bool = True) -> tuple[str, dict[str, Any]]:
     """The DID a peer's ``/.well-known/syncropel`` body proves it holds, and the manifest; ManifestInvalid otherwise.
 
     Accepts the envelope whose ``federation_manifest`` is the signed document (spec §8.2) or a
     bare manifest. The signature must verify against ``daemon.did`` and ``expires_at`` lie after
-    ``now`` (wall-clock seconds). ``where`` names the peer in messages (escaped here).
+    ``now`` (wall-clock seconds). ``where`` names the peer in messages (escaped here). ``strict``
+    False (``spl federation pair --no-strict``) accepts an expired manifest; never a bad signature.
     """
     url = printable(where, 120)
     try:
@@ -148,8 +160,11 @@ def signed_manifest_did(body: bytes, *, where: str, now: float) -> tuple[str, di
     expiry = _expires_at(manifest["signature"].get("expires_at"))
     if expiry is None:
         raise ManifestInvalid(f"peer at {url} serves a manifest without a valid expires_at")
-    if expiry <= now:
-        raise ManifestInvalid(f"peer at {url} serves a manifest that has expired; restart the peer to re-sign it")
+    if expiry <= now and strict:
+        raise ManifestInvalid(
+            f"peer at {url} serves a manifest that has expired; restart the peer to re-sign it "
+            "(or, if its clock is wrong, pair with --no-strict)"
+        )
     did: str = manifest["daemon"]["did"]  # verify_manifest checked it is a str
     return did, manifest
 

@@ -58,7 +58,7 @@ def verify_pulled(raw: object) -> Candidate | Refusal:
     return Candidate(envelope, signer, sig)
 
 
-def screen_pulled(raws: list[Any], thread: str) -> tuple[list[Any], list[Refusal]]:
+def screen_pulled(raws: list[Any], thread: str, namespaces: tuple[str, ...] = ()) -> tuple[list[Any], list[Refusal]]:
     """Split a page pulled for ``thread`` into what may be verified and what is refused outright.
 
     A pair pulls one thread; a peer's page may only hold records of that thread. Anything
@@ -66,7 +66,13 @@ def screen_pulled(raws: list[Any], thread: str) -> tuple[list[Any], list[Refusal
     configuration threads — is refused before it costs a signature check, however validly
     it is signed. (The id covers ``thread``, so a record cannot lie about its thread and
     still pass verification.)
+
+    A federation pair pulls namespaces instead (``namespaces`` non-empty): a record of any
+    thread but a reserved one, whose ``body.namespace`` (hashed, so verification holds it to
+    its word) is one of ``namespaces``.
     """
+    if namespaces:
+        return _screen_namespaces(raws, namespaces)
     kept: list[Any] = []
     refused: list[Refusal] = []
     for raw in raws:
@@ -77,6 +83,24 @@ def screen_pulled(raws: list[Any], thread: str) -> tuple[list[Any], list[Refusal
             refused.append(Refusal(record_id[:64], "RESERVED_THREAD", "record is for a reserved thread"))
         elif claimed != thread:
             refused.append(Refusal(record_id[:64], "THREAD_MISMATCH", f"record is not for {thread}"))
+        else:
+            kept.append(raw)
+    return kept, refused
+
+
+def _screen_namespaces(raws: list[Any], namespaces: tuple[str, ...]) -> tuple[list[Any], list[Refusal]]:
+    kept: list[Any] = []
+    refused: list[Refusal] = []
+    for raw in raws:
+        claimed = raw.get("thread") if isinstance(raw, dict) else None
+        claimed_id = raw.get("id") if isinstance(raw, dict) else None
+        record_id = claimed_id[:64] if isinstance(claimed_id, str) else "?"
+        body = raw.get("body") if isinstance(raw, dict) else None
+        namespace = body.get("namespace", "default") if isinstance(body, dict) else "default"
+        if is_reserved(claimed):
+            refused.append(Refusal(record_id, "RESERVED_THREAD", "record is for a reserved thread"))
+        elif namespace not in namespaces:
+            refused.append(Refusal(record_id, "NAMESPACE_NOT_PAIRED", "record is outside the pair's namespaces"))
         else:
             kept.append(raw)
     return kept, refused

@@ -286,7 +286,17 @@ class Daemon:
         local = LocalRecords(self.identity, writer_client)  # the one way a record of this instance is accepted
         host = "127.0.0.1" if self.options.insecure_localhost else self.options.host
         federation = build_federation(
-            self.home, self.identity, writer_client, reconciler, reconciler_client, pool, bind_host=host, local=local
+            self.home,
+            self.identity,
+            writer_client,
+            reconciler,
+            reconciler_client,
+            pool,
+            bind_host=host,
+            local=local,
+            config=self.config,
+            tokens=tokens,
+            endpoint=lambda: services.endpoint,
         )
         services = Services(
             home_root=self.home.root,
@@ -312,7 +322,9 @@ class Daemon:
             # Peers are told the public URL; this home's CLI (run/spl.url) gets the one this process serves on.
             self.local_url = advertised_endpoint(None, urls[0]) if urls else ""
             services.endpoint = advertised_endpoint(self.config.public_url, urls[0]) if urls else services.endpoint
-            services.manifest = federation_manifest(self.identity, endpoint=services.endpoint)
+            services.manifest = federation_manifest(
+                self.identity, endpoint=services.endpoint, pair_approval=self.config.federation.pair_approval
+            )
 
         http = HttpServer(create_app(services), host, self.options.port, on_bound)
         try:

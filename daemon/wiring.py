@@ -15,13 +15,16 @@ from pathlib import Path
 import httpx
 
 from spl.actors.federation import FederationManager, PeerFactory
+from spl.actors.federation_pairs import FederationPairs
 from spl.actors.local import LocalRecords
 from spl.actors.reconciler import Reconciler, ReconcilerClient
 from spl.actors.writer import WriterClient
+from spl.core.config import Config
 from spl.core.identity import Identity
 from spl.core.pairs import is_pair_id
 from spl.daemon.home import Home
 from spl.store.database import ReadPool
+from spl.transport.auth import TokenBook
 from spl.transport.peer import PeerPool
 
 __all__ = ["HomeTokenStore", "build_federation", "open_peer_pool"]
@@ -62,13 +65,13 @@ class HomeTokenStore:
 
 
 def open_peer_pool(
-    transport: httpx.AsyncBaseTransport | None = None,
+    transport: httpx.AsyncBaseTransport | None = None, *, ca_file: str | None = None
 ) -> Callable[[], AbstractAsyncContextManager[PeerFactory]]:
     """The peer-client factory the federation opens while it runs (one connection pool for all pairs)."""
 
     @asynccontextmanager
     async def opened() -> AsyncIterator[PeerFactory]:
-        async with PeerPool(transport) as pool:
+        async with PeerPool(transport, ca_file=ca_file) as pool:
             yield pool.client
 
     return opened
@@ -85,9 +88,14 @@ def build_federation(
     bind_host: str,
     peer_transport: httpx.AsyncBaseTransport | None = None,
     local: LocalRecords | None = None,
+    config: Config | None = None,
+    tokens: TokenBook | None = None,
+    endpoint: Callable[[], str] | None = None,
 ) -> FederationManager:
-    """The federation manager of one daemon, wired to its home, store and peers."""
-    return FederationManager(
+    """The federation manager of one daemon, wired to its home, store and peers, with its federation pairs."""
+    config = config or Config.fresh(identity.did, "")
+    local = local if local is not None else LocalRecords(identity, writer)
+    manager = FederationManager(
         identity,
         writer,
         reconciler,
@@ -95,6 +103,20 @@ def build_federation(
         pool,
         bind_host=bind_host,
         tokens=HomeTokenStore(home),
-        open_peers=open_peer_pool(peer_transport),
-        local=local if local is not None else LocalRecords(identity, writer),
+        open_peers=open_peer_pool(peer_transport, ca_file=config.federation.ca_file),
+        local=local,
     )
+    book = tokens or TokenBook()
+    manager.fed = FederationPairs(
+        manager,
+        identity=identity,
+        local=local,
+        writer=writer,
+        pool=pool,
+        remember_token=book.remember,
+        forget_token=book.mark_revoked,
+        approval=lambda: config.federation.pair_approval,
+        degraded_after=config.federation.degraded_after,
+        endpoint=endpoint or (lambda: f"http://{bind_host}"),
+    )
+    return manager

@@ -44,7 +44,7 @@ from werkzeug.exceptions import HTTPException
 from spl.core.errors import AuthRequired, InvalidRequest, NotFound, PayloadTooLarge, SplError
 from spl.core.pairs import is_loopback_host as core_is_loopback_host
 from spl.core.text import printable
-from spl.transport import routes_admin, routes_feed, routes_records, routes_sync, routes_threads
+from spl.transport import routes_admin, routes_federation, routes_feed, routes_records, routes_sync, routes_threads
 from spl.transport.auth import ANONYMOUS, ANONYMOUS_ADMIN, Caller, presented_token
 from spl.transport.context import SERVICES_KEY, current_request
 from spl.transport.responses import error_response, json_response
@@ -54,9 +54,10 @@ __all__ = ["OPEN_ROUTES", "create_app", "is_loopback_host", "json_response"]
 
 log = logging.getLogger("spl.http")
 
-# Routes anyone may call, even with auth on (spec §15.19): health and identity, plus every
-# document under /.well-known/ (discovery).
-OPEN_ROUTES = frozenset({"/health", "/v1/identity"})
+# Routes anyone may call, even with auth on (spec §15.19): health and identity, every document
+# under /.well-known/ (discovery), and the federation handshake, whose signed documents are their
+# own authentication (the handshake is what mints the tokens).
+OPEN_ROUTES = frozenset({"/health", "/v1/identity"}) | routes_federation.HANDSHAKE_ROUTES
 OPEN_PREFIX = "/.well-known/"
 
 # Methods that change something: they must carry a JSON body's media type (gate 3).
@@ -240,6 +241,7 @@ def create_app(services: Services) -> QuartTrio:
         routes_admin.blueprint,
         routes_feed.blueprint,
         routes_sync.blueprint,
+        routes_federation.blueprint,
     ):
         app.register_blueprint(blueprint)
     return app

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -76,6 +77,7 @@ __all__ = [
     "fetch_changes",
     "fetch_manifest",
     "fetch_peer_did",
+    "post_document",
     "is_peer_cursor",
     "parse_changes_page",
     "stream_changes",
@@ -84,6 +86,7 @@ __all__ = [
 MAX_PAGE_BYTES = 32 * 1024 * 1024  # a source fills a page to at most 16 MiB of records (routes_sync)
 MAX_ERROR_BYTES = 4 * 1024  # enough for a JSON error body; the rest is not worth reading
 MAX_MANIFEST_BYTES = 256 * 1024
+MAX_HANDSHAKE_BYTES = 64 * 1024  # a signed pair answer is ~2 KiB; an error body less
 MAX_SSE_LINE = MAX_LINE  # 8 MiB: a 1 MiB record, \uXXXX-escaped in its data line, is at most ~6 MiB
 
 # We ask for an uncompressed answer and refuse any other: a decoder would expand bytes the
@@ -283,7 +286,7 @@ async def _get(
 async def fetch_changes(
     client: httpx.AsyncClient,
     peer_url: str,
-    thread: str,
+    feed: dict[str, str],
     cursor: str,
     *,
     token: str | None,
@@ -298,7 +301,7 @@ async def fetch_changes(
     also hold the request that many seconds first, so the wait is added to the deadline.
     A body over ``max_bytes`` is refused as it streams in.
     """
-    params: dict[str, Any] = {"thread": thread, "limit": limit}
+    params: dict[str, Any] = {**feed, "limit": limit}
     if cursor:
         params["since"] = cursor
     if longpoll is not None:
@@ -323,7 +326,7 @@ async def fetch_changes(
 async def stream_changes(
     client: httpx.AsyncClient,
     peer_url: str,
-    thread: str,
+    feed: dict[str, str],
     cursor: str,
     *,
     token: str | None,
@@ -344,7 +347,7 @@ async def stream_changes(
     last cursor it committed. A callback, not an async generator, so no cancel scope is
     ever held across a ``yield``.
     """
-    params = {"thread": thread, "feed": "continuous"}
+    params = {**feed, "feed": "continuous"}
     if cursor:
         params["since"] = cursor
     opened = False
@@ -435,6 +438,36 @@ async def fetch_peer_did(client: httpx.AsyncClient, peer_url: str, *, deadline: 
     return signed_manifest_did(body, where=peer_url, now=time.time())[0]
 
 
+async def fetch_manifest_body(client: httpx.AsyncClient, peer_url: str, *, deadline: float = 30.0) -> bytes:
+    """The raw body of the peer's ``/.well-known/syncropel`` (bounded); the caller verifies it."""
+    return await _manifest_body(client, peer_url, deadline)
+
+
+async def post_document(
+    client: httpx.AsyncClient, url: str, document: dict[str, Any], *, deadline: float = 30.0
+) -> tuple[int, bytes]:
+    """POST a signed handshake document (no bearer: its signature authenticates it) and return status and body.
+
+    The answer is bounded (:data:`MAX_HANDSHAKE_BYTES`) and must arrive whole within ``deadline``;
+    any status comes back to the caller, which maps the peer's error codes (410, 401, 403…) to
+    its own messages. Transport failures raise :class:`PeerError`.
+    """
+    payload = json.dumps(document, separators=(",", ":")).encode()
+    headers = {**_IDENTITY, "content-type": "application/json"}
+    try:
+        with trio.move_on_after(deadline):
+            async with client.stream("POST", url, content=payload, headers=headers) as response:
+                if _is_compressed(response):
+                    raise PeerProtocolError("peer compressed its answer although we asked for identity encoding")
+                body = await _read_capped(response, MAX_HANDSHAKE_BYTES, what="handshake answer")
+                return response.status_code, body
+    except PeerError:
+        raise
+    except TRANSPORT_FAILURES as exc:
+        raise classify(exc) from None
+    raise PeerTimeout(f"peer did not answer within {deadline:g} s")
+
+
 # -- the client the pairs are handed ---------------------------------------------------------------
 
 
@@ -449,12 +482,12 @@ class PeerClient:
         self._http = http
         self._streams = streams
 
-    async def fetch_changes(self, thread: str, cursor: str, *, token: str | None, limit: int) -> ChangesPage:
-        return await fetch_changes(self._http, self.peer_url, thread, cursor, token=token, limit=limit)
+    async def fetch_changes(self, feed: dict[str, str], cursor: str, *, token: str | None, limit: int) -> ChangesPage:
+        return await fetch_changes(self._http, self.peer_url, feed, cursor, token=token, limit=limit)
 
     async def stream_changes(
         self,
-        thread: str,
+        feed: dict[str, str],
         cursor: str,
         *,
         token: str | None,
@@ -463,7 +496,7 @@ class PeerClient:
     ) -> None:
         """Follow the peer's continuous feed; never returns normally (see :func:`stream_changes`)."""
         await stream_changes(
-            self._streams, self.peer_url, thread, cursor, token=token, on_events=on_events, on_open=on_open
+            self._streams, self.peer_url, feed, cursor, token=token, on_events=on_events, on_open=on_open
         )
 
     async def verify(self, expected_did: str) -> None:
@@ -474,6 +507,26 @@ class PeerClient:
         """The DID the peer proves it holds (for refusing a pair with ourselves)."""
         return await fetch_peer_did(self._http, self.peer_url)
 
+    async def manifest_body(self) -> bytes:
+        """The peer's raw ``/.well-known/syncropel`` (the handshake verifies it with its own rules)."""
+        return await fetch_manifest_body(self._http, self.peer_url)
+
+    async def post(self, url: str, document: dict[str, Any]) -> tuple[int, bytes]:
+        """POST a signed handshake document to ``url`` (an endpoint the peer's verified manifest named)."""
+        return await post_document(self._http, url, document)
+
+
+def tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """Certificates are always verified: the system's CAs, plus the operator's ``federation.ca_file``.
+
+    There is no switch to turn verification off. A peer with a self-signed certificate is
+    reached by adding the CA that signed it (a private CA), never by trusting whatever answers.
+    """
+    context = ssl.create_default_context()
+    if ca_file:
+        context.load_verify_locations(cafile=ca_file)
+    return context
+
 
 class PeerPool:
     """The federation's HTTP connections: one pool for pages and manifests, one for long-lived streams.
@@ -481,13 +534,17 @@ class PeerPool:
     An async context manager; ``transport`` replaces the network (``httpx.MockTransport`` in tests).
     """
 
-    def __init__(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, transport: httpx.AsyncBaseTransport | None = None, *, ca_file: str | None = None) -> None:
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
-        self._http = httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(30.0, connect=5.0), transport=transport)
+        verify = tls_context(ca_file)
+        self._http = httpx.AsyncClient(
+            limits=limits, timeout=httpx.Timeout(30.0, connect=5.0), transport=transport, verify=verify
+        )
         self._streams = httpx.AsyncClient(
             limits=limits,
             timeout=httpx.Timeout(connect=5.0, read=60.0, write=10.0, pool=None),
             transport=transport,
+            verify=verify,
         )
 
     def client(self, peer_url: str) -> PeerClient:

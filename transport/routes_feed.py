@@ -9,13 +9,21 @@ push never writes them (each such record is refused with ``RESERVED_THREAD``).
 
 from __future__ import annotations
 
+import contextlib
+import json
+import time
 import weakref
+from collections.abc import AsyncIterator
 
 import trio
 from quart import Blueprint, Response, request
 
-from spl.core.cursor import decode_cursor, encode_cursor
-from spl.core.errors import InvalidRequest
+from spl.actors.federation_pairs import ServePolicy
+from spl.actors.hub import EVERY_THREAD, Subscription
+from spl.core.consent import project
+from spl.core.cursor import decode_any_cursor, decode_cursor, encode_cursor, encode_policy_cursor
+from spl.core.errors import InvalidRequest, Unavailable
+from spl.core.namespaces import validate_namespace_id
 from spl.core.record import validate_thread
 from spl.core.reserved import refuse_reserved
 from spl.core.wire import MAX_PUSH_RECORDS, decode_push
@@ -61,11 +69,229 @@ def _page_json(page: queries.ChangePage, after: int) -> str:
     )
 
 
+# -- filtered feeds: a federation pair's namespaces, or any pull under a consent filter ---------------------
+
+FILTERED_SCAN = 1000  # rows examined per filtered page; a page holds at most this many records
+MAX_NAMESPACES = 16
+
+
+def _namespaces_arg(value: str) -> list[str]:
+    """``namespace=a,b``: 1-16 namespace ids (each checked), de-duplicated."""
+    names = [name.strip() for name in value.split(",")]
+    if not names or len(names) > MAX_NAMESPACES or any(not name for name in names):
+        raise InvalidRequest(
+            f"query parameter 'namespace' must be 1-{MAX_NAMESPACES} comma-separated namespace ids",
+            code="INVALID_PARAMETER",
+        )
+    return sorted({validate_namespace_id(name) for name in names})
+
+
+def _serve_policy(target_namespace: str | None) -> ServePolicy | None:
+    """The filter this pull is served under: its token's federation pair, its ``target_namespace``, or none."""
+    token = caller().token
+    federation = services().federation
+    fed = federation.fed if federation is not None else None
+    if fed is None:
+        if token is not None and token.pair_id:
+            raise Unavailable("federation is starting; retry in a moment")
+        return None
+    policy: ServePolicy | None = fed.policy_for(token, target_namespace)
+    return policy
+
+
+def _filter_page(
+    page: queries.ScopedPage, policy: ServePolicy | None, now: float
+) -> tuple[list[str], int, dict[str, int]]:
+    """The served items of a scanned page (JSON text each), the last sequence served, and what was held back."""
+    items: list[str] = []
+    held: dict[str, int] = {}
+    last = 0
+    identity = services().identity
+    for row in page.rows:
+        if policy is None:
+            items.append(f'{{"id":"{row.id}","record":{row.json}}}')
+            last = row.seq
+            continue
+        decision, target = policy.decision(row.namespace, row.thread, now)
+        if decision.action == "deliver":
+            items.append(f'{{"id":"{row.id}","record":{row.json}}}')
+            last = row.seq
+        elif decision.action == "project":
+            projection = project(
+                json.loads(row.json),
+                source_seq=row.seq,
+                decision=decision,
+                target_namespace=target,
+                signer=identity,
+            )
+            items.append(json.dumps({"id": projection["id"], "record": projection}, separators=(",", ":")))
+            last = row.seq
+            held["projected"] = held.get("projected", 0) + 1
+        else:
+            held["withheld"] = held.get("withheld", 0) + 1
+    return items, last, held
+
+
+async def _scoped(namespaces: list[str] | None, thread: str | None, after: int, limit: int) -> queries.ScopedPage:
+    page: queries.ScopedPage = await services().read(
+        queries.scoped_page, namespaces=namespaces, thread=thread, after=after, limit=limit, scan_limit=limit
+    )
+    return page
+
+
+def _start_of(cursor: str | None, policy: ServePolicy | None) -> int:
+    """Where a filtered feed resumes: after the cursor's sequence, or from the start when what the requester
+    may read has widened since the cursor was issued (a new grant, a wider allow-list): it then gets what it
+    was refused before, and de-duplicates the rest."""
+    seq, version = decode_any_cursor(cursor)
+    if policy is None or seq == 0:
+        return seq
+    if version is None or (version < policy.version and policy.widened(version)):
+        return 0
+    return seq
+
+
+async def _filtered_changes(namespaces: list[str] | None, thread: str | None, policy: ServePolicy | None) -> Response:
+    feed = request.args.get("feed", "normal")
+    header = request.headers.get("last-event-id")
+    cursor = header if feed == "continuous" and header else request.args.get("since")
+    after = _start_of(cursor, policy)
+    version = policy.version if policy is not None else 0
+    if feed == "continuous":
+        key = thread if thread is not None else EVERY_THREAD
+        subscription = await services().hub.subscribe(key, buffer=256)
+        body = _filtered_stream(subscription, namespaces, thread, policy, after, version)
+        weakref.finalize(body, services().hub.unsubscribe, subscription).atexit = False
+        response = Response(
+            body, content_type="text/event-stream; charset=utf-8", headers={"cache-control": "no-cache"}
+        )
+        response.timeout = None
+        return response
+    if feed not in ("normal", "longpoll"):
+        raise InvalidRequest("feed must be normal, longpoll or continuous", code="INVALID_PARAMETER")
+    limit = int_arg("limit", FILTERED_SCAN, minimum=1, maximum=MAX_PAGE) or FILTERED_SCAN
+    page = await _scoped(namespaces, thread, after, limit)
+    if not page.rows and feed == "longpoll":
+        wait = _longpoll_seconds(request.args.get("timeout"))
+        subscription = await services().hub.subscribe(thread if thread is not None else EVERY_THREAD)
+        try:
+            page = await _scoped(namespaces, thread, after, limit)
+            if not page.rows:
+                with trio.move_on_after(wait):
+                    with contextlib.suppress(trio.EndOfChannel):
+                        await subscription.take()
+                page = await _scoped(namespaces, thread, after, limit)
+        finally:
+            services().hub.unsubscribe(subscription)
+    items, _, held = _filter_page(page, policy, time.time())
+    if policy is not None and policy.pair_id is not None and services().federation is not None:
+        services().federation.fed.note_served(policy.pair_id, page.scanned_to)
+    cursor_out = (
+        encode_policy_cursor(page.scanned_to, version) if policy is not None else encode_cursor(page.scanned_to)
+    )
+    pending = max(page.head - page.scanned_to, 0) if page.has_more else 0
+    return json_response(
+        f'{{"object":"sync_changes","records":[{",".join(items)}],"next_cursor":"{cursor_out}",'
+        f'"has_more":{"true" if page.has_more else "false"},"pending":{pending},'
+        f'"held_back":{json.dumps(held, separators=(",", ":"))}}}'
+    )
+
+
+async def _filtered_stream(
+    subscription: Subscription,
+    namespaces: list[str] | None,
+    thread: str | None,
+    policy: ServePolicy | None,
+    after: int,
+    version: int,
+) -> AsyncIterator[bytes]:
+    """The continuous form of a filtered feed: the hub only wakes it; every record comes from the store.
+
+    Each event's ``id:`` is the cursor to resume from (a policy cursor under a filter), so a
+    receiver that reconnects re-reads nothing it already has. A lagged wake-up subscription
+    costs nothing: the next read from the store catches up. No cancel scope is held across a
+    ``yield`` (runtime.md).
+    """
+    heartbeat = services().config.heartbeat_seconds
+    try:
+        while True:
+            page = await _scoped(namespaces, thread, after, FILTERED_SCAN)
+            if page.rows:
+                frames = []
+                now = time.time()
+                for row in page.rows:
+                    items, last, _ = _filter_page(queries.ScopedPage([row], False, row.seq, row.seq), policy, now)
+                    for item in items:
+                        event_id = encode_policy_cursor(last, version) if policy is not None else str(last)
+                        frames.append(f"event: record.created\nid: {event_id}\ndata: {item}\n\n".encode("ascii"))
+                after = page.scanned_to
+                if policy is not None and policy.pair_id is not None and services().federation is not None:
+                    services().federation.fed.note_served(policy.pair_id, after)
+                if frames:
+                    yield b"".join(frames)
+                if page.has_more:
+                    continue
+            woke, ended = False, False
+            with trio.move_on_after(heartbeat):
+                try:
+                    await subscription.take()
+                    woke = True
+                except trio.EndOfChannel:
+                    ended = True
+            if ended:
+                if subscription.shutdown:
+                    yield sse.shutdown_frame(200)
+                    return
+                services().hub.unsubscribe(subscription)  # lagged: a fresh wake-up channel, nothing is lost
+                subscription = await services().hub.subscribe(
+                    thread if thread is not None else EVERY_THREAD, buffer=256
+                )
+                continue
+            if woke:
+                while True:  # everything buffered is covered by the next read
+                    try:
+                        subscription.take_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                continue
+            yield sse.heartbeat_frame()
+    finally:
+        services().hub.unsubscribe(subscription)
+
+
 @blueprint.get("/v1/sync/changes")
 async def changes() -> Response:
     require_any(caller(), ("federation:sync", "records:read"))
-    thread = validate_thread(request.args.get("thread"), "thread (query parameter)")
+    thread_arg, namespace_arg = request.args.get("thread"), request.args.get("namespace")
+    if thread_arg is not None and namespace_arg is not None:
+        raise InvalidRequest(
+            "name one feed to pull: thread=<thread id> or namespace=<ns>[,<ns>…], not both", code="INVALID_PARAMETER"
+        )
+    if thread_arg is None and namespace_arg is None:
+        raise InvalidRequest(
+            "query parameter 'thread' is required (or namespace=<ns>[,<ns>…] for a federation pair's feed)",
+            code="INVALID_THREAD",
+        )
+    target_arg = request.args.get("target_namespace")
+    target = validate_namespace_id(target_arg) if target_arg is not None else None
+    policy = _serve_policy(target)
+    if namespace_arg is not None:
+        namespaces = _namespaces_arg(namespace_arg)
+        if policy is not None and policy.pair_id is not None:
+            # A namespace this side has not mapped is served as nothing, silently, like a namespace without a
+            # grant: a map the peer added on its side alone must not stop the namespaces both sides share.
+            namespaces = [name for name in namespaces if name in policy.targets]
+            if not namespaces:
+                return json_response(
+                    '{"object":"sync_changes","records":[],"next_cursor":'
+                    f'"{encode_policy_cursor(decode_any_cursor(request.args.get("since"))[0], policy.version)}",'
+                    '"has_more":false,"pending":0}'
+                )
+        return await _filtered_changes(namespaces, None, policy)
+    thread = validate_thread(thread_arg, "thread (query parameter)")
     refuse_reserved(thread)
+    if policy is not None:
+        return await _filtered_changes(None, thread, policy)
     header = request.headers.get("last-event-id")
     after = decode_cursor(request.args.get("since"))
     feed = request.args.get("feed", "normal")

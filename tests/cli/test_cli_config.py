@@ -130,7 +130,9 @@ def test_validate_names_the_key_and_exits_1(home_env: tuple[Home, dict[str, str]
 
 def test_obsolete_keys_are_reported_not_refused(home_env: tuple[Home, dict[str, str]]) -> None:
     home, env = home_env
-    home.config_path.write_text(home.config_path.read_text() + "\n[federation]\ntrust_loopback = true\n")
+    home.config_path.write_text(
+        home.config_path.read_text().replace("[federation]\n", "[federation]\ntrust_loopback = true\n")
+    )
     result = run_spl("config", "validate", env=env).ok()
     assert result.err == "note: federation.trust_loopback is obsolete and ignored; remove it\n"
     assert run_spl("config", "show", "-o", "json", env=env).ok().json()["obsolete_keys"] == [

@@ -183,8 +183,8 @@ def test_init_and_serve_make_the_home_private(tmp_path: Path) -> None:
 
 def test_trust_loopback_is_reported_as_obsolete(home_env: tuple[Home, dict[str, str]]) -> None:
     home, env = home_env
-    with home.config_path.open("a") as config:
-        config.write("\n[federation]\ntrust_loopback = true\n")
+    text = home.config_path.read_text()
+    home.config_path.write_text(text.replace("[federation]\n", "[federation]\ntrust_loopback = true\n"))
     doctor = run_spl("doctor", env=env)
     report = flat(doctor.out)
     assert "! config" in doctor.out and "federation.trust_loopback is obsolete and ignored" in report, report

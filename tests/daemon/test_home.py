@@ -148,8 +148,10 @@ def test_a_damaged_config_names_the_key_and_the_check_not_init_force(home: Home)
 
 def test_save_config_keeps_the_users_comments_and_what_spl_does_not_read(home: Home) -> None:
     user_text = (
-        home.config_path.read_text().replace("port = 9100", "# opened in the firewall\nport = 9300")
-        + '\n[relay]\nurl = "wss://relay.example"\n\n[federation]\ntrust_loopback = true\n'
+        home.config_path.read_text()
+        .replace("port = 9100", "# opened in the firewall\nport = 9300")
+        .replace("[federation]\n", "[federation]\ntrust_loopback = true\n")
+        + '\n[relay]\nurl = "wss://relay.example"\n'
     )
     home.config_path.write_text(user_text)
     config = home.load_config()

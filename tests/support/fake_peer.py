@@ -49,6 +49,7 @@ class FakePeer:
     cursor_for: Callable[[int], str] = lambda n: f"opaque~{n}" if n else ""
     manifest_did: str | None = None  # serve a manifest claiming this DID (signed by `identity`: a lie)
     tamper_manifest: bool = False
+    manifest_signed_at: float | None = None  # sign the manifest as of this time (long ago = expired)
     url: str = ""
     records: list[dict[str, Any]] = field(default_factory=list)
     requests: list[SeenRequest] = field(default_factory=list)
@@ -86,7 +87,7 @@ class FakePeer:
     # -- the server -------------------------------------------------------------------------
 
     def manifest(self) -> dict[str, Any]:
-        manifest = federation_manifest(self.identity, endpoint=self.url)
+        manifest = federation_manifest(self.identity, endpoint=self.url, now=self.manifest_signed_at)
         if self.manifest_did is not None:
             manifest["daemon"]["did"] = self.manifest_did
         if self.tamper_manifest:

@@ -158,7 +158,7 @@ def assert_safe(error: PeerError) -> None:
 
 
 async def fetch(client: httpx.AsyncClient, url: str, cursor: str = "", **options: Any) -> ChangesPage:
-    return await fetch_changes(client, url, THREAD, cursor, token=TOKEN, **options)
+    return await fetch_changes(client, url, {"thread": THREAD}, cursor, token=TOKEN, **options)
 
 
 # -- opaque cursors --------------------------------------------------------------------------------
@@ -423,7 +423,7 @@ async def follow(
         batches.append(batch)
 
     with pytest.raises(PeerError) as caught:
-        await stream_changes(client, url, THREAD, cursor, token=TOKEN, on_events=on_events, **options)
+        await stream_changes(client, url, {"thread": THREAD}, cursor, token=TOKEN, on_events=on_events, **options)
     return caught.value, batches
 
 
@@ -530,7 +530,9 @@ async def test_time_spent_committing_is_not_the_peers_silence(autojump_clock: tr
             await trio.sleep(500)  # far beyond the frame deadline
 
         with trio.fail_after(3600), pytest.raises(PeerError) as caught:
-            await stream_changes(client, peer.url, THREAD, "", token=TOKEN, on_events=slow_commit, frame_deadline=9)
+            await stream_changes(
+                client, peer.url, {"thread": THREAD}, "", token=TOKEN, on_events=slow_commit, frame_deadline=9
+            )
     assert caught.value.code == "CONNECT_REFUSED"  # the stream ended, it did not time out
 
 

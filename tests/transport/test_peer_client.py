@@ -29,7 +29,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Async generator 'httpx:ResourceW
 async def fetch_with(handler: Callable[[httpx.Request], httpx.Response]) -> PeerError:
     async with PeerPool(httpx.MockTransport(handler)) as pool:
         with pytest.raises(PeerError) as caught:
-            await pool.client(URL).fetch_changes("th_x", "", token="tok", limit=10)
+            await pool.client(URL).fetch_changes({"thread": "th_x"}, "", token="tok", limit=10)
     return caught.value
 
 
@@ -62,7 +62,9 @@ async def test_a_stream_ended_with_server_shutdown_is_peer_shutting_down() -> No
 
     async with PeerPool(httpx.MockTransport(handler)) as pool:
         with pytest.raises(PeerShuttingDown):
-            await pool.client(URL).stream_changes("th_x", "", token=None, on_events=ignore, on_open=lambda: None)
+            await pool.client(URL).stream_changes(
+                {"thread": "th_x"}, "", token=None, on_events=ignore, on_open=lambda: None
+            )
 
 
 async def test_a_refused_connection_is_connect_refused() -> None:
@@ -79,7 +81,7 @@ async def test_a_bug_is_not_turned_into_a_peer_error() -> None:
 
     async with PeerPool(httpx.MockTransport(handler)) as pool:
         with pytest.raises(ZeroDivisionError):
-            await pool.client(URL).fetch_changes("th_x", "", token=None, limit=10)
+            await pool.client(URL).fetch_changes({"thread": "th_x"}, "", token=None, limit=10)
 
 
 async def test_the_peer_did_is_what_its_signed_manifest_proves_and_verify_checks_it() -> None:

@@ -229,7 +229,9 @@ def test_a_continuous_feed_hands_over_only_checked_records_and_ends_in_a_peer_er
     async def main() -> PeerError:
         async with httpx.AsyncClient(transport=httpx.MockTransport(peer)) as client:
             try:
-                await stream_changes(client, "http://peer.test", "th_x", "", token="t0k", on_events=on_events)
+                await stream_changes(
+                    client, "http://peer.test", {"thread": "th_x"}, "", token="t0k", on_events=on_events
+                )
             except PeerError as error:
                 return error
         raise AssertionError("stream_changes returned normally")
