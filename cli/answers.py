@@ -17,13 +17,21 @@ from typing import Any, ClassVar
 import msgspec
 
 __all__ = [
+    "AitlDecision",
+    "AitlList",
+    "ConsentGrant",
+    "ConsentGrantList",
     "Discovery",
     "ErrorAnswer",
+    "FederationPair",
+    "FederationPairList",
+    "FederationSync",
     "Health",
     "Identity",
     "Namespace",
     "NamespaceList",
     "Pair",
+    "PairCreated",
     "PairError",
     "PairList",
     "PairStats",
@@ -273,3 +281,173 @@ class Namespace(Answer):
 class NamespaceList(Answer):
     what: ClassVar[str] = "a list of spl namespaces"
     data: list[Namespace]
+
+
+# -- federation pairs, AITL decisions and consent grants (docs/federation-pairs.md, "Routes") -----------------
+
+# Times in these answers are RFC 3339 strings; a number (POSIX seconds) is taken too, so a presenter never
+# refuses a whole pair over how one timestamp is spelt.
+Time = str | Number | None
+
+
+class ConsentGrant(Answer):
+    """A ``consent_grant``: which namespace's records may reach which, at which hash levels."""
+
+    what: ClassVar[str] = "an spl consent grant"
+    grant_id: str
+    source_namespace: str | None = None
+    target_namespace: str | None = None
+    hash_levels: list[str] = msgspec.field(default_factory=list)
+    threads: list[str] = msgspec.field(default_factory=list)
+    purpose: str | None = None
+    peer_did: str | None = None
+    created_at: Time = None
+    expires_at: Time = None
+    revoked_at: Time = None
+    status: str | None = None
+
+
+class ConsentGrantList(Answer):
+    what: ClassVar[str] = "a list of spl consent grants"
+    data: list[ConsentGrant]
+
+
+class NamespaceMapping(Answer):
+    """One map of a federation pair, from this side: our namespace ``local`` ↔ the peer's ``peer``."""
+
+    local: str
+    peer: str
+
+
+class FederationCursors(Answer):
+    """Where each direction has reached: opaque to the CLI, shown as they come (a string or a sequence number)."""
+
+    pull: str | int | None = None  # where our pulls from the peer have reached (the peer's cursor)
+    serve: str | int | None = None  # where the peer's pulls from us have reached
+
+
+class FederationLag(Answer):
+    in_records: int | None = None
+    in_seconds: Number | None = None
+    out_records: int | None = None  # what the peer has not pulled from us yet, when the daemon knows it
+    served_at: Time = None  # when the peer last pulled from us
+
+
+class FederationPull(Answer):
+    """The pull loop of a pair (this side pulling the peer): the sync-pair status, times in POSIX seconds."""
+
+    state: str | None = None
+    state_reason: str | None = None
+    last_error: PairError | None = None
+    consecutive_failures: int = 0
+    next_retry_at: Number | None = None
+    records_pulled: int = 0
+    records_duplicate: int = 0
+    records_refused: dict[str, int] = msgspec.field(default_factory=dict)
+    errors_total: int = 0
+    stalled: bool = False
+
+
+class OurToken(Answer):
+    """The token this instance minted for the peer: its id only, never the token."""
+
+    token_id: str | None = None
+    scopes: list[str] = msgspec.field(default_factory=list)
+    expires_at: Time = None
+
+
+class TheirToken(Answer):
+    """Whether the peer's token for us is stored (it is never shown)."""
+
+    present: bool = False
+    scopes: list[str] = msgspec.field(default_factory=list)
+    expires_at: Time = None
+
+
+class FederationTokens(Answer):
+    ours: OurToken | None = None
+    theirs: TheirToken | None = None
+
+
+class FederationPair(Answer):
+    """A ``federation_pair`` as ``/v1/federation/pairs`` lists it and each lifecycle action answers it."""
+
+    what: ClassVar[str] = "an spl federation pair"
+    pair_id: str
+    role: str | None = None
+    peer_did: str | None = None
+    peer_url: str | None = None
+    state: str | None = None
+    state_reason: str | None = None
+    mode: str | None = None
+    poll_interval: Number | None = None
+    maps: list[NamespaceMapping] = msgspec.field(default_factory=list)
+    thread_allow: list[str] = msgspec.field(default_factory=list)
+    created_at: Time = None
+    last_refresh_at: Time = None
+    last_sync_at: Time = None
+    peer_manifest: dict[str, Any] | None = None  # the verified snapshot; its shape is the peer's
+    cursors: FederationCursors = msgspec.field(default_factory=FederationCursors)
+    lag: FederationLag = msgspec.field(default_factory=FederationLag)
+    grants: list[ConsentGrant] = msgspec.field(default_factory=list)
+    tokens: FederationTokens = msgspec.field(default_factory=FederationTokens)
+    pull: FederationPull | None = None
+    transitions: list[str] = msgspec.field(default_factory=list)  # what a refresh moved through
+
+
+class FederationPairList(Answer):
+    what: ClassVar[str] = "a list of spl federation pairs"
+    data: list[FederationPair]
+
+
+class PairStep(Answer):
+    """One line of ``spl federation pair``'s progress, as the daemon did it."""
+
+    ok: bool
+    line: str
+
+
+class InitialSync(Answer):
+    records: int | None = None
+
+
+class PairCreated(Answer):
+    """What ``POST /v1/federation/pairs`` adds to the pair: the steps it took and the first pull."""
+
+    what: ClassVar[str] = "an spl federation pair answer"
+    steps: list[PairStep] = msgspec.field(default_factory=list)
+    initial_sync: InitialSync | None = None
+
+
+class SyncPeer(Answer):
+    asked: bool = False
+    pulled: int | None = None
+    error: Any = None  # a string by the contract; a peer's {code, message} is shown too
+
+
+class FederationSync(Answer):
+    """``POST /v1/federation/pairs/{id}/sync``: what moved each way."""
+
+    what: ClassVar[str] = "an spl federation sync answer"
+    pair_id: str
+    pulled: int = 0
+    refused: dict[str, int] = msgspec.field(default_factory=dict)
+    peer: SyncPeer = msgspec.field(default_factory=SyncPeer)
+
+
+class AitlDecision(Answer):
+    """A pair request waiting for this operator (``spl aitl approve|reject``)."""
+
+    what: ClassVar[str] = "an spl AITL decision"
+    pair_id: str
+    kind: str | None = None
+    initiator_did: str | None = None
+    initiator_url: str | None = None
+    maps: list[Any] = msgspec.field(default_factory=list)  # as the requester proposed them
+    mode: str | None = None
+    requested_at: Time = None
+
+
+class AitlList(Answer):
+    what: ClassVar[str] = "a list of spl AITL decisions"
+    data: list[AitlDecision]

@@ -17,7 +17,7 @@ import sys
 
 import typer
 
-from spl.cli import admin, config, doctor, fleet, records, server, soak
+from spl.cli import admin, aitl, config, consent, doctor, federation, fleet, records, server, soak
 from spl.cli.app import app
 from spl.cli.client import CliError
 from spl.daemon.home import HomeError
@@ -35,6 +35,7 @@ COMMANDS = (
     records.know,
     records.learn,
     records.emit,
+    federation.sync,
 )
 GROUPS = (
     ("identity", admin.identity_app),
@@ -43,8 +44,13 @@ GROUPS = (
     ("config", config.config_app),
     ("fleet", fleet.fleet_app),
     ("thread", records.thread_app),
-    ("federation", soak.federation_app),
+    ("federation", federation.federation_app),
+    ("aitl", aitl.aitl_app),
+    ("consent", consent.consent_app),
 )
+
+# `spl federation soak` shares the group with the pair commands; the soak module stays free of them.
+federation.federation_app.command("soak")(soak.soak)
 
 for command in COMMANDS:
     app.command()(command)

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import typer
 
-from spl.cli.answers import Status, SupervisionTree
+from spl.cli.answers import FederationPairList, Status, SupervisionTree
 from spl.cli.app import OUTPUT, URL
-from spl.cli.client import CliError, DaemonClient, call
+from spl.cli.client import CliError, DaemonClient, DaemonError, Reply, call
 from spl.cli.common import home, wants_json
+from spl.cli.federation import federation_pair_lines
 from spl.cli.fleet import federation_lines
 from spl.cli.output import emit_json
 from spl.core.manifest import VERSION
@@ -220,13 +221,19 @@ def status(
     url: str | None = URL,
     json_flag: bool = typer.Option(False, "--json", help="Same as -o json: the whole status payload."),
 ) -> None:
-    """Show the daemon's health, identity, supervision tree and federation pairs (one line each)."""
+    """Show the daemon's health, identity, supervision tree, sync pairs and federation pairs (one line each).
+
+    -o json is the daemon's status with the federation pairs added as "federation_pairs" (when it lists them).
+    """
     as_json = wants_json(output) or json_flag
-    reply = call(DaemonClient.for_home(home(), url), "GET", "/v1/status")
-    if as_json:
-        emit_json(reply.payload)
+    client = DaemonClient.for_home(home(), url)
+    reply = call(client, "GET", "/v1/status")
+    answer = reply.into(Status) if not as_json else None
+    paired = _federation_pairs(client)
+    if answer is None:
+        extra = {"federation_pairs": paired.payload.get("data")} if paired is not None else {}
+        emit_json({**reply.payload, **extra})
         return
-    answer = reply.into(Status)
     typer.echo(f"spl daemon at {answer.endpoint_url}  ({'auth on' if answer.auth_required else 'auth off'})")
     typer.echo(f"  did:       {answer.instance_did}")
     typer.echo(f"  home:      {answer.home}")
@@ -236,6 +243,25 @@ def status(
     _print_tree(answer.supervision, "  ")
     for line in federation_lines(answer.federation.pairs):
         typer.echo(line)
+    if paired is not None:
+        for line in federation_pair_lines(paired.into(FederationPairList).data):
+            typer.echo(line)
+
+
+def _federation_pairs(client: DaemonClient) -> Reply | None:
+    """``GET /v1/federation/pairs``, or None when this daemon (or this credential) does not list them.
+
+    ``spl status`` must keep working against a daemon without federation pairs (an older one answers
+    404), with a token that may read the status but not manage federation (403), and while federation
+    is still starting (503): it then leaves the federation pairs out rather than fail.
+    """
+    try:
+        reply = call(client, "GET", "/v1/federation/pairs")
+    except DaemonError as exc:
+        if exc.status in (401, 403, 404, 405, 503):
+            return None
+        raise
+    return reply
 
 
 def _print_tree(tree: SupervisionTree, indent: str) -> None:

@@ -1,5 +1,8 @@
 """``spl federation soak``: options in, the engine (:mod:`spl.soak`) run, figures out.
 
+The command lives in the ``spl federation`` group beside the pair commands: the group is
+:data:`spl.cli.federation.federation_app`, and :mod:`spl.cli.main` registers :func:`soak` on it.
+
 Only :mod:`spl.soak.plan` (pure arithmetic, for the ``--rate`` default) is imported with the module;
 the engine is imported when a soak runs.
 
@@ -20,9 +23,7 @@ from spl.cli.common import secret_argument
 from spl.core.units import parse_duration
 from spl.soak.plan import SEED_STEADY_RATE, plan_windows
 
-__all__ = ["federation_app", "soak"]
-
-federation_app = typer.Typer(help="Federation between instances: soak runs of sync pairs.", no_args_is_help=True)
+__all__ = ["soak"]
 
 
 def _token(value: str | None) -> str | None:
@@ -32,7 +33,6 @@ def _token(value: str | None) -> str | None:
     return secret_argument(value, "--peer-token", "pass a token of the peer with records:write and federation:sync")
 
 
-@federation_app.command("soak")
 def soak(
     csv: bool = typer.Option(False, "--csv", help="Print only the CSV on stdout (progress stays on stderr)."),
     scale: float | None = typer.Option(
