@@ -22,7 +22,7 @@ from spl.actors.federation_pairs import ServePolicy
 from spl.actors.hub import EVERY_THREAD, Subscription
 from spl.core.consent import project
 from spl.core.cursor import decode_any_cursor, decode_cursor, encode_cursor, encode_policy_cursor
-from spl.core.errors import InvalidRequest, Unavailable
+from spl.core.errors import InvalidRequest, ScopeForbidden, Unavailable
 from spl.core.namespaces import validate_namespace_id
 from spl.core.record import validate_thread
 from spl.core.reserved import refuse_reserved
@@ -338,6 +338,12 @@ async def changes() -> Response:
 async def push_records() -> Response:
     """Signed records a peer pushes: the reconciler screens, verifies and ingests them as it does pulled pages."""
     require_any(caller(), ("federation:sync", "records:write"))
+    token = caller().token
+    if token is not None and token.pair_id:
+        # A federation pair is pull-only: its token reads the pair's feed and nothing else.
+        raise ScopeForbidden(
+            "a federation pair's token only pulls the pair's feed; records reach this steward when it pulls them"
+        )
     raws = decode_push(await body_bytes(services().config.max_body_bytes))
     if request.headers.get("x-syncropel-federation") == "1":
         unsigned = sum(1 for r in raws if not (isinstance(r, dict) and r.get("sig") and r.get("signer")))

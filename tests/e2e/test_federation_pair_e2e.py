@@ -269,6 +269,14 @@ async def test_revoke_notifies_the_peer_and_both_sides_tokens_are_refused(daemon
         token_from_a = (b.process.home.root / "secrets" / "pairs" / f"{pair_id}.token").read_text().strip()
         feed = "/v1/sync/changes?namespace=default"
         assert (await http.get(f"{b.url}{feed}", headers={"x-api-key": token_from_b})).status_code == 200
+        # A pair's token pulls the pair's feed and does nothing else: no push, no record API, no admin route.
+        pushed = await http.post(
+            f"{b.url}/v1/sync/records", json={"records": []}, headers={"x-api-key": token_from_b, **JSON}
+        )
+        assert pushed.status_code == 403 and pushed.json()["code"] == "SCOPE_FORBIDDEN", pushed.text
+        for path in ("/v1/records", "/v1/threads", "/v1/federation/pairs", "/v1/consent/grants", "/v1/tokens"):
+            denied = await http.get(f"{b.url}{path}", headers={"x-api-key": token_from_b})
+            assert denied.status_code == 403, (path, denied.text)
         revoked = await act(http, a, pair_id, "revoke", reason="done")
         assert revoked["state"] == "revoked" and revoked["peer_notified"] is True, revoked
         assert (await show(http, b, pair_id))["state"] == "revoked"
