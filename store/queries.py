@@ -37,6 +37,7 @@ __all__ = [
     "parked_count",
     "parked_dropped",
     "records_after",
+    "scoped_pending",
     "scoped_page",
     "thread_fold",
     "thread_objects",
@@ -368,6 +369,30 @@ def _merge(
         if len(rows) == limit:
             break
     return rows, scanned_to
+
+
+_NAMESPACE_PENDING = (
+    f"SELECT COUNT(*) FROM (SELECT 1 FROM records WHERE namespace = ? AND seq > ? AND {NAMESPACE_FEED_TERM} LIMIT ?)"
+)
+_THREAD_PENDING = "SELECT COUNT(*) FROM (SELECT 1 FROM records WHERE thread = ? AND seq > ? LIMIT ?)"
+
+
+def scoped_pending(
+    connection: apsw.Connection, *, namespaces: Sequence[str] | None, thread: str | None, after: int, cap: int
+) -> int:
+    """Records of the feed after sequence ``after``, counted up to ``cap`` (what a receiver's lag shows).
+
+    Bounded on purpose: a count walks the index, so it is capped (a caller shows "at least ``cap``")
+    rather than costing as much as the whole backlog on every page of a catch-up.
+    """
+    if thread is not None:
+        return min(cap, _scalar_int(connection, _THREAD_PENDING, (thread, after, cap)))
+    total = 0
+    for namespace in sorted(set(namespaces or ())):
+        total += _scalar_int(connection, _NAMESPACE_PENDING, (namespace, after, cap - total))
+        if total >= cap:
+            return cap
+    return total
 
 
 def _scalar_int(connection: apsw.Connection, sql: str, bindings: tuple[Any, ...]) -> int:

@@ -17,6 +17,7 @@ from quart import Blueprint, Response, request
 from spl.core.errors import InvalidRequest, Unavailable
 from spl.core.text import printable
 from spl.core.wire import parse_json
+from spl.store import queries
 from spl.transport.auth import require
 from spl.transport.context import caller, services
 from spl.transport.requests import json_body
@@ -28,6 +29,7 @@ blueprint = Blueprint("federation", __name__)
 
 HANDSHAKE_ROUTES = frozenset({"/v1/federation/pair", "/v1/federation/pair/poll", "/v1/federation/pair/notify"})
 MAX_HANDSHAKE_BODY = 64 * 1024
+OUT_LAG_CAP = 10_000
 
 
 def pairs() -> Any:
@@ -102,8 +104,19 @@ async def create_pair() -> Response:
 
 @blueprint.get("/v1/federation/pairs/<pair_id>")
 async def show_pair(pair_id: str) -> Response:
+    """One pair; ``lag.out_records`` is what the peer has not pulled yet (counted before consent filters it, up
+    to 10,000), known once the peer has pulled since this daemon started (null until then)."""
     require(caller(), "federation:manage")
-    return json_response(pairs().describe(pair_id))
+    answer = pairs().describe(pair_id)
+    served = answer["cursors"]["serve"]
+    out = None
+    if served:
+        namespaces = sorted({mapping["local"] for mapping in answer["maps"]})
+        out = await services().read(
+            queries.scoped_pending, namespaces=namespaces, thread=None, after=served, cap=OUT_LAG_CAP
+        )
+    answer["lag"]["out_records"] = out
+    return json_response(answer)
 
 
 @blueprint.patch("/v1/federation/pairs/<pair_id>")

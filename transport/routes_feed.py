@@ -72,6 +72,7 @@ def _page_json(page: queries.ChangePage, after: int) -> str:
 # -- filtered feeds: a federation pair's namespaces, or any pull under a consent filter ---------------------
 
 FILTERED_SCAN = 1000  # rows examined per filtered page; a page holds at most this many records
+PENDING_CAP = 10_000  # a page's "pending" counts at most this many records (a receiver's lag shows "≥ 10000")
 MAX_NAMESPACES = 16
 
 
@@ -189,7 +190,11 @@ async def _filtered_changes(namespaces: list[str] | None, thread: str | None, po
     cursor_out = (
         encode_policy_cursor(page.scanned_to, version) if policy is not None else encode_cursor(page.scanned_to)
     )
-    pending = max(page.head - page.scanned_to, 0) if page.has_more else 0
+    pending = 0
+    if page.has_more:
+        pending = await services().read(
+            queries.scoped_pending, namespaces=namespaces, thread=thread, after=page.scanned_to, cap=PENDING_CAP
+        )
     return json_response(
         f'{{"object":"sync_changes","records":[{",".join(items)}],"next_cursor":"{cursor_out}",'
         f'"has_more":{"true" if page.has_more else "false"},"pending":{pending},'
