@@ -981,6 +981,9 @@ class FederationPairs:
                 widened=partial(self._widened, view),
                 pair_id=pair_id,
             )
+        bound = getattr(token, "target_namespace", None) if token is not None else None
+        if bound is not None:
+            target_namespace = bound  # a token bound to a namespace cannot ask to land anywhere else
         if target_namespace is None:
             return None
         return ServePolicy(

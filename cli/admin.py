@@ -151,6 +151,12 @@ def token_mint(
     ),
     label: str = typer.Option("", "--label", help="A note to recognise the token by in `spl token list`."),
     env: str = typer.Option("local", "--env", help="Environment tag in the token (lowercase letters/digits)."),
+    target_namespace: str | None = typer.Option(
+        None,
+        "--target-namespace",
+        help="Bind the token to the consent filter: every pull with it lands in this namespace (a teammate's), so "
+        "records of other namespaces reach it only under a grant (spl consent grant).",
+    ),
     output: str = OUTPUT,
     url: str | None = URL,
 ) -> None:
@@ -158,11 +164,18 @@ def token_mint(
 
     Text output prints only the token on stdout (details and the warning go to stderr),
     so TOKEN=$(spl token mint --scopes records:read) works.
+
+    For a teammate in another namespace pulling a thread with `spl fleet sync add`:
+
+    spl token mint --scopes federation:sync --target-namespace their-ns --label "pull by bob"
     """
     as_json = wants_json(output)
     wanted = _scopes(scopes)
     client = DaemonClient.for_home(_home(), url)
-    reply = call(client, "POST", "/v1/tokens", json_body={"scopes": wanted, "label": label, "env": env})
+    body: dict[str, Any] = {"scopes": wanted, "label": label, "env": env}
+    if target_namespace is not None:
+        body["target_namespace"] = target_namespace
+    reply = call(client, "POST", "/v1/tokens", json_body=body)
     minted = reply.into(TokenMinted)
     if as_json:
         emit_json(reply.payload)

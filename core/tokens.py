@@ -79,6 +79,9 @@ class TokenInfo:
     expires_at: float | None = None
     pair_id: str | None = None
     peer_did: str | None = None
+    # A token minted for a sync pair across namespaces (``spl token mint --target-namespace``): every pull
+    # with it goes through the consent filter as landing in this namespace, whatever the request says.
+    target_namespace: str | None = None
 
     @classmethod
     def of_minted(cls, minted: MintedToken, label: str, scopes: list[str], created_at: float) -> TokenInfo:
@@ -104,6 +107,7 @@ class TokenInfo:
             "expires_at": self.expires_at,
             "pair_id": self.pair_id,
             "peer_did": self.peer_did,
+            "target_namespace": self.target_namespace,
             "status": self.status(),
         }
 

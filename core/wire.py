@@ -98,6 +98,7 @@ class TokenMint(msgspec.Struct):
     scopes: Annotated[list[str], msgspec.Meta(min_length=1)]
     label: str = ""
     env: str = "local"
+    target_namespace: str | None = None  # bind the token to the consent filter (docs/federation-pairs.md)
 
 
 class RecordPush(msgspec.Struct):
@@ -272,7 +273,13 @@ def decode_token_mint(raw: bytes) -> TokenMint:
         raise InvalidRequest(
             f"unknown scope(s) {', '.join(unknown)}; choose from: {', '.join(tokens.SCOPES)}", code="INVALID_SCOPES"
         )
-    return TokenMint(request.scopes, tokens.validate_label(request.label), tokens.validate_env(request.env))
+    target = request.target_namespace
+    return TokenMint(
+        request.scopes,
+        tokens.validate_label(request.label),
+        tokens.validate_env(request.env),
+        validate_namespace_id(target) if target is not None else None,
+    )
 
 
 def _push_problem(field: str | None) -> SplError:

@@ -127,7 +127,8 @@ CREATE TABLE IF NOT EXISTS tokens (
     revoked_at REAL,
     expires_at REAL,  -- NULL: never expires (operator tokens); a federation pair's token: 90 days
     pair_id    TEXT,  -- the federation pair the token was minted for, NULL for every other token
-    peer_did   TEXT   -- the peer it was minted for (NULL likewise)
+    peer_did   TEXT,  -- the peer it was minted for (NULL likewise)
+    target_namespace TEXT  -- a token bound to the consent filter: its pulls land in this namespace
 );
 """
 
@@ -254,7 +255,12 @@ def _upgrade_to_3(connection: apsw.Connection, progress: Callable[[int], None] |
 def _upgrade_to_4(connection: apsw.Connection) -> None:
     """Bind tokens to federation pairs: three nullable columns, NULL for every token that exists (bound to nothing)."""
     present = {row[1] for row in connection.execute("PRAGMA table_info(tokens)")}
-    for column, definition in (("expires_at", "REAL"), ("pair_id", "TEXT"), ("peer_did", "TEXT")):
+    for column, definition in (
+        ("expires_at", "REAL"),
+        ("pair_id", "TEXT"),
+        ("peer_did", "TEXT"),
+        ("target_namespace", "TEXT"),
+    ):
         if column not in present:
             connection.execute(f"ALTER TABLE tokens ADD COLUMN {column} {definition}")
 

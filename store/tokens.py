@@ -30,8 +30,8 @@ LOCAL_ADMIN_SA = "sa_local_admin"  # the service account of the CLI's own admin 
 def load_tokens(connection: apsw.Connection) -> list[TokenInfo]:
     """Every token, revoked ones included (they must still be recognised to answer ``TOKEN_REVOKED``)."""
     rows = connection.execute(
-        "SELECT token_id, env, sa_id, label, scopes, created_at, revoked_at, expires_at, pair_id, peer_did "
-        "FROM tokens ORDER BY created_at"
+        "SELECT token_id, env, sa_id, label, scopes, created_at, revoked_at, expires_at, pair_id, peer_did, "
+        "target_namespace FROM tokens ORDER BY created_at"
     )
     return [
         TokenInfo(
@@ -45,8 +45,9 @@ def load_tokens(connection: apsw.Connection) -> list[TokenInfo]:
             expires_at=expires,
             pair_id=pair_id,
             peer_did=peer_did,
+            target_namespace=target,
         )
-        for token_id, env, sa_id, label, scopes, created, revoked, expires, pair_id, peer_did in rows
+        for token_id, env, sa_id, label, scopes, created, revoked, expires, pair_id, peer_did, target in rows
     ]
 
 
@@ -54,7 +55,7 @@ def insert_token(connection: apsw.Connection, info: TokenInfo) -> None:
     """Store a new token's metadata (active: ``revoked_at`` is not taken from ``info``)."""
     connection.execute(
         "INSERT INTO tokens(token_id, env, sa_id, label, scopes, created_at, revoked_at, expires_at, pair_id, "
-        "peer_did) VALUES (?,?,?,?,?,?,NULL,?,?,?)",
+        "peer_did, target_namespace) VALUES (?,?,?,?,?,?,NULL,?,?,?,?)",
         (
             info.token_id,
             info.env,
@@ -65,6 +66,7 @@ def insert_token(connection: apsw.Connection, info: TokenInfo) -> None:
             info.expires_at,
             info.pair_id,
             info.peer_did,
+            info.target_namespace,
         ),
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 from quart import Blueprint, Response, request
@@ -178,7 +179,9 @@ async def mint_token() -> Response:
     require(request.caller, "admin")  # type: ignore[attr-defined]
     wanted = decode_token_mint(await body_bytes(services().config.max_body_bytes))
     minted = tokens.mint(wanted.env)
-    info = TokenInfo.of_minted(minted, wanted.label, wanted.scopes, time.time())
+    info = replace(
+        TokenInfo.of_minted(minted, wanted.label, wanted.scopes, time.time()), target_namespace=wanted.target_namespace
+    )
     await services().writer.mint_token(info)
     services().tokens.remember(info)  # only once durable: a token that works survives a restart
     return json_response({**info.to_wire(), "token": minted.plaintext}, 201)

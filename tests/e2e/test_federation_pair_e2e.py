@@ -460,3 +460,62 @@ async def test_kill_9_during_catch_up_converges_with_nothing_lost_or_doubled(
 
 async def _between(http: httpx.AsyncClient, node: Node, thread: str, low: int, high: int) -> bool:
     return low <= await thread_count(http, node.url, thread, node.headers) <= high
+
+
+async def test_seed_000_a_sync_pair_across_namespaces_needs_a_grant(daemon_factory: type[DaemonProcess]) -> None:
+    """Seed 000 with `spl fleet sync add`: alice mints bob's token bound to bob's namespace; bob's pair on her task
+    thread receives nothing until alice grants, then projections (L1), then originals (L0)."""
+    alice = await start_node(daemon_factory, "alice")
+    bob = await start_node(daemon_factory, "bob")
+    async with client() as http:
+        await create_namespaces(http, alice, "alice-team")
+        await create_namespaces(http, bob, "alice-team", "bob-team")
+        task = [await emit(http, alice, "th_task_0042", n, namespace="alice-team", note=f"private-{n}") for n in (1, 2)]
+        minted = await http.post(
+            f"{alice.url}/v1/tokens",
+            json={"scopes": ["federation:sync"], "label": "bob", "target_namespace": "bob-team"},
+            headers=alice.headers,
+        )
+        assert minted.status_code == 201 and minted.json()["target_namespace"] == "bob-team", minted.text
+        token = minted.json()["token"]
+        # the bound token cannot ask to land elsewhere: target_namespace in the query is overridden
+        sneaky = await http.get(
+            f"{alice.url}/v1/sync/changes",
+            params={"thread": "th_task_0042", "target_namespace": "alice-team"},
+            headers={"x-api-key": token},
+        )
+        assert sneaky.status_code == 200 and sneaky.json()["records"] == [], sneaky.text
+        created = await http.post(
+            f"{bob.url}/v1/sync/pairs",
+            json={
+                "peer_did": alice.did,
+                "peer_url": alice.url,
+                "thread_id": "th_task_0042",
+                "token": token,
+                "poll_interval": 0.2,
+            },
+            headers=bob.headers,
+        )
+        assert created.status_code == 201, created.text
+        pair_id = created.json()["pair_id"]
+        kicked = await http.post(f"{bob.url}/v1/sync/pairs/{pair_id}/kick?wait=1", headers=bob.headers)
+        assert kicked.status_code == 200 and kicked.json()["state"] == "running", kicked.text
+        assert await records_of(http, bob, "th_task_0042") == []
+
+        grant = await http.post(
+            f"{alice.url}/v1/consent/grants",
+            json={"source_namespace": "alice-team", "target_namespace": "bob-team", "hash_levels": ["L1"]},
+            headers=alice.headers,
+        )
+        assert grant.status_code == 201, grant.text
+        projected = await wait_until(lambda: _at_least(http, bob, "th_task_0042", 2), 20, "projections on bob")
+        assert "private-" not in str(projected)
+        assert {r["body"]["original_id"] for r in projected} == set(task)
+        full = await http.post(
+            f"{alice.url}/v1/consent/grants",
+            json={"source_namespace": "alice-team", "target_namespace": "bob-team", "hash_levels": ["L0"]},
+            headers=alice.headers,
+        )
+        assert full.status_code == 201, full.text
+        everything = await wait_until(lambda: _at_least(http, bob, "th_task_0042", 4), 20, "originals on bob")
+        assert set(task) <= {r["id"] for r in everything}
