@@ -403,7 +403,7 @@ class FederationPairs:
             payload.get("mode"), DEFAULT_FED_POLL if payload.get("poll_interval") is None else payload["poll_interval"]
         )
         local_maps = _local_maps(payload.get("maps"))
-        if len(self.pairs) >= MAX_PAIRS:
+        if self._live_pairs() >= MAX_PAIRS:
             raise Conflict(f"this daemon holds {MAX_PAIRS} federation pairs; revoke some first", code="TOO_MANY_PAIRS")
         steps: list[dict[str, Any]] = []
         peer = self.manager.peer_client(url)
@@ -481,12 +481,18 @@ class FederationPairs:
     async def _post(
         self, peer: Any, url: str, document: dict[str, Any], pair: FederationPair
     ) -> tuple[int, PairResponse]:
-        """POST a handshake document; a refusal revokes what we minted and records the pair as refused."""
+        """POST a handshake document; a refusal revokes what we minted and records the pair as refused.
+
+        No answer at all changes nothing: the peer may have accepted before the connection dropped, so
+        the pair stays ``establishing`` and ``spl federation refresh`` asks the peer how it stands.
+        """
         try:
             status, body = await peer.post(url, document)
         except PeerError as exc:
-            await self._refused(pair, f"peer unreachable during the handshake: {exc}")
-            raise PeerUnavailable(f"peer did not answer the handshake at {printable(url, 120)}: {exc}") from None
+            raise PeerUnavailable(
+                f"peer did not answer at {printable(url, 120)}: {exc}; the pair {pair.pair_id} stays establishing: "
+                f"run `spl federation refresh {pair.pair_id}` once the peer is reachable"
+            ) from None
         if status in (200, 202):
             try:
                 answer = check_pair_response(
@@ -568,7 +574,7 @@ class FederationPairs:
                     "revoke it on both sides before pairing again",
                     code="PAIR_EXISTS",
                 )
-        if len(self.pairs) >= MAX_PAIRS:
+        if self._live_pairs() >= MAX_PAIRS:
             raise TooManyPending(
                 f"this steward holds {MAX_PAIRS} federation pairs; try later",
             )
@@ -687,6 +693,9 @@ class FederationPairs:
         return {"object": "pair_notice_result", "pair_id": notice.pair_id, "state": view.pair.state, "pulled": pulled}
 
     # -- the operator ---------------------------------------------------------------------------------------
+
+    def _live_pairs(self) -> int:
+        return sum(1 for view in self.pairs.values() if view.pair.state != "revoked")
 
     def _view(self, pair_id: str) -> FedView:
         view = self.pairs.get(pair_id) if is_pair_id(pair_id) else None
