@@ -48,14 +48,16 @@ from spl.core.consent import (
 from spl.core.errors import Conflict, InvalidRequest, NotFound, SplError
 from spl.core.federation_pairs import (
     DEFAULT_FED_POLL,
+    MAX_REASON,
     FederationPair,
+    check_manifest_snapshot,
     fold_federation_pairs,
     local_pairs,
     maps_from_local,
     transition,
     validate_thread_allow,
 )
-from spl.core.feed import ManifestInvalid, PeerError
+from spl.core.feed import ManifestInvalid, PeerError, PeerProtocolError
 from spl.core.handshake import (
     TOKEN_SCOPES,
     WINDOW,
@@ -95,6 +97,7 @@ INITIAL_SYNC_WAIT = 60.0
 NOTIFY_DEADLINE = 10.0
 MAX_PENDING = 64
 MAX_PAIRS = 1000
+MAX_STREAMS_PER_PAIR = 2  # a peer needs one continuous feed; one more covers a reconnect racing the old one
 MANIFEST_SNAPSHOT_KEYS = ("object", "manifest_version", "daemon", "federation", "advertises", "consent_policy")
 
 
@@ -235,6 +238,8 @@ class FederationPairs:
         degraded_after: float,
         endpoint: Callable[[], str],
         wall: Callable[[], float] = time.time,
+        auto_namespaces: Sequence[str] = ("default",),
+        min_peer_poll: float = 60.0,
     ) -> None:
         self.manager = manager
         self.identity = identity
@@ -245,6 +250,8 @@ class FederationPairs:
         self.forget_token = forget_token
         self.approval = approval
         self.degraded_after = degraded_after
+        self.auto_namespaces = frozenset(auto_namespaces)
+        self.min_peer_poll = min_peer_poll
         self.endpoint = endpoint
         self.wall = wall
         self.pairs: dict[str, FedView] = {}
@@ -252,7 +259,8 @@ class FederationPairs:
         self._changing = trio.Lock()
         self._granting = trio.Lock()
         self._tokens: dict[str, TokenInfo] = {}  # our tokens for peers, by pair id (ids and metadata only)
-        self._seen_nonces: dict[str, float] = {}  # polls' and notices' nonces within the window: single-use
+        self._seen_nonces: dict[str, dict[str, float]] = {}  # per pair: polls' and notices' nonces in the window
+        self._streams: dict[str, int] = {}  # continuous feeds open per pair (MAX_STREAMS_PER_PAIR)
 
     # -- start ------------------------------------------------------------------------------------------
 
@@ -415,6 +423,8 @@ class FederationPairs:
             raise ManifestRefused(f"{exc} (manifest signature does not verify against advertised DID?)") from None
         except PeerError as exc:
             raise PeerUnavailable(f"could not fetch {printable(url, 120)}/.well-known/syncropel: {exc}") from None
+        if check_manifest_snapshot(_snapshot(manifest)) is None:  # the pair keeps it in its record (16 KiB at most)
+            raise ManifestRefused(f"peer at {printable(url, 120)} serves a manifest over 16 KiB; refusing it")
         steps.append({"ok": True, "line": "manifest fetched + signature verified"})
         if did == self.identity.did:
             raise InvalidRequest(f"{url} is this daemon: a pair joins two stewards", code="SELF_PAIR")
@@ -470,7 +480,7 @@ class FederationPairs:
         if answer.status == "pending":
             steps.append({"ok": False, "line": "waiting for the peer's operator to approve (spl aitl approve)"})
             return 202, {**self.describe(pair_id), "steps": steps, "initial_sync": {"records": 0}}
-        await self._activate_initiator(view, answer.token, answer.token_scopes, answer.token_expires_at)
+        await self._activate_initiator(view, answer)
         scopes = ", ".join(answer.token_scopes)
         steps.append({"ok": True, "line": f"peer token persisted ({scopes})"})
         steps.append({"ok": True, "line": f"recorded on th_federation_pairs (pair_id: {pair_id})"})
@@ -488,6 +498,9 @@ class FederationPairs:
         """
         try:
             status, body = await peer.post(url, document)
+        except PeerProtocolError as exc:  # it answered, with garbage: a refusal, not silence
+            await self._refused(pair, f"peer's answer to the handshake is malformed: {exc}")
+            raise PeerRejected(f"peer's answer to the handshake is malformed: {exc}") from None
         except PeerError as exc:
             raise PeerUnavailable(
                 f"peer did not answer at {printable(url, 120)}: {exc}; the pair {pair.pair_id} stays establishing: "
@@ -520,6 +533,8 @@ class FederationPairs:
             if current.state == "revoked":
                 return
             await self._revoke_pair_tokens(current, now)
+            # Bounded and escaped like every recorded reason: the fold refuses a longer one (and with it the pair).
+            reason = printable(reason, MAX_REASON - 1)
             await self._record(
                 view, replace(current, state="revoked", state_reason=reason, updated_at=now), "pair.reject.v1"
             )
@@ -541,15 +556,16 @@ class FederationPairs:
         _, answer = await self._post(peer, poll_endpoint, document, view.pair)
         return answer
 
-    async def _activate_initiator(
-        self, view: FedView, token: str | None, scopes: Sequence[str], expires_at: float | None
-    ) -> None:
-        if token is None:
+    async def _activate_initiator(self, view: FedView, answer: PairResponse) -> None:
+        """The responder accepted: keep its token (0600, outside the log), take the maps it agreed to (it may
+        have narrowed ours, never widened them), record the pair active and start pulling."""
+        if answer.token is None:
             raise PeerRejected("peer answered active without a token")
-        await trio.to_thread.run_sync(self.manager.tokens.save, view.pair.pair_id, token)
+        await trio.to_thread.run_sync(self.manager.tokens.save, view.pair.pair_id, answer.token)
         now = self.wall()
         async with self._changing:
             pair = transition(view.pair, "answered", now=now, reason="handshake complete")
+            pair = replace(pair, peer_token_expires_at=answer.token_expires_at, maps=answer.maps or pair.maps)
             await self._record(view, pair, "pair.active.v1")
             await self._start_puller(view)
 
@@ -581,15 +597,26 @@ class FederationPairs:
         pending = sum(1 for v in self.pairs.values() if v.pair.state == "establishing" and v.pair.role == "responder")
         if policy == "manual" and pending >= MAX_PENDING:
             raise TooManyPending(f"{MAX_PENDING} pair requests already wait for this steward's operator; try later")
+        maps = request.maps
+        if policy == "auto":
+            # Automatic pairing shares only what the operator opened to it: a stranger naming a namespace does
+            # not get it. The answer narrows the maps (an initiator accepts a narrower answer, never a wider one).
+            maps = tuple(mapping for mapping in request.maps if mapping.responder in self.auto_namespaces)
+            if not maps:
+                raise PairingClosed(
+                    "none of the namespaces you asked for is open to automatic pairing on this steward "
+                    "(federation.auto_namespaces); ask its operator"
+                )
         their_token = unseal(self.identity, request.token_sealed)
         pair = FederationPair(
             pair_id=request.pair_id,
             role="responder",
             peer_did=request.initiator_did,
             peer_url=request.initiator_url,
-            maps=request.maps,
+            maps=maps,
             mode=request.mode,
-            poll_interval=request.poll_interval,
+            # How often we pull is ours to decide: never more often than federation.min_peer_poll_interval.
+            poll_interval=max(request.poll_interval, self.min_peer_poll),
             state="establishing",
             state_reason="waiting for approval (spl aitl approve)",
             nonce=request.nonce,
@@ -599,6 +626,7 @@ class FederationPairs:
             last_refresh_at=None,
             created_at=now,
             updated_at=now,
+            peer_token_expires_at=request.token_expires_at,
         )
         async with self._changing:
             if request.pair_id in self.pairs:  # a concurrent copy of this request won
@@ -607,17 +635,15 @@ class FederationPairs:
             view = await self._record(None, pair, "pair.handshake.v1" if policy == "auto" else "pair.pending.v1")
             if policy == "manual":
                 return 202, self._response(view, request, "pending", None, now)
-            token = await self._approve_locked(view, now)
+            token = await self._approve_locked(view, now, "accepted automatically (federation.pair_approval = auto)")
         return 200, self._response(view, request, "active", token, now)
 
-    async def _approve_locked(self, view: FedView, now: float) -> str:
+    async def _approve_locked(self, view: FedView, now: float, reason: str = "approved by operator") -> str:
         token, info = await self._mint_for_peer(view.pair.pair_id, view.pair.peer_did, now, view.pair.our_token_id)
         pair = replace(view.pair, our_token_id=info.token_id, token_expires_at=info.expires_at)
         await self._record(view, pair, "pair.genesis.v1")
         view.token_for_peer = token
-        await self._record(
-            view, transition(view.pair, "approved", now=now, reason="approved by operator"), "pair.active.v1"
-        )
+        await self._record(view, transition(view.pair, "approved", now=now, reason=reason), "pair.active.v1")
         await self._start_puller(view)
         return token
 
@@ -635,29 +661,31 @@ class FederationPairs:
             now=now,
         )
 
-    def _spend_nonce(self, nonce: str, issued_at: float, now: float) -> None:
+    def _spend_nonce(self, pair_id: str, nonce: str, issued_at: float, now: float) -> None:
         """A poll's or notice's nonce is single-use within the ±5 min window it is accepted in (410 on reuse).
 
-        Kept in memory: a replay must also fall inside the window, so forgetting nonces older than
-        twice the window loses nothing, and the set stays bounded.
+        Called only once the signature and the sender (the pair's own peer) are checked, and kept per
+        pair: no stranger can fill the book of another pair. In memory: a replay must also fall inside
+        the window, so forgetting nonces older than twice the window loses nothing.
         """
-        if len(self._seen_nonces) > 4096:
+        seen = self._seen_nonces.setdefault(pair_id, {})
+        if len(seen) > 256:
             cutoff = now - 2 * WINDOW
-            self._seen_nonces = {key: at for key, at in self._seen_nonces.items() if at >= cutoff}
-        if len(self._seen_nonces) > 65_536:
-            raise TooManyPending("too many signed requests in the last minutes; retry later")
-        if nonce in self._seen_nonces:
+            seen = self._seen_nonces[pair_id] = {key: at for key, at in seen.items() if at >= cutoff}
+        if len(seen) > 4096:
+            raise TooManyPending("too many signed requests for this pair in the last minutes; retry later")
+        if nonce in seen:
             raise NonceReplayed("this signed request was already received (its nonce is spent); send a fresh one")
-        self._seen_nonces[nonce] = max(issued_at, now)
+        seen[nonce] = max(issued_at, now)
 
     async def on_poll(self, payload: object) -> tuple[int, dict[str, Any]]:
         """``POST /v1/federation/pair/poll``: the initiator asks how its pending request stands."""
         now = self.wall()
         poll = check_poll(payload, own_did=self.identity.did, now=now)
-        self._spend_nonce(poll.nonce, poll.issued_at, now)
         view = self.pairs.get(poll.pair_id)
         if view is None or view.pair.peer_did != poll.initiator_did or view.pair.role != "responder":
             raise NotFound("no pair request with that id from you", code="PAIR_UNKNOWN")
+        self._spend_nonce(poll.pair_id, poll.nonce, poll.issued_at, now)
         request = _request_of(view.pair, self.identity.did)
         if view.pair.state == "establishing":
             return 202, self._response(view, request, "pending", None, now)
@@ -681,10 +709,10 @@ class FederationPairs:
         """``POST /v1/federation/pair/notify``: the peer revoked the pair, or asks us to pull now."""
         now = self.wall()
         notice = check_notice(payload, own_did=self.identity.did, now=now)
-        self._spend_nonce(notice.nonce, notice.issued_at, now)
         view = self.pairs.get(notice.pair_id)
         if view is None or view.pair.peer_did != notice.sender_did:
             raise NotFound("no pair with that id joins this steward to you", code="PAIR_UNKNOWN")
+        self._spend_nonce(notice.pair_id, notice.nonce, notice.issued_at, now)
         if notice.event == "revoke":
             if view.pair.state != "revoked":
                 await self._revoke(view, f"revoked by the peer: {notice.reason}", notify=False)
@@ -875,7 +903,7 @@ class FederationPairs:
                     endpoint = _manifest_endpoints(pair.peer_manifest, pair.peer_url)[0] + "/poll"
             answer = await self._poll_once(self.manager.peer_client(pair.peer_url), view, endpoint)
             if answer.status == "active":
-                await self._activate_initiator(view, answer.token, answer.token_scopes, answer.token_expires_at)
+                await self._activate_initiator(view, answer)
                 await self._kick(view, wait=INITIAL_SYNC_WAIT)
                 transitions.append("establishing → active")
             return {**self.describe(pair_id), "transitions": transitions}
@@ -1007,6 +1035,29 @@ class FederationPairs:
     def _widened(self, view: FedView, since: int) -> bool:
         return self.consent.widened_since(since) or view.widened_seq > since
 
+    def open_stream(self, pair_id: str) -> Callable[[], None]:
+        """Count a continuous feed open under ``pair_id``; 429 past :data:`MAX_STREAMS_PER_PAIR`. Returns the
+        (idempotent) release: every open feed re-reads the store on each commit, so a pair gets only a few."""
+        if self._streams.get(pair_id, 0) >= MAX_STREAMS_PER_PAIR:
+            raise TooManyPending(
+                f"this pair already has {MAX_STREAMS_PER_PAIR} continuous feeds open; close one (or wait for it "
+                "to time out) before opening another"
+            )
+        self._streams[pair_id] = self._streams.get(pair_id, 0) + 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                left = self._streams.get(pair_id, 1) - 1
+                if left > 0:
+                    self._streams[pair_id] = left
+                else:
+                    self._streams.pop(pair_id, None)
+
+        return release
+
     def note_served(self, pair_id: str | None, seq: int) -> None:
         view = self.pairs.get(pair_id) if pair_id else None
         if view is not None:
@@ -1110,9 +1161,13 @@ class FederationPairs:
                     "scopes": list(TOKEN_SCOPES) if pair.our_token_id else [],
                     "expires_at": _rfc3339(ours.expires_at if ours else pair.token_expires_at),
                 },
-                "theirs": {"present": self.manager.tokens.read(pair_id) is not None, "scopes": list(TOKEN_SCOPES)},
+                "theirs": {
+                    "present": self.manager.tokens.read(pair_id) is not None,
+                    "scopes": list(TOKEN_SCOPES),
+                    "expires_at": _rfc3339(pair.peer_token_expires_at),
+                },
             },
-            "pull": status.to_wire(now) if status else None,
+            "pull": status.to_wire(now) if status and pair.state != "revoked" else None,
         }
 
     def listing(self) -> list[dict[str, Any]]:
@@ -1192,7 +1247,7 @@ def _manifest_endpoints(manifest: Mapping[str, Any], fallback: str) -> tuple[str
     pair_endpoint = validate_peer_url(federation.get("pair_endpoint"))
     base = federation.get("endpoint")
     endpoint = validate_peer_url(base) if base is not None else fallback
-    if urlsplit(fallback).scheme == "https" and urlsplit(pair_endpoint).scheme != "https":
+    if urlsplit(fallback).scheme == "https" and "http" in (urlsplit(pair_endpoint).scheme, urlsplit(endpoint).scheme):
         raise InvalidRequest("the peer's manifest downgrades https to http; refusing", code="MANIFEST_INVALID")
     return pair_endpoint, endpoint
 

@@ -48,11 +48,13 @@ __all__ = [
     "sync",
 ]
 
-# The daemon polls a responder that holds the request for approval for up to 60 s, after the manifest
-# fetch and the POST: 90 s leaves room for both before the CLI gives up on an answer that is coming.
-PAIR_TIMEOUT = 90.0
+# The daemon polls a responder that holds the request for approval for up to 60 s (``--wait``), after the
+# manifest fetch and the POST: 30 s more leaves room for both before the CLI gives up on an answer that is coming.
+APPROVAL_WAIT_MAX = 60.0  # the daemon's bound on ``wait`` (docs/federation-pairs.md, "The handshake")
+PAIR_TIMEOUT = APPROVAL_WAIT_MAX + 30.0
 SYNC_TIMEOUT = 90.0  # a sync pulls now and waits for the pull; a refresh may re-fetch the manifest and poll
 STEP_MARKS = {True: "✓", False: "✗"}
+WAITING_MARK = "…"  # the step a pair held for approval has not finished: not a failure
 LIVE_STATES = ("active", "paused", "degraded", "peer_manifest_changed")  # the pairs a map can be added to
 STATE_ORDER = ("active", "establishing", "paused", "degraded", "peer_manifest_changed", "revoked")
 FULL_ID_LENGTH = len("pair_") + 16
@@ -255,6 +257,17 @@ def _map_strings(maps: list[str] | None) -> list[str]:
     return checked
 
 
+def _approval_wait(text: str) -> float:
+    """``--wait``: ``0``, ``30s``, ``1m``…, within the daemon's 0 to 60 s, checked here so a typo costs no handshake."""
+    seconds = parse_duration(text, "--wait")
+    if not 0 <= seconds <= APPROVAL_WAIT_MAX:
+        raise CliError(
+            f"--wait {safe(text, 32)!r} is out of range; pass 0 to {APPROVAL_WAIT_MAX:g}s "
+            "(past that, finish with `spl federation refresh PAIR` once the peer approves)"
+        )
+    return seconds
+
+
 def _check_mode(mode: str, option: str) -> str:
     if mode not in MODES:
         raise CliError(f"{option} {safe(mode, 32)!r} is not a mode; use one of {', '.join(MODES)}")
@@ -287,6 +300,12 @@ def pair(
     poll_interval: str | None = typer.Option(
         None, "--poll-interval", help="Between pulls in polling mode: 30s, 5m, 1h (default 5m)."
     ),
+    wait: str | None = typer.Option(
+        None,
+        "--wait",
+        help="How long to wait for the peer's operator to approve: 0 to 60s (default 60s); "
+        "0 returns at once with the pair establishing.",
+    ),
     output: str = OUTPUT,
     url: str | None = URL,
 ) -> None:
@@ -296,13 +315,17 @@ def pair(
 
     Example: spl federation pair http://bob.example:9100/ --map music:projects/music --mode continuous
 
-    When the peer holds requests for its operator (the default), this waits up to 60 s for
+    When the peer holds requests for its operator (the default), this waits up to --wait (60s) for
     `spl aitl approve <pair_id>` there; past that the pair stays establishing and
     `spl federation refresh <pair_id>` completes it once approved.
+
+    Example: spl federation pair https://bob.example/ --wait 0
     """
     del auto_generate_identity  # the daemon's identity exists from `spl init` on; nothing to generate
     as_json = wants_json(output)
     body: dict[str, Any] = {"url": peer_url, "strict": not no_strict}
+    if wait is not None:  # absent: the daemon's default, the longest wait
+        body["wait"] = _approval_wait(wait)
     if maps:
         body["maps"] = _map_strings(maps)
     if mode is not None:
@@ -322,11 +345,13 @@ def pair(
         return
     did = f"{safe(created.peer_did)} " if created.peer_did else ""
     typer.echo(f"Pairing with {did}({safe(created.peer_url or peer_url)}) ...")
+    waiting = reply.status == 202 or created.state == "establishing"
     for step in progress.steps:
-        typer.echo(f"  {STEP_MARKS[step.ok]} {safe(step.line)}")
+        mark = WAITING_MARK if waiting and not step.ok else STEP_MARKS[step.ok]
+        typer.echo(f"  {mark} {safe(step.line)}")
     typer.echo("")
     pair_id = safe(created.pair_id)
-    if reply.status == 202 or created.state == "establishing":
+    if waiting:
         typer.echo(
             f"Pair establishing: waiting for the peer's operator to approve (spl aitl approve {pair_id} on the "
             f"peer); finish with: spl federation refresh {pair_id}"
@@ -425,12 +450,15 @@ def _print_pair(pair: FederationPair) -> None:
     ours, theirs = tokens.ours, tokens.theirs
     if ours is not None and ours.token_id:
         scopes = ", ".join(safe(scope, 64) for scope in ours.scopes)
-        our_token = f"{safe(ours.token_id)} ({scopes}; expires {_when(ours.expires_at, now)})"
+        # Revoking a pair invalidates the tokens minted for it, whatever their expiry said.
+        validity = "revoked with the pair" if pair.state == "revoked" else f"expires {_when(ours.expires_at, now)}"
+        our_token = f"{safe(ours.token_id)} ({scopes}; {validity})"
     else:
         our_token = "-"
     if theirs is not None and theirs.present:
         scopes = ", ".join(safe(scope, 64) for scope in theirs.scopes)
-        their_token = f"stored, never shown ({scopes}; expires {_when(theirs.expires_at, now)})"
+        expiry = "" if theirs.expires_at is None else f"; expires {_when(theirs.expires_at, now)}"
+        their_token = f"stored, never shown ({scopes}{expiry})"
     else:
         their_token = "none"
     lag = pair.lag
@@ -457,7 +485,8 @@ def _print_pair(pair: FederationPair) -> None:
         ("peer_manifest", _manifest_summary(pair.peer_manifest)),
         ("token_ours", our_token),
         ("token_theirs", their_token),
-        *_pull_summary(pair.pull, now),
+        # A revoked pair pulls no more; the daemon may still report its pull loop's last status.
+        *([("pull", "- (revoked: nothing is pulled)")] if pair.state == "revoked" else _pull_summary(pair.pull, now)),
     ]
     typer.echo(f"pair {safe(pair.pair_id)}")
     width = max(len(name) for name, _ in rows) + 1

@@ -67,6 +67,10 @@ DEFAULT_MAX_BODY = 1024 * 1024
 Port = Annotated[int, Meta(ge=0, le=65535)]
 Seconds = Annotated[float, Meta(gt=0, le=3600)]
 LongSeconds = Annotated[float, Meta(ge=60, le=90 * 86400)]
+# A namespace id (spl.core.namespaces): 1-4 '/'-separated segments of [a-z0-9_-], or "default".
+NamespaceId = Annotated[
+    str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}(/[a-z0-9][a-z0-9_-]{0,62}){0,3}$", max_length=256)
+]
 # A file path as an operator types it (printable, no newline); spl only ever opens it, never builds one from input.
 FilePath = Annotated[str, Meta(pattern=r"^[^\x00-\x1f\x7f]{1,4096}$")]
 # A host name or IP address as the HTTP server binds it: no scheme, port, brackets or spaces.
@@ -116,6 +120,10 @@ class FederationSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     """``[federation]``: how this steward answers pair requests, and how it judges its pairs' peers."""
 
     pair_approval: Literal["auto", "manual", "closed"] = "manual"
+    auto_namespaces: Annotated[list[NamespaceId], Meta(max_length=64)] = msgspec.field(
+        default_factory=lambda: ["default"]
+    )
+    min_peer_poll_interval: Annotated[float, Meta(ge=0.05, le=86_400)] = 60.0
     degraded_after: LongSeconds = 86_400.0
     ca_file: FilePath | None = None
 
@@ -150,7 +158,7 @@ class ConfigError(ValueError):
 
 # -- the keys, for people: what each one means (``spl config show``, docs/configuration.md) ---------------
 
-Kind = Literal["str", "optional_url", "optional_str", "int", "seconds", "bool", "origins"]
+Kind = Literal["str", "optional_url", "optional_str", "int", "seconds", "bool", "origins", "names"]
 
 
 @dataclass(frozen=True)
@@ -266,6 +274,19 @@ KEYS: tuple[ConfigKey, ...] = (
         "auto, manual or closed",
         "How pair requests (`spl federation pair` from a peer) are answered: auto = accepted at once, manual = held "
         "for `spl aitl approve`, closed = refused. Shown in the manifest's consent_policy.",
+    ),
+    ConfigKey(
+        "federation.auto_namespaces",
+        "names",
+        'a list of namespace ids such as ["default"] (or default,team)',
+        "With pair_approval = auto, the only namespaces of this steward a pair request may map (others are dropped "
+        "from the answer; a request naming none of them is refused).",
+    ),
+    ConfigKey(
+        "federation.min_peer_poll_interval",
+        "seconds",
+        "a duration from 50ms to 24h, such as 60 or 1m",
+        "The most often this steward pulls from a peer that paired with it, whatever interval the peer proposed.",
     ),
     ConfigKey(
         "federation.degraded_after",
@@ -604,7 +625,7 @@ def parse_value(path: str, typed: str) -> Any:
             return parse_duration(text, path)
         except DurationError:
             raise refuse() from None
-    if key.kind == "origins":
+    if key.kind in ("origins", "names"):
         if text.startswith("["):
             try:
                 origins = json.loads(text)

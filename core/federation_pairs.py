@@ -96,6 +96,7 @@ class FederationPair:
     token_expires_at: float | None = None
     peer_manifest: dict[str, Any] | None = None  # the peer's verified manifest, as last fetched
     last_refresh_at: float | None = None
+    peer_token_expires_at: float | None = None  # when the token the peer minted for us expires
 
     def body(self, kind: str) -> dict[str, Any]:
         """The LEARN body that records this pair as of event ``kind`` (JSON-ready)."""
@@ -312,6 +313,7 @@ def _pair_from_body(body: Mapping[str, Any]) -> FederationPair | None:
         token_expires_at=_optional_number(body["token_expires_at"]),
         peer_manifest=check_manifest_snapshot(body["peer_manifest"]),
         last_refresh_at=_optional_number(body["last_refresh_at"]),
+        peer_token_expires_at=_optional_number(body.get("peer_token_expires_at")),
     )
 
 

@@ -94,6 +94,9 @@ def federation_manifest(
             "requires_did_method": ["did:key"],
             "rejects_did_method": [],
         },
+        # The validity also inside the signed bytes: the signature block's copy (spec §15.13) is not signed,
+        # so whoever serves an expired manifest could re-date it there.
+        "validity": {"signed_at": rfc3339(now), "expires_at": rfc3339(now + MANIFEST_LIFETIME)},
     }
     signature = identity.sign(canonical_json(body))
     body["signature"] = {
@@ -157,7 +160,17 @@ def signed_manifest_did(body: bytes, *, where: str, now: float, strict: bool = T
             f"peer at {url} serves a federation manifest whose signature does not verify; "
             "it is not the daemon it claims to be, or its manifest was altered"
         )
-    expiry = _expires_at(manifest["signature"].get("expires_at"))
+    block_expiry = manifest["signature"].get("expires_at")
+    validity = manifest.get("validity")
+    if isinstance(validity, dict):  # signed: it wins, and the unsigned copy must agree with it
+        if validity.get("expires_at") != block_expiry:
+            raise ManifestInvalid(
+                f"peer at {url} serves a manifest whose signature block was re-dated (its expires_at differs from "
+                "the signed one); it is not the manifest the peer signed"
+            )
+    elif validity is not None:
+        raise ManifestInvalid(f"peer at {url} serves a manifest whose validity is not an object")
+    expiry = _expires_at(block_expiry)
     if expiry is None:
         raise ManifestInvalid(f"peer at {url} serves a manifest without a valid expires_at")
     if expiry <= now and strict:

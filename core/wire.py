@@ -274,6 +274,14 @@ def decode_token_mint(raw: bytes) -> TokenMint:
             f"unknown scope(s) {', '.join(unknown)}; choose from: {', '.join(tokens.SCOPES)}", code="INVALID_SCOPES"
         )
     target = request.target_namespace
+    if target is not None and not set(request.scopes) <= {"federation:sync", "federation:subscribe"}:
+        # Only the change feed honours the binding: a bound token that could also read records directly
+        # (records:read, admin…) would read around the consent filter.
+        raise InvalidRequest(
+            "target_namespace binds a token to the consent filter of the change feed, so it goes only with the "
+            "scopes federation:sync and federation:subscribe; mint it with --scopes federation:sync",
+            code="INVALID_SCOPES",
+        )
     return TokenMint(
         request.scopes,
         tokens.validate_label(request.label),

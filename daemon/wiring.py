@@ -117,6 +117,8 @@ def build_federation(
         forget_token=book.mark_revoked,
         approval=lambda: config.federation.pair_approval,
         degraded_after=config.federation.degraded_after,
+        auto_namespaces=config.federation.auto_namespaces,
+        min_peer_poll=config.federation.min_peer_poll_interval,
         endpoint=endpoint or (lambda: f"http://{bind_host}"),
     )
     return manager

@@ -13,7 +13,7 @@ import contextlib
 import json
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import trio
 from quart import Blueprint, Response, request
@@ -22,7 +22,7 @@ from spl.actors.federation_pairs import ServePolicy
 from spl.actors.hub import EVERY_THREAD, Subscription
 from spl.core.consent import project
 from spl.core.cursor import decode_any_cursor, decode_cursor, encode_cursor, encode_policy_cursor
-from spl.core.errors import InvalidRequest, ScopeForbidden, Unavailable
+from spl.core.errors import AuthRequired, InvalidRequest, ScopeForbidden, SplError, Unavailable
 from spl.core.namespaces import validate_namespace_id
 from spl.core.record import validate_thread
 from spl.core.reserved import refuse_reserved
@@ -34,6 +34,7 @@ from spl.transport.context import caller, services
 from spl.transport.requests import body_bytes, int_arg
 from spl.transport.responses import json_response
 from spl.transport.routes_threads import watch_stream
+from spl.transport.services import Services
 
 __all__ = ["blueprint"]
 
@@ -101,13 +102,13 @@ def _serve_policy(target_namespace: str | None) -> ServePolicy | None:
 
 
 def _filter_page(
-    page: queries.ScopedPage, policy: ServePolicy | None, now: float
+    svc: Services, page: queries.ScopedPage, policy: ServePolicy | None, now: float
 ) -> tuple[list[str], int, dict[str, int]]:
     """The served items of a scanned page (JSON text each), the last sequence served, and what was held back."""
     items: list[str] = []
     held: dict[str, int] = {}
     last = 0
-    identity = services().identity
+    identity = svc.identity
     for row in page.rows:
         if policy is None:
             items.append(f'{{"id":"{row.id}","record":{row.json}}}')
@@ -133,8 +134,10 @@ def _filter_page(
     return items, last, held
 
 
-async def _scoped(namespaces: list[str] | None, thread: str | None, after: int, limit: int) -> queries.ScopedPage:
-    page: queries.ScopedPage = await services().read(
+async def _scoped(
+    svc: Services, namespaces: list[str] | None, thread: str | None, after: int, limit: int
+) -> queries.ScopedPage:
+    page: queries.ScopedPage = await svc.read(
         queries.scoped_page, namespaces=namespaces, thread=thread, after=after, limit=limit, scan_limit=limit
     )
     return page
@@ -159,10 +162,23 @@ async def _filtered_changes(namespaces: list[str] | None, thread: str | None, po
     after = _start_of(cursor, policy)
     version = policy.version if policy is not None else 0
     if feed == "continuous":
+        svc = services()
+        token = caller().token
+        release = svc.federation.fed.open_stream(policy.pair_id) if policy is not None and policy.pair_id else None
         key = thread if thread is not None else EVERY_THREAD
-        subscription = await services().hub.subscribe(key, buffer=256)
-        body = _filtered_stream(subscription, namespaces, thread, policy, after, version)
-        weakref.finalize(body, services().hub.unsubscribe, subscription).atexit = False
+        try:
+            subscription = await svc.hub.subscribe(key, buffer=256)
+        except BaseException:
+            if release is not None:
+                release()
+            raise
+        target = request.args.get("target_namespace")
+
+        def recheck() -> ServePolicy | None:
+            return _current_policy(svc, token.token_id if token is not None else None, target, policy)
+
+        body = _filtered_stream(svc, subscription, namespaces, thread, recheck, after, version, release)
+        weakref.finalize(body, _end_stream, svc, subscription, release).atexit = False
         response = Response(
             body, content_type="text/event-stream; charset=utf-8", headers={"cache-control": "no-cache"}
         )
@@ -171,20 +187,20 @@ async def _filtered_changes(namespaces: list[str] | None, thread: str | None, po
     if feed not in ("normal", "longpoll"):
         raise InvalidRequest("feed must be normal, longpoll or continuous", code="INVALID_PARAMETER")
     limit = int_arg("limit", FILTERED_SCAN, minimum=1, maximum=MAX_PAGE) or FILTERED_SCAN
-    page = await _scoped(namespaces, thread, after, limit)
+    page = await _scoped(services(), namespaces, thread, after, limit)
     if not page.rows and feed == "longpoll":
         wait = _longpoll_seconds(request.args.get("timeout"))
         subscription = await services().hub.subscribe(thread if thread is not None else EVERY_THREAD)
         try:
-            page = await _scoped(namespaces, thread, after, limit)
+            page = await _scoped(services(), namespaces, thread, after, limit)
             if not page.rows:
                 with trio.move_on_after(wait):
                     with contextlib.suppress(trio.EndOfChannel):
                         await subscription.take()
-                page = await _scoped(namespaces, thread, after, limit)
+                page = await _scoped(services(), namespaces, thread, after, limit)
         finally:
             services().hub.unsubscribe(subscription)
-    items, _, held = _filter_page(page, policy, time.time())
+    items, _, held = _filter_page(services(), page, policy, time.time())
     if policy is not None and policy.pair_id is not None and services().federation is not None:
         services().federation.fed.note_served(policy.pair_id, page.scanned_to)
     cursor_out = (
@@ -202,36 +218,79 @@ async def _filtered_changes(namespaces: list[str] | None, thread: str | None, po
     )
 
 
+def _current_policy(
+    svc: Services, token_id: str | None, target: str | None, opened_with: ServePolicy | None
+) -> ServePolicy | None:
+    """What the stream's caller may read *now*: its token may have been revoked or may have expired, its pair
+    paused, revoked or narrowed since the stream opened. Raises the error that ends the stream."""
+    if opened_with is None:
+        return None
+    token = svc.tokens.get(token_id) if token_id is not None else None
+    if token_id is not None and (token is None or token.revoked_at is not None):
+        raise AuthRequired("the token was revoked; the stream ends", code="TOKEN_REVOKED")
+    if token is not None and token.expired(time.time()):
+        raise AuthRequired("the token expired; the stream ends", code="TOKEN_EXPIRED")
+    fed = svc.federation.fed if svc.federation is not None else None
+    if fed is None:
+        raise Unavailable("federation is stopping")
+    policy: ServePolicy | None = fed.policy_for(token, target)
+    return policy
+
+
+def _end_stream(svc: Services, subscription: Subscription, release: Callable[[], None] | None) -> None:
+    svc.hub.unsubscribe(subscription)
+    if release is not None:
+        release()
+
+
 async def _filtered_stream(
+    svc: Services,
     subscription: Subscription,
     namespaces: list[str] | None,
     thread: str | None,
-    policy: ServePolicy | None,
+    recheck: Callable[[], ServePolicy | None],
     after: int,
     version: int,
+    release: Callable[[], None] | None = None,
 ) -> AsyncIterator[bytes]:
     """The continuous form of a filtered feed: the hub only wakes it; every record comes from the store.
 
     Each event's ``id:`` is the cursor to resume from (a policy cursor under a filter), so a
     receiver that reconnects re-reads nothing it already has. A lagged wake-up subscription
-    costs nothing: the next read from the store catches up. No cancel scope is held across a
-    ``yield`` (runtime.md).
+    costs nothing: the next read from the store catches up. The caller's rights are checked
+    again before every page (``recheck``): a revoked or expired token, a paused or revoked
+    pair ends the stream with an ``error`` event, a narrowed allow-list or map applies at
+    once, and a widened grant starts the feed over (the receiver de-duplicates). No cancel
+    scope is held across a ``yield`` (runtime.md).
     """
-    heartbeat = services().config.heartbeat_seconds
+    heartbeat = svc.config.heartbeat_seconds
     try:
         while True:
-            page = await _scoped(namespaces, thread, after, FILTERED_SCAN)
+            try:
+                policy = recheck()
+            except SplError as error:
+                yield sse.error_frame(error.code, error.message)
+                return
+            if policy is not None:
+                if policy.version != version and policy.widened(version):
+                    after = 0  # what it was refused before may now be its: start over
+                version = policy.version if policy is not None else version
+                if namespaces is not None and policy.pair_id is not None:
+                    namespaces = [name for name in namespaces if name in policy.targets]
+            page = await _scoped(svc, namespaces, thread, after, FILTERED_SCAN) if namespaces != [] else None
+            if page is None:
+                page = queries.ScopedPage([], False, after, after)
             if page.rows:
                 frames = []
                 now = time.time()
                 for row in page.rows:
-                    items, last, _ = _filter_page(queries.ScopedPage([row], False, row.seq, row.seq), policy, now)
+                    items, last, _ = _filter_page(svc, queries.ScopedPage([row], False, row.seq, row.seq), policy, now)
                     for item in items:
                         event_id = encode_policy_cursor(last, version) if policy is not None else str(last)
                         frames.append(f"event: record.created\nid: {event_id}\ndata: {item}\n\n".encode("ascii"))
                 after = page.scanned_to
-                if policy is not None and policy.pair_id is not None and services().federation is not None:
-                    services().federation.fed.note_served(policy.pair_id, after)
+                if policy is not None and policy.pair_id is not None and svc.federation is not None:
+                    svc.federation.fed.note_served(policy.pair_id, after)
                 if frames:
                     yield b"".join(frames)
                 if page.has_more:
@@ -247,10 +306,8 @@ async def _filtered_stream(
                 if subscription.shutdown:
                     yield sse.shutdown_frame(200)
                     return
-                services().hub.unsubscribe(subscription)  # lagged: a fresh wake-up channel, nothing is lost
-                subscription = await services().hub.subscribe(
-                    thread if thread is not None else EVERY_THREAD, buffer=256
-                )
+                svc.hub.unsubscribe(subscription)  # lagged: a fresh wake-up channel, nothing is lost
+                subscription = await svc.hub.subscribe(thread if thread is not None else EVERY_THREAD, buffer=256)
                 continue
             if woke:
                 while True:  # everything buffered is covered by the next read
@@ -261,7 +318,7 @@ async def _filtered_stream(
                 continue
             yield sse.heartbeat_frame()
     finally:
-        services().hub.unsubscribe(subscription)
+        _end_stream(svc, subscription, release)
 
 
 @blueprint.get("/v1/sync/changes")

@@ -32,10 +32,14 @@ class Node:
         return self.process.url
 
 
-async def start_node(factory: type[DaemonProcess], name: str, *, approval: str = "auto") -> Node:
+async def start_node(
+    factory: type[DaemonProcess], name: str, *, approval: str = "auto", auto_namespaces: tuple[str, ...] = ("default",)
+) -> Node:
     process = factory(name, insecure=False)
     config = process.home.load_config()
     config.federation.pair_approval = approval  # type: ignore[assignment]
+    config.federation.auto_namespaces = list(auto_namespaces)
+    config.federation.min_peer_poll_interval = 0.2  # tests pair with 0.2 s polling both ways
     process.home.save_config(config)
     await trio.to_thread.run_sync(functools.partial(process.start, port=0))
     headers = {"authorization": f"Bearer {process.admin_token}", **JSON}
@@ -220,6 +224,8 @@ async def test_set_mode_continuous_and_thread_allow_narrow_what_flows(daemon_fac
         assert changed.status_code == 200 and changed.json()["mode"] == "continuous", changed.text
         await emit(http, b, "th_live", 1)
         await wait_until(lambda: _count(http, a, "th_live", 1), 20, "a record streamed to a (continuous)")
+        pull = (await show(http, a, pair_id))["pull"]
+        assert pull["errors_total"] == 0 and pull["state"] == "running", pull  # streamed, not retried into
         narrowed = await http.patch(
             f"{b.url}/v1/federation/pairs/{pair_id}", json={"thread_allow": ["th_open*"]}, headers=b.headers
         )
@@ -365,7 +371,7 @@ async def test_consent_nothing_crosses_namespaces_without_a_grant_l1_projects_l0
 ) -> None:
     """Seed 000's promise: different namespaces share nothing without a grant on th_consent; an L1 grant delivers
     verified redacted projections (never the content); a later L0 grant delivers the originals."""
-    a = await start_node(daemon_factory, "a")
+    a = await start_node(daemon_factory, "a", auto_namespaces=("default", "music"))
     b = await start_node(daemon_factory, "b")
     async with client() as http:
         await create_namespaces(http, a, "music")

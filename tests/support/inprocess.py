@@ -187,6 +187,9 @@ async def run_in_process(home: Home, *, insecure: bool = True, **config_fields: 
             pool,
             bind_host="127.0.0.1",
             peer_transport=httpx.MockTransport(_no_network),
+            config=config,
+            tokens=tokens,
+            endpoint=lambda: ENDPOINT,
         )
         services = Services(
             home_root=home.root,
