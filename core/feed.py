@@ -104,6 +104,12 @@ class PeerDnsFailure(PeerError):
     code = "DNS_FAILURE"
 
 
+class PeerTlsFailure(PeerError):
+    """The peer's HTTPS certificate does not verify against the system's CAs and ``federation.ca_file``."""
+
+    code = "TLS_UNVERIFIED"
+
+
 class PeerTimeout(PeerError):
     code = "TIMEOUT"
 

@@ -60,6 +60,7 @@ ERROR_CODES = (
     "CONNECT_REFUSED",
     "TIMEOUT",
     "DNS_FAILURE",
+    "TLS_UNVERIFIED",  # the peer's HTTPS certificate does not verify (federation.ca_file adds a CA)
     "HTTP_4XX",
     "HTTP_5XX",
     "PARSE_ERROR",

@@ -50,6 +50,7 @@ from spl.core.feed import (
     PeerRefused,
     PeerShuttingDown,
     PeerTimeout,
+    PeerTlsFailure,
     PeerUnreachable,
     StreamLagged,
     brief,
@@ -150,6 +151,16 @@ def _exception_text(exc: BaseException) -> str:
         return ""
 
 
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 8:
+        if isinstance(current, kind):
+            return True
+        current, seen = current.__cause__ or current.__context__, seen + 1
+    return False
+
+
 def classify(exc: BaseException) -> PeerError:
     """The :class:`PeerError` for an exception met while talking to a peer.
 
@@ -168,6 +179,11 @@ def classify(exc: BaseException) -> PeerError:
     if isinstance(exc, httpx.RemoteProtocolError | httpx.DecodingError):
         return PeerProtocolError(f"peer broke the HTTP protocol ({name}: {printable(text, 120)})")
     if isinstance(exc, httpx.ConnectError | httpx.NetworkError | OSError):
+        if "certificate verify failed" in text or _caused_by(exc, ssl.SSLCertVerificationError):
+            return PeerTlsFailure(
+                "peer's HTTPS certificate does not verify (self-signed, expired, or for another name); fix its "
+                "chain, or add the CA that signed it with federation.ca_file (verification is never turned off)"
+            )
         if any(hint in text for hint in _DNS_HINTS):
             return PeerDnsFailure("peer_url hostname does not resolve; check the URL")
         return PeerUnreachable("peer not reachable; is its daemon running and bound to this address?")
