@@ -97,6 +97,7 @@ INITIAL_SYNC_WAIT = 60.0
 NOTIFY_DEADLINE = 10.0
 MAX_PENDING = 64
 MAX_PAIRS = 1000
+PENDING_TTL = 86_400.0  # a pair request nobody approved or rejected within a day gives its place up
 MAX_STREAMS_PER_PAIR = 2  # a peer needs one continuous feed; one more covers a reconnect racing the old one
 MANIFEST_SNAPSHOT_KEYS = ("object", "manifest_version", "daemon", "federation", "advertises", "consent_policy")
 
@@ -594,9 +595,10 @@ class FederationPairs:
             raise TooManyPending(
                 f"this steward holds {MAX_PAIRS} federation pairs; try later",
             )
-        pending = sum(1 for v in self.pairs.values() if v.pair.state == "establishing" and v.pair.role == "responder")
-        if policy == "manual" and pending >= MAX_PENDING:
-            raise TooManyPending(f"{MAX_PENDING} pair requests already wait for this steward's operator; try later")
+        if policy == "manual" and self._waiting() >= MAX_PENDING:
+            await self._expire_pending(now)  # requests nobody decided on within a day make room
+            if self._waiting() >= MAX_PENDING:
+                raise TooManyPending(f"{MAX_PENDING} pair requests already wait for this steward's operator; try later")
         maps = request.maps
         if policy == "auto":
             # Automatic pairing shares only what the operator opened to it: a stranger naming a namespace does
@@ -721,6 +723,19 @@ class FederationPairs:
         return {"object": "pair_notice_result", "pair_id": notice.pair_id, "state": view.pair.state, "pulled": pulled}
 
     # -- the operator ---------------------------------------------------------------------------------------
+
+    def _waiting(self) -> int:
+        return sum(1 for v in self.pairs.values() if v.pair.state == "establishing" and v.pair.role == "responder")
+
+    async def _expire_pending(self, now: float) -> None:
+        """Reject the requests that waited longer than :data:`PENDING_TTL` (throw-away keys cannot hold the queue)."""
+        async with self._changing:
+            for view in list(self.pairs.values()):
+                pair = view.pair
+                if pair.state == "establishing" and pair.role == "responder" and now - pair.created_at > PENDING_TTL:
+                    reason = "expired: no operator decision within 24 h"
+                    await self._record(view, transition(pair, "rejected", now=now, reason=reason), "pair.reject.v1")
+                    await trio.to_thread.run_sync(self.manager.tokens.delete, pair.pair_id)
 
     def _live_pairs(self) -> int:
         return sum(1 for view in self.pairs.values() if view.pair.state != "revoked")

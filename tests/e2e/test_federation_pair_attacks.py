@@ -531,9 +531,8 @@ async def test_a_pair_token_reads_only_its_mapped_namespaces_allowed_threads_and
 async def test_manual_approval_holds_at_most_64_strangers_and_lists_them_escaped(
     daemon_factory: type[DaemonProcess],
 ) -> None:
-    """The bound holds (429 past 64) — which is also the finding: 64 throwaway keys fill the queue, pending
-    requests never expire, and every genuine request is then refused until the operator rejects them one by
-    one (and rejected pairs still count toward the 1,000-pair cap, see the in-process test below)."""
+    """The bound holds (429 past 64), and what the operator is shown is escaped. (Requests nobody decides on give
+    their place up after a day: see ``test_undecided_requests_expire_and_make_room``.)"""
     b = await start_node(daemon_factory, "b", approval="manual")
     async with client() as http:
         url = f"{b.url}/v1/federation/pair"
@@ -758,3 +757,32 @@ async def test_one_pair_token_cannot_hold_many_continuous_feeds(daemon_factory: 
                 statuses.append(await nursery.start(follow, http, feed, token, Stream([])))
             nursery.cancel_scope.cancel()
         assert 429 in statuses, f"eight concurrent continuous feeds for one pair were all accepted: {statuses}"
+
+
+async def test_undecided_requests_expire_and_make_room(
+    auto_daemon: InProcessDaemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Throw-away keys filling the manual-approval queue hold it for a day at most, then are rejected as expired."""
+    import dataclasses
+
+    import spl.actors.federation_pairs as federation_pairs
+
+    monkeypatch.setattr(federation_pairs, "MAX_PENDING", 2)
+    fed = auto_daemon.services.federation.fed  # type: ignore[union-attr]
+    fed.approval = lambda: "manual"
+    did = auto_daemon.services.identity.did
+    waiting = []
+    for _ in range(2):
+        document = Stranger(did).request()
+        answer = await auto_daemon.post("/v1/federation/pair", json=document)
+        assert answer.status_code == 202, answer.text
+        waiting.append(document["pair_id"])
+    full = await auto_daemon.post("/v1/federation/pair", json=Stranger(did).request())
+    assert full.status_code == 429, full.text
+    for pair_id in waiting:  # a day and a bit later
+        view = fed.pairs[pair_id]
+        view.pair = dataclasses.replace(view.pair, created_at=view.pair.created_at - 90_000)
+    room = await auto_daemon.post("/v1/federation/pair", json=Stranger(did).request())
+    assert room.status_code == 202, room.text
+    for pair_id in waiting:
+        assert fed.pairs[pair_id].pair.state == "revoked" and "expired" in fed.pairs[pair_id].pair.state_reason

@@ -445,7 +445,7 @@ async def test_kill_9_during_catch_up_converges_with_nothing_lost_or_doubled(
     the source's records (the cursor commits with the records it covers)."""
     a = await start_node(daemon_factory, "a")
     b = await start_node(daemon_factory, "b")
-    total = 3000
+    total = 2000
     async with client() as http:
         pair_id = await paired(http, a, b, mode="on-demand")
         await _emit_many(http, b, "th_bulk", total)
