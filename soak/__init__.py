@@ -16,6 +16,8 @@ The soak, bottom up:
 
 The benchmarks, each ``python -m spl.soak.<name>``: :mod:`~spl.soak.emit_bench`,
 :mod:`~spl.soak.federation_bench`, :mod:`~spl.soak.capacity`, :mod:`~spl.soak.scale` (every read at 10k–10M records),
-:mod:`~spl.soak.emit_overhead` (spl's share of an emit over a bare route); :mod:`~spl.soak.stats` summarises latencies.
+:mod:`~spl.soak.emit_overhead` (spl's share of an emit over a bare route), :mod:`~spl.soak.federation_pair_bench`
+(handshake, federation-pair catch-up, continuous lag) and :mod:`~spl.soak.filtered_pull` (a namespace pull under the
+consent filter at two store sizes); :mod:`~spl.soak.stats` summarises latencies.
 Nothing here imports :mod:`spl.cli`: the command is a presenter over this package.
 """

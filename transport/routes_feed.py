@@ -109,10 +109,16 @@ def _filter_page(
     held: dict[str, int] = {}
     last = 0
     identity = svc.identity
+    # A federation pair pulls both ways: a record the peer itself signed came from it, and sending it back
+    # would only make the peer verify what it already holds (the echo cost the source's CPU per record 3×).
+    echo = f'"signer":"{policy.peer_did}"' if policy is not None and policy.pair_id is not None else None
     for row in page.rows:
         if policy is None:
             items.append(f'{{"id":"{row.id}","record":{row.json}}}')
             last = row.seq
+            continue
+        if echo is not None and _signed_by_peer(row.json, echo):
+            held["theirs"] = held.get("theirs", 0) + 1
             continue
         decision, target = policy.decision(row.namespace, row.thread, now)
         if decision.action == "deliver":
@@ -132,6 +138,16 @@ def _filter_page(
         else:
             held["withheld"] = held.get("withheld", 0) + 1
     return items, last, held
+
+
+def _signed_by_peer(stored_json: str, signer_field: str) -> bool:
+    """Whether a stored record's own ``signer`` is ``signer_field``'s DID, read off its JSON text.
+
+    Exact without parsing: a stored record's top-level ``signer`` comes after its body (``core.stored``), and
+    inside the body a quote is always escaped, so the last unescaped ``"signer":"`` is the record's own.
+    """
+    at = stored_json.rfind('"signer":"')
+    return at >= 0 and stored_json.startswith(signer_field, at)
 
 
 async def _scoped(

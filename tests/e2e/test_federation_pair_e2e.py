@@ -88,6 +88,13 @@ async def test_auto_pair_then_records_flow_both_ways(daemon_factory: type[Daemon
         await wait_until(lambda: _count(http, b, "th_shared", 2), 20, "a's record on b")
         await emit(http, b, "th_shared", 3, n=3)
         await wait_until(lambda: _count(http, a, "th_shared", 3), 20, "b's record on a")
+        # No echo: b holds a's record, but never serves it back to a (a signed it; it has it).
+        token_from_b = (a.process.home.root / "secrets" / "pairs" / f"{pair_id}.token").read_text().strip()
+        page = (
+            await http.get(f"{b.url}/v1/sync/changes?namespace=default", headers={"x-api-key": token_from_b})
+        ).json()
+        assert {r["record"]["signer"] for r in page["records"]} == {b.did}, page
+        assert page["held_back"]["theirs"] == 1
 
 
 async def _count(http: httpx.AsyncClient, node: Node, thread: str, wanted: int) -> bool:
