@@ -13,7 +13,6 @@ condition against a deadline; nothing sleeps to let something happen.
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -26,47 +25,16 @@ import trio
 from fed_support import wait_until
 from hostile_responder import HostileResponder, Stranger, resign
 from inprocess import InProcessDaemon, copy_home, run_in_process
+from pair_nodes import JSON, Node, act, client, create_namespaces, start_node
+from pair_nodes import emit as emit_as
 
 from spl.core.handshake import NamespaceMap
 from spl.core.identity import Identity
 from spl.daemon.launcher import DaemonProcess
 
-JSON = {"content-type": "application/json"}
-
-
-@dataclass
-class Node:
-    process: DaemonProcess
-    did: str
-    headers: dict[str, str]
-
-    @property
-    def url(self) -> str:
-        return self.process.url
-
-
-async def start_node(factory: type[DaemonProcess], name: str, *, approval: str = "auto") -> Node:
-    """A real daemon with auth on and ``federation.pair_approval`` = ``approval``."""
-    process = factory(name, insecure=False)
-    config = process.home.load_config()
-    config.federation.pair_approval = approval  # type: ignore[assignment]
-    process.home.save_config(config)
-    await trio.to_thread.run_sync(functools.partial(process.start, port=0))
-    headers = {"authorization": f"Bearer {process.admin_token}", **JSON}
-    async with httpx.AsyncClient(timeout=10) as http:
-        response = await http.get(f"{process.url}/v1/identity", headers=headers)
-    return Node(process, response.json()["did"], headers)
-
-
-def client() -> httpx.AsyncClient:
-    return httpx.AsyncClient(timeout=60)
-
 
 async def emit(http: httpx.AsyncClient, node: Node, thread: str, clock: int, **body: Any) -> str:
-    record = {"act": "PUT", "actor": "did:test:attack", "thread": thread, "clock": clock, "body": body or {"n": clock}}
-    response = await http.post(f"{node.url}/v1/records", json=record, headers=node.headers)
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
+    return await emit_as(http, node, thread, clock, actor="did:test:attack", **body)
 
 
 async def stranger_pair(http: httpx.AsyncClient, node: Node, stranger: Stranger, **request: Any) -> tuple[str, str]:
@@ -77,12 +45,6 @@ async def stranger_pair(http: httpx.AsyncClient, node: Node, stranger: Stranger,
     token = stranger.accept(document, answer.json()).token
     assert token is not None
     return token, str(document["pair_id"])
-
-
-async def act(http: httpx.AsyncClient, node: Node, pair_id: str, action: str, **body: Any) -> dict[str, Any]:
-    response = await http.post(f"{node.url}/v1/federation/pairs/{pair_id}/{action}", json=body, headers=node.headers)
-    assert response.status_code == 200, response.text
-    return dict(response.json())
 
 
 @dataclass
@@ -168,11 +130,6 @@ async def test_narrowing_the_thread_allow_list_applies_to_an_open_continuous_fee
 # -- 2. what a stranger's signature buys under federation.pair_approval = auto -------------------------------------
 
 
-async def create_namespace(http: httpx.AsyncClient, node: Node, name: str) -> None:
-    response = await http.post(f"{node.url}/v1/namespaces", json={"id": name}, headers=node.headers)
-    assert response.status_code in (200, 201), response.text
-
-
 async def test_auto_approval_does_not_hand_a_stranger_a_namespace_it_names(
     daemon_factory: type[DaemonProcess],
 ) -> None:
@@ -180,7 +137,7 @@ async def test_auto_approval_does_not_hand_a_stranger_a_namespace_it_names(
     another namespace is refused, or sees its answer narrowed to what is open, and reads nothing else."""
     b = await start_node(daemon_factory, "b")
     async with client() as http:
-        await create_namespace(http, b, "private")
+        await create_namespaces(http, b, "private")
         await emit(http, b, "th_diary", 1, namespace="private", text="secret-diary")
         alone = Stranger(b.did).request(maps=[NamespaceMap("private", "private")])
         refused = await http.post(f"{b.url}/v1/federation/pair", json=alone, headers=JSON)
@@ -477,7 +434,7 @@ async def test_a_pair_token_reads_only_its_mapped_namespaces_allowed_threads_and
     b = await start_node(daemon_factory, "b")
     stranger = Stranger(b.did)
     async with client() as http:
-        await create_namespace(http, b, "private")
+        await create_namespaces(http, b, "private")
         await emit(http, b, "th_open_1", 1, text="shared-1")
         await emit(http, b, "th_hidden", 1, text="hidden-by-allow-list")
         await emit(http, b, "th_private", 1, namespace="private", text="private-1")

@@ -7,56 +7,23 @@ fixtures kill them all in teardown. Every wait polls a condition against a deadl
 
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 import trio
-from fed_support import all_records, thread_count, wait_until
+from fed_support import all_records, signed, thread_count, wait_until
+from pair_nodes import JSON, Node, act, client, create_namespaces, emit
+from pair_nodes import start_node as start_any_node
 
 from spl.daemon.launcher import DaemonProcess
-
-JSON = {"content-type": "application/json"}
-
-
-@dataclass
-class Node:
-    process: DaemonProcess
-    did: str
-    headers: dict[str, str]
-
-    @property
-    def url(self) -> str:
-        return self.process.url
 
 
 async def start_node(
     factory: type[DaemonProcess], name: str, *, approval: str = "auto", auto_namespaces: tuple[str, ...] = ("default",)
 ) -> Node:
-    process = factory(name, insecure=False)
-    config = process.home.load_config()
-    config.federation.pair_approval = approval  # type: ignore[assignment]
-    config.federation.auto_namespaces = list(auto_namespaces)
-    config.federation.min_peer_poll_interval = 0.2  # tests pair with 0.2 s polling both ways
-    process.home.save_config(config)
-    await trio.to_thread.run_sync(functools.partial(process.start, port=0))
-    headers = {"authorization": f"Bearer {process.admin_token}", **JSON}
-    async with httpx.AsyncClient(timeout=10) as http:
-        response = await http.get(f"{process.url}/v1/identity", headers=headers)
-    return Node(process, response.json()["did"], headers)
-
-
-def client() -> httpx.AsyncClient:
-    return httpx.AsyncClient(timeout=90)
-
-
-async def emit(http: httpx.AsyncClient, node: Node, thread: str, clock: int, **body: Any) -> str:
-    record = {"act": "PUT", "actor": "did:test:fp", "thread": thread, "clock": clock, "body": body or {"n": clock}}
-    response = await http.post(f"{node.url}/v1/records", json=record, headers=node.headers)
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
+    """Pairs in these tests poll every 0.2 s both ways: the responder's floor is lowered to match."""
+    return await start_any_node(factory, name, approval=approval, auto_namespaces=auto_namespaces, min_peer_poll=0.2)
 
 
 async def records_of(http: httpx.AsyncClient, node: Node, thread: str) -> list[dict[str, Any]]:
@@ -103,12 +70,6 @@ async def _count(http: httpx.AsyncClient, node: Node, thread: str, wanted: int) 
 
 async def show(http: httpx.AsyncClient, node: Node, pair_id: str) -> dict[str, Any]:
     response = await http.get(f"{node.url}/v1/federation/pairs/{pair_id}", headers=node.headers)
-    assert response.status_code == 200, response.text
-    return dict(response.json())
-
-
-async def act(http: httpx.AsyncClient, node: Node, pair_id: str, action: str, **body: Any) -> dict[str, Any]:
-    response = await http.post(f"{node.url}/v1/federation/pairs/{pair_id}/{action}", json=body, headers=node.headers)
     assert response.status_code == 200, response.text
     return dict(response.json())
 
@@ -367,12 +328,6 @@ async def test_an_expired_manifest_is_refused_unless_no_strict(daemon_factory: t
             assert "rejected handshake: 501" in lenient.json()["message"]  # http.server has no POST
 
 
-async def create_namespaces(http: httpx.AsyncClient, node: Node, *names: str) -> None:
-    for name in names:
-        response = await http.post(f"{node.url}/v1/namespaces", json={"id": name}, headers=node.headers)
-        assert response.status_code in (200, 201), response.text
-
-
 async def test_consent_nothing_crosses_namespaces_without_a_grant_l1_projects_l0_delivers(
     daemon_factory: type[DaemonProcess],
 ) -> None:
@@ -434,14 +389,15 @@ async def _at_least(http: httpx.AsyncClient, node: Node, thread: str, wanted: in
     return found if len(found) >= wanted else None
 
 
-async def _emit_many(http: httpx.AsyncClient, node: Node, thread: str, count: int, *, start: int = 1) -> None:
-    async def worker(first: int) -> None:
-        for clock in range(first, start + count, 8):
-            await emit(http, node, thread, clock)
+async def _push_many(http: httpx.AsyncClient, node: Node, thread: str, count: int) -> None:
+    """``count`` records signed by a third instance, pushed in batches of 1,000 (fast: one commit per batch)."""
+    from spl.core.identity import Identity
 
-    async with trio.open_nursery() as nursery:
-        for offset in range(8):
-            nursery.start_soon(worker, start + offset)
+    third = Identity.generate()
+    for first in range(1, count + 1, 1000):
+        batch = [signed(third, thread, clock) for clock in range(first, min(first + 1000, count + 1))]
+        pushed = await http.post(f"{node.url}/v1/sync/records", json={"records": batch}, headers=node.headers)
+        assert pushed.status_code == 200 and len(pushed.json()["accepted"]) == len(batch), pushed.text[:300]
 
 
 @pytest.mark.parametrize("victim", ["puller", "source"])
@@ -452,10 +408,10 @@ async def test_kill_9_during_catch_up_converges_with_nothing_lost_or_doubled(
     the source's records (the cursor commits with the records it covers)."""
     a = await start_node(daemon_factory, "a")
     b = await start_node(daemon_factory, "b")
-    total = 2000
+    total = 20_000  # a few seconds of catch-up: long enough to kill either side in the middle of it
     async with client() as http:
         pair_id = await paired(http, a, b, mode="on-demand")
-        await _emit_many(http, b, "th_bulk", total)
+        await _push_many(http, b, "th_bulk", total)
         changed = await http.patch(
             f"{a.url}/v1/federation/pairs/{pair_id}", json={"mode": "polling", "poll_interval": 0.2}, headers=a.headers
         )
