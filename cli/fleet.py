@@ -130,10 +130,10 @@ def _state_counts(pairs: Iterable[Pair]) -> str:
 
 
 def federation_lines(pairs: list[Pair], indent: str = "  ") -> list[str]:
-    """The Federation block of ``spl status``: a header, then one line per pair."""
+    """The sync-pair block of ``spl status`` (federation pairs follow it): a header, then one line per pair."""
     if not pairs:
-        return ["Federation (no pairs)"]
-    lines = [f"Federation ({len(pairs)} pair{'s' if len(pairs) != 1 else ''}: {_state_counts(pairs)})"]
+        return ["Sync pairs (none)"]
+    lines = [f"Sync pairs ({len(pairs)} pair{'s' if len(pairs) != 1 else ''}: {_state_counts(pairs)})"]
     rows = [
         (
             _short_id(pair.pair_id),

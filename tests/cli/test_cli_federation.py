@@ -630,7 +630,7 @@ def test_status_lists_federation_pairs_after_the_sync_pairs(canned: Callable[...
     }
     daemon = canned(lambda method, path: (200, status) if path == "/v1/status" else routes(method, path))
     rows = assert_inert(daemon("status").ok().out)
-    start = rows.index("Federation (no pairs)")
+    start = rows.index("Sync pairs (none)")
     assert rows[start + 1].startswith(f"Federation pairs ({len(PAIRS)}: 2 active, 1 revoked, 1 bob\\x1b]0;pwned")
     assert rows[start + 2].startswith("  a1b2c3d4 ⇄ bob.example:9100") and "polling every 5m" in rows[start + 2]
     assert "lag in 138 rec (12s), out 3 rec" in rows[start + 2]
@@ -638,7 +638,7 @@ def test_status_lists_federation_pairs_after_the_sync_pairs(canned: Callable[...
     assert as_json["federation_pairs"] == list(PAIRS.values()) and as_json["instance_did"] == "did:key:z6MkAlice"
 
     older = canned(lambda method, path: (200, status) if path == "/v1/status" else routes("GET", "/nowhere"))
-    assert older("status").ok().out.endswith("Federation (no pairs)\n")  # a daemon without the route: no block
+    assert older("status").ok().out.endswith("Sync pairs (none)\n")  # a daemon without the route: no block
     assert "federation_pairs" not in older("status", "-o", "json").ok().json()
 
 

@@ -112,7 +112,7 @@ def test_seed_002_two_daemons_then_bidirectional(daemon_factory: Any) -> None:
 
     # 6-7. Pair status and the Federation block.
     status = on_b("status").ok().out
-    assert "\nFederation (1 pair: 1 running)\n" in status
+    assert "\nSync pairs (1 pair: 1 running)\n" in status
     line = rf"^  {pair_b[5:13]} ← 127\.0\.0\.1:{a.port} thread:{DEMO} \d+ rec/min, lag \d+s$"
     assert re.search(line, status, re.M), status
     federation = on_b("status", "--json").ok().json()["federation"]
@@ -231,7 +231,7 @@ def test_pair_to_a_stopped_peer_is_failing_connect_refused(daemon_factory: Any) 
     )
     assert pulled.code == 1 and len(pulled.err.splitlines()) == 1
     status = here("status").ok().out
-    assert "\nFederation (1 pair: 1 failing)\n" in status
+    assert "\nSync pairs (1 pair: 1 failing)\n" in status
     line = rf"^  {pair_id_text[5:13]} ← 127\.0\.0\.1:{peer.port} thread:th_archive FAILING: CONNECT_REFUSED$"
     assert re.search(line, status, re.M), status
     detail = here("fleet", "sync", "status", pair_id_text).ok().out
@@ -247,7 +247,7 @@ def test_pair_to_a_stopped_peer_is_failing_connect_refused(daemon_factory: Any) 
 
 def test_status_and_doctor_on_a_healthy_daemon(cli: Cli, daemon: Any) -> None:
     status = cli("status").ok().out
-    assert status.endswith("Federation (no pairs)\n")
+    assert status.endswith("Sync pairs (none)\n")
     doctor = cli("doctor")
     assert doctor.code == 0, doctor.out
     lines = doctor.out.splitlines()
