@@ -54,6 +54,7 @@ from spl.core.federation_pairs import (
     fold_federation_pairs,
     local_pairs,
     maps_from_local,
+    thread_allowed,
     transition,
     validate_thread_allow,
 )
@@ -77,14 +78,13 @@ from spl.core.handshake import (
     unseal,
 )
 from spl.core.identity import Identity
-from spl.core.manifest import signed_manifest_did
+from spl.core.manifest import rfc3339, signed_manifest_did
 from spl.core.pair_machine import ConfigChanged
 from spl.core.pairs import PAIRS_THREAD, PairConfig, PairStatus, is_pair_id, validate_peer_url, validate_settings
-from spl.core.reserved import is_reserved
 from spl.core.text import printable
 from spl.core.tokens import TokenInfo
 from spl.store.database import ReadPool
-from spl.store.queries import pair_cursors, records_after
+from spl.store.queries import pair_cursors, thread_objects_with_seq
 
 __all__ = ["FederationPairs", "ServePolicy"]
 
@@ -155,13 +155,14 @@ class ServePolicy:
     pair-configuration version the page is served under (the cursor carries it).
     """
 
-    targets: Mapping[str, tuple[str, ...]]
+    targets: Mapping[str, tuple[str, ...]]  # a pair's: only its mapped namespaces are served
     thread_allow: tuple[str, ...]
     peer_did: str | None
     version: int
     consent: ConsentBook
     widened: Callable[[int], bool]
     pair_id: str | None = None
+    every_namespace_to: str | None = None  # an unbound pull naming target_namespace: every namespace lands there
 
     def namespaces(self) -> list[str]:
         return sorted(self.targets)
@@ -169,8 +170,8 @@ class ServePolicy:
     def decision(self, namespace: str, thread: str, now: float) -> tuple[Decision, str]:
         """Deliver, project or withhold one record — the widest any of its target namespaces allows — and the
         target namespace that decided it (where a projection is minted)."""
-        targets = self.targets.get(namespace)
-        if not targets or not _thread_allowed(self.thread_allow, thread):
+        targets = (self.every_namespace_to,) if self.every_namespace_to else self.targets.get(namespace)
+        if not targets or not thread_allowed(self.thread_allow, thread):
             return Decision("withhold", frozenset(), None), ""
         best: tuple[Decision, str] | None = None
         for target in targets:
@@ -187,15 +188,6 @@ class ServePolicy:
             if found.action == "project" and (best is None or len(found.levels) > len(best[0].levels)):
                 best = (found, target)
         return best or (Decision("withhold", frozenset(), None), "")
-
-
-def _thread_allowed(patterns: Sequence[str], thread: str) -> bool:
-    if is_reserved(thread):
-        return False
-    for pattern in patterns:
-        if pattern == "*" or pattern == thread or (pattern.endswith("*") and thread.startswith(pattern[:-1])):
-            return True
-    return False
 
 
 @dataclass
@@ -268,8 +260,8 @@ class FederationPairs:
     def load(self) -> tuple[list[tuple[FederationPair, int]], dict[str, str]]:
         """Fold ``th_federation_pairs`` and ``th_consent`` (in a worker thread, at start)."""
         with self.pool.connection() as connection:
-            pair_records = _records_with_seq(connection, PAIRS_THREAD)
-            for seq, record in _records_with_seq(connection, CONSENT_THREAD):
+            pair_records = thread_objects_with_seq(connection, PAIRS_THREAD)
+            for seq, record in thread_objects_with_seq(connection, CONSENT_THREAD):
                 self.consent.apply(record, seq, self.identity.did)
             cursors = pair_cursors(connection)
         last_seq: dict[str, int] = {}
@@ -1039,7 +1031,8 @@ class FederationPairs:
         if target_namespace is None:
             return None
         return ServePolicy(
-            targets=_AnyNamespace(target_namespace),
+            targets={},
+            every_namespace_to=target_namespace,
             thread_allow=("*",),
             peer_did=getattr(token, "peer_did", None) if token is not None else None,
             version=self.consent.version,
@@ -1189,35 +1182,7 @@ class FederationPairs:
         return [self.describe(pair_id) for pair_id in sorted(self.pairs)]
 
 
-class _AnyNamespace(dict):  # type: ignore[type-arg]
-    """The targets of an unbound pull that names ``target_namespace``: every namespace maps to it."""
-
-    def __init__(self, target: str) -> None:
-        super().__init__()
-        self.target = target
-
-    def get(self, key: object, default: Any = None) -> Any:
-        return (self.target,)
-
-    def __getitem__(self, key: object) -> tuple[str, ...]:
-        return (self.target,)
-
-    def __contains__(self, key: object) -> bool:
-        return True
-
-
 # -- helpers -----------------------------------------------------------------------------------------------------
-
-
-def _records_with_seq(connection: Any, thread: str, page: int = 1000) -> list[tuple[int, dict[str, Any]]]:
-    found: list[tuple[int, dict[str, Any]]] = []
-    after = 0
-    while True:
-        chunk = records_after(connection, thread, after, page)
-        found.extend((record.seq, json.loads(record.json)) for record in chunk)
-        if len(chunk) < page:
-            return found
-        after = chunk[-1].seq
 
 
 def _record_of(accepted: Any) -> dict[str, Any]:
@@ -1240,9 +1205,7 @@ def _error_of(body: bytes) -> tuple[str, str]:
 
 
 def _rfc3339(value: float | None) -> str | None:
-    if value is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(value))
+    return rfc3339(value) if value is not None else None
 
 
 def _local_maps(value: object) -> list[tuple[str, str]]:

@@ -35,6 +35,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from spl.core.errors import Conflict, InvalidRequest, SplError
+from spl.core.federation_pairs import thread_matches
 from spl.core.hashlevels import hash_levels
 from spl.core.identity import Identity, public_key_from_did
 from spl.core.manifest import rfc3339
@@ -134,7 +135,7 @@ class Grant:
         return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
 
     def covers_thread(self, thread: str) -> bool:
-        return any(_pattern_matches(pattern, thread) for pattern in self.threads)
+        return any(thread_matches(pattern, thread) for pattern in self.threads)
 
     def to_wire(self, now: float) -> dict[str, Any]:
         """The ``consent_grant`` object of the routes: times as RFC 3339 UTC, status as of ``now``."""
@@ -152,14 +153,6 @@ class Grant:
             "revoked_at": None if self.revoked_at is None else rfc3339(self.revoked_at),
             "status": self.status(now),
         }
-
-
-def _pattern_matches(pattern: str, thread: str) -> bool:
-    if pattern == "*":
-        return True
-    if pattern.endswith("*"):
-        return thread.startswith(pattern[:-1])
-    return thread == pattern
 
 
 def grant_body(grant: Grant) -> dict[str, Any]:

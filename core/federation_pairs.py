@@ -49,6 +49,8 @@ __all__ = [
     "local_pairs",
     "maps_from_local",
     "pair_from_body",
+    "thread_allowed",
+    "thread_matches",
     "transition",
     "validate_maps",
     "validate_thread_allow",
@@ -135,14 +137,19 @@ class FederationPair:
 
     def thread_allowed(self, thread: str) -> bool:
         """Whether the allow-list lets ``thread`` through; a reserved thread never is, whatever the list says."""
-        if is_reserved(thread):
-            return False
-        for pattern in self.thread_allow:
-            if pattern == "*" or pattern == thread:
-                return True
-            if pattern.endswith("*") and thread.startswith(pattern[:-1]):
-                return True
-        return False
+        return thread_allowed(self.thread_allow, thread)
+
+
+def thread_matches(pattern: str, thread: str) -> bool:
+    """``*`` (every thread), ``prefix*``, or an exact thread id: the one pattern rule of allow-lists and grants."""
+    if pattern.endswith("*"):
+        return thread.startswith(pattern[:-1])
+    return thread == pattern
+
+
+def thread_allowed(patterns: Iterable[str], thread: str) -> bool:
+    """Whether any of ``patterns`` lets ``thread`` through; a reserved thread never, whatever they say."""
+    return not is_reserved(thread) and any(thread_matches(pattern, thread) for pattern in patterns)
 
 
 # -- operator input -----------------------------------------------------------------------------------------------

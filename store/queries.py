@@ -41,6 +41,7 @@ __all__ = [
     "scoped_page",
     "thread_fold",
     "thread_objects",
+    "thread_objects_with_seq",
     "thread_records",
 ]
 
@@ -407,11 +408,18 @@ def thread_objects(connection: apsw.Connection, thread: str, *, page: int = 1000
     For the configuration threads the daemon folds at start or on demand (the namespace
     registry, the pair list): small, read a page at a time so no single query holds them all.
     """
-    found: list[dict[str, Any]] = []
+    return [record for _, record in thread_objects_with_seq(connection, thread, page=page)]
+
+
+def thread_objects_with_seq(
+    connection: apsw.Connection, thread: str, *, page: int = 1000
+) -> list[tuple[int, dict[str, Any]]]:
+    """:func:`thread_objects` with each record's sequence (a fold that must know which record came last)."""
+    found: list[tuple[int, dict[str, Any]]] = []
     after = 0
     while True:
         chunk = records_after(connection, thread, after, page)
-        found.extend(json.loads(record.json) for record in chunk)
+        found.extend((record.seq, json.loads(record.json)) for record in chunk)
         if len(chunk) < page:
             return found
         after = chunk[-1].seq

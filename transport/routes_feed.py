@@ -103,41 +103,37 @@ def _serve_policy(target_namespace: str | None) -> ServePolicy | None:
 
 def _filter_page(
     svc: Services, page: queries.ScopedPage, policy: ServePolicy | None, now: float
-) -> tuple[list[str], int, dict[str, int]]:
-    """The served items of a scanned page (JSON text each), the last sequence served, and what was held back."""
-    items: list[str] = []
+) -> tuple[list[tuple[int, str]], dict[str, int]]:
+    """The served items of a scanned page, each ``(sequence, JSON text)``, and what was held back."""
+    items: list[tuple[int, str]] = []
     held: dict[str, int] = {}
-    last = 0
-    identity = svc.identity
     # A federation pair pulls both ways: a record the peer itself signed came from it, and sending it back
     # would only make the peer verify what it already holds (the echo cost the source's CPU per record 3×).
     echo = f'"signer":"{policy.peer_did}"' if policy is not None and policy.pair_id is not None else None
     for row in page.rows:
         if policy is None:
-            items.append(f'{{"id":"{row.id}","record":{row.json}}}')
-            last = row.seq
+            items.append((row.seq, f'{{"id":"{row.id}","record":{row.json}}}'))
             continue
         if echo is not None and _signed_by_peer(row.json, echo):
             held["theirs"] = held.get("theirs", 0) + 1
             continue
         decision, target = policy.decision(row.namespace, row.thread, now)
         if decision.action == "deliver":
-            items.append(f'{{"id":"{row.id}","record":{row.json}}}')
-            last = row.seq
+            items.append((row.seq, f'{{"id":"{row.id}","record":{row.json}}}'))
         elif decision.action == "project":
             projection = project(
                 json.loads(row.json),
                 source_seq=row.seq,
                 decision=decision,
                 target_namespace=target,
-                signer=identity,
+                signer=svc.identity,
             )
-            items.append(json.dumps({"id": projection["id"], "record": projection}, separators=(",", ":")))
-            last = row.seq
+            item = json.dumps({"id": projection["id"], "record": projection}, separators=(",", ":"))
+            items.append((row.seq, item))
             held["projected"] = held.get("projected", 0) + 1
         else:
             held["withheld"] = held.get("withheld", 0) + 1
-    return items, last, held
+    return items, held
 
 
 def _signed_by_peer(stored_json: str, signer_field: str) -> bool:
@@ -216,7 +212,7 @@ async def _filtered_changes(namespaces: list[str] | None, thread: str | None, po
                 page = await _scoped(services(), namespaces, thread, after, limit)
         finally:
             services().hub.unsubscribe(subscription)
-    items, _, held = _filter_page(services(), page, policy, time.time())
+    items, held = _filter_page(services(), page, policy, time.time())
     if policy is not None and policy.pair_id is not None and services().federation is not None:
         services().federation.fed.note_served(policy.pair_id, page.scanned_to)
     cursor_out = (
@@ -228,7 +224,7 @@ async def _filtered_changes(namespaces: list[str] | None, thread: str | None, po
             queries.scoped_pending, namespaces=namespaces, thread=thread, after=page.scanned_to, cap=PENDING_CAP
         )
     return json_response(
-        f'{{"object":"sync_changes","records":[{",".join(items)}],"next_cursor":"{cursor_out}",'
+        f'{{"object":"sync_changes","records":[{",".join(text for _, text in items)}],"next_cursor":"{cursor_out}",'
         f'"has_more":{"true" if page.has_more else "false"},"pending":{pending},'
         f'"held_back":{json.dumps(held, separators=(",", ":"))}}}'
     )
@@ -298,12 +294,10 @@ async def _filtered_stream(
                 page = queries.ScopedPage([], False, after, after)
             if page.rows:
                 frames = []
-                now = time.time()
-                for row in page.rows:
-                    items, last, _ = _filter_page(svc, queries.ScopedPage([row], False, row.seq, row.seq), policy, now)
-                    for item in items:
-                        event_id = encode_policy_cursor(last, version) if policy is not None else str(last)
-                        frames.append(f"event: record.created\nid: {event_id}\ndata: {item}\n\n".encode("ascii"))
+                items, _ = _filter_page(svc, page, policy, time.time())
+                for seq, item in items:
+                    event_id = encode_policy_cursor(seq, version) if policy is not None else str(seq)
+                    frames.append(f"event: record.created\nid: {event_id}\ndata: {item}\n\n".encode("ascii"))
                 after = page.scanned_to
                 if policy is not None and policy.pair_id is not None and svc.federation is not None:
                     svc.federation.fed.note_served(policy.pair_id, after)
