@@ -17,7 +17,7 @@ import sys
 
 import typer
 
-from spl.cli import admin, aitl, config, consent, doctor, federation, fleet, records, server, soak
+from spl.cli import admin, aitl, config, consent, debug, doctor, federation, fleet, records, server, soak
 from spl.cli.app import app
 from spl.cli.client import CliError
 from spl.daemon.home import HomeError
@@ -47,6 +47,7 @@ GROUPS = (
     ("federation", federation.federation_app),
     ("aitl", aitl.aitl_app),
     ("consent", consent.consent_app),
+    ("debug", debug.debug_app),
 )
 
 # `spl federation soak` shares the group with the pair commands; the soak module stays free of them.

@@ -44,7 +44,16 @@ from werkzeug.exceptions import HTTPException
 from spl.core.errors import AuthRequired, InvalidRequest, NotFound, PayloadTooLarge, SplError
 from spl.core.pairs import is_loopback_host as core_is_loopback_host
 from spl.core.text import printable
-from spl.transport import routes_admin, routes_federation, routes_feed, routes_records, routes_sync, routes_threads
+from spl.transport import (
+    routes_admin,
+    routes_federation,
+    routes_feed,
+    routes_portability,
+    routes_records,
+    routes_snapshots,
+    routes_sync,
+    routes_threads,
+)
 from spl.transport.auth import ANONYMOUS, ANONYMOUS_ADMIN, Caller, presented_token
 from spl.transport.context import SERVICES_KEY, current_request
 from spl.transport.responses import error_response, json_response
@@ -237,11 +246,13 @@ def create_app(services: Services) -> QuartTrio:
 
     for blueprint in (
         routes_records.blueprint,
+        routes_snapshots.blueprint,  # before routes_threads: /v1/threads/snapshot is not a thread id
         routes_threads.blueprint,
         routes_admin.blueprint,
         routes_feed.blueprint,
         routes_sync.blueprint,
         routes_federation.blueprint,
+        routes_portability.blueprint,
     ):
         app.register_blueprint(blueprint)
     return app
