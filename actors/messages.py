@@ -17,9 +17,11 @@ from spl.core.stored import Candidate, Outcome, StoredRecord
 from spl.core.tokens import TokenInfo
 
 __all__ = [
+    "AdoptDid",
     "CloseAll",
     "Committed",
     "CreateNamespace",
+    "ImportBundle",
     "Ingest",
     "Kick",
     "MintToken",
@@ -112,7 +114,27 @@ class RevokeToken(msgspec.Struct, frozen=True, tag=True):
     reply: Reply[bool]
 
 
-WriterMessage = Ingest | CreateNamespace | MintToken | RevokeToken
+class ImportBundle(msgspec.Struct, frozen=True, tag=True):
+    """Commit a verified import bundle in ONE transaction (``spl.store.portability.commit_bundle``).
+
+    ``spool`` is the private file pass 1 verified; ``verified`` its ``VerifiedBundle``. The writer reloads its
+    state afterwards, committed or not.
+    """
+
+    spool: str
+    verified: Any
+    force: bool
+    reply: Reply[Any]
+
+
+class AdoptDid(msgspec.Struct, frozen=True, tag=True):
+    """From now on only records signed by ``did`` change the writer's registries (an import adopted it)."""
+
+    did: str
+    reply: Reply[None]
+
+
+WriterMessage = Ingest | CreateNamespace | MintToken | RevokeToken | ImportBundle | AdoptDid
 """What the store writer's inbox carries."""
 
 

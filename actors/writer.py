@@ -36,15 +36,17 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import apsw
 import trio
 
 from spl.actors.loop import next_message
 from spl.actors.messages import (
+    AdoptDid,
     Committed,
     CreateNamespace,
+    ImportBundle,
     Ingest,
     MintToken,
     Reply,
@@ -66,6 +68,7 @@ from spl.store.ingest import (
     load_writer_state,
     reapply_parked,
 )
+from spl.store.portability import commit_bundle
 from spl.store.tokens import insert_token, revoke_token
 
 if TYPE_CHECKING:
@@ -199,6 +202,12 @@ class StoreWriter:
                     case RevokeToken(token_id=token_id, revoked_at=revoked_at, reply=reply):
                         revoke = functools.partial(revoke_token, token_id=token_id, revoked_at=revoked_at)
                         await self._run_command(connection, revoke, reply)
+                    case ImportBundle():
+                        await self._import(connection, message)
+                    case AdoptDid(did=did, reply=reply):
+                        self._own_did = did
+                        await self._reload(connection)
+                        reply.set(None)
         finally:
             for message in messages:
                 if isinstance(message, WriterMessage):
@@ -337,6 +346,29 @@ class StoreWriter:
             return
         await self._commit_ingests(connection, [Ingest([command.registration], command.reply)])
 
+    async def _import(self, connection: apsw.Connection, command: ImportBundle) -> None:
+        """Commit an import bundle in one transaction, then rebuild the state it moved (committed or not).
+
+        The state is reloaded from disk either way: a committed import moved the head, the thread rows and
+        the clock; a rolled-back one may have left the memory ahead of the disk.
+        """
+        state = self._state
+        if state is None:
+            assert self._broken is not None
+            command.reply.fail(self._broken)
+            return
+
+        def work(connection: apsw.Connection) -> Any:
+            with open(command.spool, "rb") as src:
+                return commit_bundle(connection, src, command.verified, state, force=command.force)
+
+        try:
+            await self._run_command(connection, work, command.reply)
+        finally:
+            await self._reload(connection)
+        if command.reply.done:
+            self._parked_due = self._state is not None and self._state.parked > 0
+
     async def _run_command(self, connection: apsw.Connection, work: Callable[..., T], reply: Reply[T]) -> None:
         """``work(connection)`` in one transaction of its own; a storage failure fails this command alone."""
 
@@ -425,6 +457,23 @@ class WriterClient:
         """Store a new token's metadata; durable when this returns."""
         reply: Reply[None] = Reply()
         await self._send(MintToken(info, reply))
+        await reply.get()
+
+    async def import_bundle(self, spool: Path, verified: Any, *, force: bool) -> Any:
+        """Commit a verified bundle (one transaction); its ``ImportSummary``. Blocks other writes meanwhile.
+
+        Raises:
+            ImportRefused, BundleMalformed: nothing was written.
+            StorageFull, StoreCorrupt, SplError: the commit failed (nothing was written).
+        """
+        reply: Reply[Any] = Reply()
+        await self._send(ImportBundle(str(spool), verified, force, reply))
+        return await reply.get()
+
+    async def adopt_did(self, did: str) -> None:
+        """Fold the registries as ``did``'s from now on (after an import adopted that identity)."""
+        reply: Reply[None] = Reply()
+        await self._send(AdoptDid(did, reply))
         await reply.get()
 
     async def revoke_token(self, token_id: str, revoked_at: float) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+from typing import NamedTuple
 
 import nacl.exceptions
 import nacl.signing
@@ -17,6 +18,7 @@ import nacl.signing
 __all__ = [
     "ED25519_MULTICODEC",
     "Identity",
+    "InstanceIdentity",
     "b64url_decode",
     "b64url_encode",
     "did_from_public_key",
@@ -114,15 +116,29 @@ def verify_record_signature(record_id: str, signer: str, sig: str) -> bool:
     return verify_signature(signer, id_bytes, sig)
 
 
+class _Keys(NamedTuple):
+    signing_key: nacl.signing.SigningKey
+    public_key: bytes
+    did: str
+
+
 class Identity:
     """An instance's Ed25519 keypair and the DID derived from it."""
 
     def __init__(self, seed: bytes) -> None:
         if len(seed) != 32:
             raise ValueError("an Ed25519 seed is 32 bytes")
-        self._signing_key = nacl.signing.SigningKey(seed)
-        self.public_key = bytes(self._signing_key.verify_key)
-        self.did = did_from_public_key(self.public_key)
+        signing_key = nacl.signing.SigningKey(seed)
+        public_key = bytes(signing_key.verify_key)
+        self._keys = _Keys(signing_key, public_key, did_from_public_key(public_key))
+
+    @property
+    def did(self) -> str:
+        return self._keys.did
+
+    @property
+    def public_key(self) -> bytes:
+        return self._keys.public_key
 
     @classmethod
     def generate(cls) -> Identity:
@@ -131,7 +147,7 @@ class Identity:
     @property
     def seed(self) -> bytes:
         """The private seed. Never log it; it is written only to a 0600 file or a bundle."""
-        return bytes(self._signing_key)
+        return bytes(self._keys.signing_key)
 
     @property
     def fingerprint(self) -> str:
@@ -140,10 +156,31 @@ class Identity:
 
     def sign(self, message: bytes) -> str:
         """Ed25519 signature of ``message``, base64url without padding."""
-        return b64url_encode(self._signing_key.sign(message).signature)
+        return b64url_encode(self._keys.signing_key.sign(message).signature)
 
     def sign_record_id(self, record_id: str) -> str:
         return self.sign(bytes.fromhex(record_id))
 
     def __repr__(self) -> str:  # never show the seed
         return f"Identity(did={self.did!r})"
+
+
+class InstanceIdentity(Identity):
+    """The running daemon's identity: ONE object every actor and route holds, whose key an import can replace.
+
+    ``spl import`` of a bundle that carries an identity makes the daemon sign as the bundle's DID from then on,
+    without a restart (issue 11). Every component was handed this object at start and reads ``did`` or calls
+    ``sign`` when it needs them, so :meth:`adopt` changes what all of them see at once. The key, the public key
+    and the DID are swapped as one tuple (one reference assignment), so a signature made in a worker thread
+    during the swap is made entirely with the old key or entirely with the new one, and carries the matching DID
+    only if the caller read ``did`` and signed in one step (``LocalRecords`` does both in one synchronous call).
+    What was derived from the old DID (folds of own-signed configuration) is rebuilt by the caller of
+    :meth:`adopt`.
+    """
+
+    def adopt(self, identity: Identity) -> None:
+        """Sign as ``identity`` from now on (its key, its DID): one reference assignment."""
+        self._keys = identity._keys
+
+    def __repr__(self) -> str:  # never show the seed
+        return f"InstanceIdentity(did={self.did!r})"

@@ -69,6 +69,7 @@ from spl.actors.local import LocalRecords
 from spl.actors.reconciler import Reconciler, ReconcilerClient
 from spl.actors.writer import StoreWriter, WriterClient
 from spl.core.config import advertised_endpoint
+from spl.core.identity import Identity, InstanceIdentity
 from spl.core.manifest import federation_manifest
 from spl.daemon import logs, systemd
 from spl.daemon.home import DaemonLock, Home
@@ -171,7 +172,9 @@ class Daemon:
         self.config = home.load_config()
         if options.heartbeat_seconds is not None:
             self.config.heartbeat_seconds = options.heartbeat_seconds
-        self.identity = home.load_identity()
+        # One object for the daemon's whole life: an import that carries an identity swaps the key inside it
+        # (``InstanceIdentity.adopt``), and every actor and route holding it signs as the new DID at once.
+        self.identity = InstanceIdentity(home.load_identity().seed)
         self.urls: list[str] = []
         self.local_url = ""  # the URL this process serves on, for this home's CLI (run/spl.url)
         self.supervisor: Supervisor | None = None
@@ -315,6 +318,11 @@ class Daemon:
             reconciler=reconciler_client,
         )
         services.problems = lambda: describe_problems(root, stopping=services.stopping.is_set(), more=[writer.problem])
+
+        async def adopt_import(identity: Identity | None) -> tuple[str, str]:
+            return await self._adopt_import(services, writer_client, federation, identity)
+
+        services.adopt_import = adopt_import
         self.supervisor, self.services = root, services
 
         def on_bound(urls: list[str]) -> None:
@@ -388,6 +396,44 @@ class Daemon:
             f"cannot listen on {host}:{self.options.port} ({error or 'unknown error'}); "
             "choose another port with --port, or stop what uses it"
         )
+
+    async def _adopt_import(
+        self, services: Services, writer: WriterClient, federation: Any, identity: Identity | None
+    ) -> tuple[str, str]:
+        """After an import committed: sign as the bundle's identity from now on (no restart), and rebuild
+        everything folded from the one before — the writer's registries, the token book, the manifest, the
+        federation and sync pairs and consent (their peers are told our new endpoint by the pairs actor).
+
+        The key file is written before ``config.toml`` (the key is the truth; ``spl doctor`` flags a config that
+        names another DID), each atomically; if the daemon dies between the import's COMMIT and here, running
+        the import again de-duplicates every record and ends here again.
+        """
+        if identity is None:
+            status = (
+                "kept",
+                f"the bundle carries no private key (exported with --no-identity): this steward keeps signing as "
+                f"{self.identity.did}",
+            )
+        else:
+            if identity.did != self.identity.did:
+                await trio.to_thread.run_sync(self._save_identity, identity)
+                self.identity.adopt(identity)
+                log.warning("import: identity adopted, now signing as %s", identity.did)
+            status = ("adopted", "private key matches incoming bundle")
+        await writer.adopt_did(self.identity.did)
+        services.tokens.reload(await services.read(load_tokens))
+        services.manifest = federation_manifest(
+            self.identity, endpoint=services.endpoint, pair_approval=self.config.federation.pair_approval
+        )
+        await federation.reload_after_import()
+        return status
+
+    def _save_identity(self, identity: Identity) -> None:
+        self.home.save_identity(identity)
+        config = self.home.load_config()  # the file as written: this run's overrides stay out of it
+        config.did = identity.did
+        self.home.save_config(config)
+        self.config.did = identity.did
 
     async def _stop_when_asked(
         self, root: Supervisor, services: Services, http: HttpServer, nursery: trio.Nursery

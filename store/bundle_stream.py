@@ -474,18 +474,22 @@ class ExportedRecord(NamedTuple):
     json: str
 
 
-def export_entries(connection: apsw.Connection, *, page: int = 5000) -> Iterator[ExportedRecord]:
+def export_entries(
+    connection: apsw.Connection, *, page: int = 5000, in_transaction: bool = False
+) -> Iterator[ExportedRecord]:
     """Every record (configuration threads' included) in sequence order, read in ONE read transaction.
 
     The transaction is what makes the bundle a consistent prefix of the log: SQLite (WAL) fixes the snapshot at
     the first read, so records committed by the writer while the export pages through are not seen, and no page
     sees a different state from the one before. Pages of ``page`` rows keep memory flat. The connection belongs
     to the iteration until it ends or is closed (the transaction is ended either way); a read-only connection
-    from ``connect_reader`` or a ``ReadPool`` is the intended one.
+    from ``connect_reader`` or a ``ReadPool`` is the intended one. With ``in_transaction`` the caller has begun
+    the read transaction (it read other things in the same snapshot first) and ends it.
     """
     if page < 1:
         raise ValueError("page must be at least 1")
-    connection.execute("BEGIN DEFERRED")
+    if not in_transaction:
+        connection.execute("BEGIN DEFERRED")
     try:
         after = 0
         while True:
@@ -500,5 +504,5 @@ def export_entries(connection: apsw.Connection, *, page: int = 5000) -> Iterator
                 return
             after = rows[-1].seq
     finally:
-        if connection.in_transaction:
+        if connection.in_transaction and not in_transaction:
             connection.execute("COMMIT")

@@ -47,6 +47,8 @@ __all__ = [
     "WriterState",
     "check_pair_cursor",
     "commit_batch",
+    "insert_imported",
+    "new_import_transaction",
     "load_writer_state",
     "namespace_registry",
     "reapply_parked",
@@ -259,6 +261,44 @@ def _finish(connection: apsw.Connection, tx: _Transaction) -> None:
             "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + CAST(excluded.value AS INTEGER)",
             (str(tx.not_parked),),
         )
+
+
+def new_import_transaction(state: WriterState, now: float) -> _Transaction:
+    """The bookkeeping of an import's one transaction (``spl.store.portability.commit_bundle``)."""
+    return _Transaction(now, ThreadBook(state.threads, state.clock))
+
+
+def insert_imported(connection: apsw.Connection, candidate: Candidate, state: WriterState, tx: _Transaction) -> str:
+    """Insert one verified record of an import bundle: ``inserted``, ``deduplicated`` or ``DUPLICATE_CLOCK``.
+
+    Unlike :func:`commit_batch`, the namespace registry is not consulted: the bundle restores a log its source
+    already accepted, and its namespace registrations arrive as records of the same log (they fold once the
+    identity that signed them is adopted). A record whose (thread, actor, clock) is taken here by another id is
+    skipped and counted (spec §9: ``records_skipped``), never stored beside it. The caller holds the transaction
+    and flushes ``tx.threads`` (at the end, and every few thousand records to bound its memory).
+    """
+    envelope = candidate.envelope
+    seq = state.next_seq
+    ordinal = tx.threads.next_ordinal(connection, envelope.thread, envelope.namespace)
+    try:
+        stored = _insert(connection, candidate, seq, ordinal, tx.now)
+    except apsw.ConstraintError:
+        return "deduplicated" if _existing(connection, envelope.id) is not None else DuplicateClock.code
+    if stored is None:
+        return "deduplicated"
+    state.next_seq += 1
+    tx.threads.add(
+        connection,
+        thread=envelope.thread,
+        seq=seq,
+        record_id=envelope.id,
+        actor=envelope.actor,
+        act=envelope.act,
+        clock=envelope.clock,
+        body=envelope.body,
+        stored_at=tx.now,
+    )
+    return "inserted"
 
 
 def commit_batch(

@@ -39,6 +39,7 @@ from typing import Any
 from quart import Request, Response, request
 from quart.sessions import NullSession, SessionInterface
 from quart_trio import QuartTrio
+from quart_trio.wrappers import TrioRequest
 from werkzeug.exceptions import HTTPException
 
 from spl.core.errors import AuthRequired, InvalidRequest, NotFound, PayloadTooLarge, SplError
@@ -72,6 +73,30 @@ OPEN_PREFIX = "/.well-known/"
 # Methods that change something: they must carry a JSON body's media type (gate 3).
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 JSON_MEDIA_TYPE = "application/json"
+
+# Uploads that are not JSON (gate 3 accepts these media types on these routes only) and may be larger than
+# ``serve.max_body_bytes`` (the route reads them as a stream, bounded by its own limit). None of these media
+# types is one a browser sends cross-origin without a CORS preflight, so gate 3 still keeps forms out.
+SNAPSHOT_MEDIA_TYPES = frozenset({"application/x-ndjson", "application/jsonl"})  # a .snap.jsonl (JSON too)
+UPLOADS: dict[tuple[str, str], tuple[frozenset[str], int]] = {
+    ("POST", "/v1/portability/import"): (routes_portability.BUNDLE_MEDIA_TYPES, routes_portability.MAX_UPLOAD_BYTES),
+    ("POST", "/v1/threads/restore"): (SNAPSHOT_MEDIA_TYPES, routes_snapshots.MAX_RESTORE_BYTES),
+}
+
+
+class SplRequest(TrioRequest):
+    """Quart's request, with the body limit of an upload route (:data:`UPLOADS`) instead of the app's.
+
+    The limit must be set when the request is made: Quart starts buffering the body at once, and a body over
+    the app-wide limit would be refused (and dropped) before the route could raise it.
+    """
+
+    def __init__(self, method: str, scheme: str, path: str, *args: Any, **kwargs: Any) -> None:
+        upload = UPLOADS.get((method, path))
+        if upload is not None:
+            kwargs["max_content_length"] = upload[1]
+        super().__init__(method, scheme, path, *args, **kwargs)
+
 
 # A Host header (gate 0): a name or IPv4 literal, or a bracketed IPv6 literal, then an optional port.
 HOST_HEADER = re.compile(r"(\[[0-9a-fA-F:.]*\]|[^:\[\]]*)(?::[0-9]{1,5})?")
@@ -122,6 +147,9 @@ def _require_json_media_type(req: Request) -> None:
     sent = req.headers.get("content-type")
     if sent == JSON_MEDIA_TYPE or req.mimetype == JSON_MEDIA_TYPE:
         return
+    upload = UPLOADS.get((req.method, req.path))
+    if upload is not None and req.mimetype in upload[0]:
+        return
     shown = f"'{sent[:64]}'" if sent else "none"
     raise InvalidRequest(
         f"{req.method} requests must send 'content-type: application/json' (got {shown}); "
@@ -166,6 +194,7 @@ class NoSessions(SessionInterface):
 def create_app(services: Services) -> QuartTrio:
     here = str(Path(__file__).parent)  # the spl namespace package has no single root for Quart to find
     app = QuartTrio("spl.transport", root_path=here, instance_path=here)
+    app.request_class = SplRequest
     app.config["MAX_CONTENT_LENGTH"] = services.config.max_body_bytes
     app.config[SERVICES_KEY] = services
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True  # OPTIONS answered from the route table (gate 2)

@@ -50,6 +50,10 @@ class TokenBook:
     def remember(self, info: TokenInfo) -> None:
         self._by_id[info.token_id] = info
 
+    def reload(self, infos: list[TokenInfo]) -> None:
+        """Know exactly ``infos`` (after an import carried tokens in: the store is the truth)."""
+        self._by_id = {info.token_id: info for info in infos}
+
     def mark_revoked(self, token_id: str, revoked_at: float) -> None:
         """Keep a revoked token known, so presenting it answers ``TOKEN_REVOKED`` rather than "unknown"."""
         info = self._by_id.get(token_id)

@@ -7,7 +7,7 @@ here (writer, hub) or run read-only queries on the read pool in a worker thread.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,6 +27,10 @@ from spl.transport.auth import TokenBook
 __all__ = ["Services"]
 
 T = TypeVar("T")
+
+
+async def _cannot_adopt(identity: Identity | None) -> tuple[str, str]:
+    raise Unavailable("this steward was started without import support; restart it with `spl serve`")
 
 
 @dataclass
@@ -53,6 +57,11 @@ class Services:
     local_records: LocalRecords | None = None
     # Records from peers (push); the reconciler's client.
     reconciler: ReconcilerClient | None = None
+    # One import at a time (``/v1/portability/import``), and what the daemon does once one committed: adopt
+    # the bundle's identity (or keep ours) and rebuild what was folded from the old one. Answers
+    # (identity status, a note for the operator). Set by the daemon; the default refuses.
+    import_lock: trio.Lock = field(default_factory=trio.Lock)
+    adopt_import: Callable[[Identity | None], Awaitable[tuple[str, str]]] = field(default=_cannot_adopt)
 
     def __post_init__(self) -> None:
         if self.local_records is None:

@@ -1,0 +1,567 @@
+"""Export and import of a whole instance (spec §9, issue 11): the store's side.
+
+Export (:func:`export_bundle`) reads everything in ONE read transaction — the named files' folds and every
+record — so a bundle taken while records are being written holds a consistent prefix of the log, never a torn
+state, and streams it as a tar.zst (:mod:`spl.store.bundle_stream`) with O(1) memory.
+
+Import runs in two passes over the uploaded bundle, which the daemon first spools to a private file:
+
+1. :func:`verify_bundle` checks everything and writes nothing: each record's id and signature (on two worker
+   threads: libsodium releases the GIL), the named files, the private key (unsealed with the passphrase), and at
+   the end the signed manifest and the digest chain over every file. Any failure refuses the whole bundle.
+2. :func:`commit_bundle` runs inside ONE write transaction of the store writer: it streams the same file again,
+   inserts each record (its id and signature were verified in pass 1; the digest chain is recomputed and must
+   equal the verified one before COMMIT, so the file cannot change between the passes unnoticed), keeps the
+   thread projections current, and saves the pair cursors and carried tokens. A ``kill -9`` anywhere in it
+   leaves nothing (SQLite rolls the transaction back); a second run de-duplicates every record.
+
+"Records of its own" (the refusal without ``--force-overwrite``) are the store's records minus those imports
+inserted (meta ``imported_records``): what an import brought never makes the next import of the same bundle
+refuse, so an interrupted migration is finished by running it again.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import apsw
+import msgspec
+import nacl.pwhash
+import nacl.utils
+
+from spl.core.bundle import (
+    CONFIG,
+    CONSENT_GRANTS,
+    DID_DOCUMENT,
+    FEDERATION_PAIRS,
+    MANIFEST,
+    MANIFEST_SIG,
+    MAX_MANIFEST_BYTES,
+    NAMESPACES,
+    PRIVATE_KEY,
+    RECORD_FILE_OVERHEAD,
+    SYNC_PAIRS,
+    TOKENS,
+    BundleMalformed,
+    Manifest,
+    build_manifest,
+    check_digest,
+    check_identity,
+    check_record_file,
+    did_document,
+    manifest_bytes,
+    new_digest,
+    parse_record_path,
+    plain_private_key,
+    private_key_is_sealed,
+    record_path,
+    seal_private_key,
+    sign_manifest,
+    unseal_private_key,
+    verify_manifest,
+)
+from spl.core.canonical import canonical_json
+from spl.core.config import DEFAULT_MAX_BODY
+from spl.core.consent import CONSENT_THREAD, ConsentBook
+from spl.core.federation_pairs import fold_federation_pairs
+from spl.core.identity import Identity
+from spl.core.namespaces import REGISTRY_THREAD, NamespaceRegistry
+from spl.core.pairs import PAIRS_THREAD, fold_pair_records
+from spl.core.portability import (
+    ImportRefused,
+    ImportSummary,
+    PairCursor,
+    cursor_line,
+    parse_cursor_lines,
+    parse_token_lines,
+    token_line,
+)
+from spl.core.record import validate_envelope
+from spl.core.stored import Candidate
+from spl.core.tokens import TokenInfo
+from spl.store.bundle_stream import export_entries, read_tar_zst, write_tar_zst
+from spl.store.database import connect_reader
+from spl.store.ingest import WriterState, insert_imported, new_import_transaction
+from spl.store.queries import pair_cursors, thread_objects, thread_objects_with_seq
+from spl.store.tokens import load_tokens
+
+__all__ = [
+    "ExportOptions",
+    "ImportLimits",
+    "VerifiedBundle",
+    "commit_bundle",
+    "export_bundle",
+    "own_record_count",
+    "read_bundle_manifest",
+    "verify_bundle",
+]
+
+MAX_NAMED_FILE = 64 * 1024 * 1024  # a named file (pairs, grants, namespaces, tokens) is small; this is hostile
+IMPORTED_KEY = "imported_records"  # meta: how many records imports inserted (not "of its own")
+# argon2id costs a sealing uses: libsodium's "interactive" limits (64 MiB, ~0.1 s here) keep an export and an
+# import within the 200 MB memory budget; the limits travel in the sealed blob, so a later release can raise them.
+SEAL_OPSLIMIT = nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE
+SEAL_MEMLIMIT = nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE
+_VERIFY_CHUNK = 256  # records per verification task
+_VERIFY_IN_FLIGHT = 6  # tasks queued at most: bounds the memory pass 1 holds (6 x 256 record files)
+_FLUSH_EVERY = 4096  # records between flushes of the thread projections inside the import transaction
+
+
+# -- export -----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What ``spl export`` puts in the bundle.
+
+    Attributes:
+        identity: Carry the private key (sealed when ``passphrase`` is set, plain otherwise).
+        carry_tokens: Carry ``tokens.jsonl`` (each token's metadata and the id of its secret, never a token).
+        compress: zstd over the tar (``--uncompressed``: a plain tar).
+        passphrase: Seal the private key with argon2id + secretbox under this passphrase.
+    """
+
+    identity: bool = True
+    carry_tokens: bool = False
+    compress: bool = True
+    passphrase: bytes | None = None
+
+
+def _utc(now: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+
+
+def _jsonl(lines: list[bytes]) -> bytes:
+    return b"".join(lines)
+
+
+def _named_files(
+    connection: apsw.Connection, identity: Identity, options: ExportOptions, config: dict[str, Any], now: float
+) -> tuple[list[tuple[str, bytes]], dict[str, int]]:
+    """The named files, in path order, and the counts the manifest signs. Read inside the export's transaction."""
+    did = identity.did
+    pair_records = thread_objects(connection, PAIRS_THREAD)
+    cursors = pair_cursors(connection)
+    federation = fold_federation_pairs(pair_records, did)
+    sync = fold_pair_records(pair_records, did)
+    book = ConsentBook()
+    for seq, record in thread_objects_with_seq(connection, CONSENT_THREAD):
+        book.apply(record, seq, did)
+    grants = book.grants()
+    namespaces = NamespaceRegistry.folded(thread_objects(connection, REGISTRY_THREAD), did).listing()
+    tokens = load_tokens(connection) if options.carry_tokens else []
+    threads = 0
+    for (count,) in connection.execute("SELECT COUNT(*) FROM threads"):
+        threads = int(count)
+    files: dict[str, bytes] = {
+        CONFIG: canonical_json(config),
+        CONSENT_GRANTS: _jsonl([msgspec.json.encode(grant.to_wire(now)) + b"\n" for grant in grants]),
+        DID_DOCUMENT: canonical_json(did_document(identity)),
+        FEDERATION_PAIRS: _jsonl(
+            [
+                cursor_line(
+                    {
+                        "pair_id": pair.pair_id,
+                        "peer_did": pair.peer_did,
+                        "peer_url": pair.peer_url,
+                        "role": pair.role,
+                        "state": pair.state,
+                        "mode": pair.mode,
+                    },
+                    cursors.get(pair.pair_id),
+                )
+                for pair in federation.values()
+            ]
+        ),
+        NAMESPACES: _jsonl([msgspec.json.encode(entry.to_wire()) + b"\n" for entry in namespaces]),
+        SYNC_PAIRS: _jsonl(
+            [
+                cursor_line(
+                    {
+                        "pair_id": pair.pair_id,
+                        "peer_did": pair.peer_did,
+                        "peer_url": pair.peer_url,
+                        "thread_id": pair.thread_id,
+                        "mode": pair.mode,
+                        "paused": pair.paused,
+                    },
+                    cursors.get(pair.pair_id),
+                )
+                for pair in sync.values()
+            ]
+        ),
+    }
+    if options.identity:
+        seed = identity.seed
+        if options.passphrase:
+            files[PRIVATE_KEY] = seal_private_key(
+                seed,
+                options.passphrase,
+                salt=nacl.utils.random(nacl.pwhash.argon2id.SALTBYTES),
+                opslimit=SEAL_OPSLIMIT,
+                memlimit=SEAL_MEMLIMIT,
+            )
+        else:
+            files[PRIVATE_KEY] = plain_private_key(seed)
+    if options.carry_tokens:
+        files[TOKENS] = _jsonl([token_line(info) for info in tokens])
+    counts = {
+        "threads": threads,
+        "federation_pairs": len(federation),
+        "sync_pairs": len(sync),
+        "consent_grants": len(grants),
+        "namespaces": len(namespaces),
+        "tokens": len(tokens),
+    }
+    return sorted(files.items()), counts
+
+
+def export_bundle(
+    db_path: Path,
+    identity: Identity,
+    out: BinaryIO,
+    options: ExportOptions,
+    *,
+    config: dict[str, Any],
+    now: float | None = None,
+) -> dict[str, Any]:
+    """Write the bundle of the store at ``db_path`` to ``out``; the signed manifest (as a dict).
+
+    Everything comes from one read transaction on a connection of its own, so concurrent writes are either
+    wholly in the bundle or wholly out of it. ``config`` is the engine configuration to carry (the caller
+    leaves secrets out: none are in ``config.toml`` today). Blocking: call it in a worker thread.
+    """
+    created = time.time() if now is None else now
+    connection = connect_reader(db_path)
+    try:
+        connection.execute("BEGIN DEFERRED")
+        named, counts = _named_files(connection, identity, options, config, created)
+        digest = new_digest()
+        manifest: dict[str, Any] = {}
+
+        def entries() -> Iterator[tuple[str, bytes]]:
+            yield from named
+            for record in export_entries(connection, in_transaction=True):
+                yield record_path(record.thread, record.id), record.json.encode("ascii")
+            manifest.update(
+                build_manifest(
+                    source_did=identity.did,
+                    created_at=_utc(created),
+                    counts=counts,
+                    digest=digest,
+                    identity_sealed=bool(options.identity and options.passphrase),
+                    carries_tokens=options.carry_tokens,
+                )
+            )
+            yield MANIFEST, manifest_bytes(manifest)
+            yield MANIFEST_SIG, sign_manifest(identity, manifest).encode("ascii")
+
+        def chain(path: str, sha256: str) -> None:
+            if path not in (MANIFEST, MANIFEST_SIG):
+                digest.add(path, sha256)
+
+        write_tar_zst(out, entries(), compress=options.compress, keep_digests=False, on_entry=chain)
+        return manifest
+    finally:
+        if connection.in_transaction:
+            connection.execute("COMMIT")
+        connection.close()
+
+
+# -- reading a bundle ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImportLimits:
+    """Bounds of one import's read: nothing in a bundle makes the importer hold or read more than these."""
+
+    max_record_bytes: int = DEFAULT_MAX_BODY + RECORD_FILE_OVERHEAD
+    max_entries: int = 50_000_000
+    max_total: int = 256 * 1024**3  # decompressed bytes: a zstd bomb stops here
+
+    @property
+    def max_entry(self) -> int:
+        return max(self.max_record_bytes, MAX_NAMED_FILE)
+
+
+def _entries(src: BinaryIO, limits: ImportLimits) -> Iterator[tuple[str, bytes]]:
+    return read_tar_zst(src, max_entry=limits.max_entry, max_entries=limits.max_entries, max_total=limits.max_total)
+
+
+def read_bundle_manifest(path: Path) -> dict[str, Any]:
+    """The verified manifest of the bundle file at ``path`` (its signature and its digest chain checked).
+
+    Reads the whole file (the manifest is its second-to-last member) without verifying each record: this is
+    what ``spl export`` shows after a download, not an import's check.
+    """
+    digest = new_digest()
+    manifest_data = sig_data = None
+    with path.open("rb") as src:
+        for name, data in _entries(src, ImportLimits(max_record_bytes=MAX_NAMED_FILE)):
+            if name == MANIFEST:
+                manifest_data = data
+            elif name == MANIFEST_SIG:
+                sig_data = data
+            else:
+                digest.add(name, hashlib.sha256(data).hexdigest())
+    if manifest_data is None or sig_data is None:
+        raise BundleMalformed("the bundle has no manifest.json and manifest.sig at its end")
+    manifest = verify_manifest(manifest_data, sig_data)
+    check_digest(manifest, digest)
+    return msgspec.to_builtins(manifest)  # type: ignore[no-any-return]
+
+
+# -- import, pass 1: verify everything, write nothing --------------------------------------------------------------
+
+
+@dataclass
+class VerifiedBundle:
+    """A bundle that passed every check: what pass 2 may commit, and what the summary reports."""
+
+    manifest: Manifest
+    identity: Identity | None  # None: a --no-identity bundle
+    cursors: list[PairCursor] = field(default_factory=list)
+    tokens: list[TokenInfo] = field(default_factory=list)
+    dry_run_counts: dict[str, int] = field(default_factory=dict)  # inserted / deduplicated / skipped (dry run)
+
+
+def _verify_chunk(chunk: list[tuple[str, bytes]], max_bytes: int) -> list[Candidate]:
+    return [check_record_file(path, data, max_bytes=max_bytes) for path, data in chunk]
+
+
+class _DryRunCounter:
+    """What a commit would do with each record, asked of the store read-only (``--dry-run``)."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.connection = connect_reader(db_path)
+        self.counts = {"inserted": 0, "deduplicated": 0, "skipped": 0}
+
+    def count(self, candidates: list[Candidate]) -> None:
+        for candidate in candidates:
+            envelope = candidate.envelope
+            found = None
+            for (stored_id,) in self.connection.execute(
+                "SELECT id FROM records WHERE thread = ? AND actor = ? AND clock = ?",
+                (envelope.thread, envelope.actor, envelope.clock),
+            ):
+                found = stored_id
+            if found is None:
+                exists = any(
+                    True for _ in self.connection.execute("SELECT 1 FROM records WHERE id = ?", (envelope.id,))
+                )
+                self.counts["deduplicated" if exists else "inserted"] += 1
+            else:
+                self.counts["deduplicated" if found == envelope.id else "skipped"] += 1
+
+
+def verify_bundle(
+    src: BinaryIO,
+    *,
+    passphrase: bytes | None,
+    limits: ImportLimits | None = None,
+    dry_run_store: Path | None = None,
+    workers: int = 2,
+) -> VerifiedBundle:
+    """Pass 1: check every byte of the bundle ``src``; :class:`BundleMalformed` / ``BundleSignatureInvalid`` else.
+
+    Nothing is written. Record files are verified on ``workers`` threads, at most a few hundred files held at
+    a time. With ``dry_run_store`` each record is also looked up in that store (read-only) to count what a
+    commit would insert, de-duplicate and skip.
+    """
+    limits = limits or ImportLimits()
+    digest = new_digest()
+    named: dict[str, bytes] = {}
+    seed: bytes | None = None
+    manifest_data = sig_data = None
+    counter = _DryRunCounter(dry_run_store) if dry_run_store is not None else None
+    pending: deque[concurrent.futures.Future[list[Candidate]]] = deque()
+    chunk: list[tuple[str, bytes]] = []
+
+    def settle(future: concurrent.futures.Future[list[Candidate]]) -> None:
+        candidates = future.result()  # raises the record's refusal
+        if counter is not None:
+            counter.count(candidates)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="spl-import-verify") as pool:
+        try:
+            for path, data in _entries(src, limits):
+                if path == MANIFEST:
+                    manifest_data = data
+                    continue
+                if path == MANIFEST_SIG:
+                    sig_data = data
+                    continue
+                if manifest_data is not None:
+                    raise BundleMalformed(
+                        f"{path[:80]} follows manifest.json; the manifest and its signature end a bundle"
+                    )
+                digest.add(path, hashlib.sha256(data).hexdigest())  # refuses unknown paths and misplaced files
+                if path.startswith("records/"):
+                    chunk.append((path, data))
+                    if len(chunk) >= _VERIFY_CHUNK:
+                        pending.append(pool.submit(_verify_chunk, chunk, limits.max_record_bytes))
+                        chunk = []
+                        while len(pending) > _VERIFY_IN_FLIGHT:
+                            settle(pending.popleft())
+                    continue
+                if len(data) > MAX_NAMED_FILE:  # pragma: no cover - read_tar_zst bounds every entry already
+                    raise BundleMalformed(f"{path} is larger than {MAX_NAMED_FILE} bytes")
+                named[path] = data
+                if path == PRIVATE_KEY:
+                    seed = unseal_private_key(data, passphrase)  # a wrong passphrase is refused here, early
+            if chunk:
+                pending.append(pool.submit(_verify_chunk, chunk, limits.max_record_bytes))
+            while pending:
+                settle(pending.popleft())
+        finally:
+            for future in pending:
+                future.cancel()
+            if counter is not None:
+                counter.connection.close()
+    if manifest_data is None or sig_data is None:
+        raise BundleMalformed("the bundle has no manifest.json and manifest.sig at its end; it is cut short")
+    if len(manifest_data) > MAX_MANIFEST_BYTES:
+        raise BundleMalformed(f"manifest.json is larger than {MAX_MANIFEST_BYTES} bytes")
+    manifest = verify_manifest(manifest_data, sig_data)
+    check_digest(manifest, digest)
+    if PRIVATE_KEY in named and private_key_is_sealed(named[PRIVATE_KEY]) != manifest.identity_sealed:
+        raise BundleMalformed("identity/private_key.bin is sealed or plain against what the manifest says")
+    identity = check_identity(named[DID_DOCUMENT], seed, source_did=manifest.source_did)
+    cursors = [*parse_cursor_lines(named.get(FEDERATION_PAIRS, b""), FEDERATION_PAIRS)]
+    cursors += parse_cursor_lines(named.get(SYNC_PAIRS, b""), SYNC_PAIRS)
+    tokens = parse_token_lines(named[TOKENS], TOKENS) if TOKENS in named else []
+    return VerifiedBundle(manifest, identity, cursors, tokens, dict(counter.counts) if counter is not None else {})
+
+
+# -- import, pass 2: commit ----------------------------------------------------------------------------------------
+
+
+def own_record_count(connection: apsw.Connection) -> int:
+    """Records this store holds that no import brought: what ``--force-overwrite`` is about."""
+    total = imported = 0
+    for (count,) in connection.execute("SELECT COUNT(*) FROM records"):
+        total = int(count)
+    for (value,) in connection.execute("SELECT value FROM meta WHERE key = ?", (IMPORTED_KEY,)):
+        imported = int(value)
+    return max(total - imported, 0)
+
+
+def _candidate(data: bytes) -> Candidate:
+    """The candidate of a record file pass 1 verified: its envelope rebuilt the one way every ingest builds it.
+
+    The signature is not checked again (pass 1 did, and the digest chain proves these are the same bytes), but
+    the envelope goes through :func:`validate_envelope` again rather than being trusted field by field: the
+    stored record must be exactly the one whose id was verified, defaults and all.
+    """
+    raw = msgspec.json.decode(data)
+    envelope = validate_envelope(raw)
+    if envelope.id != raw.get("id"):  # pragma: no cover - pass 1 refused it; the chain proves the bytes unchanged
+        raise BundleMalformed(f"record {envelope.id} changed since it was verified")
+    return Candidate(envelope, raw["signer"], raw["sig"])
+
+
+def commit_bundle(
+    connection: apsw.Connection,
+    src: BinaryIO,
+    verified: VerifiedBundle,
+    state: WriterState,
+    *,
+    force: bool,
+    limits: ImportLimits | None = None,
+    now: float | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ImportSummary:
+    """Pass 2: commit the records of ``src`` (the file pass 1 verified) and its cursors and tokens.
+
+    Runs inside the caller's write transaction (the store writer's): raising rolls everything back. The
+    digest chain is recomputed and must equal the manifest's before this returns, so a file that changed
+    since pass 1 commits nothing. ``state`` is the writer's; the caller reloads it afterwards.
+
+    Raises:
+        ImportRefused: The store holds records of its own and ``force`` is false.
+        BundleMalformed: The file changed since it was verified.
+    """
+    limits = limits or ImportLimits()
+    own = own_record_count(connection)
+    if own and not force:
+        raise ImportRefused(own)
+    manifest = verified.manifest
+    summary = ImportSummary(manifest.source_did, manifest.bundle_sha256, dry_run=False)
+    tx = new_import_transaction(state, time.time() if now is None else now)
+    digest = new_digest()
+    refusals: dict[str, int] = {}
+    for path, data in _entries(src, limits):
+        if path in (MANIFEST, MANIFEST_SIG):
+            continue
+        digest.add(path, hashlib.sha256(data).hexdigest())
+        if not path.startswith("records/"):
+            continue
+        parse_record_path(path)
+        outcome = insert_imported(connection, _candidate(data), state, tx)
+        summary.records_inspected += 1
+        if outcome == "inserted":
+            summary.records_inserted += 1
+        elif outcome == "deduplicated":
+            summary.records_deduplicated += 1
+        else:
+            summary.records_skipped += 1
+            refusals[outcome] = refusals.get(outcome, 0) + 1
+        if summary.records_inspected % _FLUSH_EVERY == 0:
+            tx.threads.flush(connection)
+            if progress is not None:
+                progress(summary.records_inspected)
+    if digest.hexdigest() != manifest.bundle_sha256:
+        raise BundleMalformed("the bundle file changed between its check and its import; nothing was written")
+    tx.threads.flush(connection)
+    for cursor in verified.cursors:
+        connection.execute(
+            "INSERT INTO pair_cursors(pair_id, cursor, updated_at) VALUES (?, ?, ?) ON CONFLICT(pair_id) DO NOTHING",
+            (cursor.pair_id, cursor.cursor, tx.now),
+        )
+        summary.cursors += connection.changes()
+    for info in verified.tokens:
+        connection.execute(
+            "INSERT INTO tokens(token_id, env, sa_id, label, scopes, created_at, revoked_at, expires_at, pair_id, "
+            "peer_did, target_namespace) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(token_id) DO NOTHING",
+            (
+                info.token_id,
+                info.env,
+                info.sa_id,
+                info.label,
+                json.dumps(sorted(info.scopes)),
+                info.created_at,
+                info.revoked_at,
+                info.expires_at,
+                info.pair_id,
+                info.peer_did,
+                info.target_namespace,
+            ),
+        )
+        summary.tokens += connection.changes()
+    connection.execute(
+        "INSERT INTO meta(key, value) VALUES (?, ?) "
+        "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + CAST(excluded.value AS INTEGER)",
+        (IMPORTED_KEY, str(summary.records_inserted)),
+    )
+    summary.refusals_by_reason = refusals
+    fill_counts(summary, manifest)
+    summary.check()
+    return summary
+
+
+def fill_counts(summary: ImportSummary, manifest: Manifest) -> None:
+    """The per-kind counts a summary shows, as the bundle's signed manifest states them."""
+    counts = manifest.counts
+    summary.threads = counts.get("threads", 0)
+    summary.federation_pairs = counts.get("federation_pairs", 0)
+    summary.sync_pairs = counts.get("sync_pairs", 0)
+    summary.consent_grants = counts.get("consent_grants", 0)
+    summary.namespaces = counts.get("namespaces", 0)
