@@ -17,6 +17,8 @@ from typing import Any, ClassVar
 import msgspec
 
 __all__ = [
+    "ActorAnswer",
+    "ActorList",
     "AitlDecision",
     "AitlList",
     "ConsentGrant",
@@ -305,6 +307,24 @@ class ConsentGrant(Answer):
     expires_at: Time = None
     revoked_at: Time = None
     status: str | None = None
+
+
+class ActorAnswer(Answer):
+    """An ``actor`` of ``GET /v1/actors``: a DID seen taking part in this instance's threads."""
+
+    what: ClassVar[str] = "an spl actor"
+    did: str
+    kind: str | None = None
+    status: str | None = None
+    record_count: int = 0
+    thread_count: int = 0
+    role: str | None = None
+
+
+class ActorList(Answer):
+    what: ClassVar[str] = "a list of spl actors"
+    data: list[ActorAnswer]
+    truncated: bool = False
 
 
 class ConsentGrantList(Answer):

@@ -17,7 +17,21 @@ import sys
 
 import typer
 
-from spl.cli import admin, aitl, config, consent, debug, doctor, federation, fleet, records, server, soak
+from spl.cli import (
+    actors,
+    admin,
+    aitl,
+    config,
+    consent,
+    debug,
+    doctor,
+    federation,
+    fleet,
+    portability,
+    records,
+    server,
+    soak,
+)
 from spl.cli.app import app
 from spl.cli.client import CliError
 from spl.daemon.home import HomeError
@@ -36,6 +50,8 @@ COMMANDS = (
     records.learn,
     records.emit,
     federation.sync,
+    portability.export,
+    portability.import_,
 )
 GROUPS = (
     ("identity", admin.identity_app),
@@ -48,6 +64,7 @@ GROUPS = (
     ("aitl", aitl.aitl_app),
     ("consent", consent.consent_app),
     ("debug", debug.debug_app),
+    ("actor", actors.actor_app),
 )
 
 # `spl federation soak` shares the group with the pair commands; the soak module stays free of them.

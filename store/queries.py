@@ -25,9 +25,11 @@ from spl.store.threads import ALL_THREADS, since_start
 __all__ = [
     "MAX_FEED_NAMESPACES",
     "PAGE_BYTES",
+    "MAX_ACTORS",
     "ChangePage",
     "ScopedPage",
     "ScopedRow",
+    "actor_listing",
     "change_page",
     "count_after",
     "get_record",
@@ -444,3 +446,22 @@ def parked_dropped(connection: apsw.Connection) -> int:
     for (value,) in connection.execute("SELECT value FROM meta WHERE key = 'parked_dropped'"):
         return int(value)
     return 0
+
+
+MAX_ACTORS = 10_000
+
+
+def actor_listing(connection: apsw.Connection, *, limit: int = MAX_ACTORS) -> list[dict[str, Any]]:
+    """Every actor seen as a participant of a thread: records, threads, and the strongest role it held.
+
+    From the thread projections (``thread_participants``), so the cost is one row per (thread, actor), not per
+    record. Reserved threads count too: their participant is this instance.
+    """
+    return [
+        {"actor": actor, "record_count": int(records), "thread_count": int(threads), "role": _ROLES.get(int(rank))}
+        for actor, records, threads, rank in connection.execute(
+            "SELECT actor, SUM(record_count), COUNT(*), MAX(role_rank) FROM thread_participants "
+            "GROUP BY actor ORDER BY actor LIMIT ?",
+            (limit,),
+        )
+    ]

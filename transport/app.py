@@ -46,6 +46,7 @@ from spl.core.errors import AuthRequired, InvalidRequest, NotFound, PayloadTooLa
 from spl.core.pairs import is_loopback_host as core_is_loopback_host
 from spl.core.text import printable
 from spl.transport import (
+    routes_actors,
     routes_admin,
     routes_federation,
     routes_feed,
@@ -282,6 +283,7 @@ def create_app(services: Services) -> QuartTrio:
         routes_sync.blueprint,
         routes_federation.blueprint,
         routes_portability.blueprint,
+        routes_actors.blueprint,
     ):
         app.register_blueprint(blueprint)
     return app

@@ -111,6 +111,11 @@ async def test_round_trip_adopts_the_identity_and_keeps_every_thread(
         assert "acme/ops" in {entry["id"] for entry in namespaces}
         grants = (await http.get(f"{b.url}/v1/consent/grants", headers=b.headers)).json()["data"]
         assert [grant["source_namespace"] for grant in grants] == ["acme/ops"]
+        # Same actors (seed 004 step 6: `spl actor list` matches), the instance first.
+        actors_a = (await http.get(f"{a.url}/v1/actors", headers=a.headers)).json()["data"]
+        assert actors_a == (await http.get(f"{b.url}/v1/actors", headers=b.headers)).json()["data"]
+        assert actors_a[0]["did"] == a.did and actors_a[0]["kind"] == "instance"
+        assert {"did:test:fp"} <= {actor["did"] for actor in actors_a}
         # New records on B are signed as the adopted DID, and land in an imported namespace.
         await emit(http, b, "th_after", 1, namespace="acme/ops")
         after = (await http.get(f"{b.url}/v1/records", params={"thread": "th_after"}, headers=b.headers)).json()
