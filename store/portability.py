@@ -104,14 +104,15 @@ __all__ = [
     "verify_bundle",
 ]
 
-MAX_NAMED_FILE = 64 * 1024 * 1024  # a named file (pairs, grants, namespaces, tokens) is small; this is hostile
+MAX_NAMED_FILE = 64 * 1024 * 1024  # the named files together (pairs, grants, namespaces, tokens): more is hostile
 IMPORTED_KEY = "imported_records"  # meta: how many records imports inserted (not "of its own")
 # argon2id costs a sealing uses: libsodium's "interactive" limits (64 MiB, ~0.1 s here) keep an export and an
 # import within the 200 MB memory budget; the limits travel in the sealed blob, so a later release can raise them.
 SEAL_OPSLIMIT = nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE
 SEAL_MEMLIMIT = nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE
 _VERIFY_CHUNK = 256  # records per verification task
-_VERIFY_IN_FLIGHT = 6  # tasks queued at most: bounds the memory pass 1 holds (6 x 256 record files)
+_VERIFY_CHUNK_BYTES = 1024 * 1024  # ... or this many bytes of record files, whichever comes first
+_VERIFY_IN_FLIGHT = 6  # tasks queued at most: pass 1 holds at most ~7 MiB of record files (+ one entry being read)
 _FLUSH_EVERY = 4096  # records between flushes of the thread projections inside the import transaction
 
 
@@ -384,6 +385,7 @@ def verify_bundle(
     counter = _DryRunCounter(dry_run_store) if dry_run_store is not None else None
     pending: deque[concurrent.futures.Future[list[Candidate]]] = deque()
     chunk: list[tuple[str, bytes]] = []
+    chunk_bytes = named_bytes = 0
 
     def settle(future: concurrent.futures.Future[list[Candidate]]) -> None:
         candidates = future.result()  # raises the record's refusal
@@ -405,15 +407,22 @@ def verify_bundle(
                     )
                 digest.add(path, hashlib.sha256(data).hexdigest())  # refuses unknown paths and misplaced files
                 if path.startswith("records/"):
+                    if len(data) > limits.max_record_bytes:  # before it is queued: the queue is bounded in bytes
+                        raise BundleMalformed(
+                            f"{path[:120]} is larger than {limits.max_record_bytes} bytes; raise max_body_bytes to "
+                            "import it"
+                        )
                     chunk.append((path, data))
-                    if len(chunk) >= _VERIFY_CHUNK:
+                    chunk_bytes += len(data)
+                    if len(chunk) >= _VERIFY_CHUNK or chunk_bytes >= _VERIFY_CHUNK_BYTES:
                         pending.append(pool.submit(_verify_chunk, chunk, limits.max_record_bytes))
-                        chunk = []
+                        chunk, chunk_bytes = [], 0
                         while len(pending) > _VERIFY_IN_FLIGHT:
                             settle(pending.popleft())
                     continue
-                if len(data) > MAX_NAMED_FILE:  # pragma: no cover - read_tar_zst bounds every entry already
-                    raise BundleMalformed(f"{path} is larger than {MAX_NAMED_FILE} bytes")
+                named_bytes += len(data)
+                if named_bytes > MAX_NAMED_FILE:
+                    raise BundleMalformed(f"the named files hold more than {MAX_NAMED_FILE} bytes together")
                 named[path] = data
                 if path == PRIVATE_KEY:
                     seed = unseal_private_key(data, passphrase)  # a wrong passphrase is refused here, early

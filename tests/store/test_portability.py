@@ -230,3 +230,21 @@ def test_kill_9_in_the_middle_of_the_commit_leaves_nothing_and_a_rerun_is_exact(
     _, summary = _import(target, (tmp_path / "x.tar.zst").read_bytes())
     assert (summary.records_inserted, summary.records_deduplicated) == (5000, 0)
     assert _thread_lines(target) == _thread_lines(source)
+
+
+def test_oversized_files_are_refused_before_they_are_queued(tmp_path: Path) -> None:
+    from spl.core.bundle import record_path
+    from spl.store.bundle_stream import write_tar_zst
+
+    def bundle(entries: list[tuple[str, bytes]]) -> io.BytesIO:
+        out = io.BytesIO()
+        write_tar_zst(out, entries)
+        out.seek(0)
+        return out
+
+    huge_record = [(record_path("th_x", "ab" * 32), b"{" + b" " * (2 * 1024 * 1024) + b"}")]
+    with pytest.raises(BundleMalformed, match="larger than .* raise max_body_bytes"):
+        verify_bundle(bundle(huge_record), passphrase=None)
+    named = [("config.json", b"x" * (40 * 1024 * 1024)), ("namespaces.jsonl", b"x" * (30 * 1024 * 1024))]
+    with pytest.raises(BundleMalformed, match="named files hold more than"):
+        verify_bundle(bundle(named), passphrase=None)
