@@ -155,7 +155,10 @@ async def export() -> Response:
     response = Response(
         _export_stream(work, done),
         content_type="application/zstd" if options.compress else "application/x-tar",
-        headers={"cache-control": "no-store", "content-disposition": 'attachment; filename="spl-export.tar.zst"'},
+        headers={
+            "cache-control": "no-store",
+            "content-disposition": f'attachment; filename="spl-export.{"tar.zst" if options.compress else "tar"}"',
+        },
     )
     response.timeout = None  # a large export takes minutes
     return response

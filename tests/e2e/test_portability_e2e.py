@@ -34,6 +34,21 @@ async def export_to(http: httpx.AsyncClient, node: Node, path: Path, **options: 
                 out.write(chunk)
 
 
+async def leave_mid_export(node: Node) -> None:
+    """Ask for an uncompressed export on a raw connection, read its first bytes and hang up."""
+    body = b'{"compress": false}'
+    head = (
+        f"POST /v1/portability/export HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+        f"authorization: {node.headers['authorization']}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n\r\n"
+    ).encode()
+    stream = await trio.open_tcp_stream("127.0.0.1", node.process.port)
+    async with stream:
+        await stream.send_all(head + body)
+        first = await stream.receive_some(4096)
+        assert first.startswith(b"HTTP/1.1 200") and b"application/x-tar" in first
+
+
 async def import_into(http: httpx.AsyncClient, node: Node, blob: bytes, **params: str) -> httpx.Response:
     headers = {**node.headers, **ZSTD}
     return await http.post(f"{node.url}/v1/portability/import", content=blob, params=params, headers=headers)
@@ -166,6 +181,14 @@ async def test_no_identity_bundle_keeps_the_local_identity_and_kill_9_then_rerun
 
         dry = (await import_into(http, b, blob, dry_run="true")).json()
         assert dry["dry_run"] and dry["records_inserted"] == 0 and dry["records_deduplicated"] == 399
+
+        # A client that leaves mid-export stops it; the next export is whole.
+        await leave_mid_export(a)
+        await export_to(http, a, tmp_path / "again.tar.zst", identity=False)
+        assert (tmp_path / "again.tar.zst").read_bytes()[:4] == bytes.fromhex("28b52ffd")
+        assert (
+            await import_into(http, b, (tmp_path / "again.tar.zst").read_bytes(), dry_run="true")
+        ).status_code == 200
 
         # Only an admin may import or export.
         minted = await http.post(
