@@ -71,6 +71,7 @@ from spl.core.bundle import (
 from spl.core.canonical import canonical_json
 from spl.core.config import DEFAULT_MAX_BODY
 from spl.core.consent import CONSENT_THREAD, ConsentBook
+from spl.core.errors import Unavailable
 from spl.core.federation_pairs import fold_federation_pairs
 from spl.core.identity import Identity
 from spl.core.namespaces import REGISTRY_THREAD, NamespaceRegistry
@@ -370,12 +371,14 @@ def verify_bundle(
     limits: ImportLimits | None = None,
     dry_run_store: Path | None = None,
     workers: int = 2,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> VerifiedBundle:
     """Pass 1: check every byte of the bundle ``src``; :class:`BundleMalformed` / ``BundleSignatureInvalid`` else.
 
     Nothing is written. Record files are verified on ``workers`` threads, at most a few hundred files held at
     a time. With ``dry_run_store`` each record is also looked up in that store (read-only) to count what a
-    commit would insert, de-duplicate and skip.
+    commit would insert, de-duplicate and skip. ``should_stop`` is asked before each batch of records: when it
+    answers True (the request that wanted this was cancelled) the pass ends with ``Unavailable``.
     """
     limits = limits or ImportLimits()
     digest = new_digest()
@@ -415,6 +418,8 @@ def verify_bundle(
                     chunk.append((path, data))
                     chunk_bytes += len(data)
                     if len(chunk) >= _VERIFY_CHUNK or chunk_bytes >= _VERIFY_CHUNK_BYTES:
+                        if should_stop():
+                            raise Unavailable("the import was cancelled (its request ended); run it again")
                         pending.append(pool.submit(_verify_chunk, chunk, limits.max_record_bytes))
                         chunk, chunk_bytes = [], 0
                         while len(pending) > _VERIFY_IN_FLIGHT:

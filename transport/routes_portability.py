@@ -19,6 +19,7 @@ import functools
 import logging
 import os
 import secrets
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -213,11 +214,23 @@ async def import_bundle() -> Response:
             await _spool(spool)
             db_path = svc.home_root / "hub.db"
 
+            stop = threading.Event()
+
             def verify() -> VerifiedBundle:
                 with spool.open("rb") as src:
-                    return verify_bundle(src, passphrase=passphrase, dry_run_store=db_path if dry_run else None)
+                    return verify_bundle(
+                        src,
+                        passphrase=passphrase,
+                        dry_run_store=db_path if dry_run else None,
+                        should_stop=stop.is_set,
+                    )
 
-            verified = await trio.to_thread.run_sync(verify)
+            # Pass 1 takes about a minute per million records: a request cancelled meanwhile (the client left,
+            # the daemon stops) returns at once, and the thread, told by ``stop``, ends at its next batch.
+            try:
+                verified = await trio.to_thread.run_sync(verify, abandon_on_cancel=True)
+            finally:
+                stop.set()
             if dry_run:
                 summary = _dry_run_summary(verified, svc)
             else:

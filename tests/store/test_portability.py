@@ -248,3 +248,12 @@ def test_oversized_files_are_refused_before_they_are_queued(tmp_path: Path) -> N
     named = [("config.json", b"x" * (40 * 1024 * 1024)), ("namespaces.jsonl", b"x" * (30 * 1024 * 1024))]
     with pytest.raises(BundleMalformed, match="named files hold more than"):
         verify_bundle(bundle(named), passphrase=None)
+
+
+def test_pass_1_stops_when_its_request_is_gone(tmp_path: Path) -> None:
+    from spl.core.errors import Unavailable
+
+    _store(tmp_path / "a.db", records=600)
+    blob = _export(tmp_path / "a.db")
+    with pytest.raises(Unavailable, match="cancelled"):
+        verify_bundle(io.BytesIO(blob), passphrase=None, should_stop=lambda: True)
