@@ -1,4 +1,4 @@
-"""Record and thread commands: ``spl intend|do|know|learn|emit`` and ``spl thread list|show|records``.
+"""Record and thread commands: ``spl intend|do|know|learn|emit`` and ``spl thread list|show|records|snapshot|restore``.
 
 Emitting fills what the SDK would: the actor defaults to the instance DID and the clock
 to the current unix time in milliseconds. Should that clock collide (409
@@ -11,21 +11,30 @@ same records print byte-identical text, whatever order the records arrived in.
 
 Text output shows what any client or peer wrote (actors, thread ids, bodies), so every such
 field goes through :func:`spl.cli.output.safe`: no terminal escape and no line of its own.
+
+``spl thread snapshot`` streams ``GET /v1/threads/snapshot`` straight to stdout or a 0600 file (never whole in
+memory); ``spl thread restore`` posts one back. The format is :mod:`spl.core.snapshot`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import sys
 import time
-from typing import Any
+from pathlib import Path
+from typing import IO, Any, ClassVar
 
 import typer
 
-from spl.cli.answers import Identity, RecordAnswer, RecordList, ThreadDetail, ThreadList
-from spl.cli.client import CliError, DaemonClient, decode_answer
+from spl.cli.answers import Answer, ErrorAnswer, Identity, RecordAnswer, RecordList, ThreadDetail, ThreadList
+from spl.cli.client import CliError, DaemonClient, decode_answer, one_line
 from spl.cli.common import (
     OUTPUT,
     URL,
     DaemonError,
+    DaemonUnreachable,
     call,
     client_for,
     compact_json,
@@ -35,7 +44,9 @@ from spl.cli.common import (
     wants_json,
 )
 from spl.cli.output import emit_json, safe, table
+from spl.core.errors import InvalidRequest
 from spl.core.record import ACTS, DATA_TYPES, MAX_CLOCK
+from spl.core.snapshot import MAX_LINE_BYTES, SnapshotManifest, split_threads
 
 __all__ = ["emit", "intend", "thread_app"]
 
@@ -363,3 +374,187 @@ def thread_records(
         return
     for record in sorted((typed for typed, _ in records), key=lambda r: (r.clock, r.actor, r.id)):
         typer.echo(record_line(record))
+
+
+# -- snapshots (issue 11) ------------------------------------------------------------------
+
+MAX_SNAPSHOT_FILE = 64 * 1024 * 1024  # what `POST /v1/threads/restore` reads at most
+SNAPSHOT_TIMEOUT = 300.0  # a large thread streams for a while; each read still times out on its own
+
+
+class RestoreSummary(Answer):
+    """``POST /v1/threads/restore``'s answer."""
+
+    what: ClassVar[str] = "a restore summary"
+    records_inspected: int
+    records_inserted: int
+    records_deduplicated: int
+    records_failed: int
+    refusals_by_reason: dict[str, int]
+    threads: list[str]
+
+
+def _error_from(response: Any, where: str) -> DaemonError:
+    """A daemon's 4xx/5xx answer (already read) as the one-line error ``call`` gives."""
+    try:
+        payload = response.json()
+    except ValueError:
+        payload = None
+    if isinstance(payload, dict):
+        error = decode_answer(payload, ErrorAnswer, where)
+        message = one_line(str(response.text if error.message is None else error.message))
+        return DaemonError(response.status_code, error.code or error.error or "ERROR", message)
+    return DaemonError(response.status_code, f"HTTP {response.status_code}", f"{where} did not answer with spl's JSON")
+
+
+def stream_snapshot(client: DaemonClient, threads: list[str], sink: IO[bytes]) -> SnapshotManifest:
+    """``GET /v1/threads/snapshot`` written to ``sink`` as it arrives; the manifest it ended with.
+
+    Only the tail after the last newline is kept in memory. A stream that does not end with a manifest
+    (the daemon stopped, or met an error after it had started answering) is a :class:`CliError`.
+    """
+    import httpx
+
+    headers = {"x-api-key": client.token} if client.token else {}
+    where = f"GET {client.url}/v1/threads/snapshot"
+    tail = b""
+    try:
+        with httpx.Client(base_url=client.url, timeout=client.timeout, headers=headers) as http:
+            params = {"threads": ",".join(threads)}
+            with http.stream("GET", "/v1/threads/snapshot", params=params) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    error = _error_from(response, where)
+                    if response.status_code == 401 and client.withheld is not None:
+                        error = DaemonError(401, error.code, f"{error} ({client.withheld})")
+                    raise error
+                for chunk in response.iter_bytes():
+                    sink.write(chunk)
+                    tail = (tail + chunk)[-(MAX_LINE_BYTES + 2) :]
+    except httpx.ConnectError:
+        raise DaemonUnreachable(
+            f"no daemon answers at {client.url}: start one with `spl serve --daemon` (or check --url / SPL_SERVE_URL)"
+        ) from None
+    except httpx.TimeoutException:
+        raise CliError(f"the daemon at {client.url} stopped sending within {client.timeout:.0f}s") from None
+    except httpx.HTTPError as exc:
+        raise CliError(f"{where} failed ({type(exc).__name__}: {one_line(str(exc))})") from None
+    last = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+    try:
+        manifest = json.loads(last)
+    except ValueError:
+        manifest = None
+    if isinstance(manifest, dict) and manifest.get("object") == "error":
+        raise CliError(f"the snapshot stopped short: {safe(manifest.get('code'))}: {safe(manifest.get('message'))}")
+    if not isinstance(manifest, dict) or manifest.get("object") != "thread_snapshot":
+        raise CliError(f"{where} ended without a manifest line: the snapshot is incomplete; take it again")
+    return SnapshotManifest(
+        tuple(str(t) for t in manifest.get("threads") or ()),
+        int(manifest.get("record_count") or 0),
+        str(manifest.get("records_sha256")),
+        str(manifest.get("created_at")),
+        str(manifest.get("source_did")),
+    )
+
+
+@thread_app.command("snapshot")
+def thread_snapshot(
+    threads: list[str] = typer.Argument(..., help="Thread ids (at most 100)."),
+    out: Path | None = typer.Option(None, "--out", help="Write here (mode 0600) instead of stdout."),
+    url: str | None = URL,
+) -> None:
+    """Write threads' records as a .snap.jsonl snapshot (GET /v1/threads/snapshot).
+
+    One record per line, exactly as the daemon stores it, then a manifest line (thread list, record
+    count, SHA-256 over the sorted record ids). Reserved threads such as th_federation_pairs need the
+    admin credential (the home's, used by default). With --out, a summary goes to stderr.
+
+    Example (seed 001, whole-pair recovery): spl thread snapshot th_federation_pairs > /tmp/local-pairs.snap.jsonl
+    """
+    try:
+        names = split_threads(",".join(threads))
+    except InvalidRequest as exc:
+        raise CliError(exc.message) from None
+    client = client_for(url)
+    client.timeout = SNAPSHOT_TIMEOUT
+    if out is None:
+        stream_snapshot(client, names, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return
+    partial = out.with_name(out.name + ".partial")
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(descriptor, 0o600)  # an existing file keeps its mode through O_CREAT
+        with os.fdopen(descriptor, "wb") as sink:
+            manifest = stream_snapshot(client, names, sink)
+        os.replace(partial, out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        raise
+    typer.echo(
+        f"wrote {manifest.record_count} record{'s' if manifest.record_count != 1 else ''} of "
+        f"{len(manifest.threads)} thread{'s' if len(manifest.threads) != 1 else ''} to {safe(str(out))}",
+        err=True,
+    )
+
+
+@thread_app.command("restore")
+def thread_restore(
+    file: Path = typer.Argument(..., help="A .snap.jsonl written by `spl thread snapshot`."),
+    output: str = OUTPUT,
+    url: str | None = URL,
+) -> None:
+    """Restore a snapshot into the daemon (POST /v1/threads/restore, admin).
+
+    Everything is verified first (every record's id and signature, the manifest's count and hash):
+    any failure refuses the whole file and writes nothing. Records already stored are de-duplicated,
+    so restoring twice is harmless. Reserved threads are refused: configuration moves with
+    `spl export` / `spl import`.
+
+    Example: spl thread restore /tmp/th_orders.snap.jsonl
+    """
+    import httpx
+
+    as_json = wants_json(output)
+    try:
+        size = file.stat().st_size
+        if size > MAX_SNAPSHOT_FILE:
+            raise CliError(
+                f"{safe(str(file))} is larger than {MAX_SNAPSHOT_FILE} bytes; snapshot fewer threads at a time"
+            )
+        data = file.read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {safe(str(file))}: {safe(exc.strerror or exc)}") from None
+    client = client_for(url)
+    headers = {"content-type": "application/x-ndjson", **({"x-api-key": client.token} if client.token else {})}
+    where = f"POST {client.url}/v1/threads/restore"
+    try:
+        with httpx.Client(base_url=client.url, timeout=SNAPSHOT_TIMEOUT, headers=headers) as http:
+            response = http.post("/v1/threads/restore", content=data)
+    except httpx.ConnectError:
+        raise DaemonUnreachable(
+            f"no daemon answers at {client.url}: start one with `spl serve --daemon` (or check --url / SPL_SERVE_URL)"
+        ) from None
+    except httpx.HTTPError as exc:
+        raise CliError(f"{where} failed ({type(exc).__name__}: {one_line(str(exc))})") from None
+    if response.status_code >= 400:
+        raise _error_from(response, where)
+    try:
+        payload = response.json()
+    except ValueError:
+        payload = None
+    if not isinstance(payload, dict):
+        raise CliError(f"{where} did not answer with spl's JSON: is it an spl daemon? Check --url")
+    summary = decode_answer(payload, RestoreSummary, where)
+    if as_json:
+        emit_json(payload)
+        return
+    typer.echo(f"restored {safe(str(file))}")
+    typer.echo(f"  threads:      {', '.join(safe(thread) for thread in summary.threads)}")
+    typer.echo(f"  inspected:    {summary.records_inspected}")
+    typer.echo(f"  inserted:     {summary.records_inserted}")
+    typer.echo(f"  deduplicated: {summary.records_deduplicated}")
+    typer.echo(f"  failed:       {summary.records_failed}")
+    for code, count in sorted(summary.refusals_by_reason.items()):
+        typer.echo(f"    {safe(code)}: {count}")
