@@ -83,6 +83,9 @@ class TokenStore(Protocol):
 
     def delete(self, pair_id: str) -> None: ...
 
+    def forget_cached(self) -> None:
+        """Drop what was read so far: the next read goes to the store again (after an import replaced it)."""
+
 
 # Pairs stop one after another inside the daemon's 2.5 s "stop pairs" phase. A pair has nothing to flush (its
 # cursor commits with its records) and normally ends at once when cancelled; the cap only bounds how long one
@@ -146,14 +149,47 @@ class FederationManager:
                     for config in configs.values():
                         status = PairStatus(config.pair_id, cursor=cursors.get(config.pair_id, ""))
                         await self._start_pair(config, status)
+                    announcing = trio.CancelScope()
                     if federation_pairs is not None:
                         await self.fed.start(*federation_pairs)
+                        nursery.start_soon(self._announce, announcing)
                     ctx.started()
                     while await next_message(ctx) is not None:
                         pass
+                    announcing.cancel()
                     self.supervisor.shutdown()
             finally:
                 self._peers = None
+
+    async def _announce(self, scope: trio.CancelScope) -> None:
+        """The federation pairs' announcer (a new endpoint told to peers), until the manager stops."""
+        with scope:
+            await self.fed.announcer()
+
+    def endpoint_known(self) -> None:
+        """The daemon calls this once its HTTP server is bound (and whenever its advertised URL changes): pairs
+        whose peer knows another URL of ours are announced at once, with the right one."""
+        if self.fed is not None:
+            self.fed.endpoint_known()
+
+    async def reload_after_import(self) -> None:
+        """After ``spl import`` committed (the identity already swapped in place): stop every puller, fold sync
+        pairs, federation pairs and consent again from the store under ``self.identity.did``, and restart the
+        pullers from their stored cursors. Announces nothing itself: a federation pair whose peer knows another
+        URL than ours is then announced by the federation pairs' announcer, as at any start."""
+        self._peers_or_unavailable()
+        async with self._changing:
+            for pair_id in list(self.pairs):
+                await self.supervisor.remove_child(pair_id)
+            self.pairs.clear()
+            await trio.to_thread.run_sync(self.tokens.forget_cached)
+            configs, cursors = await trio.to_thread.run_sync(self._load)
+            for config in configs.values():
+                await self._start_pair(config, PairStatus(config.pair_id, cursor=cursors.get(config.pair_id, "")))
+        if self.fed is not None:
+            await self.fed.reload(*await trio.to_thread.run_sync(self.fed.load))
+        federation_pairs = len(self.fed.pairs) if self.fed is not None else 0
+        log.info("pairs reloaded after an import: %d sync, %d federation", len(self.pairs), federation_pairs)
 
     def _load(self) -> tuple[dict[str, PairConfig], dict[str, str]]:
         with self.pool.connection() as connection:

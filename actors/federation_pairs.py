@@ -12,8 +12,15 @@ State is what the records say. Every change is recorded on ``th_federation_pairs
 instance) before it is acted on or answered, so a restart folds the records and carries on; only
 this instance's records count (``fold_federation_pairs``), so a planted record changes nothing.
 
-``degraded`` and ``peer_manifest_changed`` are not recorded: they describe the pair's health now
-(the puller's failures, the last refresh), so they are computed when the pair is shown.
+``degraded``, ``peer_manifest_changed`` and ``endpoint_moving`` are not recorded: they describe the
+pair's health now (the puller's failures, the last refresh, a move not yet acknowledged), so they are
+computed when the pair is shown.
+
+A steward that answers at another URL than the one a peer knows (after ``spl import`` on another
+machine) announces it: :meth:`FederationPairs.announcer` sends each such pair's peer a signed
+``endpoint_moved`` notice, retried with backoff until the peer acknowledges it, and the peer
+(:meth:`FederationPairs.on_endpoint_moved`) re-points the pair after probing both URLs
+(docs/federation-pairs.md, "When a steward moves").
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -62,13 +70,18 @@ from spl.core.feed import ManifestInvalid, PeerError, PeerProtocolError
 from spl.core.handshake import (
     TOKEN_SCOPES,
     WINDOW,
+    EndpointMoved,
     NonceReplayed,
     PairRequest,
     PairResponse,
+    build_endpoint_moved,
+    build_endpoint_moved_ack,
     build_notice,
     build_pair_request,
     build_pair_response,
     build_poll,
+    check_endpoint_moved,
+    check_endpoint_moved_ack,
     check_notice,
     check_pair_request,
     check_pair_response,
@@ -80,7 +93,15 @@ from spl.core.handshake import (
 from spl.core.identity import Identity
 from spl.core.manifest import rfc3339, signed_manifest_did
 from spl.core.pair_machine import ConfigChanged
-from spl.core.pairs import PAIRS_THREAD, PairConfig, PairStatus, is_pair_id, validate_peer_url, validate_settings
+from spl.core.pairs import (
+    PAIRS_THREAD,
+    PairConfig,
+    PairStatus,
+    is_pair_id,
+    peer_address,
+    validate_peer_url,
+    validate_settings,
+)
 from spl.core.text import printable
 from spl.core.tokens import TokenInfo
 from spl.store.database import ReadPool
@@ -100,6 +121,15 @@ MAX_PAIRS = 1000
 PENDING_TTL = 86_400.0  # a pair request nobody approved or rejected within a day gives its place up
 MAX_STREAMS_PER_PAIR = 2  # a peer needs one continuous feed; one more covers a reconnect racing the old one
 MANIFEST_SNAPSHOT_KEYS = ("object", "manifest_version", "daemon", "federation", "advertises", "consent_policy")
+# Announcing a new endpoint (docs/federation-pairs.md, "When a steward moves").
+ANNOUNCE_FIRST_RETRY = 5.0  # seconds after a failed notice; doubles up to ANNOUNCE_MAX_RETRY
+ANNOUNCE_MAX_RETRY = 600.0
+ANNOUNCE_DEADLINE = 30.0  # one notice, answer included: the peer probes two manifests before it answers
+ANNOUNCE_PARALLEL = 8  # notices in flight at once (a daemon with many pairs tells them a few at a time)
+ENDPOINT_SETTLE = 2.0  # at start, how long the announcer waits to be told the bound URL (endpoint_known)
+PROBE_NEW_DEADLINE = 10.0  # the peer fetching the manifest at the announced endpoint
+PROBE_OLD_DEADLINE = 3.0  # ... and at the old one: silence this long counts as "not live"
+DUPLICATE_MARK_FOR = 900.0  # a DUPLICATE_STEWARD mark lasts this long after the last notice that found one
 
 
 class PeerRejected(SplError):
@@ -144,6 +174,22 @@ class TooManyPending(SplError):
     status = 429
     type = "rate_limit_error"
     code = "TOO_MANY_PENDING"
+
+
+class DuplicateSteward(SplError):
+    """Both the pair's old URL and the announced one answer with the peer's DID: two daemons run one identity."""
+
+    status = 409
+    type = "conflict_error"
+    code = "DUPLICATE_STEWARD"
+
+
+class EndpointUnverified(SplError):
+    """The announced endpoint does not serve a valid manifest signed by the pair's peer DID (yet)."""
+
+    status = 502
+    type = "api_error"
+    code = "ENDPOINT_UNVERIFIED"
 
 
 @dataclass(frozen=True)
@@ -208,6 +254,18 @@ class FedView:
     served_at: float | None = None
     last_sync_at: float | None = None
     pulled_total: int = 0
+    no_token: bool = False  # the puller waits: we hold no token of the peer's for this pair (after a move)
+    # Announcing our new endpoint (the mover's side): one notice at a time per pair, retried with backoff.
+    announce_lock: trio.Lock = field(default_factory=trio.Lock, repr=False)
+    announce_at: float = -math.inf  # trio clock: when the next notice is due
+    announce_delay: float = ANNOUNCE_FIRST_RETRY
+    announce_error: str = ""  # the last notice's outcome, when it was not acknowledged
+    announce_duplicate: bool = False  # ... and whether the peer answered DUPLICATE_STEWARD
+    # The token announced with our endpoint, kept in memory for the retries of one announcement (never shown).
+    moved_token: tuple[str, str, float] | None = field(default=None, repr=False)  # endpoint, token, expiry
+    # The peer's side: when a notice last found the pair's peer live at two URLs, and why; a notice being probed.
+    duplicate: tuple[float, str] | None = None
+    probing: bool = False
 
 
 Remember = Callable[[TokenInfo], None]
@@ -254,15 +312,22 @@ class FederationPairs:
         self._tokens: dict[str, TokenInfo] = {}  # our tokens for peers, by pair id (ids and metadata only)
         self._seen_nonces: dict[str, dict[str, float]] = {}  # per pair: polls' and notices' nonces in the window
         self._streams: dict[str, int] = {}  # continuous feeds open per pair (MAX_STREAMS_PER_PAIR)
+        self._wake = trio.Event()  # set: the announcer looks at every pair again now
+        self._endpoint_known = trio.Event()  # set: endpoint() returns the URL this daemon is bound to
 
     # -- start ------------------------------------------------------------------------------------------
 
-    def load(self) -> tuple[list[tuple[FederationPair, int]], dict[str, str]]:
-        """Fold ``th_federation_pairs`` and ``th_consent`` (in a worker thread, at start)."""
+    def load(self) -> tuple[list[tuple[FederationPair, int]], dict[str, str], ConsentBook]:
+        """Fold ``th_federation_pairs`` and ``th_consent`` with the current identity (in a worker thread).
+
+        Returns the pairs (each with the sequence of its latest record), the pull cursors and a new consent
+        book; :meth:`start` takes all three, so a reload after an import replaces them at once.
+        """
+        consent = ConsentBook()
         with self.pool.connection() as connection:
             pair_records = thread_objects_with_seq(connection, PAIRS_THREAD)
             for seq, record in thread_objects_with_seq(connection, CONSENT_THREAD):
-                self.consent.apply(record, seq, self.identity.did)
+                consent.apply(record, seq, self.identity.did)
             cursors = pair_cursors(connection)
         last_seq: dict[str, int] = {}
         for seq, record in pair_records:
@@ -270,14 +335,32 @@ class FederationPairs:
             if isinstance(body, dict) and isinstance(body.get("pair_id"), str):
                 last_seq[body["pair_id"]] = seq
         folded = fold_federation_pairs([record for _, record in pair_records], self.identity.did)
-        return [(pair, last_seq.get(pair_id, 0)) for pair_id, pair in folded.items()], cursors
+        return [(pair, last_seq.get(pair_id, 0)) for pair_id, pair in folded.items()], cursors, consent
 
-    async def start(self, folded: list[tuple[FederationPair, int]], cursors: dict[str, str]) -> None:
+    async def start(
+        self, folded: list[tuple[FederationPair, int]], cursors: dict[str, str], consent: ConsentBook
+    ) -> None:
+        """Hold the folded pairs and run their pullers; the announcer then tells peers of a new endpoint."""
+        self.consent = consent
         for pair, seq in folded:
             view = FedView(pair, seq=seq, widened_seq=seq)
             self.pairs[pair.pair_id] = view
             if pair.state in ("active", "paused"):
                 await self._start_puller(view, cursors.get(pair.pair_id, ""))
+        self._wake.set()
+
+    async def reload(
+        self, folded: list[tuple[FederationPair, int]], cursors: dict[str, str], consent: ConsentBook
+    ) -> None:
+        """After an import: stop every puller, forget every pair, token and nonce held in memory, and start again
+        from what the store now holds, under the current identity (the manager calls it, pullers stopped first)."""
+        async with self._changing:
+            for view in list(self.pairs.values()):
+                await self._stop_puller(view)
+            self.pairs.clear()
+            self._tokens.clear()
+            self._seen_nonces.clear()
+            await self.start(folded, cursors, consent)
 
     # -- the puller ---------------------------------------------------------------------------------------
 
@@ -298,8 +381,13 @@ class FederationPairs:
         )
 
     async def _start_puller(self, view: FedView, cursor: str = "") -> None:
+        """Run the pair's puller from ``cursor``; without a token of the peer's (a moved steward, before the peer
+        acknowledged its new endpoint) it does not run: the pair shows why, and the acknowledgement starts it."""
         config = self._puller_config(view.pair)
         view.status = PairStatus(config.pair_id, cursor=cursor)
+        view.no_token = await trio.to_thread.run_sync(self.manager.tokens.read, config.pair_id) is None
+        if view.no_token:
+            return
         await self.manager.start_puller(config, view.status, on_committed=self._pulled)
         view.started = True
 
@@ -463,6 +551,7 @@ class FederationPairs:
                 last_refresh_at=now,
                 created_at=now,
                 updated_at=now,
+                our_endpoint=request["initiator_url"],  # what the peer now knows us by
             )
             view = await self._record(None, pair, "pair.handshake.v1")
         status, answer = await self._post(peer, pair_endpoint, request, pair)
@@ -621,6 +710,7 @@ class FederationPairs:
             created_at=now,
             updated_at=now,
             peer_token_expires_at=request.token_expires_at,
+            our_endpoint=validate_peer_url(self.endpoint()),  # the URL our answers (and manifest) give the peer
         )
         async with self._changing:
             if request.pair_id in self.pairs:  # a concurrent copy of this request won
@@ -713,6 +803,253 @@ class FederationPairs:
             return {"object": "pair_notice_result", "pair_id": notice.pair_id, "state": "revoked"}
         pulled, _ = await self._kick(view, wait=30.0)
         return {"object": "pair_notice_result", "pair_id": notice.pair_id, "state": view.pair.state, "pulled": pulled}
+
+    # -- moving: our endpoint is not the one a peer knows (the mover's side) ------------------------------------
+
+    def endpoint_known(self) -> None:
+        """The HTTP server is bound: ``endpoint()`` now gives the URL peers reach us at. Look at every pair again."""
+        self._endpoint_known.set()
+        self._wake.set()
+
+    async def announcer(self) -> None:
+        """Tell each pair's peer our new endpoint, until it acknowledges it or the pair is revoked.
+
+        One task for the whole daemon, run in the federation manager's nursery (it stops with it). It looks at
+        every pair when woken (start, a reload, the bound URL, an acknowledgement) and when the next retry is
+        due on trio's clock: 5 s after a failed notice, doubling up to 10 min, so a peer that keeps answering
+        DUPLICATE_STEWARD is asked again slowly. At most :data:`ANNOUNCE_PARALLEL` notices are in flight; each
+        pair holds one due time, so nothing queues.
+        """
+        with trio.move_on_after(ENDPOINT_SETTLE):  # the URL we are bound to is known once the server listens
+            await self._endpoint_known.wait()
+        limiter = trio.CapacityLimiter(ANNOUNCE_PARALLEL)
+        while True:
+            self._wake = trio.Event()
+            endpoint = self.endpoint()
+            moving = [view for view in self.pairs.values() if view.pair.endpoint_moved(endpoint)]
+            due = [view for view in moving if view.announce_at <= trio.current_time()]
+            if due:
+                async with trio.open_nursery() as nursery:
+                    for view in due:
+                        nursery.start_soon(self._announce_due, limiter, view)
+            next_at = min(
+                (view.announce_at for view in self.pairs.values() if view.pair.endpoint_moved(self.endpoint())),
+                default=math.inf,
+            )
+            with trio.move_on_at(next_at):
+                await self._wake.wait()
+
+    async def _announce_due(self, limiter: trio.CapacityLimiter, view: FedView) -> None:
+        async with limiter, view.announce_lock:
+            endpoint = self.endpoint()
+            # A refresh may have announced (or failed and set the next due time) while this waited for the lock.
+            if view.pair.endpoint_moved(endpoint) and view.announce_at <= trio.current_time():
+                await self._announce(view, endpoint)
+
+    async def _announce_now(self, view: FedView) -> dict[str, Any] | None:
+        """``spl federation refresh``: announce at once (a pair whose peer knows another URL, whose peer's token
+        we lack, or whose record predates ``our_endpoint``); None when there is nothing to announce."""
+        async with view.announce_lock:
+            endpoint = self.endpoint()
+            pair = view.pair
+            if pair.state not in ("active", "paused"):
+                return None
+            if pair.our_endpoint == endpoint and not view.no_token:
+                return None
+            return await self._announce(view, endpoint)
+
+    async def _announce(self, view: FedView, endpoint: str) -> dict[str, Any]:
+        """One signed ``endpoint_moved`` notice to the pair's peer (announce lock held), and what came of it."""
+        pair = view.pair
+        now = self.wall()
+        duplicate = False
+        try:
+            token, expires = await self._token_for_move(view, endpoint, now)
+            notice = build_endpoint_moved(
+                self.identity,
+                pair_id=pair.pair_id,
+                receiver_did=pair.peer_did,
+                endpoint=endpoint,
+                token=token,
+                token_expires_at=expires,
+                now=now,
+            )
+            with trio.fail_after(ANNOUNCE_DEADLINE):
+                status, body = await self.manager.peer_client(pair.peer_url).post(
+                    f"{pair.peer_url}/v1/federation/pair/moved", notice
+                )
+            if status == 200:
+                ack = check_endpoint_moved_ack(
+                    _json(body),
+                    identity=self.identity,
+                    peer_did=pair.peer_did,
+                    pair_id=pair.pair_id,
+                    nonce=notice["nonce"],
+                    endpoint=endpoint,
+                    now=self.wall(),
+                )
+                await self._acknowledged(view, ack)
+                return {"acknowledged": True, "endpoint": endpoint, "error": None}
+            code, message = _error_of(body)
+            error = f"the peer answered {status} {code}: {message}"
+            duplicate = code == "DUPLICATE_STEWARD"
+        except SplError as exc:
+            error = f"{exc.code}: {exc.message}"
+        except PeerError as exc:
+            error = f"the peer did not answer at {pair.peer_url}: {exc}"
+        except trio.TooSlowError:
+            error = f"the peer did not answer within {ANNOUNCE_DEADLINE:g} s"
+        retry_in = view.announce_delay
+        view.announce_at = trio.current_time() + retry_in
+        view.announce_delay = min(retry_in * 2, ANNOUNCE_MAX_RETRY)
+        view.announce_error, view.announce_duplicate = printable(error, 400), duplicate
+        log.info("pair %s: endpoint %s not acknowledged yet: %s", pair.pair_id, endpoint, view.announce_error)
+        return {"acknowledged": False, "endpoint": endpoint, "error": view.announce_error, "retry_in": retry_in}
+
+    async def _token_for_move(self, view: FedView, endpoint: str, now: float) -> tuple[str, float]:
+        """The token the notice carries for the peer: minted once per announced endpoint (bound to the pair, as at
+        the handshake; the one it replaces revoked), recorded by id, and reused by the retries."""
+        if view.moved_token is not None and view.moved_token[0] == endpoint:
+            return view.moved_token[1], view.moved_token[2]
+        async with self._changing:
+            if view.pair.state == "revoked":
+                raise PairRejected(f"pair {view.pair.pair_id} is revoked: nothing to announce")
+            token, info = await self._mint_for_peer(view.pair.pair_id, view.pair.peer_did, now, view.pair.our_token_id)
+            expires = info.expires_at if info.expires_at is not None else now + TOKEN_TTL
+            updated = replace(view.pair, our_token_id=info.token_id, token_expires_at=expires, updated_at=now)
+            await self._record(view, updated, "pair.config.v1")
+        view.moved_token = (endpoint, token, expires)
+        return token, expires
+
+    async def _acknowledged(self, view: FedView, ack: EndpointMoved) -> None:
+        """The peer pulls from ``ack.endpoint`` now: keep its new token, record the endpoint it knows, pull again."""
+        await trio.to_thread.run_sync(self.manager.tokens.save, view.pair.pair_id, ack.token)
+        async with self._changing:
+            if view.pair.state == "revoked":
+                return
+            now = self.wall()
+            pair = replace(
+                view.pair, our_endpoint=ack.endpoint, peer_token_expires_at=ack.token_expires_at, updated_at=now
+            )
+            await self._record(view, pair, "pair.config.v1")
+            view.moved_token, view.announce_error, view.announce_duplicate = None, "", False
+            view.announce_at, view.announce_delay = -math.inf, ANNOUNCE_FIRST_RETRY
+            cursor = view.status.cursor if view.status is not None else ""
+            await self._stop_puller(view)
+            await self._start_puller(view, cursor)
+        log.info("pair %s: the peer acknowledged our endpoint %s", pair.pair_id, ack.endpoint)
+
+    # -- moving: the pair's peer answers at another URL (the peer's side) ----------------------------------------
+
+    async def on_endpoint_moved(self, payload: object) -> dict[str, Any]:
+        """``POST /v1/federation/pair/moved``: the pair's peer says it now answers at another endpoint.
+
+        Checked like every handshake document, against the DID the pair already trusts. Then both URLs are
+        probed: the new one must serve a manifest signed by that DID (it is live there), and if the old one
+        does too, two daemons run one identity: the pair keeps its URL and is marked DUPLICATE_STEWARD (409)
+        until the mover asks again once one of them stopped. Otherwise the pair moves: the notice's token is
+        kept, ours for the old endpoint revoked, a fresh one sealed to the mover in a signed acknowledgement.
+        """
+        now = self.wall()
+        notice = check_endpoint_moved(payload, own_did=self.identity.did, now=now, peer_did_of=self._peer_did_of)
+        view = self.pairs[notice.pair_id]
+        self._spend_nonce(notice.pair_id, notice.nonce, notice.issued_at, now)
+        self._movable(view)
+        if view.probing:  # the mover sends one notice at a time: a second one in flight is a retry storm or abuse
+            raise TooManyPending("a notice for this pair is being checked already; send the next one after its answer")
+        view.probing = True
+        try:
+            return await self._move(view, notice, now)
+        finally:
+            view.probing = False
+
+    async def _move(self, view: FedView, notice: EndpointMoved, now: float) -> dict[str, Any]:
+        """Probe both URLs, then re-point the pair, or mark it DUPLICATE_STEWARD (see :meth:`on_endpoint_moved`)."""
+        new_url, old_url = notice.endpoint, view.pair.peer_url
+        manifest = await self._probe_new(view.pair, new_url, now)
+        if peer_address(new_url) != peer_address(old_url) and await self._still_live(old_url, view.pair.peer_did):
+            reason = (
+                f"DUPLICATE_STEWARD: this pair's peer ({view.pair.peer_did}) answers both at {printable(old_url, 200)} "
+                f"and at {printable(new_url, 200)}: two daemons run one identity (a migrated home still running "
+                "at its old place?). Stop one of them; the pair keeps pulling from the first and moves by itself "
+                "once only the second answers"
+            )
+            view.duplicate = (self.wall(), reason)
+            log.warning("pair %s: %s", view.pair.pair_id, reason)
+            raise DuplicateSteward(reason)
+        their_token = unseal(self.identity, notice.token)
+        async with self._changing:
+            self._movable(view)
+            now = self.wall()
+            await trio.to_thread.run_sync(self.manager.tokens.save, view.pair.pair_id, their_token)
+            token, info = await self._mint_for_peer(view.pair.pair_id, view.pair.peer_did, now, view.pair.our_token_id)
+            expires = info.expires_at if info.expires_at is not None else now + TOKEN_TTL
+            moved = replace(
+                view.pair,
+                peer_url=new_url,
+                our_token_id=info.token_id,
+                token_expires_at=expires,
+                peer_token_expires_at=notice.token_expires_at,
+                peer_manifest=_snapshot(manifest),
+                last_refresh_at=now,
+                updated_at=now,
+            )
+            await self._record(view, moved, "pair.config.v1")
+            view.duplicate, view.overlay, view.overlay_reason = None, None, ""
+            view.token_for_peer = None
+            cursor = view.status.cursor if view.status is not None else ""
+            await self._stop_puller(view)
+            await self._start_puller(view, cursor)
+        log.info(
+            "pair %s: the peer moved from %s to %s", moved.pair_id, printable(old_url, 200), printable(new_url, 200)
+        )
+        return build_endpoint_moved_ack(self.identity, notice=notice, token=token, token_expires_at=expires, now=now)
+
+    def _peer_did_of(self, pair_id: str) -> str | None:
+        view = self.pairs.get(pair_id)
+        return view.pair.peer_did if view is not None else None
+
+    def _movable(self, view: FedView) -> None:
+        state = view.pair.state
+        if state == "revoked":
+            raise PairRejected(f"pair {view.pair.pair_id} is revoked on this side; pair again")
+        if state not in ("active", "paused"):
+            raise Conflict(
+                f"pair {view.pair.pair_id} is {state} on this side: finish the handshake first (spl federation "
+                "refresh on the initiator), then announce the new endpoint",
+                code="INVALID_PAIR_STATE",
+            )
+
+    async def _probe_new(self, pair: FederationPair, url: str, now: float) -> dict[str, Any]:
+        """The manifest at the announced ``url``, signed by the pair's DID: proof the peer is live there."""
+        where = printable(url, 200)
+        try:
+            with trio.fail_after(PROBE_NEW_DEADLINE):
+                body = await self.manager.peer_client(url).manifest_body()
+            did, manifest = signed_manifest_did(body, where=url, now=now)
+        except (PeerError, trio.TooSlowError) as exc:
+            detail = str(exc) or f"no answer within {PROBE_NEW_DEADLINE:g} s"
+            raise EndpointUnverified(
+                f"could not verify the announced endpoint {where}: {printable(detail, 300)}; make sure the daemon "
+                "there is running and reachable from this peer (serve.public_url), then announce again "
+                "(spl federation refresh)"
+            ) from None
+        if did != pair.peer_did:
+            raise EndpointUnverified(
+                f"the daemon at the announced endpoint {where} proves the DID {printable(did, 80)}, not this pair's "
+                f"peer {pair.peer_did}: announce the URL of the daemon that holds the pair's identity"
+            )
+        return manifest
+
+    async def _still_live(self, url: str, did: str) -> bool:
+        """Whether ``url`` still serves a manifest signed by ``did`` (a short probe: silence counts as no)."""
+        with trio.move_on_after(PROBE_OLD_DEADLINE):
+            try:
+                body = await self.manager.peer_client(url).manifest_body()
+                return signed_manifest_did(body, where=url, now=self.wall(), strict=False)[0] == did
+            except PeerError:
+                return False
+        return False
 
     # -- the operator ---------------------------------------------------------------------------------------
 
@@ -903,6 +1240,14 @@ class FederationPairs:
         transitions: list[str] = []
         if pair.state == "revoked":
             raise Conflict(f"pair {pair_id} is revoked; pair again with `spl federation pair`", code="PAIR_REVOKED")
+        announced = await self._announce_now(view)  # a move not acknowledged yet is retried at once
+        if announced is not None:
+            transitions.append(
+                "endpoint acknowledged by the peer"
+                if announced["acknowledged"]
+                else f"endpoint not acknowledged: {announced['error']}"
+            )
+            pair = view.pair
         if pair.state == "establishing" and pair.role == "initiator":
             endpoint = f"{pair.peer_url}/v1/federation/pair/poll"
             if pair.peer_manifest:
@@ -1111,12 +1456,29 @@ class FederationPairs:
     # -- views --------------------------------------------------------------------------------------------------
 
     def state_of(self, view: FedView) -> tuple[str, str]:
-        """The state an operator sees: the recorded one, or ``degraded`` / ``peer_manifest_changed`` now."""
+        """The state an operator sees: the recorded one, or ``degraded`` / ``peer_manifest_changed`` /
+        ``endpoint_moving`` now."""
         pair = view.pair
         if pair.state in ("revoked", "paused", "establishing"):
             return pair.state, pair.state_reason
+        if view.duplicate is not None and self.wall() - view.duplicate[0] < DUPLICATE_MARK_FOR:
+            return "degraded", view.duplicate[1]
         if view.overlay is not None:
             return view.overlay, view.overlay_reason
+        endpoint = self.endpoint()
+        if pair.endpoint_moved(endpoint):
+            if view.announce_duplicate:
+                return "degraded", f"{view.announce_error} (this side keeps announcing {endpoint}, slowly)"
+            last = f"; last attempt: {view.announce_error}" if view.announce_error else ""
+            return "endpoint_moving", (
+                f"waiting for the peer to acknowledge our new endpoint {endpoint} (it knows {pair.our_endpoint})"
+                f"{last}; pulling resumes once it does (`spl federation refresh {pair.pair_id}` asks again now)"
+            )
+        if view.no_token:
+            return "degraded", (
+                f"no pull token from the peer for this pair (secrets/pairs/{pair.pair_id}.token is missing): run "
+                f"`spl federation refresh {pair.pair_id}` to announce our endpoint and receive a new one"
+            )
         status = view.status
         if status is not None and status.state == "failing" and status.last_error is not None:
             error = status.last_error
@@ -1143,6 +1505,7 @@ class FederationPairs:
             "role": pair.role,
             "peer_did": pair.peer_did,
             "peer_url": pair.peer_url,
+            "our_endpoint": pair.our_endpoint,
             "state": state,
             "state_reason": reason,
             "mode": pair.mode,

@@ -99,6 +99,13 @@ class FederationPair:
     peer_manifest: dict[str, Any] | None = None  # the peer's verified manifest, as last fetched
     last_refresh_at: float | None = None
     peer_token_expires_at: float | None = None  # when the token the peer minted for us expires
+    # The base URL of ours the peer knows (sent at the handshake, or acknowledged after a move). None in records
+    # written before it was kept: unknown, so only `spl federation refresh` announces such a pair's endpoint.
+    our_endpoint: str | None = None
+
+    def endpoint_moved(self, current: str) -> bool:
+        """Whether the peer must be told our endpoint is now ``current`` (a live pair whose peer knows another)."""
+        return self.state in ("active", "paused") and self.our_endpoint is not None and self.our_endpoint != current
 
     def body(self, kind: str) -> dict[str, Any]:
         """The LEARN body that records this pair as of event ``kind`` (JSON-ready)."""
@@ -321,7 +328,12 @@ def _pair_from_body(body: Mapping[str, Any]) -> FederationPair | None:
         peer_manifest=check_manifest_snapshot(body["peer_manifest"]),
         last_refresh_at=_optional_number(body["last_refresh_at"]),
         peer_token_expires_at=_optional_number(body.get("peer_token_expires_at")),
+        our_endpoint=_optional_url(body.get("our_endpoint")),
     )
+
+
+def _optional_url(value: object) -> str | None:
+    return None if value is None else validate_peer_url(value)
 
 
 def fold_federation_pairs(records: Iterable[Mapping[str, Any]], own_did: str) -> dict[str, FederationPair]:

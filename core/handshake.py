@@ -1,4 +1,4 @@
-"""The federation pair handshake's four signed documents, and token sealing (docs/federation-pairs.md). Pure: no I/O.
+"""The federation pair handshake's signed documents, and token sealing (docs/federation-pairs.md). Pure: no I/O.
 
 ``spl federation pair <url>`` exchanges, between two daemons that have never met:
 
@@ -7,7 +7,9 @@
 - ``pair_response`` (responder → initiator, 200 ``active`` or 202 ``pending``): the responder's token for the
   initiator once the pair is active;
 - ``pair_poll`` (initiator → responder): "is my pending request decided yet?";
-- ``pair_notice`` (either peer → the other): ``revoke`` or ``sync``.
+- ``pair_notice`` (either peer → the other): ``revoke`` or ``sync``;
+- ``endpoint_moved`` (a steward that now answers at another URL → its pair's peer) and the peer's signed
+  ``endpoint_moved_ack``: the pair's new URL, each with a fresh token for its receiver.
 
 These routes take no bearer token, so the signature *is* the authentication, and every byte is hostile until
 checked. Each ``check_*`` therefore runs in a fixed order — shape and bounds (nothing unknown, every string
@@ -32,8 +34,8 @@ from __future__ import annotations
 import itertools
 import re
 import secrets
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -52,12 +54,14 @@ from spl.core.tokens import SCOPES
 
 __all__ = [
     "DEFAULT_MAPS",
+    "MAX_ENDPOINT",
     "MAX_MAPS",
     "NOTICE_EVENTS",
     "POLL_AFTER_MS",
     "TOKEN_SCOPES",
     "WINDOW",
     "BadHandshakeSignature",
+    "EndpointMoved",
     "HandshakeInvalid",
     "NamespaceMap",
     "NonceReplayed",
@@ -66,12 +70,17 @@ __all__ = [
     "PairRequest",
     "PairResponse",
     "StaleHandshake",
+    "UnknownPair",
     "WrongResponder",
+    "build_endpoint_moved",
+    "build_endpoint_moved_ack",
     "build_notice",
     "build_pair_request",
     "build_pair_response",
     "build_poll",
     "check_did_key",
+    "check_endpoint_moved",
+    "check_endpoint_moved_ack",
     "check_notice",
     "check_pair_request",
     "check_pair_response",
@@ -845,3 +854,211 @@ def check_notice(payload: object, *, own_did: str, now: float) -> PairNotice:
     _verify(doc, notice.sender_did, "pair_notice")
     _window(notice.issued_at, now, "pair_notice")
     return notice
+
+
+# -- endpoint_moved -----------------------------------------------------------------------------------------------
+#
+# A steward that now answers at another URL than the one a pair's peer knows (a migration: `spl export` here,
+# `spl import` there) tells the peer with a signed ``endpoint_moved`` notice; the peer probes both URLs and answers
+# with a signed ``endpoint_moved_ack`` (docs/federation-pairs.md, "When a steward moves"). Each carries a fresh pull
+# token for its receiver, sealed to the receiver's DID: the mover lost the peer's token (secrets do not travel) and
+# the peer revokes what it had minted for the old endpoint.
+
+MAX_ENDPOINT = 512
+
+_MOVED_KEYS = frozenset(
+    {
+        "object",
+        "version",
+        "pair_id",
+        "sender_did",
+        "receiver_did",
+        "endpoint",
+        "nonce",
+        "issued_at",
+        "token_sealed",
+        "token_scopes",
+        "token_expires_at",
+        "signature",
+    }
+)
+
+
+class UnknownPair(SplError):
+    """A document naming a pair this daemon does not hold with its sender: a wrong pair id, or a stranger."""
+
+    status = 404
+    type = "not_found_error"
+    code = "PAIR_UNKNOWN"
+
+
+@dataclass(frozen=True)
+class EndpointMoved:
+    """A checked ``endpoint_moved`` notice (or its acknowledgement); ``token`` is sealed until the receiver
+    opens it with :func:`unseal` (an acknowledgement's comes back unsealed from its check)."""
+
+    pair_id: str
+    sender_did: str
+    receiver_did: str
+    endpoint: str
+    nonce: str
+    issued_at: float
+    token: str = field(repr=False)
+    token_scopes: tuple[str, ...]
+    token_expires_at: float
+
+
+def _endpoint(value: object) -> str:
+    if not isinstance(value, str) or len(value) > MAX_ENDPOINT:
+        raise HandshakeInvalid(f"endpoint must be an http(s) base URL of at most {MAX_ENDPOINT} characters {_HINT}")
+    return _url(value, "endpoint")
+
+
+def _moved_doc(
+    identity: Identity,
+    what: str,
+    *,
+    pair_id: str,
+    receiver_did: str,
+    endpoint: str,
+    token: str,
+    token_expires_at: float,
+    now: float,
+    nonce: str,
+) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "object": what,
+        "version": 1,
+        "pair_id": pair_id,
+        "sender_did": identity.did,
+        "receiver_did": receiver_did,
+        "endpoint": endpoint,
+        "nonce": nonce,
+        "issued_at": rfc3339(now),
+        "token_sealed": seal_for(receiver_did, token),
+        "token_scopes": list(TOKEN_SCOPES),
+        "token_expires_at": rfc3339(token_expires_at),
+    }
+    _parse_moved(doc, what)
+    return _signed(identity, doc)
+
+
+def _parse_moved(doc: Mapping[str, Any], what: str) -> EndpointMoved:
+    """Every field of an ``endpoint_moved`` / ``endpoint_moved_ack`` (no signature, no clock); token still sealed."""
+    _header(doc, what)
+    sender = check_did_key(doc["sender_did"], "sender_did")
+    receiver = check_did_key(doc["receiver_did"], "receiver_did")
+    _distinct(sender, receiver)
+    issued_at = _time(doc["issued_at"], "issued_at")
+    expires = _time(doc["token_expires_at"], "token_expires_at")
+    if expires <= issued_at:
+        raise HandshakeInvalid("token_expires_at must come after issued_at: the token would be born expired")
+    return EndpointMoved(
+        pair_id=_pair_id(doc["pair_id"]),
+        sender_did=sender,
+        receiver_did=receiver,
+        endpoint=_endpoint(doc["endpoint"]),
+        nonce=_nonce(doc["nonce"], "nonce"),
+        issued_at=issued_at,
+        token=_check_sealed(doc["token_sealed"], "token_sealed"),
+        token_scopes=_scopes(doc["token_scopes"]),
+        token_expires_at=expires,
+    )
+
+
+def build_endpoint_moved(
+    identity: Identity,
+    *,
+    pair_id: str,
+    receiver_did: str,
+    endpoint: str,
+    token: str,
+    token_expires_at: float,
+    now: float,
+    nonce: str | None = None,
+) -> dict[str, Any]:
+    """Our signed "pair ``pair_id`` now reaches us at ``endpoint``", with ``token`` (minted by us for the peer,
+    bound to the pair) sealed to the peer's DID ``receiver_did``."""
+    return _moved_doc(
+        identity,
+        "endpoint_moved",
+        pair_id=pair_id,
+        receiver_did=receiver_did,
+        endpoint=endpoint,
+        token=token,
+        token_expires_at=token_expires_at,
+        now=now,
+        nonce=new_nonce() if nonce is None else nonce,
+    )
+
+
+def check_endpoint_moved(
+    payload: object, *, own_did: str, now: float, peer_did_of: Callable[[str], str | None]
+) -> EndpointMoved:
+    """An ``endpoint_moved`` notice addressed to us, verified against the DID we already trust for its pair.
+
+    ``peer_did_of(pair_id)`` is the pair's recorded peer DID (None when we hold no such pair): the signature is
+    checked against that DID, never against one the notice names alone, so nobody but the pair's peer can move
+    it. The caller then spends the nonce (410 on reuse) and checks the pair's state. Raises HandshakeInvalid 400,
+    WrongResponder 400, UnknownPair 404, BadHandshakeSignature 401, StaleHandshake 401.
+    """
+    what = "endpoint_moved"
+    doc = _fields(payload, what, _MOVED_KEYS)
+    _signature(doc["signature"])
+    notice = _parse_moved(doc, what)
+    _addressed(notice.receiver_did, own_did, "receiver_did", what)
+    trusted = peer_did_of(notice.pair_id)
+    if trusted is None or trusted != notice.sender_did:
+        raise UnknownPair(
+            "no federation pair with that id joins this steward to the sender; check the pair id (the pair may "
+            "have been revoked and re-created)"
+        )
+    _verify(doc, trusted, what)
+    _window(notice.issued_at, now, what)
+    return notice
+
+
+def build_endpoint_moved_ack(
+    identity: Identity, *, notice: EndpointMoved, token: str, token_expires_at: float, now: float
+) -> dict[str, Any]:
+    """The peer's signed acknowledgement of ``notice``: the endpoint it now pulls from, the notice's nonce echoed,
+    and a fresh token for the mover (sealed to it) replacing those minted for its old endpoint."""
+    if identity.did != notice.receiver_did:
+        raise SplError("build_endpoint_moved_ack: the notice is addressed to another DID than this identity (a bug)")
+    return _moved_doc(
+        identity,
+        "endpoint_moved_ack",
+        pair_id=notice.pair_id,
+        receiver_did=notice.sender_did,
+        endpoint=notice.endpoint,
+        token=token,
+        token_expires_at=token_expires_at,
+        now=now,
+        nonce=notice.nonce,
+    )
+
+
+def check_endpoint_moved_ack(
+    payload: object, *, identity: Identity, peer_did: str, pair_id: str, nonce: str, endpoint: str, now: float
+) -> EndpointMoved:
+    """The peer's answer to our notice ``nonce`` for pair ``pair_id``, signed by ``peer_did``, its token unsealed.
+
+    It must acknowledge exactly the endpoint we announced: an answer to an earlier notice (another endpoint)
+    is refused, so a stale answer cannot record an endpoint we no longer hold.
+    """
+    what = "endpoint_moved_ack"
+    doc = _fields(payload, what, _MOVED_KEYS)
+    _signature(doc["signature"])
+    ack = _parse_moved(doc, what)
+    _addressed(ack.receiver_did, identity.did, "receiver_did", what)
+    if ack.sender_did != peer_did:
+        raise WrongResponder(
+            f"{what} comes from {printable(ack.sender_did, 80)}, not from the pair's peer {printable(peer_did, 80)}"
+        )
+    _verify(doc, peer_did, what)
+    _window(ack.issued_at, now, what)
+    if ack.pair_id != pair_id or ack.nonce != nonce:
+        raise HandshakeInvalid(f"{what} answers another notice (its pair id or nonce differs from ours)")
+    if ack.endpoint != endpoint:
+        raise HandshakeInvalid(f"{what} acknowledges another endpoint than the one announced; announce again")
+    return replace(ack, token=unseal(identity, ack.token))

@@ -333,6 +333,7 @@ class Daemon:
             services.manifest = federation_manifest(
                 self.identity, endpoint=services.endpoint, pair_approval=self.config.federation.pair_approval
             )
+            federation.endpoint_known()  # pairs whose peer knows another URL of ours are told this one
 
         http = HttpServer(create_app(services), host, self.options.port, on_bound)
         try:

@@ -63,6 +63,11 @@ class HomeTokenStore:
             self._path(pair_id).unlink(missing_ok=True)
             self._cache[pair_id] = None
 
+    def forget_cached(self) -> None:
+        """Read every token from its file again: an import may have replaced the home's pairs under us."""
+        with self._lock:
+            self._cache.clear()
+
 
 def open_peer_pool(
     transport: httpx.AsyncBaseTransport | None = None, *, ca_file: str | None = None

@@ -3,8 +3,8 @@
 Thin: each route checks scopes and the body's shape and hands the rest to
 :class:`spl.actors.federation_pairs.FederationPairs` (docs/federation-pairs.md is the contract).
 
-The three handshake routes (``/v1/federation/pair``, ``…/pair/poll``, ``…/pair/notify``) take no bearer
-token: the signed document is the authentication (spec §8.3, §15.19), checked before anything is
+The four handshake routes (``/v1/federation/pair``, ``…/pair/poll``, ``…/pair/notify``, ``…/pair/moved``) take
+no bearer token: the signed document is the authentication (spec §8.3, §15.19), checked before anything is
 stored. Their bodies are bounded far below ``serve.max_body_bytes``: a handshake document is a few KiB.
 """
 
@@ -27,7 +27,9 @@ __all__ = ["HANDSHAKE_ROUTES", "blueprint"]
 
 blueprint = Blueprint("federation", __name__)
 
-HANDSHAKE_ROUTES = frozenset({"/v1/federation/pair", "/v1/federation/pair/poll", "/v1/federation/pair/notify"})
+HANDSHAKE_ROUTES = frozenset(
+    {"/v1/federation/pair", "/v1/federation/pair/poll", "/v1/federation/pair/notify", "/v1/federation/pair/moved"}
+)
 MAX_HANDSHAKE_BODY = 64 * 1024
 OUT_LAG_CAP = 10_000
 
@@ -81,6 +83,13 @@ async def pair_poll() -> Response:
 @blueprint.post("/v1/federation/pair/notify")
 async def pair_notify() -> Response:
     return json_response(await pairs().on_notice(await _handshake_body()))
+
+
+@blueprint.post("/v1/federation/pair/moved")
+async def pair_moved() -> Response:
+    """A pair's peer now answers at another endpoint (signed ``endpoint_moved``): 200 with our signed
+    ``endpoint_moved_ack`` once the pair points there, 409 ``DUPLICATE_STEWARD`` while the old URL still answers."""
+    return json_response(await pairs().on_endpoint_moved(await _handshake_body()))
 
 
 # -- the operator's pairs ----------------------------------------------------------------------------------

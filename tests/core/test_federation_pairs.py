@@ -262,6 +262,8 @@ BROKEN_FIELDS: list[tuple[str, Any]] = [
     ("peer_manifest", {"big": "x" * 20_000}),
     ("last_refresh_at", True),
     ("pair_id", None),
+    ("our_endpoint", "ftp://elsewhere"),
+    ("our_endpoint", 7),
 ]
 
 
@@ -274,7 +276,25 @@ def test_a_malformed_record_is_skipped_not_raised(field: str, value: Any) -> Non
 
 
 # Fields added after the first pair records were written: a record without them still folds.
-OPTIONAL_FIELDS = ("peer_token_expires_at",)
+OPTIONAL_FIELDS = ("peer_token_expires_at", "our_endpoint")
+
+
+def test_a_record_without_our_endpoint_folds_as_unknown_and_never_announces() -> None:
+    body = transition(make_pair(), "answered", now=NOW + 1).body("pair.config.v1")
+    del body["our_endpoint"]
+    folded = fold_federation_pairs([record(body)], OWN)[PAIR_ID]
+    assert folded.our_endpoint is None
+    assert not folded.endpoint_moved("http://127.0.0.1:9300")
+
+
+def test_a_live_pair_whose_peer_knows_another_endpoint_must_announce_the_move() -> None:
+    pair = transition(make_pair(), "answered", now=NOW + 1).with_(our_endpoint="http://127.0.0.1:9100")
+    assert fold_federation_pairs([record(pair.body("pair.config.v1"))], OWN)[PAIR_ID] == pair
+    assert pair.endpoint_moved("http://127.0.0.1:9300")
+    assert not pair.endpoint_moved("http://127.0.0.1:9100")
+    assert pair.with_(state="paused").endpoint_moved("http://127.0.0.1:9300")  # a paused pair still keeps its URL
+    assert not transition(pair, "revoke", now=NOW + 2).endpoint_moved("http://127.0.0.1:9300")
+    assert not make_pair(our_endpoint="http://127.0.0.1:9100").endpoint_moved("http://x:1")  # establishing
 
 
 @pytest.mark.parametrize("field", [f for f in make_pair().body("pair.config.v1") if f not in OPTIONAL_FIELDS])

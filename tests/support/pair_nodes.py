@@ -7,7 +7,9 @@ Shared by ``tests/e2e/test_federation_pair_e2e.py`` and ``tests/e2e/test_federat
 from __future__ import annotations
 
 import functools
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,7 +17,7 @@ import trio
 
 from spl.daemon.launcher import DaemonProcess
 
-__all__ = ["JSON", "Node", "act", "client", "create_namespaces", "emit", "start_node"]
+__all__ = ["JSON", "Node", "act", "client", "copy_node_home", "create_namespaces", "emit", "start_node"]
 
 JSON = {"content-type": "application/json"}  # every write route needs it, body or not (spec §15.19)
 
@@ -80,3 +82,15 @@ async def create_namespaces(http: httpx.AsyncClient, node: Node, *names: str) ->
     for name in names:
         response = await http.post(f"{node.url}/v1/namespaces", json={"id": name}, headers=node.headers)
         assert response.status_code in (200, 201), response.text
+
+
+def copy_node_home(source: Node, destination: Path) -> None:
+    """A stopped node's home copied as a migration carries it: ``keys/``, ``config.toml``, ``hub.db*`` and the
+    admin token (for the test's own calls), never ``secrets/pairs/`` (peers' tokens stay behind) nor ``run/``."""
+    root = source.process.home.root
+    destination.mkdir(mode=0o700)
+    shutil.copytree(root / "keys", destination / "keys")
+    (destination / "secrets").mkdir(mode=0o700)
+    shutil.copy2(root / "secrets" / "admin.token", destination / "secrets" / "admin.token")
+    for path in [root / "config.toml", *root.glob("hub.db*")]:
+        shutil.copy2(path, destination / path.name)
