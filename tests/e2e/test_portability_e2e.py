@@ -200,3 +200,47 @@ async def test_no_identity_bundle_keeps_the_local_identity_and_kill_9_then_rerun
         assert denied.status_code == 403
         denied = await http.post(f"{b.url}/v1/portability/import", content=blob, headers={**reader, **ZSTD})
         assert denied.status_code == 403
+
+
+async def test_a_paired_peer_re_points_after_a_migration_without_manual_steps(
+    daemon_factory: type[DaemonProcess], tmp_path: Path
+) -> None:
+    """Acceptance 5: export A, stop it, import into a fresh B: the peer moves the pair to B by itself."""
+    peer = await start_node(daemon_factory, "p", min_peer_poll=0.2)
+    a = await start_node(daemon_factory, "a", min_peer_poll=0.2)
+    b = await start_node(daemon_factory, "b", min_peer_poll=0.2)
+    async with client() as http:
+        created = await http.post(
+            f"{a.url}/v1/federation/pairs", json={"url": peer.url, "poll_interval": 0.2}, headers=a.headers
+        )
+        assert created.status_code == 201, created.text
+        pair_id = created.json()["pair_id"]
+        await arrives(http, a, peer, 1)
+        bundle = tmp_path / "migration.tar.zst"
+        await export_to(http, a, bundle)
+        await trio.to_thread.run_sync(a.process.stop)
+
+        summary = (await import_into(http, b, bundle.read_bytes())).json()
+        assert summary["identity"] == "adopted" and summary["federation_pairs"] == 1, summary
+        b = Node(b.process, a.did, b.headers)
+
+        async def peer_points_at_b() -> dict[str, Any] | None:
+            shown = (await http.get(f"{peer.url}/v1/federation/pairs/{pair_id}", headers=peer.headers)).json()
+            return shown if shown["peer_url"] == b.url and shown["state"] == "active" else None
+
+        await wait_until(peer_points_at_b, 30, "the peer re-pointing the pair to the imported steward")
+        mine = (await http.get(f"{b.url}/v1/federation/pairs/{pair_id}", headers=b.headers)).json()
+        assert mine["pair_id"] == pair_id and mine["peer_did"] == peer.did
+        await arrives(http, b, peer, 2)
+        await arrives(http, peer, b, 3)
+
+
+async def arrives(http: httpx.AsyncClient, source: Node, target: Node, clock: int) -> None:
+    """A record emitted on ``source`` reaches ``target`` through their pair."""
+    record_id = await emit(http, source, "th_paired", clock)
+
+    async def arrived() -> bool:
+        reply = await http.get(f"{target.url}/v1/records/{record_id}", headers=target.headers)
+        return reply.status_code == 200
+
+    await wait_until(arrived, 20, f"record {clock} from {source.url} on {target.url}")
