@@ -69,7 +69,7 @@ from spl.core.bundle import (
     verify_manifest,
 )
 from spl.core.canonical import canonical_json
-from spl.core.config import DEFAULT_MAX_BODY
+from spl.core.config import DEFAULT_MAX_BODY, Config
 from spl.core.consent import CONSENT_THREAD, ConsentBook
 from spl.core.errors import Unavailable
 from spl.core.federation_pairs import fold_federation_pairs
@@ -96,6 +96,7 @@ from spl.store.tokens import load_tokens
 
 __all__ = [
     "ExportOptions",
+    "bundle_config",
     "ImportLimits",
     "VerifiedBundle",
     "commit_bundle",
@@ -135,6 +136,18 @@ class ExportOptions:
     carry_tokens: bool = False
     compress: bool = True
     passphrase: bytes | None = None
+
+
+def bundle_config(config: Config) -> dict[str, Any]:
+    """The engine configuration a bundle carries (``config.json``), the same from the daemon and ``--offline``.
+
+    ``config.toml`` holds no secret; what spl noted while reading it (obsolete keys, ignored sections) is not
+    configuration and stays out.
+    """
+    view: dict[str, Any] = msgspec.to_builtins(config)
+    for key in ("obsolete_keys", "ignored_sections"):
+        view.pop(key, None)
+    return view
 
 
 def _utc(now: float) -> str:

@@ -22,7 +22,6 @@ import secrets
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import outcome
@@ -34,6 +33,7 @@ from spl.core.portability import ImportInProgress, ImportRefused, ImportSummary
 from spl.store.portability import (
     ExportOptions,
     VerifiedBundle,
+    bundle_config,
     export_bundle,
     fill_counts,
     own_record_count,
@@ -70,12 +70,26 @@ class _ExportRequest(msgspec.Struct, forbid_unknown_fields=True):
 _EXPORT_DECODER = msgspec.json.Decoder(_ExportRequest)
 
 
-def _passphrase(text: str | None) -> bytes | None:
+def _passphrase(text: str | None, *, from_header: bool = False) -> bytes | None:
+    """The passphrase's bytes (UTF-8), bounded; None when none was given.
+
+    A header value reaches us decoded as latin-1 (HTTP headers are bytes; Quart maps each byte to one
+    character), so the bytes the client sent are recovered by encoding it back, then checked to be UTF-8.
+    """
     if text is None or text == "":
         return None
-    data = text.encode("utf-8")
+    try:
+        data = text.encode("latin-1" if from_header else "utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest("the passphrase header holds characters beyond bytes", code="INVALID_PASSPHRASE") from None
     if len(data) > MAX_PASSPHRASE:
         raise InvalidRequest(f"the passphrase is longer than {MAX_PASSPHRASE} bytes", code="INVALID_PASSPHRASE")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidRequest(
+            "the passphrase is not UTF-8; send the passphrase file's bytes as they are", code="INVALID_PASSPHRASE"
+        ) from None
     return data
 
 
@@ -88,14 +102,6 @@ def _export_options(raw: bytes) -> ExportOptions:
             "passphrase (all optional)"
         ) from None
     return ExportOptions(parsed.identity, parsed.carry_tokens, parsed.compress, _passphrase(parsed.passphrase))
-
-
-def _config_view(svc: Services) -> dict[str, Any]:
-    """The engine configuration a bundle carries (config.toml holds no secrets; the run-time lists are dropped)."""
-    view: dict[str, Any] = msgspec.to_builtins(svc.config)
-    for key in ("obsolete_keys", "ignored_sections"):
-        view.pop(key, None)
-    return view
 
 
 class _ChannelWriter:
@@ -140,7 +146,7 @@ async def export() -> Response:
     require(caller(), "admin")
     svc = services()
     options = _export_options(await body_bytes(64 * 1024))
-    config = _config_view(svc)
+    config = bundle_config(svc.config)
     db_path = svc.home_root / "hub.db"
     identity = svc.identity
 
@@ -199,7 +205,7 @@ async def import_bundle() -> Response:
     require(caller(), "admin")
     svc = services()
     dry_run, force = _flag("dry_run"), _flag("force_overwrite")
-    passphrase = _passphrase(request.headers.get(PASSPHRASE_HEADER))
+    passphrase = _passphrase(request.headers.get(PASSPHRASE_HEADER), from_header=True)
     if svc.import_lock.locked():
         raise ImportInProgress()
     async with svc.import_lock:

@@ -104,7 +104,7 @@ async def test_round_trip_adopts_the_identity_and_keeps_every_thread(
             damaged[position] ^= 0x20
             reply = await import_into(http, b, bytes(damaged))
             assert reply.status_code == 400, reply.text
-            assert reply.json()["code"] in ("BUNDLE_MALFORMED", "SIGNATURE_INVALID")
+            assert reply.json()["code"] in ("BUNDLE_MALFORMED", "BUNDLE_SIGNATURE_INVALID")
         assert await thread_ids(http, b) == []
 
         reply = await import_into(http, b, blob)
