@@ -24,11 +24,13 @@ from typing import Any
 import msgspec
 
 from spl.core.bundle import BundleMalformed
-from spl.core.errors import Conflict
+from spl.core.errors import Conflict, InvalidRequest
 from spl.core.tokens import TokenInfo
 
 __all__ = [
     "MAX_CURSOR",
+    "ForeignTokens",
+    "applies_instance_state",
     "ImportInProgress",
     "ImportRefused",
     "ImportSummary",
@@ -53,6 +55,29 @@ class ImportRefused(Conflict):
             f"import refused: local store has {own_records} records; pass --force-overwrite to import anyway "
             "(check `spl thread list` first: the bundle's records are added beside them, nothing is deleted)"
         )
+
+
+class ForeignTokens(InvalidRequest):
+    """Tokens of another instance, without its identity: importing them would hand that instance's holders this one."""
+
+    code = "TOKENS_FROM_ANOTHER_INSTANCE"
+
+    def __init__(self, source_did: str, local_did: str) -> None:
+        super().__init__(
+            f"import refused: the bundle carries tokens of {source_did} but not its identity, and this steward is "
+            f"{local_did}; tokens travel only with the instance that minted them. Export again without "
+            "--carry-tokens (or with the identity, to make this steward that instance)"
+        )
+
+
+def applies_instance_state(*, carries_identity: bool, source_did: str, local_did: str) -> bool:
+    """Whether a bundle's per-instance state (carried tokens, pair cursors) may be applied here.
+
+    Only when the importer is, or is about to become, the bundle's instance: it adopts the bundle's identity,
+    or already holds it. Otherwise the tokens would let the bundle's author in (an admin token in a stranger's
+    bundle is a backdoor), and the cursors would move pairs that are not the bundle's past records.
+    """
+    return carries_identity or source_did == local_did
 
 
 class ImportInProgress(Conflict):

@@ -32,6 +32,7 @@ import apsw
 import zstandard
 
 from spl.core.bundle import BundleMalformed  # the format's error: one class for every "bundle malformed: …"
+from spl.core.errors import Unavailable
 
 __all__ = [
     "MAX_PATH",
@@ -55,6 +56,8 @@ MAX_WINDOW = 32 * 1024 * 1024
 # is at most ~32 MiB out before the running total is checked against ``max_total``.
 _FEED = 1024
 _TRAILING_CHUNK = 64 * 1024
+MAX_TRAILER = 1024 * 1024  # zero bytes accepted after the end-of-archive marker (tar itself writes < 10 KiB)
+_STOP_CHECK = 1024 * 1024  # decompressed bytes between two questions to ``should_stop``
 _WRITE_CHUNK = 256 * 1024  # entries are gathered into writes of this size: one zstd call per few hundred
 _ZERO_BLOCK = bytes(BLOCK)
 _BAD_CHARACTER = re.compile(r"[\x00-\x1f\x7f\\]")
@@ -221,9 +224,11 @@ class _Source:
     upload is refused, not taken for a short one) and what follows it (trailing bytes are refused).
     """
 
-    def __init__(self, src: BinaryIO, max_total: int) -> None:
+    def __init__(self, src: BinaryIO, max_total: int, should_stop: Callable[[], bool] = lambda: False) -> None:
         self._src = src
         self._max_total = max_total
+        self._should_stop = should_stop
+        self._until_check = _STOP_CHECK
         self.total = 0
         self._buffer = bytearray()
         self._offset = 0
@@ -249,6 +254,11 @@ class _Source:
 
     def _take(self, data: bytes) -> None:
         self.total += len(data)
+        self._until_check -= len(data)
+        if self._until_check <= 0:
+            self._until_check = _STOP_CHECK
+            if self._should_stop():
+                raise Unavailable("the bundle's reading was cancelled (its request ended); run it again")
         if self.total > self._max_total:
             raise BundleMalformed(
                 f"more than {self._max_total} bytes once decompressed; raise the import's size limit if the bundle "
@@ -297,11 +307,18 @@ class _Source:
         return bytes(self._buffer[start : self._offset])
 
     def rest_is_zeros(self) -> bool:
-        """Read to the end: True when nothing but zero bytes is left (tar pads its end with zeros)."""
+        """Read to the end: True when nothing but zero bytes is left (tar pads its end with zeros).
+
+        At most :data:`MAX_TRAILER` bytes: a tar's own padding is under 10 KiB, and a stream of zeros after the end
+        (a few KiB compressed can decompress to hundreds of GiB) must not keep a reader busy for minutes.
+        """
+        start = self.total - (len(self._buffer) - self._offset)
         while True:
             if self._buffer.count(0, self._offset) != len(self._buffer) - self._offset:
                 return False
             self._offset = len(self._buffer)
+            if self.total - start > MAX_TRAILER:
+                raise BundleMalformed(f"more than {MAX_TRAILER} bytes follow the end of the tar archive")
             if not self._fill():
                 return True
 
@@ -392,7 +409,14 @@ class _Entries:
         return path, data
 
 
-def read_tar_zst(src: BinaryIO, *, max_entry: int, max_entries: int, max_total: int) -> Iterator[tuple[str, bytes]]:
+def read_tar_zst(
+    src: BinaryIO,
+    *,
+    max_entry: int,
+    max_entries: int,
+    max_total: int,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> Iterator[tuple[str, bytes]]:
     """Yield each ``(path, bytes)`` of a tar or tar.zst upload in archive order; :class:`BundleMalformed` otherwise.
 
     zstd is recognised by its magic number, anything else is read as plain tar. Refused: anything but a regular
@@ -403,8 +427,9 @@ def read_tar_zst(src: BinaryIO, *, max_entry: int, max_entries: int, max_total: 
     about is yielded, but entries before it have been: a caller verifies the whole bundle before writing.
 
     Duplicate paths are remembered as 8-byte keyed digests (about 70 bytes an entry), not as the paths.
+    ``should_stop`` is asked every MiB read: True ends the read with ``Unavailable`` (the request is gone).
     """
-    source = _Source(src, max_total)
+    source = _Source(src, max_total, should_stop)
     entries = _Entries(source, max_entry=max_entry, max_entries=max_entries)
     pax: dict[str, str] | None = None
     long_name: str | None = None

@@ -77,9 +77,11 @@ from spl.core.identity import Identity
 from spl.core.namespaces import REGISTRY_THREAD, NamespaceRegistry
 from spl.core.pairs import PAIRS_THREAD, fold_pair_records
 from spl.core.portability import (
+    ForeignTokens,
     ImportRefused,
     ImportSummary,
     PairCursor,
+    applies_instance_state,
     cursor_line,
     parse_cursor_lines,
     parse_token_lines,
@@ -101,6 +103,7 @@ __all__ = [
     "VerifiedBundle",
     "commit_bundle",
     "export_bundle",
+    "limits_for",
     "own_record_count",
     "read_bundle_manifest",
     "verify_bundle",
@@ -307,8 +310,25 @@ class ImportLimits:
         return max(self.max_record_bytes, MAX_NAMED_FILE)
 
 
-def _entries(src: BinaryIO, limits: ImportLimits) -> Iterator[tuple[str, bytes]]:
-    return read_tar_zst(src, max_entry=limits.max_entry, max_entries=limits.max_entries, max_total=limits.max_total)
+def limits_for(bundle_bytes: int) -> ImportLimits:
+    """The bounds of reading a bundle of ``bundle_bytes`` (compressed): decompressed, at most 256 times as much.
+
+    Real bundles compress 3-10 times (every record carries a random id and signature); a far higher ratio is a
+    zstd bomb, refused once it is exceeded instead of after hundreds of GiB.
+    """
+    return ImportLimits(max_total=min(ImportLimits.max_total, max(64 * 1024 * 1024, 256 * bundle_bytes)))
+
+
+def _entries(
+    src: BinaryIO, limits: ImportLimits, should_stop: Callable[[], bool] = lambda: False
+) -> Iterator[tuple[str, bytes]]:
+    return read_tar_zst(
+        src,
+        max_entry=limits.max_entry,
+        max_entries=limits.max_entries,
+        max_total=limits.max_total,
+        should_stop=should_stop,
+    )
 
 
 def read_bundle_manifest(path: Path) -> dict[str, Any]:
@@ -346,6 +366,7 @@ class VerifiedBundle:
     cursors: list[PairCursor] = field(default_factory=list)
     tokens: list[TokenInfo] = field(default_factory=list)
     dry_run_counts: dict[str, int] = field(default_factory=dict)  # inserted / deduplicated / skipped (dry run)
+    limits: ImportLimits = field(default_factory=lambda: ImportLimits())  # pass 2 reads under the same bounds
 
 
 def _verify_chunk(chunk: list[tuple[str, bytes]], max_bytes: int) -> list[Candidate]:
@@ -410,7 +431,7 @@ def verify_bundle(
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="spl-import-verify") as pool:
         try:
-            for path, data in _entries(src, limits):
+            for path, data in _entries(src, limits, should_stop):
                 if path == MANIFEST:
                     manifest_data = data
                     continue
@@ -465,7 +486,8 @@ def verify_bundle(
     cursors = [*parse_cursor_lines(named.get(FEDERATION_PAIRS, b""), FEDERATION_PAIRS)]
     cursors += parse_cursor_lines(named.get(SYNC_PAIRS, b""), SYNC_PAIRS)
     tokens = parse_token_lines(named[TOKENS], TOKENS) if TOKENS in named else []
-    return VerifiedBundle(manifest, identity, cursors, tokens, dict(counter.counts) if counter is not None else {})
+    dry_run = dict(counter.counts) if counter is not None else {}
+    return VerifiedBundle(manifest, identity, cursors, tokens, dry_run, limits)
 
 
 # -- import, pass 2: commit ----------------------------------------------------------------------------------------
@@ -516,11 +538,16 @@ def commit_bundle(
         ImportRefused: The store holds records of its own and ``force`` is false.
         BundleMalformed: The file changed since it was verified.
     """
-    limits = limits or ImportLimits()
+    limits = limits or verified.limits
     own = own_record_count(connection)
     if own and not force:
         raise ImportRefused(own)
     manifest = verified.manifest
+    ours = applies_instance_state(
+        carries_identity=verified.identity is not None, source_did=manifest.source_did, local_did=state.own_did
+    )
+    if verified.tokens and not ours:
+        raise ForeignTokens(manifest.source_did, state.own_did)
     summary = ImportSummary(manifest.source_did, manifest.bundle_sha256, dry_run=False)
     tx = new_import_transaction(state, time.time() if now is None else now)
     digest = new_digest()
@@ -548,7 +575,7 @@ def commit_bundle(
     if digest.hexdigest() != manifest.bundle_sha256:
         raise BundleMalformed("the bundle file changed between its check and its import; nothing was written")
     tx.threads.flush(connection)
-    for cursor in verified.cursors:
+    for cursor in verified.cursors if ours else []:
         connection.execute(
             "INSERT INTO pair_cursors(pair_id, cursor, updated_at) VALUES (?, ?, ?) ON CONFLICT(pair_id) DO NOTHING",
             (cursor.pair_id, cursor.cursor, tx.now),

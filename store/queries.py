@@ -56,7 +56,9 @@ def list_records(
     since_clock: int | None = None,
     after_seq: int = 0,
     limit: int = 100,
+    hide_reserved: bool = False,
 ) -> list[StoredRecord]:
+    """Records in sequence order; ``hide_reserved`` leaves the reserved (configuration) threads out."""
     if since_clock is not None:
         # Skip the part of the thread (or store) a clock mark proves holds no match (spl.store.threads).
         after_seq = max(after_seq, since_start(connection, ALL_THREADS if thread is None else thread, since_clock))
@@ -68,6 +70,8 @@ def list_records(
     if actor is not None:
         clauses.append("actor = ?")
         bindings.append(actor)
+    if hide_reserved and thread is None:
+        clauses.append(NAMESPACE_FEED_TERM)
     if since_clock is not None:
         clauses.append("clock > ?")
         bindings.append(since_clock)
@@ -108,7 +112,12 @@ def _thread_row(row: tuple[Any, ...]) -> dict[str, Any]:
 
 
 def list_threads(
-    connection: apsw.Connection, *, limit: int = 100, namespace: str | None = None, before_seq: int = 0
+    connection: apsw.Connection,
+    *,
+    limit: int = 100,
+    namespace: str | None = None,
+    before_seq: int = 0,
+    hide_reserved: bool = False,
 ) -> list[dict[str, Any]]:
     """Threads, most recently written first; with ``before_seq``, only those last written before that sequence.
 
@@ -124,6 +133,8 @@ def list_threads(
     if before_seq > 0:
         conditions.append("last_seq < ?")
         bindings.append(before_seq)
+    if hide_reserved:
+        conditions.append(NAMESPACE_FEED_TERM)
     if conditions:
         sql += " WHERE " + " AND ".join(conditions)
     sql += " ORDER BY last_seq DESC LIMIT ?"

@@ -14,6 +14,7 @@ from typing import Any
 from spl.core import tokens
 from spl.core.errors import AuthRequired, ScopeForbidden
 from spl.core.manifest import rfc3339
+from spl.core.reserved import is_reserved
 from spl.core.tokens import TokenInfo
 
 __all__ = [
@@ -116,6 +117,24 @@ def require(caller: Caller, scope: str) -> None:
     if not tokens.allows(caller.scopes, scope):
         raise ScopeForbidden(
             f"this token lacks the '{scope}' scope; mint one that has it: `spl token mint --scopes {scope}`"
+        )
+
+
+def reads_configuration(caller: Caller) -> bool:
+    """Whether ``caller`` may read reserved threads (``spl.core.reserved``): the instance's configuration.
+
+    They hold who this steward pairs with, which grants it keeps, its namespace registry: an admin's to read.
+    Every read route applies this one rule (records, threads, watches, snapshots, listings).
+    """
+    return tokens.allows(caller.scopes, "admin")
+
+
+def require_thread_readable(caller: Caller, thread: str) -> None:
+    """403 for a reserved thread unless ``caller`` is an admin (see :func:`reads_configuration`)."""
+    if is_reserved(thread) and not reads_configuration(caller):
+        raise ScopeForbidden(
+            f"{thread} is a reserved thread (this instance's configuration): only an admin token reads it; "
+            "use the admin credential (the home's, for the local CLI) or read another thread"
         )
 
 

@@ -29,13 +29,20 @@ import trio
 from quart import Blueprint, Response, request
 
 from spl.core.errors import InvalidRequest, PayloadTooLarge
-from spl.core.portability import ImportInProgress, ImportRefused, ImportSummary
+from spl.core.portability import (
+    ForeignTokens,
+    ImportInProgress,
+    ImportRefused,
+    ImportSummary,
+    applies_instance_state,
+)
 from spl.store.portability import (
     ExportOptions,
     VerifiedBundle,
     bundle_config,
     export_bundle,
     fill_counts,
+    limits_for,
     own_record_count,
     verify_bundle,
 )
@@ -57,6 +64,7 @@ PASSPHRASE_HEADER = "spl-bundle-passphrase"  # a header, never a query parameter
 # The upload is a bundle, not JSON: these media types are accepted on the import route (none of them is one a
 # browser may send cross-origin without a preflight, so the CSRF reasoning of the JSON-only gate still holds).
 BUNDLE_MEDIA_TYPES = frozenset({"application/zstd", "application/x-tar", "application/octet-stream"})
+UPLOAD_IDLE_SECONDS = 60.0  # an upload silent this long is refused (it holds the one import slot)
 _EXPORT_CHUNKS = 4  # 256 KiB writes queued at most between the exporting thread and the response
 
 
@@ -181,11 +189,27 @@ def _flag(name: str) -> bool:
 
 
 async def _spool(path: Path) -> int:
-    """Write the request body to ``path`` (0600 from its first byte), at most :data:`MAX_UPLOAD_BYTES`."""
+    """Write the request body to ``path`` (0600 from its first byte), at most :data:`MAX_UPLOAD_BYTES`.
+
+    An upload that stops sending for :data:`UPLOAD_IDLE_SECONDS` is refused: it would hold the import lock
+    (one import at a time) for as long as its client liked.
+    """
     written = 0
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    chunks = aiter(request.body)
     with os.fdopen(fd, "wb") as out:
-        async for chunk in request.body:
+        while True:
+            with trio.move_on_after(UPLOAD_IDLE_SECONDS) as idle:
+                try:
+                    chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    break
+            if idle.cancelled_caught:
+                raise InvalidRequest(
+                    f"the upload sent nothing for {UPLOAD_IDLE_SECONDS:g} s; send the bundle again",
+                    code="REQUEST_TIMEOUT",
+                    status=408,
+                )
             written += len(chunk)
             if written > MAX_UPLOAD_BYTES:
                 raise PayloadTooLarge(f"the bundle is larger than {MAX_UPLOAD_BYTES} bytes")
@@ -217,7 +241,7 @@ async def import_bundle() -> Response:
         await trio.to_thread.run_sync(_clear_spools, run_dir)
         spool = run_dir / f"import-{secrets.token_hex(8)}.part"
         try:
-            await _spool(spool)
+            size = await _spool(spool)
             db_path = svc.home_root / "hub.db"
 
             stop = threading.Event()
@@ -227,6 +251,7 @@ async def import_bundle() -> Response:
                     return verify_bundle(
                         src,
                         passphrase=passphrase,
+                        limits=limits_for(size),
                         dry_run_store=db_path if dry_run else None,
                         should_stop=stop.is_set,
                     )
@@ -237,11 +262,19 @@ async def import_bundle() -> Response:
                 verified = await trio.to_thread.run_sync(verify, abandon_on_cancel=True)
             finally:
                 stop.set()
+            carries_identity, source_did = verified.identity is not None, verified.manifest.source_did
+            if verified.tokens and not applies_instance_state(
+                carries_identity=carries_identity, source_did=source_did, local_did=svc.identity.did
+            ):
+                raise ForeignTokens(source_did, svc.identity.did)
             if dry_run:
                 summary = _dry_run_summary(verified, svc)
             else:
-                summary = await svc.writer.import_bundle(spool, verified, force=force)
-                summary.identity, summary.identity_note = await svc.adopt_import(verified.identity)
+                # Shielded: once the commit is under way, the identity step must follow it even if the client
+                # leaves (a store holding the bundle under the old identity would need the import run again).
+                with trio.CancelScope(shield=True):
+                    summary = await svc.writer.import_bundle(spool, verified, force=force)
+                    summary.identity, summary.identity_note = await svc.adopt_import(verified.identity)
                 summary.instance_did = svc.identity.did
         finally:
             await trio.to_thread.run_sync(functools.partial(spool.unlink, missing_ok=True))

@@ -6,10 +6,11 @@ from quart import Blueprint, Response, request
 
 from spl.core.errors import NotFound
 from spl.core.record import RECORD_ID, validate_thread
+from spl.core.reserved import is_reserved
 from spl.core.stored import StoredRecord
 from spl.core.wire import decode_record
 from spl.store import queries
-from spl.transport.auth import require
+from spl.transport.auth import reads_configuration, require, require_thread_readable
 from spl.transport.context import current_request, services
 from spl.transport.requests import body_bytes, int_arg
 from spl.transport.responses import json_response
@@ -40,9 +41,11 @@ async def emit() -> Response:
 @blueprint.get("/v1/records")
 async def list_records() -> Response:
     require(request.caller, "records:read")  # type: ignore[attr-defined]
+    caller = request.caller  # type: ignore[attr-defined]
     thread = request.args.get("thread") or None
     if thread is not None:
         validate_thread(thread, "thread (query parameter)")
+        require_thread_readable(caller, thread)
     actor = request.args.get("actor") or None
     since = int_arg("since", None)
     limit = int_arg("limit", 100, minimum=1, maximum=MAX_LIMIT)
@@ -54,6 +57,7 @@ async def list_records() -> Response:
         since_clock=since,
         after_seq=after or 0,
         limit=limit or 100,
+        hide_reserved=not reads_configuration(caller),
     )
     return list_response(records)
 
@@ -64,6 +68,6 @@ async def get_record(record_id: str) -> Response:
     if not RECORD_ID.fullmatch(record_id):
         raise NotFound(f"no record {record_id!r}: record ids are 64 lowercase hex characters")
     record = await services().read(queries.get_record, record_id)
-    if record is None:
+    if record is None or (is_reserved(record.thread) and not reads_configuration(request.caller)):  # type: ignore[attr-defined]
         raise NotFound(f"no record {record_id} on this instance")
     return json_response(record.json)

@@ -33,14 +33,13 @@ import apsw
 import trio
 from quart import Blueprint, Response, request
 
-from spl.core.errors import ScopeForbidden, SplError
+from spl.core.errors import SplError
 from spl.core.manifest import rfc3339
 from spl.core.reserved import ReservedThread, is_reserved
 from spl.core.snapshot import IdsDigest, manifest_line, parse_snapshot, split_threads
 from spl.core.stored import Accepted
-from spl.core.tokens import allows
 from spl.store.database import ReadPool
-from spl.transport.auth import require
+from spl.transport.auth import require, require_thread_readable
 from spl.transport.context import services
 from spl.transport.requests import body_bytes
 from spl.transport.responses import json_response
@@ -123,14 +122,9 @@ class _ThreadReader:
 
 
 def _refuse_reserved_to_non_admin(threads: list[str]) -> None:
-    """A reserved thread is the instance's configuration (pairs, grants, tokens' pairs): admin only."""
-    scopes = request.caller.scopes  # type: ignore[attr-defined]
+    """A reserved thread is the instance's configuration: admin only, the rule of every read route."""
     for thread in threads:
-        if is_reserved(thread) and not allows(scopes, "admin"):
-            raise ScopeForbidden(
-                f"{thread} is a reserved thread (this instance's configuration): only an admin token may "
-                "snapshot it; use the admin credential (spl snapshots it with the home's) or leave it out"
-            )
+        require_thread_readable(request.caller, thread)  # type: ignore[attr-defined]
 
 
 @blueprint.get("/v1/threads/snapshot")

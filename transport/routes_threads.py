@@ -15,7 +15,7 @@ from spl.core.record import validate_thread
 from spl.core.stored import StoredRecord
 from spl.store import queries
 from spl.transport import sse
-from spl.transport.auth import require
+from spl.transport.auth import reads_configuration, require, require_thread_readable
 from spl.transport.context import services
 from spl.transport.requests import int_arg
 from spl.transport.responses import json_response
@@ -44,7 +44,13 @@ async def list_threads() -> Response:
     # Paging (most recent first): pass the previous page's next_cursor. A thread written to during the walk moves
     # ahead of the cursor and is not seen twice; the next listing from the start shows it.
     before = decode_cursor(request.args.get("cursor"))
-    threads = await services().read(queries.list_threads, limit=limit + 1, namespace=namespace, before_seq=before)
+    threads = await services().read(
+        queries.list_threads,
+        limit=limit + 1,
+        namespace=namespace,
+        before_seq=before,
+        hide_reserved=not reads_configuration(request.caller),  # type: ignore[attr-defined]
+    )
     has_more = len(threads) > limit
     threads = threads[:limit]
     next_cursor = encode_cursor(threads[-1]["last_sequence"]) if has_more else None
@@ -55,6 +61,7 @@ async def list_threads() -> Response:
 async def show_thread(thread: str) -> Response:
     require(request.caller, "records:read")  # type: ignore[attr-defined]
     validate_thread(thread)
+    require_thread_readable(request.caller, thread)  # type: ignore[attr-defined]
     view = await services().read(queries.thread_fold, thread)
     if view is None:
         raise NotFound(f"thread {thread} has no records on this instance")
@@ -65,6 +72,7 @@ async def show_thread(thread: str) -> Response:
 async def thread_records(thread: str) -> Response:
     require(request.caller, "records:read")  # type: ignore[attr-defined]
     validate_thread(thread)
+    require_thread_readable(request.caller, thread)  # type: ignore[attr-defined]
     limit = int_arg("limit", 100, minimum=1, maximum=MAX_LIMIT) or 100
     since = int_arg("since", None)
     records = await services().read(queries.thread_records, thread, since_clock=since, limit=limit)
@@ -75,6 +83,7 @@ async def thread_records(thread: str) -> Response:
 async def watch(thread: str) -> Response:
     require(request.caller, "records:read")  # type: ignore[attr-defined]
     validate_thread(thread)
+    require_thread_readable(request.caller, thread)  # type: ignore[attr-defined]
     header = request.headers.get("last-event-id")
     cursor = sse.parse_cursor(header)
     since_clock = int_arg("since_clock", None) if header is None else None
