@@ -115,15 +115,16 @@ class RevokeToken(msgspec.Struct, frozen=True, tag=True):
 
 
 class ImportBundle(msgspec.Struct, frozen=True, tag=True):
-    """Commit a verified import bundle in ONE transaction (``spl.store.portability.commit_bundle``).
+    """Verify and commit an import bundle in ONE transaction (``spl.store.portability.import_bundle``).
 
-    ``spool`` is the private file pass 1 verified; ``verified`` its ``VerifiedBundle``. The writer reloads its
-    state afterwards, committed or not.
+    ``spool`` is the private file the upload was written to; ``limits`` an ``ImportLimits``. Answers
+    ``(ImportSummary, VerifiedBundle)``. The writer reloads its state afterwards, committed or not.
     """
 
     spool: str
-    verified: Any
+    passphrase: bytes | None
     force: bool
+    limits: Any
     reply: Reply[Any]
 
 

@@ -68,8 +68,9 @@ from spl.store.ingest import (
     load_writer_state,
     reapply_parked,
 )
-from spl.store.portability import commit_bundle
+from spl.store.portability import import_bundle
 from spl.store.tokens import insert_token, revoke_token
+from spl.store.verify_pool import VerifyPool
 
 if TYPE_CHECKING:
     import outcome  # trio's own result type, as trio.lowlevel hands it over
@@ -80,6 +81,8 @@ T = TypeVar("T")
 
 log = logging.getLogger("spl.writer")
 
+IMPORT_WORKERS = 2  # verification processes of an import (this machine has 2 cores; the writer thread is the third)
+IMPORT_CACHE_KIB = -65536  # SQLite page cache of an import's transaction: 64 MiB (negative = KiB)
 INTERNAL_MESSAGE = "the store writer could not commit this request (an internal error); see the daemon log"
 
 
@@ -347,10 +350,12 @@ class StoreWriter:
         await self._commit_ingests(connection, [Ingest([command.registration], command.reply)])
 
     async def _import(self, connection: apsw.Connection, command: ImportBundle) -> None:
-        """Commit an import bundle in one transaction, then rebuild the state it moved (committed or not).
+        """Verify and commit an import bundle in one transaction, then rebuild the state it moved (committed or not).
 
-        The state is reloaded from disk either way: a committed import moved the head, the thread rows and
-        the clock; a rolled-back one may have left the memory ahead of the disk.
+        Records are verified in worker processes (``VerifyPool``) while this thread inserts them; the page cache is
+        raised for the transaction (a million random ids overflow the default 2 MiB and every insert then reads
+        the id index from the OS). The state is reloaded from disk either way: a committed import moved the head,
+        the thread rows and the clock; a rolled-back one may have left the memory ahead of the disk.
         """
         state = self._state
         if state is None:
@@ -359,15 +364,26 @@ class StoreWriter:
             return
 
         def work(connection: apsw.Connection) -> Any:
-            with open(command.spool, "rb") as src:
-                return commit_bundle(connection, src, command.verified, state, force=command.force)
+            (previous,) = next(iter(connection.execute("PRAGMA cache_size")))
+            connection.execute(f"PRAGMA cache_size = {IMPORT_CACHE_KIB}")
+            try:
+                with VerifyPool(IMPORT_WORKERS) as pool, open(command.spool, "rb") as src:
+                    return import_bundle(
+                        connection,
+                        src,
+                        state,
+                        passphrase=command.passphrase,
+                        force=command.force,
+                        submit=pool.submit,
+                        limits=command.limits,
+                    )
+            finally:
+                connection.execute(f"PRAGMA cache_size = {int(previous)}")
 
         try:
             await self._run_command(connection, work, command.reply)
         finally:
             await self._reload(connection)
-        if command.reply.done:
-            self._parked_due = self._state is not None and self._state.parked > 0
 
     async def _run_command(self, connection: apsw.Connection, work: Callable[..., T], reply: Reply[T]) -> None:
         """``work(connection)`` in one transaction of its own; a storage failure fails this command alone."""
@@ -459,15 +475,15 @@ class WriterClient:
         await self._send(MintToken(info, reply))
         await reply.get()
 
-    async def import_bundle(self, spool: Path, verified: Any, *, force: bool) -> Any:
-        """Commit a verified bundle (one transaction); its ``ImportSummary``. Blocks other writes meanwhile.
+    async def import_bundle(self, spool: Path, *, passphrase: bytes | None, force: bool, limits: Any) -> Any:
+        """Verify and commit a bundle in one transaction; ``(ImportSummary, VerifiedBundle)``. Other writes wait.
 
         Raises:
-            ImportRefused, BundleMalformed: nothing was written.
+            ImportRefused, ForeignTokens, BundleMalformed, BundleSignatureInvalid: nothing was written.
             StorageFull, StoreCorrupt, SplError: the commit failed (nothing was written).
         """
         reply: Reply[Any] = Reply()
-        await self._send(ImportBundle(str(spool), verified, force, reply))
+        await self._send(ImportBundle(str(spool), passphrase, force, limits, reply))
         return await reply.get()
 
     async def adopt_did(self, did: str) -> None:

@@ -155,6 +155,7 @@ class BundleMalformed(InvalidRequest):
 
     def __init__(self, message: str) -> None:
         super().__init__(f"bundle malformed: {message}")
+        self.detail = message  # without the prefix: what crosses a process boundary to be raised again
 
 
 class BundleSignatureInvalid(InvalidRequest):
@@ -164,6 +165,7 @@ class BundleSignatureInvalid(InvalidRequest):
 
     def __init__(self, message: str) -> None:
         super().__init__(f"signature verification failed: {message}")
+        self.detail = message
 
 
 def _shown(text: str, limit: int = 80) -> str:

@@ -19,7 +19,16 @@ from spl.core.canonical import is_plain
 from spl.core.errors import SplError
 from spl.core.record import Envelope
 
-__all__ = ["Accepted", "Candidate", "Outcome", "StoredRecord", "parked_json", "stored_json"]
+__all__ = [
+    "Accepted",
+    "Candidate",
+    "Outcome",
+    "StoredRecord",
+    "parked_json",
+    "stored_json",
+    "stored_json_from_head",
+    "stored_json_head",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +79,20 @@ def stored_json(envelope: Envelope, *, signer: str, sig: str, seq: int, created_
     record["sequence"] = seq
     record["created_at"] = _rfc3339(created_at)
     return _ascii_json(record)
+
+
+def stored_json_head(envelope: Envelope, *, signer: str, sig: str) -> str:
+    """:func:`stored_json` up to, not including, its ``sequence`` and ``created_at`` and its closing brace.
+
+    An import's verification workers build this while the record has no sequence yet; the writer finishes it
+    with :func:`stored_json_from_head`, which gives exactly the bytes :func:`stored_json` would (a test checks).
+    """
+    return _ascii_json(_record_object(envelope, signer=signer, sig=sig))[:-1]
+
+
+def stored_json_from_head(head: str, *, seq: int, created_at: float) -> str:
+    """The served form of a record from :func:`stored_json_head`: the two fields the store adds, then the brace."""
+    return f'{head},"sequence":{int(seq)},"created_at":"{_rfc3339(created_at)}"}}'
 
 
 _ENCODER = msgspec.json.Encoder()

@@ -33,7 +33,7 @@ import apsw
 from spl.core.errors import DuplicateClock, InvalidRecord, InvalidRequest, NamespaceRejected, SplError
 from spl.core.namespaces import REGISTRY_THREAD, NamespaceRegistry
 from spl.core.record import validate_envelope
-from spl.core.stored import Accepted, Candidate, Outcome, StoredRecord, parked_json, stored_json
+from spl.core.stored import Accepted, Candidate, Outcome, StoredRecord, parked_json, stored_json, stored_json_from_head
 from spl.store.database import write_transaction
 from spl.store.queries import thread_objects
 from spl.store.threads import StoreClock, ThreadBook, ThreadCache, store_clock
@@ -151,7 +151,7 @@ class _Transaction:
 
 
 def _insert(
-    connection: apsw.Connection, candidate: Candidate, seq: int, ordinal: int, now: float
+    connection: apsw.Connection, candidate: Candidate, seq: int, ordinal: int, now: float, head: str | None = None
 ) -> StoredRecord | None:
     """Insert one record; ``None`` when its id is stored already (an exact re-submission).
 
@@ -159,7 +159,10 @@ def _insert(
     indexes answer both questions, so no SELECT runs before every insert.
     """
     envelope = candidate.envelope
-    text = stored_json(envelope, signer=candidate.signer, sig=candidate.sig, seq=seq, created_at=now)
+    if head is not None:  # built by an import's verification worker (spl.core.stored.stored_json_head)
+        text = stored_json_from_head(head, seq=seq, created_at=now)
+    else:
+        text = stored_json(envelope, signer=candidate.signer, sig=candidate.sig, seq=seq, created_at=now)
     connection.execute(
         "INSERT INTO records(seq, id, thread, actor, act, clock, namespace, json, created_at, ordinal) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING",
@@ -268,7 +271,9 @@ def new_import_transaction(state: WriterState, now: float) -> _Transaction:
     return _Transaction(now, ThreadBook(state.threads, state.clock))
 
 
-def insert_imported(connection: apsw.Connection, candidate: Candidate, state: WriterState, tx: _Transaction) -> str:
+def insert_imported(
+    connection: apsw.Connection, candidate: Candidate, state: WriterState, tx: _Transaction, head: str | None = None
+) -> str:
     """Insert one verified record of an import bundle: ``inserted``, ``deduplicated`` or ``DUPLICATE_CLOCK``.
 
     Unlike :func:`commit_batch`, the namespace registry is not consulted: the bundle restores a log its source
@@ -281,7 +286,7 @@ def insert_imported(connection: apsw.Connection, candidate: Candidate, state: Wr
     seq = state.next_seq
     ordinal = tx.threads.next_ordinal(connection, envelope.thread, envelope.namespace)
     try:
-        stored = _insert(connection, candidate, seq, ordinal, tx.now)
+        stored = _insert(connection, candidate, seq, ordinal, tx.now, head)
     except apsw.ConstraintError:
         return "deduplicated" if _existing(connection, envelope.id) is not None else DuplicateClock.code
     if stored is None:

@@ -4,16 +4,19 @@ Export (:func:`export_bundle`) reads everything in ONE read transaction — the 
 record — so a bundle taken while records are being written holds a consistent prefix of the log, never a torn
 state, and streams it as a tar.zst (:mod:`spl.store.bundle_stream`) with O(1) memory.
 
-Import runs in two passes over the uploaded bundle, which the daemon first spools to a private file:
+Import (:func:`import_bundle`) reads the uploaded bundle, which the daemon first spools to a private file, once,
+inside ONE write transaction of the store writer. Record files go in batches to worker processes
+(:mod:`spl.store.verify_pool`: ids recomputed, signatures checked, off the GIL) and are inserted, in log order,
+as their batches come back verified; the signed manifest, the digest chain over every file, the identity
+(unsealed with the passphrase) and the named files are checked when the archive ends, and only then are the
+cursors and tokens applied and the transaction committed. Any failure raises and rolls the transaction back, so
+nothing of a bundle that does not check out is ever committed; a ``kill -9`` anywhere leaves nothing (SQLite
+rolls back on the next open); a second run de-duplicates every record. Other writes wait while it runs.
 
-1. :func:`verify_bundle` checks everything and writes nothing: each record's id and signature (on two worker
-   threads: libsodium releases the GIL), the named files, the private key (unsealed with the passphrase), and at
-   the end the signed manifest and the digest chain over every file. Any failure refuses the whole bundle.
-2. :func:`commit_bundle` runs inside ONE write transaction of the store writer: it streams the same file again,
-   inserts each record (its id and signature were verified in pass 1; the digest chain is recomputed and must
-   equal the verified one before COMMIT, so the file cannot change between the passes unnoticed), keeps the
-   thread projections current, and saves the pair cursors and carried tokens. A ``kill -9`` anywhere in it
-   leaves nothing (SQLite rolls the transaction back); a second run de-duplicates every record.
+Why one pass rather than "verify everything, then write": the two-pass importer read and parsed every record
+twice and spent its first pass fighting its own reader for the GIL: 3,500 records/s at a million. Inside one
+transaction the guarantee is the same — nothing is committed, hence nothing visible, unless all of it verified.
+:func:`verify_bundle` (``--dry-run``) is the read-only check.
 
 "Records of its own" (the refusal without ``--force-overwrite``) are the store's records minus those imports
 inserted (meta ``imported_records``): what an import brought never makes the next import of the same bundle
@@ -44,7 +47,6 @@ from spl.core.bundle import (
     FEDERATION_PAIRS,
     MANIFEST,
     MANIFEST_SIG,
-    MAX_MANIFEST_BYTES,
     NAMESPACES,
     PRIVATE_KEY,
     RECORD_FILE_OVERHEAD,
@@ -59,7 +61,6 @@ from spl.core.bundle import (
     did_document,
     manifest_bytes,
     new_digest,
-    parse_record_path,
     plain_private_key,
     private_key_is_sealed,
     record_path,
@@ -87,7 +88,6 @@ from spl.core.portability import (
     parse_token_lines,
     token_line,
 )
-from spl.core.record import validate_envelope
 from spl.core.stored import Candidate
 from spl.core.tokens import TokenInfo
 from spl.store.bundle_stream import export_entries, read_tar_zst, write_tar_zst
@@ -101,7 +101,7 @@ __all__ = [
     "bundle_config",
     "ImportLimits",
     "VerifiedBundle",
-    "commit_bundle",
+    "import_bundle",
     "export_bundle",
     "limits_for",
     "own_record_count",
@@ -369,8 +369,11 @@ class VerifiedBundle:
     limits: ImportLimits = field(default_factory=lambda: ImportLimits())  # pass 2 reads under the same bounds
 
 
-def _verify_chunk(chunk: list[tuple[str, bytes]], max_bytes: int) -> list[Candidate]:
-    return [check_record_file(path, data, max_bytes=max_bytes) for path, data in chunk]
+Verified = tuple[Candidate, "str | None"]  # a verified record, and its stored JSON's head when a worker built it
+
+
+def _verify_chunk(chunk: list[tuple[str, bytes]], max_bytes: int) -> list[Verified]:
+    return [(check_record_file(path, data, max_bytes=max_bytes), None) for path, data in chunk]
 
 
 class _DryRunCounter:
@@ -380,8 +383,8 @@ class _DryRunCounter:
         self.connection = connect_reader(db_path)
         self.counts = {"inserted": 0, "deduplicated": 0, "skipped": 0}
 
-    def count(self, candidates: list[Candidate]) -> None:
-        for candidate in candidates:
+    def count(self, verified: list[Verified]) -> None:
+        for candidate, _ in verified:
             envelope = candidate.envelope
             found = None
             for (stored_id,) in self.connection.execute(
@@ -398,6 +401,86 @@ class _DryRunCounter:
                 self.counts["deduplicated" if found == envelope.id else "skipped"] += 1
 
 
+Submit = Callable[[list[tuple[str, bytes]], int], "concurrent.futures.Future[list[Verified]]"]
+
+
+def _scan(
+    src: BinaryIO,
+    *,
+    passphrase: bytes | None,
+    limits: ImportLimits,
+    submit: Submit,
+    on_verified: Callable[[list[Verified]], None],
+    should_stop: Callable[[], bool] = lambda: False,
+) -> VerifiedBundle:
+    """Read and check every byte of the bundle ``src``; :class:`BundleMalformed` / ``BundleSignatureInvalid`` else.
+
+    Record files go in batches to ``submit`` (threads or worker processes), at most a few MiB of them in flight;
+    each batch's verified candidates reach ``on_verified`` in archive order, as soon as the batches before it
+    have. The manifest comes last in a bundle, so its signature and the digest chain over every file are checked
+    at the end: a caller that wrote anything on the way must roll it back when this raises. ``should_stop`` is
+    asked every MiB and every batch: True ends the scan with ``Unavailable`` (the request that wanted it is gone).
+    """
+    digest = new_digest()
+    named: dict[str, bytes] = {}
+    seed: bytes | None = None
+    manifest_data = sig_data = None
+    pending: deque[concurrent.futures.Future[list[Verified]]] = deque()
+    chunk: list[tuple[str, bytes]] = []
+    chunk_bytes = named_bytes = 0
+    try:
+        for path, data in _entries(src, limits, should_stop):
+            if path == MANIFEST:
+                manifest_data = data
+                continue
+            if path == MANIFEST_SIG:
+                sig_data = data
+                continue
+            if manifest_data is not None:
+                raise BundleMalformed(f"{path[:80]} follows manifest.json; the manifest and its signature end a bundle")
+            digest.add(path, hashlib.sha256(data).hexdigest())  # refuses unknown paths and misplaced files
+            if path.startswith("records/"):
+                if len(data) > limits.max_record_bytes:  # before it is queued: the queue is bounded in bytes
+                    raise BundleMalformed(
+                        f"{path[:120]} is larger than {limits.max_record_bytes} bytes; raise max_body_bytes to "
+                        "import it"
+                    )
+                chunk.append((path, data))
+                chunk_bytes += len(data)
+                if len(chunk) >= _VERIFY_CHUNK or chunk_bytes >= _VERIFY_CHUNK_BYTES:
+                    if should_stop():
+                        raise Unavailable("the bundle's check was cancelled (its request ended); run it again")
+                    pending.append(submit(chunk, limits.max_record_bytes))
+                    chunk, chunk_bytes = [], 0
+                    while len(pending) > _VERIFY_IN_FLIGHT or (pending and pending[0].done()):
+                        on_verified(pending.popleft().result())  # raises the batch's refusal
+                continue
+            named_bytes += len(data)
+            if named_bytes > MAX_NAMED_FILE:
+                raise BundleMalformed(f"the named files hold more than {MAX_NAMED_FILE} bytes together")
+            named[path] = data
+            if path == PRIVATE_KEY:
+                seed = unseal_private_key(data, passphrase)  # a wrong passphrase is refused here, early
+        if chunk:
+            pending.append(submit(chunk, limits.max_record_bytes))
+        while pending:
+            on_verified(pending.popleft().result())
+    finally:
+        for future in pending:
+            future.cancel()
+    if manifest_data is None or sig_data is None:
+        raise BundleMalformed("the bundle has no manifest.json and manifest.sig at its end; it is cut short")
+    manifest = verify_manifest(manifest_data, sig_data)
+    check_digest(manifest, digest)
+    if PRIVATE_KEY in named and private_key_is_sealed(named[PRIVATE_KEY]) != manifest.identity_sealed:
+        raise BundleMalformed("identity/private_key.bin is sealed or plain against what the manifest says")
+    identity = check_identity(named[DID_DOCUMENT], seed, source_did=manifest.source_did)
+    cursors = [*parse_cursor_lines(named.get(FEDERATION_PAIRS, b""), FEDERATION_PAIRS)]
+    cursors += parse_cursor_lines(named.get(SYNC_PAIRS, b""), SYNC_PAIRS)
+    tokens = parse_token_lines(named[TOKENS], TOKENS) if TOKENS in named else []
+    return VerifiedBundle(manifest, identity, cursors, tokens, {}, limits)
+
+
 def verify_bundle(
     src: BinaryIO,
     *,
@@ -407,90 +490,31 @@ def verify_bundle(
     workers: int = 2,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> VerifiedBundle:
-    """Pass 1: check every byte of the bundle ``src``; :class:`BundleMalformed` / ``BundleSignatureInvalid`` else.
+    """Check every byte of the bundle ``src`` and write nothing (``--dry-run``, and ``spl import`` checks).
 
-    Nothing is written. Record files are verified on ``workers`` threads, at most a few hundred files held at
-    a time. With ``dry_run_store`` each record is also looked up in that store (read-only) to count what a
-    commit would insert, de-duplicate and skip. ``should_stop`` is asked before each batch of records: when it
-    answers True (the request that wanted this was cancelled) the pass ends with ``Unavailable``.
+    Record files are verified on ``workers`` threads. With ``dry_run_store`` each record is also looked up in
+    that store (read-only) to count what an import would insert, de-duplicate and skip.
     """
-    limits = limits or ImportLimits()
-    digest = new_digest()
-    named: dict[str, bytes] = {}
-    seed: bytes | None = None
-    manifest_data = sig_data = None
     counter = _DryRunCounter(dry_run_store) if dry_run_store is not None else None
-    pending: deque[concurrent.futures.Future[list[Candidate]]] = deque()
-    chunk: list[tuple[str, bytes]] = []
-    chunk_bytes = named_bytes = 0
-
-    def settle(future: concurrent.futures.Future[list[Candidate]]) -> None:
-        candidates = future.result()  # raises the record's refusal
+    try:
+        with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="spl-import-verify") as pool:
+            verified = _scan(
+                src,
+                passphrase=passphrase,
+                limits=limits or ImportLimits(),
+                submit=lambda chunk, max_bytes: pool.submit(_verify_chunk, chunk, max_bytes),
+                on_verified=counter.count if counter is not None else lambda candidates: None,
+                should_stop=should_stop,
+            )
+    finally:
         if counter is not None:
-            counter.count(candidates)
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="spl-import-verify") as pool:
-        try:
-            for path, data in _entries(src, limits, should_stop):
-                if path == MANIFEST:
-                    manifest_data = data
-                    continue
-                if path == MANIFEST_SIG:
-                    sig_data = data
-                    continue
-                if manifest_data is not None:
-                    raise BundleMalformed(
-                        f"{path[:80]} follows manifest.json; the manifest and its signature end a bundle"
-                    )
-                digest.add(path, hashlib.sha256(data).hexdigest())  # refuses unknown paths and misplaced files
-                if path.startswith("records/"):
-                    if len(data) > limits.max_record_bytes:  # before it is queued: the queue is bounded in bytes
-                        raise BundleMalformed(
-                            f"{path[:120]} is larger than {limits.max_record_bytes} bytes; raise max_body_bytes to "
-                            "import it"
-                        )
-                    chunk.append((path, data))
-                    chunk_bytes += len(data)
-                    if len(chunk) >= _VERIFY_CHUNK or chunk_bytes >= _VERIFY_CHUNK_BYTES:
-                        if should_stop():
-                            raise Unavailable("the import was cancelled (its request ended); run it again")
-                        pending.append(pool.submit(_verify_chunk, chunk, limits.max_record_bytes))
-                        chunk, chunk_bytes = [], 0
-                        while len(pending) > _VERIFY_IN_FLIGHT:
-                            settle(pending.popleft())
-                    continue
-                named_bytes += len(data)
-                if named_bytes > MAX_NAMED_FILE:
-                    raise BundleMalformed(f"the named files hold more than {MAX_NAMED_FILE} bytes together")
-                named[path] = data
-                if path == PRIVATE_KEY:
-                    seed = unseal_private_key(data, passphrase)  # a wrong passphrase is refused here, early
-            if chunk:
-                pending.append(pool.submit(_verify_chunk, chunk, limits.max_record_bytes))
-            while pending:
-                settle(pending.popleft())
-        finally:
-            for future in pending:
-                future.cancel()
-            if counter is not None:
-                counter.connection.close()
-    if manifest_data is None or sig_data is None:
-        raise BundleMalformed("the bundle has no manifest.json and manifest.sig at its end; it is cut short")
-    if len(manifest_data) > MAX_MANIFEST_BYTES:
-        raise BundleMalformed(f"manifest.json is larger than {MAX_MANIFEST_BYTES} bytes")
-    manifest = verify_manifest(manifest_data, sig_data)
-    check_digest(manifest, digest)
-    if PRIVATE_KEY in named and private_key_is_sealed(named[PRIVATE_KEY]) != manifest.identity_sealed:
-        raise BundleMalformed("identity/private_key.bin is sealed or plain against what the manifest says")
-    identity = check_identity(named[DID_DOCUMENT], seed, source_did=manifest.source_did)
-    cursors = [*parse_cursor_lines(named.get(FEDERATION_PAIRS, b""), FEDERATION_PAIRS)]
-    cursors += parse_cursor_lines(named.get(SYNC_PAIRS, b""), SYNC_PAIRS)
-    tokens = parse_token_lines(named[TOKENS], TOKENS) if TOKENS in named else []
-    dry_run = dict(counter.counts) if counter is not None else {}
-    return VerifiedBundle(manifest, identity, cursors, tokens, dry_run, limits)
+            counter.connection.close()
+    if counter is not None:
+        verified.dry_run_counts = dict(counter.counts)
+    return verified
 
 
-# -- import, pass 2: commit ----------------------------------------------------------------------------------------
+# -- import: verify and commit in one pass, in one transaction ------------------------------------------------
 
 
 def own_record_count(connection: apsw.Connection) -> int:
@@ -503,78 +527,71 @@ def own_record_count(connection: apsw.Connection) -> int:
     return max(total - imported, 0)
 
 
-def _candidate(data: bytes) -> Candidate:
-    """The candidate of a record file pass 1 verified: its envelope rebuilt the one way every ingest builds it.
-
-    The signature is not checked again (pass 1 did, and the digest chain proves these are the same bytes), but
-    the envelope goes through :func:`validate_envelope` again rather than being trusted field by field: the
-    stored record must be exactly the one whose id was verified, defaults and all.
-    """
-    raw = msgspec.json.decode(data)
-    envelope = validate_envelope(raw)
-    if envelope.id != raw.get("id"):  # pragma: no cover - pass 1 refused it; the chain proves the bytes unchanged
-        raise BundleMalformed(f"record {envelope.id} changed since it was verified")
-    return Candidate(envelope, raw["signer"], raw["sig"])
-
-
-def commit_bundle(
+def import_bundle(
     connection: apsw.Connection,
     src: BinaryIO,
-    verified: VerifiedBundle,
     state: WriterState,
     *,
+    passphrase: bytes | None,
     force: bool,
+    submit: Submit,
     limits: ImportLimits | None = None,
     now: float | None = None,
     progress: Callable[[int], None] | None = None,
-) -> ImportSummary:
-    """Pass 2: commit the records of ``src`` (the file pass 1 verified) and its cursors and tokens.
+) -> tuple[ImportSummary, VerifiedBundle]:
+    """Import the bundle ``src`` inside the caller's write transaction: verify and insert in one pass.
 
-    Runs inside the caller's write transaction (the store writer's): raising rolls everything back. The
-    digest chain is recomputed and must equal the manifest's before this returns, so a file that changed
-    since pass 1 commits nothing. ``state`` is the writer's; the caller reloads it afterwards.
+    Records are inserted as their batches come back verified, in archive (log) order; the manifest's signature,
+    the digest chain over every file, the identity and the named files are checked when the archive ends, and
+    the cursors and tokens applied then. Anything that fails raises, and the caller's transaction rolls back:
+    nothing of a bundle that does not check out is ever committed, and a ``kill -9`` leaves nothing either.
+    ``state`` is the writer's; the caller reloads it afterwards.
 
     Raises:
         ImportRefused: The store holds records of its own and ``force`` is false.
-        BundleMalformed: The file changed since it was verified.
+        ForeignTokens: The bundle carries tokens of another instance without its identity.
+        BundleMalformed, BundleSignatureInvalid: the bundle does not check out.
     """
-    limits = limits or verified.limits
     own = own_record_count(connection)
     if own and not force:
         raise ImportRefused(own)
+    tx = new_import_transaction(state, time.time() if now is None else now)
+    counts = {"inserted": 0, "deduplicated": 0}
+    refusals: dict[str, int] = {}
+    inspected = 0
+
+    def insert(verified: list[Verified]) -> None:
+        nonlocal inspected
+        for candidate, head in verified:
+            outcome = insert_imported(connection, candidate, state, tx, head)
+            if outcome in counts:
+                counts[outcome] += 1
+            else:
+                refusals[outcome] = refusals.get(outcome, 0) + 1
+        before, inspected = inspected, inspected + len(verified)
+        if inspected // _FLUSH_EVERY != before // _FLUSH_EVERY:
+            tx.threads.flush(connection)  # bounds the memory of the thread projections in one long transaction
+            if progress is not None:
+                progress(inspected)
+
+    verified = _scan(src, passphrase=passphrase, limits=limits or ImportLimits(), submit=submit, on_verified=insert)
+    tx.threads.flush(connection)
     manifest = verified.manifest
     ours = applies_instance_state(
         carries_identity=verified.identity is not None, source_did=manifest.source_did, local_did=state.own_did
     )
     if verified.tokens and not ours:
         raise ForeignTokens(manifest.source_did, state.own_did)
-    summary = ImportSummary(manifest.source_did, manifest.bundle_sha256, dry_run=False)
-    tx = new_import_transaction(state, time.time() if now is None else now)
-    digest = new_digest()
-    refusals: dict[str, int] = {}
-    for path, data in _entries(src, limits):
-        if path in (MANIFEST, MANIFEST_SIG):
-            continue
-        digest.add(path, hashlib.sha256(data).hexdigest())
-        if not path.startswith("records/"):
-            continue
-        parse_record_path(path)
-        outcome = insert_imported(connection, _candidate(data), state, tx)
-        summary.records_inspected += 1
-        if outcome == "inserted":
-            summary.records_inserted += 1
-        elif outcome == "deduplicated":
-            summary.records_deduplicated += 1
-        else:
-            summary.records_skipped += 1
-            refusals[outcome] = refusals.get(outcome, 0) + 1
-        if summary.records_inspected % _FLUSH_EVERY == 0:
-            tx.threads.flush(connection)
-            if progress is not None:
-                progress(summary.records_inspected)
-    if digest.hexdigest() != manifest.bundle_sha256:
-        raise BundleMalformed("the bundle file changed between its check and its import; nothing was written")
-    tx.threads.flush(connection)
+    summary = ImportSummary(
+        manifest.source_did,
+        manifest.bundle_sha256,
+        dry_run=False,
+        records_inspected=inspected,
+        records_inserted=counts["inserted"],
+        records_deduplicated=counts["deduplicated"],
+        records_skipped=sum(refusals.values()),
+        refusals_by_reason=refusals,
+    )
     for cursor in verified.cursors if ours else []:
         connection.execute(
             "INSERT INTO pair_cursors(pair_id, cursor, updated_at) VALUES (?, ?, ?) ON CONFLICT(pair_id) DO NOTHING",
@@ -605,10 +622,9 @@ def commit_bundle(
         "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + CAST(excluded.value AS INTEGER)",
         (IMPORTED_KEY, str(summary.records_inserted)),
     )
-    summary.refusals_by_reason = refusals
     fill_counts(summary, manifest)
     summary.check()
-    return summary
+    return summary, verified
 
 
 def fill_counts(summary: ImportSummary, manifest: Manifest) -> None:

@@ -242,38 +242,16 @@ async def import_bundle() -> Response:
         spool = run_dir / f"import-{secrets.token_hex(8)}.part"
         try:
             size = await _spool(spool)
-            db_path = svc.home_root / "hub.db"
-
-            stop = threading.Event()
-
-            def verify() -> VerifiedBundle:
-                with spool.open("rb") as src:
-                    return verify_bundle(
-                        src,
-                        passphrase=passphrase,
-                        limits=limits_for(size),
-                        dry_run_store=db_path if dry_run else None,
-                        should_stop=stop.is_set,
-                    )
-
-            # Pass 1 takes about a minute per million records: a request cancelled meanwhile (the client left,
-            # the daemon stops) returns at once, and the thread, told by ``stop``, ends at its next batch.
-            try:
-                verified = await trio.to_thread.run_sync(verify, abandon_on_cancel=True)
-            finally:
-                stop.set()
-            carries_identity, source_did = verified.identity is not None, verified.manifest.source_did
-            if verified.tokens and not applies_instance_state(
-                carries_identity=carries_identity, source_did=source_did, local_did=svc.identity.did
-            ):
-                raise ForeignTokens(source_did, svc.identity.did)
             if dry_run:
-                summary = _dry_run_summary(verified, svc)
+                summary = await _dry_run(svc, spool, size, passphrase)
             else:
-                # Shielded: once the commit is under way, the identity step must follow it even if the client
+                # One pass in one writer transaction: verified and inserted together, committed only if all of
+                # it checks out. Shielded: once it runs, the identity step must follow it even if the client
                 # leaves (a store holding the bundle under the old identity would need the import run again).
                 with trio.CancelScope(shield=True):
-                    summary = await svc.writer.import_bundle(spool, verified, force=force)
+                    summary, verified = await svc.writer.import_bundle(
+                        spool, passphrase=passphrase, force=force, limits=limits_for(size)
+                    )
                     summary.identity, summary.identity_note = await svc.adopt_import(verified.identity)
                 summary.instance_did = svc.identity.did
         finally:
@@ -287,6 +265,34 @@ async def import_bundle() -> Response:
         summary.identity,
     )
     return json_response(summary.to_wire())
+
+
+async def _dry_run(svc: Services, spool: Path, size: int, passphrase: bytes | None) -> ImportSummary:
+    """Check the whole bundle and count what an import would do, writing nothing."""
+    stop = threading.Event()
+
+    def verify() -> VerifiedBundle:
+        with spool.open("rb") as src:
+            return verify_bundle(
+                src,
+                passphrase=passphrase,
+                limits=limits_for(size),
+                dry_run_store=svc.home_root / "hub.db",
+                should_stop=stop.is_set,
+            )
+
+    # About a minute per million records: a request cancelled meanwhile (the client left, the daemon stops)
+    # returns at once, and the thread, told by ``stop``, ends within a MiB of reading.
+    try:
+        verified = await trio.to_thread.run_sync(verify, abandon_on_cancel=True)
+    finally:
+        stop.set()
+    source_did = verified.manifest.source_did
+    if verified.tokens and not applies_instance_state(
+        carries_identity=verified.identity is not None, source_did=source_did, local_did=svc.identity.did
+    ):
+        raise ForeignTokens(source_did, svc.identity.did)
+    return _dry_run_summary(verified, svc)
 
 
 def _dry_run_summary(verified: VerifiedBundle, svc: Services) -> ImportSummary:

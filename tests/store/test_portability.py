@@ -8,14 +8,16 @@ transaction killed half-way leaves nothing; a sealed key needs its passphrase; t
 
 from __future__ import annotations
 
+import concurrent.futures
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import apsw
 import pytest
 
-from spl.core.bundle import BundleMalformed, BundleSignatureInvalid
+from spl.core.bundle import BundleMalformed, BundleSignatureInvalid, check_record_file
 from spl.core.identity import Identity
 from spl.core.portability import ImportRefused
 from spl.core.record import validate_envelope
@@ -25,13 +27,14 @@ from spl.store.database import connect_writer, write_transaction
 from spl.store.ingest import commit_batch, load_writer_state
 from spl.store.portability import (
     ExportOptions,
-    commit_bundle,
     export_bundle,
+    import_bundle,
     own_record_count,
     read_bundle_manifest,
     verify_bundle,
 )
 from spl.store.tokens import insert_token, load_tokens
+from spl.store.verify_pool import VerifyPool
 
 SOURCE = Identity(bytes(range(32)))
 
@@ -68,11 +71,23 @@ def _export(db: Path, options: ExportOptions | None = None) -> bytes:
     return out.getvalue()
 
 
+def _in_threads(files: list[tuple[str, bytes]], max_bytes: int) -> concurrent.futures.Future[list[Any]]:
+    """Verification in this process (the writer uses worker processes: ``VerifyPool``, tested below)."""
+    future: concurrent.futures.Future[list[Any]] = concurrent.futures.Future()
+    try:
+        future.set_result([(check_record_file(path, data, max_bytes=max_bytes), None) for path, data in files])
+    except Exception as exc:  # the refusal travels in the future, as from a worker
+        future.set_exception(exc)
+    return future
+
+
 def _import(target: apsw.Connection, blob: bytes, *, force: bool = False, passphrase: bytes | None = None):  # type: ignore[no-untyped-def]
-    verified = verify_bundle(io.BytesIO(blob), passphrase=passphrase)
     state = load_writer_state(target, SOURCE.did)
     with write_transaction(target):
-        return verified, commit_bundle(target, io.BytesIO(blob), verified, state, force=force)
+        summary, verified = import_bundle(
+            target, io.BytesIO(blob), state, passphrase=passphrase, force=force, submit=_in_threads
+        )
+    return verified, summary
 
 
 def test_round_trip_keeps_every_thread_and_a_second_import_inserts_nothing(tmp_path: Path) -> None:
@@ -135,17 +150,18 @@ def _count(connection: apsw.Connection) -> int:
     return int(next(iter(connection.execute("SELECT COUNT(*) FROM records")))[0])
 
 
-def test_a_commit_that_fails_half_way_leaves_nothing(tmp_path: Path) -> None:
+def test_a_bundle_that_fails_at_its_end_leaves_nothing(tmp_path: Path) -> None:
+    """Records are inserted as they verify; the manifest is checked last: a bundle cut before it commits nothing."""
     _store(tmp_path / "a.db", records=30)
     blob = _export(tmp_path / "a.db")
     target = connect_writer(tmp_path / "b.db")
-    verified = verify_bundle(io.BytesIO(blob), passphrase=None)
+    for damaged in (blob[: len(blob) * 2 // 3], blob[:-200] + bytes(200)):
+        with pytest.raises(BundleMalformed):
+            _import(target, damaged)
+        assert _count(target) == 0
     state = load_writer_state(target, SOURCE.did)
-    cut = io.BytesIO(blob[: len(blob) * 2 // 3])  # the file "changes" (is cut) between the passes
-    with pytest.raises(BundleMalformed), write_transaction(target):
-        commit_bundle(target, cut, verified, state, force=False)
-    assert _count(target) == 0
-    _, summary = _import(target, blob)
+    with VerifyPool(2) as pool, write_transaction(target):  # the writer's way: worker processes
+        summary, _ = import_bundle(target, io.BytesIO(blob), state, passphrase=None, force=False, submit=pool.submit)
     assert summary.records_inserted == 30
 
 
@@ -188,21 +204,22 @@ def test_dry_run_counts_what_a_commit_would_do(tmp_path: Path) -> None:
 _KILLED_CHILD = """
 import io, sys
 from pathlib import Path
+from typing import Any
 from spl.store.database import connect_writer, write_transaction
 from spl.store.ingest import load_writer_state
-from spl.store.portability import commit_bundle, verify_bundle
+from spl.store.portability import import_bundle
+from spl.store.verify_pool import VerifyPool
 
 blob = Path(sys.argv[1]).read_bytes()
-verified = verify_bundle(io.BytesIO(blob), passphrase=None)
 target = connect_writer(Path(sys.argv[2]))
-state = load_writer_state(target, verified.manifest.source_did)
+state = load_writer_state(target, sys.argv[3])
 
 def progress(done: int) -> None:
     print(done, flush=True)  # the parent kills us here, mid-transaction
     sys.stdin.readline()  # never answered
 
-with write_transaction(target):
-    commit_bundle(target, io.BytesIO(blob), verified, state, force=False, progress=progress)
+with VerifyPool(2) as pool, write_transaction(target):
+    import_bundle(target, io.BytesIO(blob), state, passphrase=None, force=False, submit=pool.submit, progress=progress)
 """
 
 
@@ -214,7 +231,7 @@ def test_kill_9_in_the_middle_of_the_commit_leaves_nothing_and_a_rerun_is_exact(
     source = _store(tmp_path / "a.db", records=5000, threads=5)
     (tmp_path / "x.tar.zst").write_bytes(_export(tmp_path / "a.db"))
     with subprocess.Popen(
-        [sys.executable, "-c", _KILLED_CHILD, str(tmp_path / "x.tar.zst"), str(tmp_path / "b.db")],
+        [sys.executable, "-c", _KILLED_CHILD, str(tmp_path / "x.tar.zst"), str(tmp_path / "b.db"), SOURCE.did],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -257,3 +274,15 @@ def test_pass_1_stops_when_its_request_is_gone(tmp_path: Path) -> None:
     blob = _export(tmp_path / "a.db")
     with pytest.raises(Unavailable, match="cancelled"):
         verify_bundle(io.BytesIO(blob), passphrase=None, should_stop=lambda: True)
+
+
+def test_a_stored_json_head_finishes_into_exactly_the_stored_json() -> None:
+    from spl.core.stored import stored_json, stored_json_from_head, stored_json_head
+
+    for body in ({}, {"n": 1, "text": "é\u2028\x7f"}, {"x": 1.5, "nested": [{"a": None}]}):
+        candidate = _candidate(SOURCE, "th_head", 7, **body)
+        envelope, signer, sig = candidate.envelope, candidate.signer, candidate.sig
+        head = stored_json_head(envelope, signer=signer, sig=sig)
+        for seq, now in ((1, 0.0), (123456789, 1764500000.123456)):
+            whole = stored_json(envelope, signer=signer, sig=sig, seq=seq, created_at=now)
+            assert stored_json_from_head(head, seq=seq, created_at=now) == whole
