@@ -328,7 +328,12 @@ def _entries(
         max_entries=limits.max_entries,
         max_total=limits.max_total,
         should_stop=should_stop,
+        unique=_is_named,  # a repeated record path is the same record (its id is in the path): de-duplicated
     )
+
+
+def _is_named(path: str) -> bool:
+    return not path.startswith("records/")
 
 
 def read_bundle_manifest(path: Path) -> dict[str, Any]:
