@@ -49,6 +49,7 @@ record inside carries its thread in clear and must agree with its path.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import struct
@@ -96,6 +97,7 @@ __all__ = [
     "check_record_file",
     "did_document",
     "file_sha256",
+    "is_record_path",
     "manifest_bytes",
     "new_digest",
     "parse_record_path",
@@ -138,7 +140,8 @@ MAX_DID_DOCUMENT_BYTES = 16 * 1024
 RECORD_FILE_OVERHEAD = 64 * 1024
 """A record file is the stored record (envelope + signer + sig), a little more than its emitted body."""
 
-_HEX_THREAD = re.compile(r"\A(?:[0-9a-f]{2}){1,256}\Z")  # 256 ASCII characters -> at most 512 hex digits
+# 256 ASCII characters of thread -> at most 512 hex digits; the id is 64 lowercase hex
+_RECORD_PATH = re.compile(r"records/((?:[0-9a-f]{2}){1,256})/([0-9a-f]{64})\.json")
 _SHA256_HEX = re.compile(r"\A[0-9a-f]{64}\Z")
 _RFC3339 = re.compile(r"\A\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:\d{2})\Z")
 _COUNT_KEY = re.compile(r"\A[a-z_]{1,32}\Z")
@@ -176,32 +179,50 @@ def _shown(text: str, limit: int = 80) -> str:
 # -- paths ---------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)
+def _thread_folder(thread: str) -> str:
+    """The hex folder of a thread (cached: an export names each thread once per record, a few hundred threads)."""
+    if not THREAD.fullmatch(thread):
+        raise ValueError("not a valid thread")
+    return thread.encode("ascii").hex()
+
+
+@functools.lru_cache(maxsize=4096)
+def _folder_thread(folder: str) -> str | None:
+    """The thread a hex folder spells, when it spells a valid one (cached likewise, for the reader)."""
+    thread = bytes.fromhex(folder).decode("ascii", errors="replace")
+    return thread if THREAD.fullmatch(thread) else None
+
+
 def record_path(thread: str, record_id: str) -> str:
     """``records/<hex of thread>/<record id>.json`` (see the module docstring for why hex)."""
-    if not isinstance(thread, str) or not THREAD.fullmatch(thread):
+    if not isinstance(thread, str):
         raise ValueError("not a valid thread")
     if not isinstance(record_id, str) or not RECORD_ID.fullmatch(record_id):
         raise ValueError("not a record id (64 lowercase hex)")
-    return f"{RECORDS_DIR}{thread.encode('ascii').hex()}/{record_id}.json"
+    return f"{RECORDS_DIR}{_thread_folder(thread)}/{record_id}.json"
+
+
+def is_record_path(path: str) -> bool:
+    """Whether ``path`` has a record path's shape: ``records/``, even-length lowercase hex, ``/``, 64 hex, ``.json``.
+
+    Such a path is plain ASCII with three non-empty segments, none of them ``.`` or ``..``: a reader may take it
+    without its generic path checks (whether its folder spells a valid thread is :func:`parse_record_path`'s).
+    """
+    return _RECORD_PATH.fullmatch(path) is not None
 
 
 def parse_record_path(path: str) -> tuple[str, str]:
     """``(thread, record_id)`` of a record path; :class:`BundleMalformed` for any other path."""
-    parts = path.split("/") if isinstance(path, str) else []
-    if (
-        len(parts) != 3
-        or parts[0] != "records"
-        or not _HEX_THREAD.fullmatch(parts[1])
-        or not parts[2].endswith(".json")
-        or not RECORD_ID.fullmatch(parts[2][: -len(".json")])
-    ):
+    match = _RECORD_PATH.fullmatch(path) if isinstance(path, str) else None
+    if match is None:
         raise BundleMalformed(
             f"{_shown(str(path))} is not a bundle file; records live at records/<hex of thread>/<64 hex id>.json"
         )
-    thread = bytes.fromhex(parts[1]).decode("ascii", errors="replace")
-    if not THREAD.fullmatch(thread):
+    thread = _folder_thread(match.group(1))
+    if thread is None:
         raise BundleMalformed(f"{_shown(path)} does not encode a valid thread")
-    return thread, parts[2][: -len(".json")]
+    return thread, match.group(2)
 
 
 def file_sha256(data: bytes) -> str:
