@@ -82,7 +82,9 @@ T = TypeVar("T")
 log = logging.getLogger("spl.writer")
 
 IMPORT_WORKERS = 2  # verification processes of an import (this machine has 2 cores; the writer thread is the third)
-IMPORT_CACHE_KIB = -65536  # SQLite page cache of an import's transaction: 64 MiB (negative = KiB)
+# SQLite page cache of an import's transaction, in KiB when negative: 32 MiB keeps the daemon and its two
+# verification workers within 200 MB at a million records (docs/performance.md)
+IMPORT_CACHE_KIB = -32768
 INTERNAL_MESSAGE = "the store writer could not commit this request (an internal error); see the daemon log"
 
 
