@@ -32,7 +32,7 @@ import apsw
 
 from spl.core.errors import DuplicateClock, InvalidRecord, InvalidRequest, NamespaceRejected, SplError
 from spl.core.namespaces import REGISTRY_THREAD, NamespaceRegistry
-from spl.core.record import validate_envelope
+from spl.core.record import Envelope, validate_envelope
 from spl.core.stored import Accepted, Candidate, Outcome, StoredRecord, parked_json, stored_json, stored_json_from_head
 from spl.store.database import write_transaction
 from spl.store.queries import thread_objects
@@ -238,6 +238,16 @@ def _apply_one(
         assert existing is not None  # the id index just said so, in this transaction
         return Accepted(existing, created=False)
     state.next_seq += 1
+    _project(connection, tx, envelope, seq)
+    if candidate.signer == state.own_did and state.namespaces.apply(
+        envelope.thread, envelope.act, envelope.body, envelope.id, envelope.clock
+    ):
+        state.registry_changes += 1
+    return Accepted(stored, created=True)
+
+
+def _project(connection: apsw.Connection, tx: _Transaction, envelope: Envelope, seq: int) -> None:
+    """Fold a record just inserted at ``seq`` into its thread's projections (``spl.store.threads``)."""
     tx.threads.add(
         connection,
         thread=envelope.thread,
@@ -249,11 +259,6 @@ def _apply_one(
         body=envelope.body,
         stored_at=tx.now,
     )
-    if candidate.signer == state.own_did and state.namespaces.apply(
-        envelope.thread, envelope.act, envelope.body, envelope.id, envelope.clock
-    ):
-        state.registry_changes += 1
-    return Accepted(stored, created=True)
 
 
 def _finish(connection: apsw.Connection, tx: _Transaction) -> None:
@@ -292,17 +297,7 @@ def insert_imported(
     if stored is None:
         return "deduplicated"
     state.next_seq += 1
-    tx.threads.add(
-        connection,
-        thread=envelope.thread,
-        seq=seq,
-        record_id=envelope.id,
-        actor=envelope.actor,
-        act=envelope.act,
-        clock=envelope.clock,
-        body=envelope.body,
-        stored_at=tx.now,
-    )
+    _project(connection, tx, envelope, seq)
     return "inserted"
 
 
