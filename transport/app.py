@@ -36,10 +36,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+import trio
 from quart import Request, Response, request
 from quart.sessions import NullSession, SessionInterface
 from quart_trio import QuartTrio
+from quart_trio.asgi import TrioASGIHTTPConnection
 from quart_trio.wrappers import TrioRequest
+from quart_trio.wrappers.request import TrioBody
 from werkzeug.exceptions import HTTPException
 
 from spl.core.errors import AuthRequired, InvalidRequest, NotFound, PayloadTooLarge, SplError
@@ -85,17 +88,67 @@ UPLOADS: dict[tuple[str, str], tuple[frozenset[str], int]] = {
 }
 
 
-class SplRequest(TrioRequest):
-    """Quart's request, with the body limit of an upload route (:data:`UPLOADS`) instead of the app's.
+UPLOAD_HIGH_WATER = 4 * 1024 * 1024  # bytes of an upload held in memory before the socket is read again
 
-    The limit must be set when the request is made: Quart starts buffering the body at once, and a body over
-    the app-wide limit would be refused (and dropped) before the route could raise it.
+
+class FlowControlledBody(TrioBody):
+    """An upload's body that holds at most :data:`UPLOAD_HIGH_WATER` bytes not yet taken by its route.
+
+    Quart's own body takes every ASGI message as it comes: an upload faster than its route (a 240 MB bundle
+    while the spool's disk writes stall) would wait in the daemon's memory. Here the task that reads the ASGI
+    messages (:class:`SplASGIHTTPConnection`) waits in :meth:`put` instead; Hypercorn's queue to it then fills,
+    Hypercorn stops reading the socket, and TCP holds the sender back.
+    """
+
+    def __init__(self, expected_content_length: int | None, max_content_length: int | None) -> None:
+        super().__init__(expected_content_length, max_content_length)
+        self._taken = trio.Event()
+
+    async def put(self, data: bytes) -> None:
+        while len(self._data) >= UPLOAD_HIGH_WATER and self._must_raise is None:
+            self._taken = trio.Event()
+            await self._taken.wait()
+        self.append(data)
+
+    async def __anext__(self) -> bytes:
+        data: bytes = await super().__anext__()
+        self._taken.set()
+        return data
+
+
+class SplASGIHTTPConnection(TrioASGIHTTPConnection):
+    """Quart-trio's HTTP connection, reading an upload's messages no faster than its route takes them."""
+
+    async def handle_messages(  # type: ignore[override]
+        self, nursery: trio.Nursery, request: Request, receive: Any
+    ) -> None:
+        body = request.body
+        if not isinstance(body, FlowControlledBody):
+            await super().handle_messages(nursery, request, receive)
+            return
+        while True:
+            message = await receive()
+            if message["type"] == "http.request":
+                await body.put(message.get("body", b""))
+                if not message.get("more_body", False):
+                    body.set_complete()
+            elif message["type"] == "http.disconnect":
+                break
+        nursery.cancel_scope.cancel()
+
+
+class SplRequest(TrioRequest):
+    """Quart's request, with an upload route's (:data:`UPLOADS`) body limit and flow-controlled body.
+
+    Both must be set when the request is made: Quart starts taking the body at once, and a body over the
+    app-wide limit would be refused (and dropped) before the route could raise it.
     """
 
     def __init__(self, method: str, scheme: str, path: str, *args: Any, **kwargs: Any) -> None:
         upload = UPLOADS.get((method, path))
         if upload is not None:
             kwargs["max_content_length"] = upload[1]
+            self.body_class = FlowControlledBody
         super().__init__(method, scheme, path, *args, **kwargs)
 
 
@@ -196,6 +249,7 @@ def create_app(services: Services) -> QuartTrio:
     here = str(Path(__file__).parent)  # the spl namespace package has no single root for Quart to find
     app = QuartTrio("spl.transport", root_path=here, instance_path=here)
     app.request_class = SplRequest
+    app.asgi_http_class = SplASGIHTTPConnection
     app.config["MAX_CONTENT_LENGTH"] = services.config.max_body_bytes
     app.config[SERVICES_KEY] = services
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True  # OPTIONS answered from the route table (gate 2)
