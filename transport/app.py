@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -103,12 +104,18 @@ class FlowControlledBody(TrioBody):
     def __init__(self, expected_content_length: int | None, max_content_length: int | None) -> None:
         super().__init__(expected_content_length, max_content_length)
         self._taken = trio.Event()
+        self._whole = False  # awaited whole (``get_data``): the route wants it all, bounded by its limit
 
     async def put(self, data: bytes) -> None:
-        while len(self._data) >= UPLOAD_HIGH_WATER and self._must_raise is None:
+        while len(self._data) >= UPLOAD_HIGH_WATER and not self._whole and self._must_raise is None:
             self._taken = trio.Event()
             await self._taken.wait()
         self.append(data)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        self._whole = True
+        self._taken.set()
+        return super().__await__()
 
     async def __anext__(self) -> bytes:
         data: bytes = await super().__anext__()

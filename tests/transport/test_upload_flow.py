@@ -35,3 +35,20 @@ async def test_a_producer_waits_once_the_high_water_mark_is_reached_and_nothing_
             taken += len(data)
             assert len(data) <= UPLOAD_HIGH_WATER + MIB  # never more than the mark plus one message
         assert taken == 16 * MIB and sent == 16
+
+
+async def test_a_route_that_reads_the_body_whole_gets_all_of_it() -> None:
+    """``get_data`` (the snapshot restore) awaits the body whole, within its route's limit: no waiting at the mark."""
+    body = FlowControlledBody(None, 1 << 30)
+
+    async def producer() -> None:
+        for _ in range(10):
+            await body.put(b"z" * MIB)
+        body.set_complete()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(producer)
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.fail_after(5):
+            whole = await body
+    assert len(whole) == 10 * MIB
