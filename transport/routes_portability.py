@@ -313,8 +313,10 @@ def _dry_run_summary(verified: VerifiedBundle, svc: Services) -> ImportSummary:
     fill_counts(summary, manifest)
     if verified.identity is None:
         summary.identity, summary.identity_note = "kept", "the bundle carries no private key (--no-identity)"
+    elif manifest.source_did == svc.identity.did:
+        summary.identity, summary.identity_note = "adopted", "the bundle's identity is already this steward's"
     else:
         summary.identity = "would be adopted"
-        summary.identity_note = f"this steward would sign as {manifest.source_did} (now {svc.identity.did})"
+        summary.identity_note = f"this steward would sign as {manifest.source_did} instead of {svc.identity.did}"
     summary.instance_did = svc.identity.did
     return summary
