@@ -303,6 +303,8 @@ class Daemon:
         )
         services = Services(
             home_root=self.home.root,
+            store_path=self.home.db_path,
+            spool_dir=self.home.root / "run",
             config=self.config,
             identity=self.identity,
             pool=pool,

@@ -28,7 +28,7 @@ import outcome
 import trio
 from quart import Blueprint, Response, request
 
-from spl.core.errors import InvalidRequest, PayloadTooLarge
+from spl.core.errors import InvalidRequest, PayloadTooLarge, Unavailable
 from spl.core.portability import (
     ForeignTokens,
     ImportInProgress,
@@ -155,7 +155,7 @@ async def export() -> Response:
     svc = services()
     options = _export_options(await body_bytes(64 * 1024))
     config = bundle_config(svc.config)
-    db_path = svc.home_root / "hub.db"
+    db_path = _paths(svc)[0]
     identity = svc.identity
 
     def work(sink: _ChannelWriter) -> object:
@@ -177,6 +177,13 @@ async def export() -> Response:
     )
     response.timeout = None  # a large export takes minutes
     return response
+
+
+def _paths(svc: Services) -> tuple[Path, Path]:
+    """The store and the spool folder the daemon gave (``Services.store_path``, ``spool_dir``)."""
+    if svc.store_path is None or svc.spool_dir is None:
+        raise Unavailable("this steward was started without its store's paths; restart it with `spl serve`")
+    return svc.store_path, svc.spool_dir
 
 
 def _flag(name: str) -> bool:
@@ -237,7 +244,7 @@ async def import_bundle() -> Response:
             own = await svc.read(own_record_count)
             if own:
                 raise ImportRefused(own)  # before the upload: a refused import costs nothing
-        run_dir = svc.home_root / "run"
+        run_dir = _paths(svc)[1]
         await trio.to_thread.run_sync(_clear_spools, run_dir)
         spool = run_dir / f"import-{secrets.token_hex(8)}.part"
         try:
@@ -277,7 +284,7 @@ async def _dry_run(svc: Services, spool: Path, size: int, passphrase: bytes | No
                 src,
                 passphrase=passphrase,
                 limits=limits_for(size),
-                dry_run_store=svc.home_root / "hub.db",
+                dry_run_store=_paths(svc)[0],
                 should_stop=stop.is_set,
             )
 

@@ -35,7 +35,7 @@ async def _cannot_adopt(identity: Identity | None) -> tuple[str, str]:
 
 @dataclass
 class Services:
-    home_root: Path  # the instance home, shown by /v1/status (the routes never open files in it)
+    home_root: Path  # the instance home, shown by /v1/status (routes open no file by this path)
     config: Config
     identity: Identity
     pool: ReadPool
@@ -61,6 +61,10 @@ class Services:
     # the bundle's identity (or keep ours) and rebuild what was folded from the old one. Answers
     # (identity status, a note for the operator). Set by the daemon; the default refuses.
     import_lock: trio.Lock = field(default_factory=trio.Lock)
+    # The files the portability routes touch, given by the daemon (which owns the home's layout): the store an
+    # export reads in a connection of its own, and the private folder an import's upload is spooled to.
+    store_path: Path | None = None
+    spool_dir: Path | None = None
     adopt_import: Callable[[Identity | None], Awaitable[tuple[str, str]]] = field(default=_cannot_adopt)
 
     def __post_init__(self) -> None:

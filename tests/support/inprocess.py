@@ -193,6 +193,8 @@ async def run_in_process(home: Home, *, insecure: bool = True, **config_fields: 
         )
         services = Services(
             home_root=home.root,
+            store_path=home.db_path,
+            spool_dir=home.root / "run",
             config=config,
             identity=identity,
             pool=pool,
