@@ -55,6 +55,7 @@ from spl.actors.messages import (
     unavailable,
 )
 from spl.core.errors import InvalidRequest, SplError, StorageFull
+from spl.core.fleet_control import FleetState
 from spl.core.stored import Accepted, Candidate, Outcome, StoredRecord
 from spl.core.tokens import TokenInfo
 from spl.runtime.supervisor import ChildContext
@@ -121,6 +122,11 @@ class StoreWriter:
         self.batches_committed = 0
         self.requests_failed = 0  # requests that failed alone after a group commit failed
         self.parked_applied = 0
+
+    @property
+    def fleet(self) -> FleetState:
+        """The kill switch as the last commit left it (read by the HTTP gate; the writer alone changes it)."""
+        return self._state.fleet if self._state is not None else FleetState()
 
     @property
     def problem(self) -> str | None:

@@ -14,6 +14,8 @@ their module level light (typer, the CLI's helpers, pure ``spl.core`` rules) and
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import typer
 
@@ -27,10 +29,12 @@ from spl.cli import (
     doctor,
     federation,
     fleet,
+    fleet_control,
     portability,
     records,
     server,
     soak,
+    tasks,
 )
 from spl.cli.app import app
 from spl.cli.client import CliError
@@ -38,7 +42,7 @@ from spl.daemon.home import HomeError
 
 __all__ = ["app", "run"]
 
-COMMANDS = (
+COMMANDS: tuple[Callable[..., Any], ...] = (
     server.version,
     server.init,
     server.serve,
@@ -65,7 +69,10 @@ GROUPS = (
     ("consent", consent.consent_app),
     ("debug", debug.debug_app),
     ("actor", actors.actor_app),
+    ("task", tasks.task_app),
 )
+# `spl kill` / `spl unkill` (the kill switch) register their commands from their own module.
+COMMANDS = (*COMMANDS, *fleet_control.COMMANDS)
 
 # `spl federation soak` shares the group with the pair commands; the soak module stays free of them.
 federation.federation_app.command("soak")(soak.soak)

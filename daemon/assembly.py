@@ -314,6 +314,7 @@ class Daemon:
             auth_required=self.auth_required,
             snapshot=lambda: msgspec.to_builtins(root.snapshot()),
             head_sequence=lambda: writer.head_sequence,
+            fleet=lambda: writer.fleet,
             federation=federation,
             bind_host=host,
             local_records=local,

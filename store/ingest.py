@@ -31,8 +31,10 @@ from dataclasses import dataclass, field
 import apsw
 
 from spl.core.errors import DuplicateClock, InvalidRecord, InvalidRequest, NamespaceRejected, SplError
+from spl.core.fleet_control import FLEET_THREAD, FleetState
 from spl.core.namespaces import REGISTRY_THREAD, NamespaceRegistry
 from spl.core.record import Envelope, validate_envelope
+from spl.core.reserved import is_reserved
 from spl.core.stored import Accepted, Candidate, Outcome, StoredRecord, parked_json, stored_json, stored_json_from_head
 from spl.store.database import write_transaction
 from spl.store.queries import thread_objects
@@ -90,6 +92,7 @@ class WriterState:
     parked_bytes: int = 0  # and the size of their JSON
     threads: ThreadCache = field(default_factory=ThreadCache)  # recently written threads' rows
     clock: StoreClock = field(default_factory=StoreClock)  # the highest clock stored
+    fleet: FleetState = field(default_factory=FleetState)  # the kill switch (th_fleet_control), own records only
 
 
 def namespace_registry(connection: apsw.Connection, own_did: str) -> NamespaceRegistry:
@@ -110,6 +113,7 @@ def load_writer_state(connection: apsw.Connection, own_did: str) -> WriterState:
         state.next_seq = int(head) + 1
     state.namespaces = namespace_registry(connection, own_did)
     state.clock = store_clock(connection)
+    state.fleet = FleetState.folded(thread_objects(connection, FLEET_THREAD), own_did)
     for count, size in connection.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM parked_records"):
         state.parked, state.parked_bytes = int(count), int(size)
     return state
@@ -217,6 +221,9 @@ def _apply_one(
     park_origin: str | None,
 ) -> Outcome:
     envelope = candidate.envelope
+    refusal = state.fleet.refusal(write_origin(envelope.thread, park_origin), envelope.act)
+    if refusal is not None:
+        return refusal
     try:
         state.namespaces.check(envelope.namespace)
     except NamespaceRejected as exc:
@@ -243,7 +250,22 @@ def _apply_one(
         envelope.thread, envelope.act, envelope.body, envelope.id, envelope.clock
     ):
         state.registry_changes += 1
+    if candidate.signer == state.own_did and envelope.thread == FLEET_THREAD:
+        state.fleet.apply(envelope.act, envelope.body, envelope.id, envelope.clock)
     return Accepted(stored, created=True)
+
+
+def write_origin(thread: str, park_origin: str | None) -> str:
+    """Where a write comes from, for the kill switch (``spl.core.fleet_control.ORIGINS``).
+
+    Pulled and pushed records are parked by origin (a pair id, or ``"push"``); a local write on a
+    reserved thread is this instance's own configuration (only its routes write there).
+    """
+    if park_origin == "push":
+        return "push"
+    if park_origin is not None:
+        return "pull"
+    return "system" if is_reserved(thread) else "client"
 
 
 def _project(connection: apsw.Connection, tx: _Transaction, envelope: Envelope, seq: int) -> None:

@@ -54,10 +54,12 @@ from spl.transport import (
     routes_admin,
     routes_federation,
     routes_feed,
+    routes_fleet,
     routes_portability,
     routes_records,
     routes_snapshots,
     routes_sync,
+    routes_tasks,
     routes_threads,
 )
 from spl.transport.auth import ANONYMOUS, ANONYMOUS_ADMIN, Caller, presented_token
@@ -345,6 +347,8 @@ def create_app(services: Services) -> QuartTrio:
         routes_federation.blueprint,
         routes_portability.blueprint,
         routes_actors.blueprint,
+        routes_tasks.blueprint,
+        routes_fleet.blueprint,
     ):
         app.register_blueprint(blueprint)
     return app

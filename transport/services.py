@@ -20,6 +20,7 @@ from spl.actors.reconciler import ReconcilerClient
 from spl.actors.writer import WriterClient
 from spl.core.config import Config
 from spl.core.errors import Unavailable
+from spl.core.fleet_control import FleetState
 from spl.core.identity import Identity
 from spl.store.database import ReadPool
 from spl.transport.auth import TokenBook
@@ -65,6 +66,8 @@ class Services:
     # export reads in a connection of its own, and the private folder an import's upload is spooled to.
     store_path: Path | None = None
     spool_dir: Path | None = None
+    # The kill switch as the store writer holds it (``spl.core.fleet_control``): the HTTP gate reads it.
+    fleet: Callable[[], FleetState] = field(default=FleetState)
     adopt_import: Callable[[Identity | None], Awaitable[tuple[str, str]]] = field(default=_cannot_adopt)
 
     def __post_init__(self) -> None:
