@@ -145,6 +145,10 @@ class Committed(msgspec.Struct, frozen=True, tag=True):
     records: Sequence[StoredRecord]
 
 
+class JoinsDue(msgspec.Struct, frozen=True, tag=True):
+    """To the joiner: a commit may have closed or forked a thread; sweep the outbox (``spl.actors.joiner``)."""
+
+
 class Subscribe(msgspec.Struct, frozen=True, tag=True):
     subscription: Any  # actors.hub.Subscription
     reply: Reply[bool]

@@ -48,6 +48,7 @@ from spl.actors.messages import (
     CreateNamespace,
     ImportBundle,
     Ingest,
+    JoinsDue,
     MintToken,
     Reply,
     RevokeToken,
@@ -122,6 +123,7 @@ class StoreWriter:
         self.batches_committed = 0
         self.requests_failed = 0  # requests that failed alone after a group commit failed
         self.parked_applied = 0
+        self.nudges: Sequence[trio.MemorySendChannel[object]] = ()  # the joiner's inbox, told of closes and forks
 
     @property
     def fleet(self) -> FleetState:
@@ -329,8 +331,15 @@ class StoreWriter:
         """Tell the subscribers (watchers) about new records before anyone is acknowledged.
 
         A subscriber with room in its inbox takes the batch at once; only a full inbox makes the
-        writer wait (and so holds back the acknowledgements) until it has room.
+        writer wait (and so holds back the acknowledgements) until it has room. The joiner is only
+        nudged, never waited for (see :func:`may_close_or_fork`).
         """
+        if any(may_close_or_fork(record.json) for record in created):
+            for inbox in self.nudges:
+                try:
+                    inbox.send_nowait(JoinsDue())
+                except trio.WouldBlock:
+                    pass  # a nudge is queued already: the sweep it asks for covers this commit too
         if created:
             message = Committed(created)
             for subscriber in self._subscribers:
@@ -412,6 +421,19 @@ class StoreWriter:
             reply.fail(failure or exc)
             return
         reply.set(result)
+
+
+# Body keys of the records that can close a thread or fork one (spl.core.fold, spl.core.tasks, spl.store.tasks).
+_CLOSE_OR_FORK_KEYS = ('"fulfills"', '"cancels"', '"verdict"', '"task_event"', '"sub_thread"', '"join"')
+
+
+def may_close_or_fork(text: str) -> bool:
+    """Whether a stored record's JSON may close or fork a thread: a few substring tests, no parse.
+
+    A false positive costs the joiner one indexed read of an empty outbox; a record that closes a thread
+    always names one of these keys.
+    """
+    return any(key in text for key in _CLOSE_OR_FORK_KEYS)
 
 
 async def in_worker_thread(work: Callable[[], T]) -> T:

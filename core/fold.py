@@ -5,6 +5,15 @@ Seed 003 ("Threads"): INTEND opens (``open``), DO/CALL make it ``active``, KNOW 
 (``done``); a DO with ``body.cancels`` or a KNOW with ``verdict: "reject"`` cancels it
 (``cancelled``). Nothing is stored as a status column: state is ``fold(records)``.
 
+A thread whose records so far neither open nor advance it (only LEARN records, say) is
+``unopened``: seed 003 says every thread starts with an INTEND, so such a thread — like any
+whose first record is not an INTEND — is also flagged as an anomaly where it is shown.
+
+Participants' roles (seed 003, "Participants and roles"), by convention: the *opener* emitted
+the first INTEND; a *reviewer* emitted a KNOW with a verdict; an *adapter* emitted an
+INTEND/DO/CALL/KNOW with ``dispatch_handled = true`` (work dispatched to it and handled);
+everyone else is an *observer*. A role only rises, in that order from observer up.
+
 The fold is one pure step, :func:`step`, applied record by record in sequence order. It
 keeps only a :class:`FoldHead` (state, opener, closer) and never the set of the thread's
 intents: whether an id names an earlier INTEND of the thread is asked of an
@@ -21,13 +30,26 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ROLE_RANK", "FoldHead", "IsIntent", "Participant", "ThreadFold", "mentioned_ids", "step"]
+__all__ = [
+    "FIRST_NOT_INTEND",
+    "ROLE_RANK",
+    "UNOPENED",
+    "anomalies",
+    "FoldHead",
+    "IsIntent",
+    "Participant",
+    "ThreadFold",
+    "mentioned_ids",
+    "step",
+]
 
 _TERMINAL = ("done", "cancelled")
 _ACTIVE_ACTS = ("DO", "CALL", "GET", "PUT", "MAP")
 
 # A participant's role only ever rises: a reviewer who later opens the thread is its opener.
-ROLE_RANK = {"observer": 0, "reviewer": 1, "opener": 2}
+ROLE_RANK = {"observer": 0, "adapter": 1, "reviewer": 2, "opener": 3}
+UNOPENED = "unopened"
+_DISPATCH_ACTS = ("INTEND", "DO", "CALL", "KNOW")
 
 IsIntent = Callable[[Sequence[str]], bool]
 """Whether any of these ids is an INTEND of the thread folded so far (earlier in sequence order)."""
@@ -46,7 +68,7 @@ def mentioned_ids(value: Any) -> list[str]:
 class FoldHead:
     """The part of a thread's fold that one record can change besides counts."""
 
-    state: str = "empty"
+    state: str = UNOPENED
     opened_by: str | None = None
     closed_by: str | None = None
 
@@ -59,12 +81,19 @@ def step(head: FoldHead, act: str, body: Any, record_id: str, is_intent: IsInten
     """
     if not isinstance(body, dict):
         body = {}
+    role = _advance(head, act, body, record_id, is_intent)
+    if role is None and act in _DISPATCH_ACTS and body.get("dispatch_handled") is True:
+        return "adapter"
+    return role
+
+
+def _advance(head: FoldHead, act: str, body: dict[str, Any], record_id: str, is_intent: IsIntent) -> str | None:
     if act == "INTEND":
         role = None
         if head.opened_by is None:
             head.opened_by = record_id
             role = "opener"
-        if head.state == "empty":
+        if head.state == UNOPENED:
             head.state = "open"
         return role
     if head.state in _TERMINAL:
@@ -81,7 +110,7 @@ def step(head: FoldHead, act: str, body: Any, record_id: str, is_intent: IsInten
         return role
     if act == "DO" and (named := mentioned_ids(body.get("cancels"))) and is_intent(named):
         _close(head, "cancelled", record_id)
-    elif act in _ACTIVE_ACTS and head.state in ("empty", "open"):
+    elif act in _ACTIVE_ACTS and head.state in (UNOPENED, "open"):
         head.state = "active"
     return None
 
@@ -89,6 +118,20 @@ def step(head: FoldHead, act: str, body: Any, record_id: str, is_intent: IsInten
 def _close(head: FoldHead, state: str, record_id: str) -> None:
     head.state = state
     head.closed_by = record_id
+
+
+FIRST_NOT_INTEND = "first_record_not_intend"
+
+
+def anomalies(first_act: str | None) -> list[str]:
+    """What looks wrong with a thread, by seed 003's rules: its first record should be an INTEND.
+
+    Seed 003: "if you see a thread whose first clock is DO or KNOW, that's a bug or a partially-migrated
+    import". Flagged, never refused: the records are what they are.
+    """
+    if first_act is not None and first_act != "INTEND":
+        return [FIRST_NOT_INTEND]
+    return []
 
 
 @dataclass
@@ -118,6 +161,7 @@ class ThreadFold:
     record_count: int = 0
     last_clock: int | None = None
     last_seq: int = 0
+    first_act: str | None = None
     intents: set[str] = field(default_factory=set)
     participants: dict[str, Participant] = field(default_factory=dict)
 
@@ -139,6 +183,8 @@ class ThreadFold:
             return
         self.last_seq = max(self.last_seq, seq)
         self.record_count += 1
+        if self.first_act is None:
+            self.first_act = record["act"]
         clock = record["clock"]
         self.last_clock = clock if self.last_clock is None else max(self.last_clock, clock)
         actor, act, record_id = record["actor"], record["act"], record["id"]
@@ -160,4 +206,5 @@ class ThreadFold:
             "opened_by": self.opened_by,
             "closed_by": self.closed_by,
             "participants": [p.to_wire() for p in sorted(self.participants.values(), key=lambda p: p.actor)],
+            "anomalies": anomalies(self.first_act),
         }

@@ -56,7 +56,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,7 @@ import msgspec
 import trio
 
 from spl.actors.hub import Hub, HubClient
+from spl.actors.joiner import Joiner
 from spl.actors.local import LocalRecords
 from spl.actors.reconciler import Reconciler, ReconcilerClient
 from spl.actors.writer import StoreWriter, WriterClient
@@ -98,8 +99,8 @@ SHUTDOWN_PLAN = ShutdownPlan(
     (
         Phase("stop accepting", 0.5, (("watchdog", 0.25),)),
         Phase("end streams", 2.0, (("http-server", 1.5),)),
-        Phase("stop pairs", 2.5, (("federation", 2.0), ("reconciler", 0.5))),
-        Phase("flush writer", 3.0, (("store-writer", 2.0), ("sse-hub", 0.5))),
+        Phase("stop pairs", 2.75, (("federation", 2.0), ("joiner", 0.25), ("reconciler", 0.5))),
+        Phase("flush writer", 2.75, (("store-writer", 2.0), ("sse-hub", 0.5))),
         Phase("release home", 1.0),
     ),
     limit=STOP_LIMIT - 1.0,
@@ -268,6 +269,10 @@ class Daemon:
         writer = StoreWriter(
             self.home.db_path, subscribers=[], own_did=self.identity.did, max_bytes=self.config.store_max_bytes
         )
+
+        async def run_joiner(ctx: ChildContext) -> None:
+            await joiner.run(ctx)  # built below, once the writer's client exists
+
         hub = Hub()
         reconciler = Reconciler()
         root = Supervisor(
@@ -280,6 +285,9 @@ class Daemon:
                 ChildSpec(
                     "reconciler", reconciler.run, inbox_size=64, shutdown_budget=_budget("reconciler"), essential=False
                 ),
+                # Child closes become their parents' synthesising records (seed 003); nudged by the writer after
+                # commits that may close or fork a thread. After the reconciler: it stops before the writer.
+                ChildSpec("joiner", run_joiner, inbox_size=1, shutdown_budget=_budget("joiner"), essential=False),
             ],
         )
         writer._subscribers = [root.inbox("sse-hub")]
@@ -287,6 +295,8 @@ class Daemon:
         reconciler.bind(writer_client)
         reconciler_client = ReconcilerClient(root.inbox("reconciler"), reconciler)
         local = LocalRecords(self.identity, writer_client)  # the one way a record of this instance is accepted
+        joiner = Joiner(pool_reader(pool), local, writer_client)
+        writer.nudges = [root.inbox("joiner")]
         host = "127.0.0.1" if self.options.insecure_localhost else self.options.host
         federation = build_federation(
             self.home,
@@ -550,6 +560,19 @@ def _upgrade_reporter() -> Callable[[int], None]:
         )
 
     return report
+
+
+def pool_reader(pool: ReadPool) -> Callable[..., Awaitable[Any]]:
+    """``query(connection, *args)`` on a pooled read connection in a worker thread (``Services.read``'s shape)."""
+
+    async def read(query: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        def run() -> Any:
+            with pool.connection() as connection:
+                return query(connection, *args, **kwargs)
+
+        return await trio.to_thread.run_sync(run)
+
+    return read
 
 
 def _budget(child_id: str) -> float:

@@ -54,7 +54,7 @@ _REPORT_EVERY = 60.0  # seconds between two log lines about failed reads
 # ``clock_marks`` — rebuilt from the records once when an older store is opened. 4: federation pairs
 # (docs/federation-pairs.md): a token may be bound to a pair and a peer and expire (three nullable
 # ``tokens`` columns), and the namespace change feed walks the partial index ``records_namespace``.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -81,7 +81,7 @@ CREATE TABLE IF NOT EXISTS threads (
     first_seq    INTEGER NOT NULL,
     last_seq     INTEGER NOT NULL,
     updated_at   REAL NOT NULL,
-    state        TEXT NOT NULL DEFAULT 'empty',  -- the fold's head (spl.core.fold.FoldHead)
+    state        TEXT NOT NULL DEFAULT 'unopened',  -- the fold's head (spl.core.fold.FoldHead)
     opened_by    TEXT,
     closed_by    TEXT
 );
@@ -130,6 +130,63 @@ CREATE TABLE IF NOT EXISTS tokens (
     peer_did   TEXT,  -- the peer it was minted for (NULL likewise)
     target_namespace TEXT  -- a token bound to the consent filter: its pulls land in this namespace
 );
+-- Tasks (spl.core.tasks): the task fold's output per task thread, kept in the commit like the thread rows.
+CREATE TABLE IF NOT EXISTS tasks (
+    thread      TEXT PRIMARY KEY,
+    alias       TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    assignee    TEXT,
+    opened_seq  INTEGER NOT NULL,  -- the opening INTEND's sequence: list order and paging key
+    updated_seq INTEGER NOT NULL,
+    head        TEXT NOT NULL  -- JSON of spl.core.tasks.TaskHead
+);
+CREATE INDEX IF NOT EXISTS tasks_recent ON tasks(opened_seq);
+CREATE INDEX IF NOT EXISTS tasks_alias ON tasks(alias, opened_seq);
+CREATE INDEX IF NOT EXISTS tasks_status ON tasks(status, opened_seq);
+CREATE INDEX IF NOT EXISTS tasks_assignee ON tasks(assignee, opened_seq);
+CREATE TABLE IF NOT EXISTS task_labels (
+    label      TEXT NOT NULL,
+    opened_seq INTEGER NOT NULL,
+    thread     TEXT NOT NULL,
+    PRIMARY KEY (label, opened_seq, thread)
+) WITHOUT ROWID;
+-- Sub-threads (seed 003 "Fork and merge"): a parent INTEND naming body.sub_thread links the child.
+CREATE TABLE IF NOT EXISTS sub_threads (
+    parent      TEXT NOT NULL,
+    child       TEXT NOT NULL,
+    fork_record TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    PRIMARY KEY (parent, child)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sub_threads_child ON sub_threads(child);
+-- The join predicate of a parent: body.join of its latest INTEND that carries one (raw JSON, parsed by the joiner).
+CREATE TABLE IF NOT EXISTS thread_joins (
+    parent    TEXT PRIMARY KEY,
+    join_spec TEXT NOT NULL,
+    intend    TEXT NOT NULL
+);
+-- Child closes waiting for their synthesising record on the parent (the joiner's outbox). A row is written
+-- in the transaction that closes the child and deleted in the one that stores the synthesis: exactly once.
+CREATE TABLE IF NOT EXISTS join_outbox (
+    queued_seq INTEGER PRIMARY KEY,  -- the closing record's sequence (or the fork's, for a child closed first)
+    parent     TEXT NOT NULL,
+    child      TEXT NOT NULL,
+    closer     TEXT NOT NULL,
+    status     TEXT NOT NULL,
+    result     TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS join_outbox_key ON join_outbox(parent, child, closer);
+-- Each child's latest synthesised outcome on its parent: what the join predicate is decided over.
+CREATE TABLE IF NOT EXISTS child_outcomes (
+    parent    TEXT NOT NULL,
+    child     TEXT NOT NULL,
+    closer    TEXT NOT NULL,
+    status    TEXT NOT NULL,
+    result    TEXT,
+    synthesis TEXT NOT NULL,
+    seq       INTEGER NOT NULL,
+    PRIMARY KEY (parent, child)
+) WITHOUT ROWID;
 """
 
 # The namespace change feed (``spl.store.queries.scoped_page``) walks this index. Reserved threads are
@@ -227,6 +284,8 @@ def _set_up_schema(connection: apsw.Connection, progress: Callable[[int], None] 
             _upgrade_to_3(connection, progress)
         if version is not None and int(version) < 4:
             _upgrade_to_4(connection)
+        if version is not None and 3 <= int(version) < 5:  # below 3, _upgrade_to_3 folded with today's rules
+            _upgrade_to_5(connection, progress)
         _ensure_namespace_index(connection, progress)
         if version is None or int(version) < SCHEMA_VERSION:
             connection.execute(
@@ -240,7 +299,7 @@ def _upgrade_to_3(connection: apsw.Connection, progress: Callable[[int], None] |
     """Add the per-thread projection columns and fill every projection from the records (once)."""
     for table, column, definition in (
         ("records", "ordinal", "INTEGER NOT NULL DEFAULT 0"),
-        ("threads", "state", "TEXT NOT NULL DEFAULT 'empty'"),
+        ("threads", "state", "TEXT NOT NULL DEFAULT 'unopened'"),
         ("threads", "opened_by", "TEXT"),
         ("threads", "closed_by", "TEXT"),
     ):
@@ -263,6 +322,18 @@ def _upgrade_to_4(connection: apsw.Connection) -> None:
     ):
         if column not in present:
             connection.execute(f"ALTER TABLE tokens ADD COLUMN {column} {definition}")
+
+
+def _upgrade_to_5(connection: apsw.Connection, progress: Callable[[int], None] | None) -> None:
+    """Tasks, sub-threads, joins and the adapter role (issue 12): fold every thread once more.
+
+    The new tables were created by the schema script; the role ranks changed (adapter slots in
+    below reviewer) and the unopened state was renamed, so every projection is recomputed.
+    """
+    started = time.monotonic()
+    log.info("upgrading the store to schema 5: folding every thread and task once (a big store takes a while)")
+    records = rebuild_threads(connection, progress)
+    log.info("store upgraded: %d records folded in %.1f s", records, time.monotonic() - started)
 
 
 _PROGRESS_STEPS = 1_000_000  # SQLite VM steps between two progress reports while the index builds

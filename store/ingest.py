@@ -219,7 +219,10 @@ def _apply_one(
     state: WriterState,
     tx: _Transaction,
     park_origin: str | None,
+    *,
+    local: bool | None = None,
 ) -> Outcome:
+    """Commit one candidate. ``local`` (default: not from a peer) makes a task alias clash an error."""
     envelope = candidate.envelope
     refusal = state.fleet.refusal(write_origin(envelope.thread, park_origin), envelope.act)
     if refusal is not None:
@@ -245,7 +248,9 @@ def _apply_one(
         assert existing is not None  # the id index just said so, in this transaction
         return Accepted(existing, created=False)
     state.next_seq += 1
-    _project(connection, tx, envelope, seq)
+    _project(
+        connection, tx, envelope, seq, signer=candidate.signer, local=park_origin is None if local is None else local
+    )
     if candidate.signer == state.own_did and state.namespaces.apply(
         envelope.thread, envelope.act, envelope.body, envelope.id, envelope.clock
     ):
@@ -268,7 +273,15 @@ def write_origin(thread: str, park_origin: str | None) -> str:
     return "system" if is_reserved(thread) else "client"
 
 
-def _project(connection: apsw.Connection, tx: _Transaction, envelope: Envelope, seq: int) -> None:
+def _project(
+    connection: apsw.Connection,
+    tx: _Transaction,
+    envelope: Envelope,
+    seq: int,
+    *,
+    signer: str | None = None,
+    local: bool = False,
+) -> None:
     """Fold a record just inserted at ``seq`` into its thread's projections (``spl.store.threads``)."""
     tx.threads.add(
         connection,
@@ -280,6 +293,8 @@ def _project(connection: apsw.Connection, tx: _Transaction, envelope: Envelope, 
         clock=envelope.clock,
         body=envelope.body,
         stored_at=tx.now,
+        signer=signer,
+        local=local,
     )
 
 
@@ -295,7 +310,7 @@ def _finish(connection: apsw.Connection, tx: _Transaction) -> None:
 
 def new_import_transaction(state: WriterState, now: float) -> _Transaction:
     """The bookkeeping of an import's one transaction (``spl.store.portability.commit_bundle``)."""
-    return _Transaction(now, ThreadBook(state.threads, state.clock))
+    return _Transaction(now, ThreadBook(state.threads, state.clock, state.own_did))
 
 
 def insert_imported(
@@ -319,7 +334,7 @@ def insert_imported(
     if stored is None:
         return "deduplicated"
     state.next_seq += 1
-    _project(connection, tx, envelope, seq)
+    _project(connection, tx, envelope, seq, signer=candidate.signer)
     return "inserted"
 
 
@@ -342,7 +357,7 @@ def commit_batch(
     for request in requests:
         if request.cursor is not None:
             check_pair_cursor(request.cursor)
-    tx = _Transaction(clock(), ThreadBook(state.threads, state.clock))
+    tx = _Transaction(clock(), ThreadBook(state.threads, state.clock, state.own_did))
     with write_transaction(connection):
         outcomes = [
             [_apply_one(connection, candidate, state, tx, request.park_origin) for candidate in request.candidates]
@@ -390,7 +405,7 @@ def reapply_parked(
         accepted.append(namespace)
     if not accepted:
         return result
-    tx = _Transaction(clock(), ThreadBook(state.threads, state.clock))
+    tx = _Transaction(clock(), ThreadBook(state.threads, state.clock, state.own_did))
     with write_transaction(connection):
         taken = 0
         for namespace in accepted:
@@ -435,4 +450,4 @@ def _reapply_one(
         return InvalidRecord("record", "a parked record could not be read back")
     if envelope.id != record_id or not isinstance(signer, str) or not isinstance(sig, str):
         return InvalidRecord("record", "a parked record does not match its id")
-    return _apply_one(connection, Candidate(envelope, signer, sig), state, tx, None)
+    return _apply_one(connection, Candidate(envelope, signer, sig), state, tx, None, local=False)

@@ -16,7 +16,7 @@ from typing import Any
 import apsw
 
 from spl.core.errors import InvalidRequest, SplError
-from spl.core.fold import ROLE_RANK
+from spl.core.fold import ROLE_RANK, anomalies
 from spl.core.reserved import RESERVED_THREADS
 from spl.core.stored import StoredRecord
 from spl.store.database import NAMESPACE_FEED_TERM
@@ -164,12 +164,16 @@ def thread_fold(connection: apsw.Connection, thread: str) -> dict[str, Any] | No
                 (thread,),
             )
         ]
+        first_act = None
+        for (act,) in connection.execute("SELECT act FROM records WHERE seq = ?", (row[4],)):
+            first_act = act  # the thread's first record (first_seq): one probe of the primary key
         view.update(
             state=row[7],
             watermark=view["last_sequence"],
             opened_by=row[8],
             closed_by=row[9],
             participants=participants,
+            anomalies=anomalies(first_act),
         )
         return view
     return None
@@ -460,19 +464,27 @@ def parked_dropped(connection: apsw.Connection) -> int:
 
 
 MAX_ACTORS = 10_000
+# The reserved threads as an SQL list (constants of spl.core.reserved, quoted like any SQL string literal).
+_RESERVED_LIST = ", ".join("'" + thread.replace("'", "''") + "'" for thread in sorted(RESERVED_THREADS))
 
 
-def actor_listing(connection: apsw.Connection, *, limit: int = MAX_ACTORS) -> list[dict[str, Any]]:
+def actor_listing(
+    connection: apsw.Connection, *, limit: int = MAX_ACTORS, did: str | None = None
+) -> list[dict[str, Any]]:
     """Every actor seen as a participant of a thread: records, threads, and the strongest role it held.
 
     From the thread projections (``thread_participants``), so the cost is one row per (thread, actor), not per
-    record. Reserved threads count too: their participant is this instance.
+    record. Reserved threads do not count: they are this instance's configuration (its genesis records, its
+    registries), not threads it takes part in, and an instance's former identity would be listed for them
+    forever. ``did``: only that actor (an empty list when it never took part).
     """
+    where = f"WHERE thread NOT IN ({_RESERVED_LIST})" + (" AND actor = ?" if did is not None else "")
+    parameters = (did, limit) if did is not None else (limit,)
     return [
         {"actor": actor, "record_count": int(records), "thread_count": int(threads), "role": _ROLES.get(int(rank))}
         for actor, records, threads, rank in connection.execute(
             "SELECT actor, SUM(record_count), COUNT(*), MAX(role_rank) FROM thread_participants "
-            "GROUP BY actor ORDER BY actor LIMIT ?",
-            (limit,),
+            f"{where} GROUP BY actor ORDER BY actor LIMIT ?",
+            parameters,
         )
     ]

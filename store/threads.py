@@ -30,7 +30,9 @@ from typing import Any
 
 import apsw
 
+from spl.core import tasks as task_fold
 from spl.core.fold import ROLE_RANK, FoldHead, step
+from spl.store import tasks as task_store
 
 __all__ = [
     "ALL_THREADS",
@@ -83,6 +85,20 @@ class _Touch:
     added: int = 0  # records this transaction added (0: the row is left alone)
     participants: dict[str, list[int]] = field(default_factory=dict)  # actor -> [records added, role rank]
     marks: list[tuple[int, int]] = field(default_factory=list)  # (highest clock so far, sequence)
+    task: task_fold.TaskHead | None = None  # the task fold, when the thread's opening INTEND opened a task
+    task_opened_seq: int = 0
+    task_new: bool = False  # opened in this transaction: its labels are indexed at flush
+    task_dirty: bool = False
+
+    def status(self) -> str:
+        """The thread's status as its parents see it: the task fold's for a task, the thread fold's otherwise."""
+        return self.task.status if self.task is not None else self.head.state
+
+    def closer(self) -> str | None:
+        return self.task.closed_by if self.task is not None else self.head.closed_by
+
+
+CLOSED = frozenset({"done", "failed", "cancelled"})
 
 
 class ThreadCache:
@@ -101,6 +117,7 @@ class ThreadCache:
 
     def keep(self, thread: str, touch: _Touch) -> None:
         touch.added, touch.participants, touch.marks = 0, {}, []
+        touch.task_new = touch.task_dirty = False
         self._rows[thread] = touch
         if len(self._rows) > self._capacity:
             self._rows.popitem(last=False)
@@ -109,8 +126,12 @@ class ThreadCache:
 class ThreadBook:
     """The thread projections one transaction changes; :meth:`flush` writes them before its COMMIT."""
 
-    def __init__(self, cache: ThreadCache | None = None, clock: StoreClock | None = None) -> None:
+    def __init__(
+        self, cache: ThreadCache | None = None, clock: StoreClock | None = None, own_did: str | None = None
+    ) -> None:
         self._touched: dict[str, _Touch] = {}
+        self._own_did = own_did  # None (a rebuild): a synthesis counts when its signer is its actor
+        self._new_aliases: dict[str, str] = {}  # task aliases opened in this transaction -> thread
         self._cache = cache
         self._clock = clock if clock is not None else StoreClock()
         self._store_marks: list[tuple[int, int]] = []  # (highest clock in the store so far, sequence)
@@ -134,8 +155,15 @@ class ThreadBook:
         clock: int,
         body: Any,
         stored_at: float,
+        signer: str | None = None,
+        local: bool = False,
     ) -> None:
-        """Fold one record that was just inserted (with ordinal :meth:`next_ordinal`) into its thread."""
+        """Fold one record that was just inserted (with ordinal :meth:`next_ordinal`) into its thread.
+
+        ``local``: the record was written on this instance (an emit, a task command); a task it opens must
+        not take an alias another thread holds (raises ``TASK_ALIAS_TAKEN``, which rolls the request back).
+        ``signer``: who signed it; a parent's synthesising record counts only when this instance signed it.
+        """
         touch = self._touched[thread]
         touch.updated_at = stored_at
         touch.count += 1
@@ -149,14 +177,70 @@ class ThreadBook:
         if seq % MARK_EVERY == 0:  # sequences are dense: every MARK_EVERY-th record of the store
             self._store_marks.append((self._clock.highest, seq))
 
-        def is_intent(ids: Sequence[str]) -> bool:
-            return _names_an_intent(connection, thread, seq, ids)
+        answers: dict[tuple[str, ...], bool] = {}  # the thread and task folds may ask the same question
 
+        def is_intent(ids: Sequence[str]) -> bool:
+            key = tuple(ids)
+            if key not in answers:
+                answers[key] = _names_an_intent(connection, thread, seq, ids)
+            return answers[key]
+
+        status_before = touch.status()
         role = step(touch.head, act, body, record_id, is_intent)
         tally = touch.participants.setdefault(actor, [0, 0])
         tally[0] += 1
         if role is not None:
             tally[1] = max(tally[1], ROLE_RANK[role])
+        self._fold_task(connection, thread, touch, act, body, record_id, seq, local, is_intent)
+        if task_store.names_fork(act, body):
+            self._fork(connection, thread, body, record_id, seq)
+        if task_store.is_synthesis(act, body) and self._own(signer, actor):
+            task_store.synthesised(connection, thread, body, record_id, seq)
+        status = touch.status()
+        if status != status_before and status in CLOSED and (closer := touch.closer()) is not None:
+            task_store.child_close(connection, thread, closer, status, body, seq)
+
+    def _own(self, signer: str | None, actor: str) -> bool:
+        if signer is None:
+            return False
+        return signer == self._own_did if self._own_did is not None else signer == actor
+
+    def _fold_task(
+        self,
+        connection: apsw.Connection,
+        thread: str,
+        touch: _Touch,
+        act: str,
+        body: Any,
+        record_id: str,
+        seq: int,
+        local: bool,
+        is_intent: Callable[[Sequence[str]], bool],
+    ) -> None:
+        if touch.task is not None:
+            task_fold.step(touch.task, act, body, record_id, is_intent)
+            touch.task_dirty = True  # its updated sequence moves with every record
+            return
+        if touch.head.opened_by != record_id or not task_fold.is_task_opening(act, body):
+            return
+        alias = body["alias"]
+        if local:
+            taken = self._new_aliases.get(alias)
+            if taken is not None and taken != thread:
+                raise task_store.TaskAliasTaken(f"task alias {alias} is taken by thread {taken}; choose another")
+            task_store.check_alias(connection, alias, thread)
+        self._new_aliases.setdefault(alias, thread)
+        touch.task = task_fold.open_task(body, record_id)
+        touch.task_opened_seq = seq
+        touch.task_new = touch.task_dirty = True
+
+    def _fork(self, connection: apsw.Connection, parent: str, body: dict[str, Any], record_id: str, seq: int) -> None:
+        child = body.get("sub_thread")
+        pending = self._touched.get(child) if isinstance(child, str) else None
+        closed = None
+        if pending is not None and pending.status() in CLOSED and (closer := pending.closer()) is not None:
+            closed = (pending.status(), closer)  # closed earlier in this transaction, not flushed yet
+        task_store.fork(connection, parent, body, record_id, seq, closed_in_transaction=closed)
 
     def flush(self, connection: apsw.Connection) -> None:
         """Write every touched thread's row, participants and marks; the book is empty afterwards."""
@@ -196,9 +280,14 @@ class ThreadBook:
                     "INSERT INTO clock_marks(thread, clock, seq) VALUES (?, ?, ?)",
                     [(thread, clock, seq) for clock, seq in touch.marks],
                 )
+            if touch.task is not None and touch.task_dirty:
+                task_store.save_task(
+                    connection, thread, touch.task, touch.task_opened_seq, touch.last_seq, touch.task_new
+                )
             if self._cache is not None:
                 self._cache.keep(thread, touch)
         self._touched.clear()
+        self._new_aliases.clear()
         if self._store_marks:
             connection.executemany(
                 "INSERT INTO clock_marks(thread, clock, seq) VALUES (?, ?, ?)",
@@ -211,6 +300,8 @@ class ThreadBook:
         if touch is None:
             cached = self._cache.take(thread) if self._cache is not None else None
             touch = cached or _load(connection, thread) or _Touch(namespace, 0, 0, 0, 0, FoldHead())
+            if cached is None and touch.count:
+                touch.task, touch.task_opened_seq = task_store.load_task(connection, thread)
             self._touched[thread] = touch
         return touch
 
@@ -278,6 +369,8 @@ def rebuild_threads(connection: apsw.Connection, progress: Callable[[int], None]
     connection.execute("DELETE FROM threads")
     connection.execute("DELETE FROM thread_participants")
     connection.execute("DELETE FROM clock_marks")
+    for table in ("tasks", "task_labels", "sub_threads", "thread_joins", "join_outbox", "child_outcomes"):
+        connection.execute(f"DELETE FROM {table}")  # noqa: S608 - a fixed list of this module's tables
     book = ThreadBook()
     ordinals: list[tuple[int, int]] = []
     seen = 0
@@ -292,6 +385,7 @@ def rebuild_threads(connection: apsw.Connection, progress: Callable[[int], None]
         )
         for seq, record_id, thread, actor, act, clock, namespace, text, created_at in rows:
             ordinals.append((book.next_ordinal(connection, thread, namespace), seq))
+            stored = json.loads(text)
             book.add(
                 connection,
                 thread=thread,
@@ -300,8 +394,9 @@ def rebuild_threads(connection: apsw.Connection, progress: Callable[[int], None]
                 actor=actor,
                 act=act,
                 clock=clock,
-                body=json.loads(text).get("body"),
+                body=stored.get("body"),
                 stored_at=created_at,
+                signer=stored.get("signer"),
             )
         book.flush(connection)
         connection.executemany("UPDATE records SET ordinal = ? WHERE seq = ?", ordinals)

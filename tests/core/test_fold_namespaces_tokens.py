@@ -23,7 +23,7 @@ def record(
 
 def test_lifecycle_open_active_observed_done() -> None:
     fold = ThreadFold("th_x")
-    assert fold.state == "empty"
+    assert fold.state == "unopened"
     intend = record("INTEND", rid="a" * 64)
     fold.apply(intend)
     assert fold.state == "open" and fold.opened_by == "a" * 64

@@ -9,7 +9,7 @@ from spl.core.units import parse_duration
 from spl.daemon.assembly import SHUTDOWN_PLAN, STOP_LIMIT
 
 UNIT = Path(__file__).resolve().parents[2] / "docs" / "spl.service"
-ROOT_CHILDREN = {"sse-hub", "store-writer", "reconciler", "federation", "http-server", "watchdog"}
+ROOT_CHILDREN = {"sse-hub", "store-writer", "reconciler", "joiner", "federation", "http-server", "watchdog"}
 
 
 def service_section() -> configparser.SectionProxy:
@@ -37,6 +37,7 @@ def test_every_child_of_the_root_is_stopped_by_one_phase_in_reverse_start_order(
         "watchdog",
         "http-server",
         "federation",
+        "joiner",
         "reconciler",
         "store-writer",
         "sse-hub",

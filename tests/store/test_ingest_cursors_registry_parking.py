@@ -102,7 +102,7 @@ def test_integer_sync_cursors_become_opaque_pair_cursors_once(tmp_path: Path) ->
     connection = connect_writer(path)
     assert pair_cursors(connection) == {"pair_zero": "", "pair_n": "s1.42", "pair_max": "s1.9223372036854775807"}
     assert scalar(connection, "SELECT COUNT(*) FROM sqlite_schema WHERE name = 'sync_cursors'") == 0
-    assert scalar(connection, "SELECT value FROM meta WHERE key = 'schema_version'") == str(SCHEMA_VERSION) == "4"
+    assert scalar(connection, "SELECT value FROM meta WHERE key = 'schema_version'") == str(SCHEMA_VERSION) == "5"
     state = load_writer_state(connection, OWN.did)
     commit_batch(connection, [IngestRequest([], cursor=("pair_n", "s1.50"))], state)
     connection.close()
