@@ -74,13 +74,6 @@ def alias_owner(connection: apsw.Connection, alias: str) -> str | None:
     return None
 
 
-def load_task(connection: apsw.Connection, thread: str) -> tuple[task_fold.TaskHead | None, int]:
-    """The task head of ``thread`` and its opening sequence; ``(None, 0)`` when the thread is not a task."""
-    for head, opened_seq in connection.execute("SELECT head, opened_seq FROM tasks WHERE thread = ?", (thread,)):
-        return decode_head(head), int(opened_seq)
-    return None, 0
-
-
 def check_alias(connection: apsw.Connection, alias: str, thread: str) -> None:
     """A task opened on this instance must not take an alias another thread holds (409 ``TASK_ALIAS_TAKEN``)."""
     owner = alias_owner(connection, alias)

@@ -300,21 +300,25 @@ class ThreadBook:
         if touch is None:
             cached = self._cache.take(thread) if self._cache is not None else None
             touch = cached or _load(connection, thread) or _Touch(namespace, 0, 0, 0, 0, FoldHead())
-            if cached is None and touch.count:
-                touch.task, touch.task_opened_seq = task_store.load_task(connection, thread)
             self._touched[thread] = touch
         return touch
 
 
 def _load(connection: apsw.Connection, thread: str) -> _Touch | None:
-    for namespace, count, last_clock, first_seq, last_seq, state, opened_by, closed_by in connection.execute(
-        "SELECT namespace, record_count, last_clock, first_seq, last_seq, state, opened_by, closed_by "
-        "FROM threads WHERE thread = ?",
+    """The thread's row and, when it is a task, its task head: one query (a task's row is joined in)."""
+    for row in connection.execute(
+        "SELECT th.namespace, th.record_count, th.last_clock, th.first_seq, th.last_seq, th.state, th.opened_by, "
+        "th.closed_by, t.head, t.opened_seq FROM threads AS th LEFT JOIN tasks AS t ON t.thread = th.thread "
+        "WHERE th.thread = ?",
         (thread,),
     ):
-        return _Touch(
+        namespace, count, last_clock, first_seq, last_seq, state, opened_by, closed_by, head, opened_seq = row
+        touch = _Touch(
             namespace, int(count), int(last_clock), int(first_seq), int(last_seq), FoldHead(state, opened_by, closed_by)
         )
+        if head is not None:
+            touch.task, touch.task_opened_seq = task_store.decode_head(head), int(opened_seq)
+        return touch
     return None
 
 
