@@ -1,26 +1,28 @@
-"""``spl actor list``: who takes part in this instance's threads (seed 004, steps 1 and 6).
+"""``spl actor list|show|register``: the actors of this instance (seed 004 steps 1 and 6, seed 003's registry).
 
-Lists every DID seen as a participant (records, threads, strongest role), the instance first. The actor
-registry — display names, categories, ``spl actor show|register`` — is issue 12's; until then participants are
-shown as ``unregistered``.
+``list`` shows every registered actor (``th_actor_registry``: display name, category, status) and every DID seen
+as a participant of a thread that is not registered (status ``unregistered``), the instance first. ``register``
+writes a registration (or updates one: the latest wins); ``show`` gives one actor's registration and participation.
 """
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import typer
 
-from spl.cli.answers import ActorList
+from spl.cli.answers import ActorAnswer, ActorList
 from spl.cli.common import OUTPUT, URL, call, client_for, wants_json
-from spl.cli.output import emit_json, table
+from spl.cli.output import emit_json, safe, table
 
 __all__ = ["actor_app"]
 
-actor_app = typer.Typer(help="Actors: the DIDs that take part in this instance's threads.", no_args_is_help=True)
+actor_app = typer.Typer(help="Actors: the DIDs registered on, or taking part in, this instance.", no_args_is_help=True)
 
 
 @actor_app.command("list")
 def list_actors(output: str = OUTPUT, url: str | None = URL) -> None:
-    """List the actors seen in this instance's threads, the instance itself first.
+    """List registered actors and those seen in this instance's threads, the instance itself first.
 
     Example: spl actor list -o json
     """
@@ -30,8 +32,78 @@ def list_actors(output: str = OUTPUT, url: str | None = URL) -> None:
         emit_json(reply.payload["data"])
         return
     table(
-        [(actor.did, actor.status, actor.role or "-", actor.record_count, actor.thread_count) for actor in actors.data],
-        ["DID", "STATUS", "ROLE", "RECORDS", "THREADS"],
+        [
+            (
+                actor.did,
+                actor.display_name or "-",
+                actor.category or "-",
+                actor.status,
+                actor.role or "-",
+                actor.record_count,
+                actor.thread_count,
+            )
+            for actor in actors.data
+        ],
+        ["DID", "NAME", "CATEGORY", "STATUS", "ROLE", "RECORDS", "THREADS"],
     )
     if actors.truncated:
         typer.echo("(list truncated: more actors than one answer holds)")
+
+
+def _show(actor: ActorAnswer) -> None:
+    rows = [
+        ("did", actor.did),
+        ("name", actor.display_name or "-"),
+        ("category", actor.category or "-"),
+        ("status", actor.status or "-"),
+        ("registered", "yes" if actor.registered else "no"),
+        ("role", actor.role or "-"),
+        ("records", actor.record_count),
+        ("threads", actor.thread_count),
+    ]
+    if actor.registration is not None and actor.registration.record_id:
+        rows.append(("record", actor.registration.record_id))
+    width = max(len(label) for label, _ in rows) + 1
+    for label, value in rows:
+        typer.echo(f"  {label + ':':<{width}} {safe(value)}")
+
+
+@actor_app.command("show")
+def show_actor(
+    did: str = typer.Argument(..., help="The actor's DID, as `spl actor list` shows it."),
+    output: str = OUTPUT,
+    url: str | None = URL,
+) -> None:
+    """Show one actor: its registration (if any) and what it took part in.
+
+    Example: spl actor show did:sync:agent:builder -o json
+    """
+    reply = call(client_for(url), "GET", f"/v1/actors/{quote(did, safe=':')}")
+    actor = reply.into(ActorAnswer)
+    if wants_json(output):
+        emit_json(reply.payload)
+        return
+    _show(actor)
+
+
+@actor_app.command("register")
+def register_actor(
+    did: str = typer.Argument(..., help="The actor's DID (did:<method>:<id>)."),
+    name: str = typer.Option(..., "--name", help="Display name: 1 to 128 printable characters."),
+    category: str = typer.Option(..., "--category", help="One of human, agent, service, instance, adapter."),
+    status: str = typer.Option("active", "--status", help="One of active, suspended, retired."),
+    output: str = OUTPUT,
+    url: str | None = URL,
+) -> None:
+    """Register an actor on th_actor_registry, or update its registration (the latest one wins).
+
+    Example: spl actor register did:sync:agent:builder --name "Build agent" --category agent
+    """
+    body = {"did": did, "display_name": name, "category": category, "status": status}
+    reply = call(client_for(url), "POST", "/v1/actors", json_body=body)
+    actor = reply.into(ActorAnswer)
+    if wants_json(output):
+        emit_json(reply.payload)
+        return
+    typer.echo(f"{'registered' if reply.status == 201 else 'updated'} {actor.did}")
+    _show(actor)

@@ -19,6 +19,7 @@ import msgspec
 __all__ = [
     "ActorAnswer",
     "ActorList",
+    "ActorRegistration",
     "AitlDecision",
     "AitlList",
     "ConsentGrant",
@@ -309,16 +310,32 @@ class ConsentGrant(Answer):
     status: str | None = None
 
 
+class ActorRegistration(Answer):
+    """The registration of an actor (``th_actor_registry``): its latest record."""
+
+    what: ClassVar[str] = "an spl actor registration"
+    did: str
+    display_name: str
+    category: str
+    status: str
+    record_id: str | None = None
+    sequence: int | None = None
+
+
 class ActorAnswer(Answer):
-    """An ``actor`` of ``GET /v1/actors``: a DID seen taking part in this instance's threads."""
+    """An ``actor`` of ``/v1/actors``: a registered DID, or one seen taking part in this instance's threads."""
 
     what: ClassVar[str] = "an spl actor"
     did: str
     kind: str | None = None
     status: str | None = None
+    display_name: str | None = None
+    category: str | None = None
+    registered: bool = False
     record_count: int = 0
     thread_count: int = 0
     role: str | None = None
+    registration: ActorRegistration | None = None
 
 
 class ActorList(Answer):

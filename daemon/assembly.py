@@ -73,6 +73,7 @@ from spl.core.config import advertised_endpoint
 from spl.core.identity import Identity, InstanceIdentity
 from spl.core.manifest import federation_manifest
 from spl.daemon import logs, systemd
+from spl.daemon.bootstrap import write_missing_genesis
 from spl.daemon.home import DaemonLock, Home
 from spl.daemon.wiring import build_federation
 from spl.runtime.child import RESTARTING
@@ -83,6 +84,7 @@ from spl.store.tokens import load_tokens
 from spl.transport.app import create_app
 from spl.transport.auth import TokenBook
 from spl.transport.http_server import HttpServer
+from spl.transport.routes_actors import reload_actor_registry
 from spl.transport.services import Services
 
 __all__ = ["SHUTDOWN_PLAN", "Daemon", "ServeError", "ServeOptions", "describe_bind_failure", "describe_problems"]
@@ -261,6 +263,7 @@ class Daemon:
             raise ServeError(str(exc)) from None
         connection = connect_writer(db, upgrade_progress=_upgrade_reporter())
         try:
+            write_missing_genesis(connection, self.identity)  # a home from an older spl, or a new identity
             return TokenBook(load_tokens(connection))
         finally:
             connection.close()
@@ -435,6 +438,7 @@ class Daemon:
                 log.warning("import: identity adopted, now signing as %s", identity.did)
             status = ("adopted", "private key matches incoming bundle")
         await writer.adopt_did(self.identity.did)
+        await reload_actor_registry(services)
         services.tokens.reload(await services.read(load_tokens))
         services.manifest = federation_manifest(
             self.identity, endpoint=services.endpoint, pair_approval=self.config.federation.pair_approval

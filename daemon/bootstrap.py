@@ -3,19 +3,30 @@
 The home is private when ``initialise`` returns (directories 0700, files 0600: ``Home.tighten``), whatever the
 caller's umask; ``spl init`` also sets umask 0077 for the whole command. The store is created here, not by the
 first ``spl serve``: a daemon treats a home with an identity but no ``hub.db`` as one that lost its store.
+
+The store starts with the six genesis records of the reserved threads (``spl.core.genesis``), signed by the new
+identity; ``--force`` writes the new identity's too. A home made by an older spl gets them when a daemon starts
+on it (:func:`write_missing_genesis`).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
+
+import apsw
 
 from spl.core import tokens
 from spl.core.identity import Identity
 from spl.daemon.home import PRIVATE_DIR, Home, HomeError
+from spl.store.database import connect_writer
+from spl.store.genesis import ensure_genesis
 from spl.store.tokens import LOCAL_ADMIN_SA, install_local_admin
 
-__all__ = ["InitResult", "initialise", "rotate_identity"]
+__all__ = ["InitResult", "initialise", "rotate_identity", "write_missing_genesis"]
+
+log = logging.getLogger("spl.daemon")
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,14 @@ def initialise(home: Home, *, force: bool = False, if_missing: bool = False) -> 
         kept.did = identity.did
         home.save_config(kept)
     _mint_admin(home)  # creates hub.db with its schema
+    if home.running() is None:
+        # A running daemon's store writer is the only one that may append records (it numbers them): it keeps
+        # the old identity until restarted, and the restart writes the new one's genesis (write_missing_genesis).
+        connection = connect_writer(home.db_path)
+        try:
+            ensure_genesis(connection, identity)
+        finally:
+            connection.close()
     home.tighten()
     return InitResult(identity.did, str(home.root), created=True)
 
@@ -77,3 +96,16 @@ def rotate_identity(home: Home) -> str:
     config.did = identity.did
     home.save_config(config)
     return identity.did
+
+
+def write_missing_genesis(connection: apsw.Connection, identity: Identity) -> int:
+    """At a daemon's start, before its store writer runs: the genesis records ``identity`` has not signed yet.
+
+    A home initialised by an older spl has none, and one whose identity was replaced by ``spl identity generate``
+    has none of the new DID's; each then gets its six here, once (six indexed look-ups when nothing is missing).
+    ``connection`` is the daemon's write connection of ``_open_store``; returns how many were written.
+    """
+    written = ensure_genesis(connection, identity)
+    if written:
+        log.info("wrote %d genesis record(s) on the reserved threads for %s", written, identity.did)
+    return written

@@ -57,7 +57,9 @@ async def list_records() -> Response:
         since_clock=since,
         after_seq=after or 0,
         limit=limit or 100,
-        hide_reserved=not reads_configuration(caller),
+        # Configuration is not data: the reserved threads (their genesis records from `spl init` included) are
+        # never in the unfiltered listing, so a fresh steward lists nothing; an admin reads them by naming one.
+        hide_reserved=True,
     )
     return list_response(records)
 

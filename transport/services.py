@@ -18,6 +18,7 @@ from spl.actors.hub import HubClient
 from spl.actors.local import LocalRecords
 from spl.actors.reconciler import ReconcilerClient
 from spl.actors.writer import WriterClient
+from spl.core.actor_registry import ActorRegistry
 from spl.core.config import Config
 from spl.core.errors import Unavailable
 from spl.core.fleet_control import FleetState
@@ -69,6 +70,10 @@ class Services:
     # The kill switch as the store writer holds it (``spl.core.fleet_control``): the HTTP gate reads it.
     fleet: Callable[[], FleetState] = field(default=FleetState)
     adopt_import: Callable[[Identity | None], Awaitable[tuple[str, str]]] = field(default=_cannot_adopt)
+    # The actor registry folded from th_actor_registry (own records only), kept current by the actor routes:
+    # loaded when the app starts (or on first use), each committed registration applied, reloaded after an
+    # import (``spl.transport.routes_actors.reload_actor_registry``). None until loaded.
+    actor_registry: ActorRegistry | None = None
 
     def __post_init__(self) -> None:
         if self.local_records is None:

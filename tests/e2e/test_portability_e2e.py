@@ -20,6 +20,7 @@ import trio
 from fed_support import wait_until
 from pair_nodes import JSON, Node, client, create_namespaces, emit, start_node
 
+from spl.core.genesis import GENESIS_KIND, GENESIS_THREADS
 from spl.core.identity import verify_record_signature
 from spl.daemon.launcher import DaemonProcess
 
@@ -60,12 +61,21 @@ async def thread_ids(http: httpx.AsyncClient, node: Node) -> list[str]:
     return sorted(thread["thread_id"] if "thread_id" in thread else thread["id"] for thread in reply.json()["data"])
 
 
-async def thread_digest(http: httpx.AsyncClient, node: Node, thread: str) -> str:
-    """What `spl thread records T | sha256sum` compares: the content-addressed fields, in sequence order."""
+async def thread_digest(http: httpx.AsyncClient, node: Node, thread: str, *, genesis_of: str | None = None) -> str:
+    """What `spl thread records T | sha256sum` compares: the content-addressed fields, in sequence order.
+
+    ``genesis_of``: leave out the genesis records that DID wrote on the reserved threads: a steward's own, from
+    its ``spl init``, which stay beside an imported log (they are no part of the bundle's).
+    """
     reply = await http.get(f"{node.url}/v1/records", params={"thread": thread, "limit": 1000}, headers=node.headers)
     assert reply.status_code == 200, reply.text
     kept = ("id", "act", "actor", "thread", "clock", "body", "parents", "data_type", "signer", "sig")
-    lines = [json.dumps({key: record.get(key) for key in kept}, sort_keys=True) for record in reply.json()["data"]]
+    records = [
+        record
+        for record in reply.json()["data"]
+        if not (record["signer"] == genesis_of and record["body"].get("kind") == GENESIS_KIND)
+    ]
+    lines = [json.dumps({key: record.get(key) for key in kept}, sort_keys=True) for record in records]
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
@@ -105,7 +115,7 @@ async def test_round_trip_adopts_the_identity_and_keeps_every_thread(
             reply = await import_into(http, b, bytes(damaged))
             assert reply.status_code == 400, reply.text
             assert reply.json()["code"] in ("BUNDLE_MALFORMED", "BUNDLE_SIGNATURE_INVALID")
-        assert await thread_ids(http, b) == []
+        assert await thread_ids(http, b) == sorted(GENESIS_THREADS)  # only B's own genesis records
 
         reply = await import_into(http, b, blob)
         assert reply.status_code == 200, reply.text
@@ -120,7 +130,9 @@ async def test_round_trip_adopts_the_identity_and_keeps_every_thread(
         threads = await thread_ids(http, a)
         assert threads == await thread_ids(http, b) and len(threads) >= 4
         for thread in threads:
-            assert await thread_digest(http, a, thread) == await thread_digest(http, b, thread), thread
+            assert await thread_digest(http, a, thread) == await thread_digest(http, b, thread, genesis_of=b.did), (
+                thread
+            )
         # A's namespaces and grants fold as B's own configuration.
         namespaces = (await http.get(f"{b.url}/v1/namespaces", headers=b.headers)).json()["data"]
         assert "acme/ops" in {entry["id"] for entry in namespaces}
@@ -173,14 +185,20 @@ async def test_no_identity_bundle_keeps_the_local_identity_and_kill_9_then_rerun
         reply = await import_into(http, b, blob)
         assert reply.status_code == 200, reply.text
         summary = reply.json()
-        assert summary["records_inserted"] + summary["records_deduplicated"] == summary["records_inspected"] == 150
+        # A's 150 records and the genesis records of its reserved threads (written by its `spl init`).
+        inspected = 150 + len(GENESIS_THREADS)
+        assert (
+            summary["records_inserted"] + summary["records_deduplicated"] == summary["records_inspected"] == inspected
+        )
         assert summary["identity"] == "kept" and summary["instance_did"] == b.did != a.did
         assert not any((b.process.home.root / "run").glob("import-*.part"))
         for thread in await thread_ids(http, a):
-            assert await thread_digest(http, a, thread) == await thread_digest(http, b, thread), thread
+            assert await thread_digest(http, a, thread) == await thread_digest(http, b, thread, genesis_of=b.did), (
+                thread
+            )
 
         dry = (await import_into(http, b, blob, dry_run="true")).json()
-        assert dry["dry_run"] and dry["records_inserted"] == 0 and dry["records_deduplicated"] == 150
+        assert dry["dry_run"] and dry["records_inserted"] == 0 and dry["records_deduplicated"] == inspected
 
         # A client that leaves mid-export stops it; the next export is whole.
         await leave_mid_export(a)
