@@ -27,6 +27,7 @@ import trio
 from spl.actors.local import LocalRecords
 from spl.actors.loop import next_message
 from spl.actors.writer import WriterClient
+from spl.core import joins
 from spl.core.errors import SplError
 from spl.core.stored import Accepted
 from spl.runtime.backoff import Backoff
@@ -109,8 +110,6 @@ class Joiner:
         return math.inf
 
     async def _synthesise(self, row: task_store.OutboxRow) -> None:
-        from spl.core import joins  # TEMPORARY: core/joins.py is being written (moves to the top when it lands)
-
         spec = await self._read(task_store.join_spec, row.parent)
         children = await self._read(task_store.fork_children, row.parent)
         outcomes = {
@@ -127,7 +126,8 @@ class Joiner:
             except SplError:
                 predicate = None  # a parent whose join cannot be read is never closed by the joiner
             if predicate is not None:
-                decision = joins.decide(predicate, children, outcomes)
+                # A CEL join may take up to its step budget (tens of ms): off the event loop.
+                decision = await trio.to_thread.run_sync(joins.decide, predicate, children, outcomes)
                 if decision.verdict != "pending":
                     bodies.append(joins.closing_body(predicate, decision, spec["opened_by"]))
         if namespace and namespace != "default":

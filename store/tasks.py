@@ -7,7 +7,7 @@ output of a fold (``spl.core.tasks``, ``spl.core.fold``) over records.
 
 Exactly-once synthesis (seed 003 "Fork and merge"): the transaction that closes a child writes a
 ``join_outbox`` row for each parent; the transaction that stores the parent's synthesising record (a KNOW
-``join.child_closed`` signed by this instance) deletes it. The joiner actor (``spl.actors.joiner``) only ever
+``core.join.child_closed.v1`` signed by this instance) deletes it. The joiner actor (``spl.actors.joiner``) only ever
 turns outbox rows into records, with ids derived from the row: a crash before the synthesis commits leaves the
 row (it is synthesised after the restart), a crash after leaves no row, and a repeated emission is the same
 record (an idempotent re-submission). Never two synthesising records for one close, never a missed one.
@@ -21,6 +21,7 @@ from typing import Any
 import apsw
 import msgspec
 
+from spl.core import joins
 from spl.core import tasks as task_fold
 from spl.core.errors import Conflict
 from spl.core.manifest import rfc3339
@@ -43,8 +44,8 @@ __all__ = [
 ]
 
 MAX_RESULT = 500  # characters of a child's result carried into its parent's synthesis
+SYNTHESIS_KIND = joins.SYNTHESIS_KIND  # the parent's synthesising record (its KNOW's body.kind)
 MAX_JOIN_SPEC = 2048  # bytes of a body.join kept (the joiner refuses anything longer as unparseable)
-SYNTHESIS_KIND = "join.child_closed"
 
 _encode_head = msgspec.json.Encoder().encode
 _decode_head = msgspec.json.Decoder(task_fold.TaskHead).decode

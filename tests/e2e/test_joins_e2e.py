@@ -58,7 +58,9 @@ async def records(http: httpx.AsyncClient, thread: str) -> list[dict[str, Any]]:
 
 
 def kinds(thread_records: list[dict[str, Any]]) -> list[str]:
-    return [str(r["body"].get("kind")) for r in thread_records if str(r["body"].get("kind", "")).startswith("join.")]
+    return [
+        str(r["body"].get("kind")) for r in thread_records if str(r["body"].get("kind", "")).startswith("core.join.")
+    ]
 
 
 async def state(http: httpx.AsyncClient, thread: str) -> str:
@@ -80,7 +82,7 @@ async def fork_children(http: httpx.AsyncClient, parent: str, join: Any, names: 
 
 async def synthesis_count(http: httpx.AsyncClient, parent: str, expected: int) -> list[dict[str, Any]]:
     async def enough() -> list[dict[str, Any]] | None:
-        found = [r for r in await records(http, parent) if r["body"].get("kind") == "join.child_closed"]
+        found = [r for r in await records(http, parent) if r["body"].get("kind") == "core.join.child_closed.v1"]
         return found if len(found) >= expected else None
 
     found: list[dict[str, Any]] = await wait_until(enough, 20.0, f"{expected} synthesising records on {parent}")
@@ -105,8 +107,10 @@ def test_seed_003_deploy_v2_closes_by_itself_under_all(daemon: DaemonProcess) ->
             )
             await wait_until(lambda: _is(http, parent, "done"), 20.0, "the parent closing")
             story = await records(http, parent)
-            assert kinds(story) == ["join.child_closed", "join.child_closed", "join.closed"]
-            synthesised = {r["body"]["child"]: r["body"] for r in story if r["body"].get("kind") == "join.child_closed"}
+            assert kinds(story) == ["core.join.child_closed.v1", "core.join.child_closed.v1", "core.join.closed.v1"]
+            synthesised = {
+                r["body"]["child"]: r["body"] for r in story if r["body"].get("kind") == "core.join.child_closed.v1"
+            }
             assert synthesised["th_run_tests"]["result"] == "458/458 pass"
             assert synthesised["th_migrate_db"]["outcome"] == "done"
             assert "th_run_tests" in synthesised["th_run_tests"]["summary"]
@@ -135,7 +139,7 @@ def test_any_closes_at_the_first_accept_and_k_of_n_at_the_kth(daemon: DaemonProc
             await wait_until(lambda: _is(http, "th_any", "done"), 20.0, "any: the parent closing")
             await emit(http, third, "KNOW", {"fulfills": any_children[third], "summary": "late"})
             await synthesis_count(http, "th_any", 3)  # a close after the join still gets its synthesis
-            assert kinds(await records(http, "th_any")).count("join.closed") == 1
+            assert kinds(await records(http, "th_any")).count("core.join.closed.v1") == 1
 
             k_children = await fork_children(http, "th_k", {"mode": "k_of_n", "k": 2}, ["a", "b", "c"])
             threads = list(k_children)
@@ -145,13 +149,13 @@ def test_any_closes_at_the_first_accept_and_k_of_n_at_the_kth(daemon: DaemonProc
             await emit(http, threads[2], "KNOW", {"fulfills": k_children[threads[2]], "summary": "2"})
             await wait_until(lambda: _is(http, "th_k", "done"), 20.0, "k_of_n: the parent closing at the 2nd")
             closing = (await records(http, "th_k"))[-1]["body"]
-            assert closing["kind"] == "join.closed" and closing["accepted"] == 2
+            assert closing["kind"] == "core.join.closed.v1" and closing["accepted"] == 2
 
             failing = await fork_children(http, "th_all_fails", "all", ["a", "b"])
             child = next(iter(failing))
             await emit(http, child, "KNOW", {"verdict": "reject", "reason": "tests red"})
             await wait_until(lambda: _is(http, "th_all_fails", "cancelled"), 20.0, "all: a rejected child ends it")
-            assert kinds(await records(http, "th_all_fails"))[-1] == "join.failed"
+            assert kinds(await records(http, "th_all_fails"))[-1] == "core.join.failed.v1"
 
     trio.run(scenario)
 
@@ -200,7 +204,7 @@ def test_kill_9_between_a_child_close_and_its_synthesis_leaves_exactly_one(daemo
             await wait_until(lambda: _is(http, "th_killed", "done"), 20.0, "the parent closing after the restarts")
             per_child = Counter(r["body"]["child"] for r in found)
             assert per_child == Counter(threads), per_child  # exactly one per close: none missed, none doubled
-            assert kinds(await records(http, "th_killed")).count("join.closed") == 1
+            assert kinds(await records(http, "th_killed")).count("core.join.closed.v1") == 1
 
     trio.run(check)
 

@@ -194,7 +194,7 @@ def close(child: str, clock: int, opener: Candidate, summary: str = "ok") -> Can
 
 def synthesis(parent: str, row: task_store.OutboxRow, clock: int, signer: Identity = OWN) -> Candidate:
     body = {
-        "kind": "join.child_closed",
+        "kind": "core.join.child_closed.v1",
         "child": row.child,
         "child_closer": row.closer,
         "outcome": row.status,
