@@ -7,7 +7,9 @@ Two stages joined by a bounded channel, so verifying page N+1 overlaps committin
    are logged once per page in aggregate (a count per code and one example, escaped):
    a hostile peer must not be able to fill the disk with log lines or forge them;
 2. *commit* (in arrival order): hand the verified records to the store writer together
-   with the pair's new cursor, so records and cursor commit in one transaction.
+   with the pair's new cursor, so records and cursor commit in one transaction. A page the
+   kill switch refuses (``spl kill``) is refused whole and fails the request with that 503,
+   unlike a per-record refusal, which is counted and skipped: the records are held, not lost.
 
 A pair commits one page at a time, so for a pair catching up the two stages above would
 still take turns. It therefore verifies each page it pulls as soon as it arrives
@@ -31,6 +33,7 @@ from spl.actors.loop import next_message
 from spl.actors.messages import Push, Reconcile, Reply, unavailable
 from spl.actors.writer import WriterClient
 from spl.core.errors import SplError
+from spl.core.fleet_control import FleetFrozen
 from spl.core.stored import Accepted, Candidate, StoredRecord
 from spl.core.text import printable
 from spl.core.verify import Refusal, screen_pushed, verify_batch
@@ -139,6 +142,12 @@ class Reconciler:
                 continue
             finally:
                 self.queue_depth -= verified.size
+            frozen = next((outcome for outcome in outcomes if isinstance(outcome, FleetFrozen)), None)
+            if frozen is not None:
+                # The kill switch refused the page whole (nothing stored, the cursor kept): a pair backs off and
+                # pulls it again, a pusher gets a 503 and pushes it again, once the freeze is lifted.
+                message.reply.fail(frozen)
+                continue
             result = ReconcileResult(refusals=list(verified.refusals))
             for candidate, outcome in zip(verified.candidates, outcomes, strict=True):
                 if isinstance(outcome, Accepted):

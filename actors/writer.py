@@ -123,12 +123,19 @@ class StoreWriter:
         self.batches_committed = 0
         self.requests_failed = 0  # requests that failed alone after a group commit failed
         self.parked_applied = 0
+        self._last_fleet = FleetState()
         self.nudges: Sequence[trio.MemorySendChannel[object]] = ()  # the joiner's inbox, told of closes and forks
 
     @property
     def fleet(self) -> FleetState:
-        """The kill switch as the last commit left it (read by the HTTP gate; the writer alone changes it)."""
-        return self._state.fleet if self._state is not None else FleetState()
+        """The kill switch as the last commit left it (read by the HTTP gate; the writer alone changes it).
+
+        While the state cannot be loaded (a damaged store) the last one loaded stands: a freeze must not lift
+        because the disk failed.
+        """
+        if self._state is not None:
+            self._last_fleet = self._state.fleet
+        return self._last_fleet
 
     @property
     def problem(self) -> str | None:
@@ -191,6 +198,7 @@ class StoreWriter:
             log.error("cannot load the writer's state (%s: %s); writes fail until it can", type(exc).__name__, exc)
             return
         self._broken = None
+        self._last_fleet = self._state.fleet
         self.head_sequence = self._state.next_seq - 1
 
     async def _handle(self, connection: apsw.Connection, messages: list[object]) -> None:

@@ -26,7 +26,7 @@ from spl.cli.client import CliError, DaemonClient, DaemonError, Reply, call
 from spl.cli.common import home, wants_json
 from spl.cli.federation import federation_pair_lines
 from spl.cli.fleet import federation_lines
-from spl.cli.output import emit_json
+from spl.cli.output import emit_json, safe
 from spl.core.manifest import VERSION
 from spl.daemon.home import Home, pid_alive
 
@@ -239,6 +239,9 @@ def status(
     typer.echo(f"  home:      {answer.home}")
     typer.echo(f"  records:   {answer.sequence} (head sequence)")
     typer.echo(f"  uptime:    {answer.uptime_secs:.0f}s")
+    fleet = fleet_line(reply.payload.get("fleet"))
+    if fleet is not None:
+        typer.echo(f"  fleet:     {fleet}")
     typer.echo("Supervision")
     _print_tree(answer.supervision, "  ")
     for line in federation_lines(answer.federation.pairs):
@@ -246,6 +249,18 @@ def status(
     if paired is not None:
         for line in federation_pair_lines(paired.into(FederationPairList).data):
             typer.echo(line)
+
+
+def fleet_line(fleet: object) -> str | None:
+    """The kill switch as ``spl status`` shows it, or None when the daemon does not report it (an older one)."""
+    if not isinstance(fleet, dict) or not isinstance(fleet.get("level"), str):
+        return None
+    level = fleet["level"]
+    if level == "none":
+        return "not frozen"
+    reason = fleet.get("reason")
+    why = f": {safe(reason, 200)}" if isinstance(reason, str) and reason else ""
+    return f"FROZEN ({safe(level, 16)}) since {safe(fleet.get('since'), 32)}{why}; lift with `spl unkill`"
 
 
 def _federation_pairs(client: DaemonClient) -> Reply | None:

@@ -19,6 +19,9 @@ Three rules keep what a peer sends from steering this instance:
 - a pulled or pushed record refused only because its namespace is not registered yet is
   *parked* (``parked_records``, bounded) and applied by :func:`reapply_parked` once the
   registry accepts it, instead of being lost for good.
+
+The kill switch (``spl.core.fleet_control``, folded from ``th_fleet_control``) is asked before every record;
+a peer's page it refuses is refused whole and its cursor stays, and nothing parked is re-applied while it holds.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from dataclasses import dataclass, field
 import apsw
 
 from spl.core.errors import DuplicateClock, InvalidRecord, InvalidRequest, NamespaceRejected, SplError
-from spl.core.fleet_control import FLEET_THREAD, FleetState
+from spl.core.fleet_control import FLEET_THREAD, FleetFrozen, FleetState
 from spl.core.namespaces import REGISTRY_THREAD, NamespaceRegistry
 from spl.core.record import Envelope, validate_envelope
 from spl.core.reserved import is_reserved
@@ -256,8 +259,28 @@ def _apply_one(
     ):
         state.registry_changes += 1
     if candidate.signer == state.own_did and envelope.thread == FLEET_THREAD:
+        frozen = state.fleet.frozen
         state.fleet.apply(envelope.act, envelope.body, envelope.id, envelope.clock)
+        if frozen and not state.fleet.frozen:
+            state.registry_changes += 1  # thawed: the writer re-applies what stayed parked during the freeze
     return Accepted(stored, created=True)
+
+
+def _frozen_page(request: IngestRequest, state: WriterState) -> FleetFrozen | None:
+    """The kill switch's refusal of a peer's page or push when it refuses any record of it, else None.
+
+    A page from a peer is all or nothing under a freeze: had its other records been stored and only the
+    refused ones answered, the pair's cursor would move past those and they would never be pulled again.
+    Refused whole, nothing of it is stored, the cursor stays, and the pair (or pusher) retries later.
+    """
+    if request.park_origin is None or not state.fleet.frozen:
+        return None
+    origin = write_origin("", request.park_origin)
+    for candidate in request.candidates:
+        refusal = state.fleet.refusal(origin, candidate.envelope.act)
+        if refusal is not None:
+            return refusal
+    return None
 
 
 def write_origin(thread: str, park_origin: str | None) -> str:
@@ -359,12 +382,19 @@ def commit_batch(
             check_pair_cursor(request.cursor)
     tx = _Transaction(clock(), ThreadBook(state.threads, state.clock, state.own_did))
     with write_transaction(connection):
-        outcomes = [
-            [_apply_one(connection, candidate, state, tx, request.park_origin) for candidate in request.candidates]
-            for request in requests
-        ]
-        _finish(connection, tx)
+        outcomes: list[list[Outcome]] = []
         for request in requests:
+            frozen = _frozen_page(request, state)
+            if frozen is not None:
+                outcomes.append([frozen] * len(request.candidates))
+                continue
+            outcomes.append(
+                [_apply_one(connection, candidate, state, tx, request.park_origin) for candidate in request.candidates]
+            )
+        _finish(connection, tx)
+        for request, request_outcomes in zip(requests, outcomes, strict=True):
+            if any(isinstance(outcome, FleetFrozen) for outcome in request_outcomes):
+                continue  # the pair's cursor stays: the page is pulled again once the freeze is lifted
             if request.cursor is not None:
                 connection.execute(
                     "INSERT INTO pair_cursors(pair_id, cursor, updated_at) VALUES (?, ?, ?) "
@@ -396,6 +426,10 @@ def reapply_parked(
     still refuses for their namespace (an ancestor was archived meanwhile) stay parked.
     """
     result = Reapplied()
+    if state.fleet.frozen:
+        # Parked records came from peers: under a freeze they wait where they are (re-applied, they would be
+        # refused and dropped). Lifting the freeze counts as a registry change, so the writer calls again then.
+        return result
     accepted: list[str] = []
     for (namespace,) in connection.execute("SELECT DISTINCT namespace FROM parked_records"):
         try:

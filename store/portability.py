@@ -92,6 +92,7 @@ from spl.core.stored import Candidate
 from spl.core.tokens import TokenInfo
 from spl.store.bundle_stream import export_entries, read_tar_zst, write_tar_zst
 from spl.store.database import connect_reader
+from spl.store.genesis import own_genesis_count
 from spl.store.ingest import WriterState, insert_imported, new_import_transaction
 from spl.store.queries import pair_cursors, thread_objects, thread_objects_with_seq
 from spl.store.tokens import load_tokens
@@ -523,13 +524,17 @@ def verify_bundle(
 
 
 def own_record_count(connection: apsw.Connection) -> int:
-    """Records this store holds that no import brought: what ``--force-overwrite`` is about."""
+    """Records this store holds that no import brought: what ``--force-overwrite`` is about.
+
+    The genesis records ``spl init`` (or a daemon's start) wrote on the reserved threads are no data of the
+    instance's own (``spl.store.genesis``): a freshly initialised steward holds six and still takes an import.
+    """
     total = imported = 0
     for (count,) in connection.execute("SELECT COUNT(*) FROM records"):
         total = int(count)
     for (value,) in connection.execute("SELECT value FROM meta WHERE key = ?", (IMPORTED_KEY,)):
         imported = int(value)
-    return max(total - imported, 0)
+    return max(total - imported - own_genesis_count(connection), 0)
 
 
 def import_bundle(
@@ -556,7 +561,11 @@ def import_bundle(
         ImportRefused: The store holds records of its own and ``force`` is false.
         ForeignTokens: The bundle carries tokens of another instance without its identity.
         BundleMalformed, BundleSignatureInvalid: the bundle does not check out.
+        FleetFrozen: the kill switch holds (any level): nothing is read.
     """
+    frozen = state.fleet.error()  # the route refused it before the upload already; this is the writer's word
+    if frozen is not None:
+        raise frozen
     own = own_record_count(connection)
     if own and not force:
         raise ImportRefused(own)

@@ -27,6 +27,9 @@ Before any route runs, a request passes these gates in this order (spec §15.19)
 4. **Authentication.** Every route but the open ones (:data:`OPEN_ROUTES`, ``/.well-known/``)
    needs a valid token. Loopback is not an identity: behind a same-host proxy or TLS
    terminator every remote caller is loopback.
+5. **Emergency freeze.** While ``spl kill --emergency`` holds (``spl.core.fleet_control``), every
+   request but ``/health``, ``/v1/identity``, ``/.well-known/*`` and those of callers holding the
+   ``admin`` scope is refused with 503 ``FLEET_FROZEN_EMERGENCY`` (docs/kill-switch.md).
 """
 
 from __future__ import annotations
@@ -76,6 +79,8 @@ log = logging.getLogger("spl.http")
 # own authentication (the handshake is what mints the tokens).
 OPEN_ROUTES = frozenset({"/health", "/v1/identity"}) | routes_federation.HANDSHAKE_ROUTES
 OPEN_PREFIX = "/.well-known/"
+# What an emergency freeze still answers to anyone (gate 5): health and identity, and /.well-known/ (discovery).
+EMERGENCY_OPEN_ROUTES = frozenset({"/health", "/v1/identity"})
 
 # Methods that change something: they must carry a JSON body's media type (gate 3).
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -238,6 +243,19 @@ def _caller(services: Services, req: Request) -> Caller:
         return ANONYMOUS
 
 
+def _refuse_in_emergency(services: Services, req: Request) -> None:
+    """Gate 5: under an emergency freeze (``spl kill --emergency``) only health, identity, discovery and admin
+    callers get through; everyone else gets the freeze's 503 (``FLEET_FROZEN_EMERGENCY``)."""
+    fleet = services.fleet()
+    if fleet.level != "emergency" or req.path in EMERGENCY_OPEN_ROUTES or req.path.startswith(OPEN_PREFIX):
+        return
+    if "admin" in req.caller.scopes:  # type: ignore[attr-defined]
+        return  # the operator lifting the freeze, or looking at why it holds
+    frozen = fleet.error()
+    assert frozen is not None  # the level is emergency
+    raise frozen
+
+
 class NoSessions(SessionInterface):
     """spl sets no cookies: hand every request one shared (immutable) null session instead of
     building a new one each time (measurable on the emit path)."""
@@ -280,6 +298,7 @@ def create_app(services: Services) -> QuartTrio:
             return  # gate 1 (dispatch raises the 404/405) and gate 2 (no credentials by design)
         _require_json_media_type(req)
         req.caller = _caller(services, req)  # type: ignore[attr-defined]
+        _refuse_in_emergency(services, req)  # gate 5
 
     async def cors(response: Response) -> Response:
         """CORS only for listed origins: echo the origin (never ``*``) and answer preflights.

@@ -63,6 +63,8 @@ async def health() -> Response:
             "uptime_secs": round(time.time() - services().started_at, 3),
             "auth_required": services().auth_required,
             "federation": _federation_summary(services()),
+            # The kill switch: a frozen instance is healthy (200) but refuses writes; say so (no reason: open route).
+            "fleet": {"level": services().fleet().level},
         },
         200 if status == "ok" else 503,
     )
@@ -118,6 +120,7 @@ async def status() -> Response:
             "auth_required": services().auth_required,
             "sequence": services().head_sequence(),
             "uptime_secs": round(time.time() - services().started_at, 3),
+            "fleet": services().fleet().to_wire(),  # the kill switch (spl kill / spl unkill)
             "supervision": services().snapshot(),
             "streams": services().hub.stats(),
             "federation": {

@@ -237,6 +237,9 @@ async def import_bundle() -> Response:
     svc = services()
     dry_run, force = _flag("dry_run"), _flag("force_overwrite")
     passphrase = _passphrase(request.headers.get(PASSPHRASE_HEADER), from_header=True)
+    frozen = None if dry_run else svc.fleet().error()
+    if frozen is not None:
+        raise frozen  # the kill switch (any level), before the upload: a dry run writes nothing and stays allowed
     if svc.import_lock.locked():
         raise ImportInProgress()
     async with svc.import_lock:

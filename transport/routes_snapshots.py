@@ -184,6 +184,9 @@ class RestoreReserved(ReservedThread):
 async def restore() -> Response:
     require(request.caller, "admin")  # type: ignore[attr-defined]
     svc = services()
+    frozen = svc.fleet().error()  # the kill switch refuses a restore up front, like an import
+    if frozen is not None:
+        raise frozen
     data = await body_bytes(MAX_RESTORE_BYTES)
     parse = functools.partial(
         parse_snapshot,
