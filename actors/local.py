@@ -62,6 +62,15 @@ class LocalRecords:
         self._writer = writer
         self._clock = clock or SystemClock()
 
+    @property
+    def did(self) -> str:
+        """The instance's DID as it is now (an import may have swapped the key)."""
+        return self._identity.did
+
+    def next_clock(self) -> int:
+        """The next clock of a record this instance authors (one strictly increasing clock per daemon)."""
+        return self._clock.next()
+
     def sign(self, envelope: Envelope) -> Candidate:
         return Candidate(envelope, self._identity.did, self._identity.sign_record_id(envelope.id))
 
