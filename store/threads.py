@@ -330,6 +330,9 @@ INTENT_SQL = (
 )
 
 
+ONE_INTENT_SQL = "SELECT 1 FROM records WHERE id = ? AND thread = ? AND act = 'INTEND' AND seq < ?"
+
+
 def _names_an_intent(connection: apsw.Connection, thread: str, before_seq: int, ids: Sequence[str]) -> bool:
     """Whether one of ``ids`` is an INTEND of ``thread`` stored before ``before_seq``: one query, any list length.
 
@@ -338,6 +341,10 @@ def _names_an_intent(connection: apsw.Connection, thread: str, before_seq: int, 
     """
     candidates = sorted({record_id for record_id in ids if len(record_id) == 64})
     if not candidates:
+        return False
+    if len(candidates) == 1:  # the common case (one id): a probe of the id index, no json_each to set up
+        for _ in connection.execute(ONE_INTENT_SQL, (candidates[0], thread, before_seq)):
+            return True
         return False
     for _ in connection.execute(INTENT_SQL, (json.dumps(candidates), thread, before_seq)):
         return True
