@@ -16,6 +16,7 @@ record (an idempotent re-submission). Never two synthesising records for one clo
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import apsw
@@ -112,17 +113,38 @@ def _result_text(body: Any) -> str | None:
     return None
 
 
-def child_close(connection: apsw.Connection, child: str, closer: str, status: str, body: Any, seq: int) -> None:
-    """A thread just reached a terminal status: queue one synthesis per parent it was forked from."""
+MAX_PARENTS = 64  # parents one child close is synthesised into (a thread forked into more gets the first 64)
+
+
+def child_close(
+    connection: apsw.Connection,
+    child: str,
+    closer: str,
+    status: str,
+    body: Any,
+    seq: int,
+    same_namespace: Callable[[str], bool],
+) -> None:
+    """A thread just reached a terminal status: queue one synthesis per parent it was forked from.
+
+    Only parents in the child's namespace: a synthesis copies the child's outcome and result onto the parent,
+    and anyone may name any thread as a ``sub_thread`` — a reader of one namespace must not learn, by forking a
+    thread of another into a parent of its own, how that thread ended.
+    """
     result = _result_text(body)
+    parents = [
+        parent
+        for (parent,) in connection.execute(
+            "SELECT parent FROM sub_threads WHERE child = ? ORDER BY seq LIMIT ?", (child, MAX_PARENTS)
+        )
+    ]
     connection.executemany(
         "INSERT INTO join_outbox(queued_seq, parent, child, closer, status, result) VALUES (?, ?, ?, ?, ?, ?) "
         "ON CONFLICT DO NOTHING",
         [
-            (seq * 64 + index, parent, child, closer, status, result)  # unique per parent, in close order
-            for index, (parent,) in enumerate(
-                connection.execute("SELECT parent FROM sub_threads WHERE child = ? ORDER BY seq LIMIT 64", (child,))
-            )
+            (seq * MAX_PARENTS + index, parent, child, closer, status, result)  # unique per parent, in close order
+            for index, parent in enumerate(parents)
+            if same_namespace(parent)
         ],
     )
 
@@ -135,6 +157,7 @@ def fork(
     seq: int,
     *,
     closed_in_transaction: tuple[str, str] | None = None,
+    same_namespace: Callable[[str], bool] = lambda child: True,
 ) -> None:
     """A parent INTEND naming ``body.sub_thread`` (and maybe ``body.join``): link the child, keep the predicate.
 
@@ -162,12 +185,12 @@ def fork(
     if not connection.changes():
         return
     closed = _closed_state(connection, child, closed_in_transaction)
-    if closed is not None:
+    if closed is not None and same_namespace(child):
         status, closer, closer_body = closed
         connection.execute(
             "INSERT INTO join_outbox(queued_seq, parent, child, closer, status, result) VALUES (?, ?, ?, ?, ?, ?) "
             "ON CONFLICT DO NOTHING",
-            (seq * 64, parent, child, closer, status, _result_text(closer_body)),
+            (seq * MAX_PARENTS, parent, child, closer, status, _result_text(closer_body)),
         )
 
 

@@ -198,7 +198,24 @@ class ThreadBook:
             task_store.synthesised(connection, thread, body, record_id, seq)
         status = touch.status()
         if status != status_before and status in CLOSED and (closer := touch.closer()) is not None:
-            task_store.child_close(connection, thread, closer, status, body, seq)
+            task_store.child_close(
+                connection,
+                thread,
+                closer,
+                status,
+                body,
+                seq,
+                lambda parent: self._namespace_of(connection, parent) == touch.namespace,
+            )
+
+    def _namespace_of(self, connection: apsw.Connection, thread: str) -> str | None:
+        """A thread's namespace (its first record's), from this transaction's book or the store."""
+        pending = self._touched.get(thread)
+        if pending is not None:
+            return pending.namespace
+        for (namespace,) in connection.execute("SELECT namespace FROM threads WHERE thread = ?", (thread,)):
+            return str(namespace)
+        return None
 
     def _own(self, signer: str | None, actor: str) -> bool:
         if signer is None:
@@ -240,7 +257,14 @@ class ThreadBook:
         closed = None
         if pending is not None and pending.status() in CLOSED and (closer := pending.closer()) is not None:
             closed = (pending.status(), closer)  # closed earlier in this transaction, not flushed yet
-        task_store.fork(connection, parent, body, record_id, seq, closed_in_transaction=closed)
+        namespace = self._touched[parent].namespace
+
+        def same_namespace(child: str) -> bool:
+            return self._namespace_of(connection, child) == namespace
+
+        task_store.fork(
+            connection, parent, body, record_id, seq, closed_in_transaction=closed, same_namespace=same_namespace
+        )
 
     def flush(self, connection: apsw.Connection) -> None:
         """Write every touched thread's row, participants and marks; the book is empty afterwards."""

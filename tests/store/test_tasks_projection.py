@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from spl.core import tasks as task_fold
 from spl.core.errors import SplError
 from spl.core.identity import Identity
+from spl.core.namespaces import NAMESPACE_KIND, REGISTRY_THREAD
 from spl.core.record import validate_envelope
 from spl.core.stored import Accepted, Candidate
 from spl.store import tasks as task_store
@@ -267,3 +268,27 @@ def test_hostile_fork_bodies_link_nothing(connection: apsw.Connection) -> None:
     commit(connection, [candidate("th_p", "INTEND", index + 1, body) for index, body in enumerate(bodies)])
     assert task_store.fork_children(connection, "th_p") == []
     assert json.loads(json.dumps(task_store.join_spec(connection, "th_p")["join"])) == "invalid"
+
+
+def test_a_thread_of_another_namespace_forked_into_a_parent_is_never_synthesised_there(
+    connection: apsw.Connection,
+) -> None:
+    """Anyone may name any thread as a sub_thread: its outcome must not cross into another namespace's parent."""
+    for clock, namespace in enumerate(("secret", "public"), start=1):
+        body = {"kind": NAMESPACE_KIND, "namespace_id": namespace, "status": "active"}
+        commit(connection, [candidate(REGISTRY_THREAD, "LEARN", clock, body, actor=OWN.did)])
+    victim_open = candidate("th_victim", "INTEND", 1, {"goal": "secret work", "namespace": "secret"})
+    commit(connection, [victim_open])
+    commit(connection, [candidate("th_spy", "INTEND", 1, {"goal": "spy", "namespace": "public"})])
+    commit(connection, [candidate("th_spy", "INTEND", 2, {"sub_thread": "th_victim", "namespace": "public"})])
+    commit(connection, [close("th_victim", 2, victim_open, "the launch codes")])
+    assert task_store.outbox(connection) == []  # closed after the fork: not queued
+    commit(connection, [candidate("th_spy", "INTEND", 3, {"sub_thread": "th_victim", "namespace": "public"})])
+    late_child = candidate("th_late", "INTEND", 1, {"goal": "x", "namespace": "secret"})
+    commit(connection, [late_child, close("th_late", 2, late_child)])
+    commit(connection, [candidate("th_spy", "INTEND", 4, {"sub_thread": "th_late", "namespace": "public"})])
+    assert task_store.outbox(connection) == []  # closed before the fork: not queued either
+    same = candidate("th_mine", "INTEND", 1, {"goal": "mine", "namespace": "public"})
+    commit(connection, [same, candidate("th_spy", "INTEND", 5, {"sub_thread": "th_mine", "namespace": "public"})])
+    commit(connection, [close("th_mine", 2, same)])
+    assert [row.child for row in task_store.outbox(connection)] == ["th_mine"]  # the same namespace still is
