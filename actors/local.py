@@ -101,6 +101,46 @@ class LocalRecords:
         (outcome,) = await self._writer.ingest([self.sign(self.system_envelope(thread, body, act=act))])
         return accepted(outcome)
 
+    def instance_envelope(self, thread: str, act: str, body: dict[str, Any], actor: str | None = None) -> Envelope:
+        """A record of this instance (or of ``actor``, vouched for by it) on an ordinary thread.
+
+        Used by the task routes: the daemon writes the record a ``spl task`` command names, clocked by the
+        one :class:`SystemClock` of the daemon so two records written in the same microsecond never share
+        ``(thread, actor, clock)``.
+
+        Raises:
+            ReservedThread: 403: configuration threads are written only by the daemon's own routes.
+            InvalidRecord: the envelope is not valid (a body too large, a bad actor).
+        """
+        refuse_reserved(thread)
+        return validate_envelope(
+            {
+                "act": act,
+                "actor": actor or self._identity.did,
+                "thread": thread,
+                "clock": self._clock.next(),
+                "body": body,
+            }
+        )
+
+    async def accept_many(self, envelopes: list[Envelope]) -> list[Accepted]:
+        """Commit ``envelopes`` in one writer request (one transaction): a fan-out's records land together.
+
+        Two kinds of refusal, two outcomes. A refusal the writer answers per record (``NAMESPACE_REJECTED``,
+        ``DUPLICATE_CLOCK``) leaves the other records committed: this raises the first one *after* the commit,
+        so a caller that sees it must assume the rest are stored (re-submitting them is idempotent). A refusal
+        raised inside the transaction (``TASK_ALIAS_TAKEN``: a task opening whose alias another thread holds)
+        rolls the whole request back: nothing is stored, and the caller may retry with other aliases.
+
+        Raises:
+            ReservedThread: 403, before anything is sent, when any envelope names a configuration thread.
+            SplError: the first per-record refusal (the rest committed), or the request rolled back.
+        """
+        for envelope in envelopes:
+            refuse_reserved(envelope.thread)
+        outcomes = await self._writer.ingest([self.sign(envelope) for envelope in envelopes])
+        return [accepted(outcome) for outcome in outcomes]
+
     async def create_namespace(self, namespace: str, description: str) -> Accepted:
         """Register ``namespace`` as active; the writer decides against the registry it holds.
 

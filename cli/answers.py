@@ -20,6 +20,15 @@ __all__ = [
     "ActorAnswer",
     "ActorList",
     "ActorRegistration",
+    "ChildOutcomeAnswer",
+    "ForkAnswer",
+    "ForkChild",
+    "JoinChild",
+    "JoinDecisionAnswer",
+    "JoinStatus",
+    "TaskAnswer",
+    "TaskList",
+    "TreeNode",
     "AitlDecision",
     "AitlList",
     "ConsentGrant",
@@ -251,6 +260,7 @@ class ThreadDetail(ThreadSummary):
     opened_by: str | None = None
     closed_by: str | None = None
     participants: list[Participant] = msgspec.field(default_factory=list)
+    anomalies: list[str] = msgspec.field(default_factory=list)
 
 
 class Token(Answer):
@@ -488,3 +498,95 @@ class AitlDecision(Answer):
 class AitlList(Answer):
     what: ClassVar[str] = "a list of spl AITL decisions"
     data: list[AitlDecision]
+
+
+# --- tasks, sub-threads, joins (``spl task``, ``spl thread fork``, issue 12) ---------------------------------
+
+
+class TaskAnswer(Answer):
+    """A ``task`` of ``/v1/tasks``: the task fold's output for one thread."""
+
+    what: ClassVar[str] = "an spl task"
+    thread: str
+    alias: str
+    status: str
+    title: str = ""
+    assignee: str | None = None
+    domain: str | None = None
+    priority: str | None = None
+    labels: list[str] = msgspec.field(default_factory=list)
+    criteria: list[str] = msgspec.field(default_factory=list)
+    opened_by: str | None = None
+    closed_by: str | None = None
+    reason: str | None = None
+    parent: str | None = None
+    record_count: int = 0
+    created_at: str | None = None
+    updated_at: str | None = None
+
+
+class TaskList(Answer):
+    what: ClassVar[str] = "a list of spl tasks"
+    data: list[TaskAnswer]
+    has_more: bool = False
+    next_cursor: str | None = None
+
+
+class ForkChild(Answer):
+    thread: str
+    alias: str | None = None
+    goal: str | None = None
+
+
+class ForkAnswer(Answer):
+    """What ``POST /v1/tasks/{task}/fan-out`` and ``POST /v1/threads/{thread}/fork`` answer."""
+
+    what: ClassVar[str] = "an spl fork"
+    parent: str
+    children: list[ForkChild]
+    join: Any = None
+
+
+class ChildOutcomeAnswer(Answer):
+    status: str | None = None
+    result: str | None = None
+    closer: str | None = None
+
+
+class TreeNode(Answer):
+    """One thread of a sub-thread tree (``GET /v1/tasks/{task}/tree``), with its children."""
+
+    what: ClassVar[str] = "an spl sub-thread tree"
+    thread: str
+    alias: str | None = None
+    status: str | None = None
+    outcome: ChildOutcomeAnswer | None = None
+    children: list[TreeNode] = msgspec.field(default_factory=list)
+    truncated: bool = False
+
+
+class JoinChild(Answer):
+    thread: str
+    alias: str | None = None
+    status: str | None = None
+    outcome: ChildOutcomeAnswer | None = None
+
+
+class JoinDecisionAnswer(Answer):
+    verdict: str
+    accepted: int = 0
+    rejected: int = 0
+    open: int = 0
+    total: int = 0
+    reason: str = ""
+
+
+class JoinStatus(Answer):
+    """``GET /v1/tasks/{task}/join``: the parent's predicate, its children and the decision now."""
+
+    what: ClassVar[str] = "an spl join status"
+    thread: str
+    decision: JoinDecisionAnswer
+    state: str | None = None
+    join: Any = None
+    children: list[JoinChild] = msgspec.field(default_factory=list)

@@ -1,4 +1,7 @@
-"""``spl debug …``: forensic tools (issue 11: ``thread-diff``).
+"""``spl debug …``: forensic tools (issue 11: ``thread-diff``; issue 12: ``replay``).
+
+``spl debug replay ALIAS|THREAD`` walks a thread's records in order through the folds
+(:mod:`spl.core.replay`) and prints the transition each caused, with the join decisions on a parent.
 
 ``spl debug thread-diff A B`` compares two copies of a thread (:mod:`spl.core.thread_diff`). Each side is
 resolved, in this order, from what it looks like:
@@ -23,15 +26,19 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import typer
 
-from spl.cli.answers import RecordAnswer
+from spl.cli.answers import RecordAnswer, TaskAnswer
 from spl.cli.client import CliError, DaemonClient, DaemonError, call, checked_url
 from spl.cli.common import OUTPUT, URL, client_for, wants_json
 from spl.cli.output import emit_json, safe
+from spl.core import joins
+from spl.core import tasks as task_fold
 from spl.core.errors import InvalidRequest
 from spl.core.record import RECORD_ID, THREAD
+from spl.core.replay import ReplayStep, replay
 from spl.core.snapshot import Snapshot, parse_snapshot
 from spl.core.stored import Candidate
 from spl.core.thread_diff import ThreadDiff, diff_threads
@@ -238,3 +245,77 @@ def thread_diff(
     if diff.differs:
         sys.stdout.flush()
         raise SystemExit(EXIT_DIFFER)  # typer.Exit would be swallowed under standalone_mode=False
+
+
+def _replay_thread(client: DaemonClient, target: str) -> tuple[str, str | None]:
+    """(thread, alias) of ``target``: a task's alias or thread, or any thread id."""
+    if task_fold.ALIAS.fullmatch(target) or THREAD.fullmatch(target):
+        try:
+            reply = call(client, "GET", f"/v1/tasks/{quote(target, safe='')}")
+        except DaemonError as exc:
+            if exc.status != 404 or not THREAD.fullmatch(target):
+                raise
+        else:
+            task = reply.into(TaskAnswer)
+            return task.thread, task.alias
+        return target, None
+    raise Unresolvable(f"{safe(target)} is neither a task alias (TASK-0042) nor a thread id (th_ + 64 hex)")
+
+
+def _transition(step: ReplayStep) -> str:
+    parts = []
+    if step.thread_changed:
+        parts.append(f"{step.thread_before} → {step.thread_after}")
+    if step.task_changed:
+        parts.append(f"task: {step.task_before or '-'} → {step.task_after}")
+    if step.role is not None:
+        parts.append(f"{step.role}")
+    return "; ".join(parts) or "-"
+
+
+def _join_text(join: dict[str, Any]) -> str:
+    kind = str(join.get("kind", ""))
+    if kind == joins.SYNTHESIS_KIND:
+        return str(join.get("summary") or f"child {join.get('child')} {join.get('outcome')}")
+    if kind == joins.CLOSED_KIND:
+        return f"join {join.get('join')} satisfied ({join.get('accepted')} of {join.get('total')})"
+    return f"join {join.get('join')} failed: {join.get('reason') or ''}"
+
+
+@debug_app.command("replay")
+def replay_thread(
+    target: str = typer.Argument(..., help="A task alias (TASK-0042) or a thread id."),
+    output: str = OUTPUT,
+    url: str | None = URL,
+) -> None:
+    """Walk a thread's records in order, each with the state transition it caused (and join decisions).
+
+    Each record goes through the same fold the store runs (the thread's state and, for a task, its status);
+    a parent's join records show the decision they carry. Records are verified as they arrive.
+
+    Example: spl debug replay TASK-0042 -o json | jq '.[] | select(.task.before != .task.after)'
+    """
+    client = client_for(url)
+    try:
+        thread, alias = _replay_thread(client, target)
+    except Unresolvable as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.stderr.flush()
+        raise SystemExit(EXIT_USAGE) from None
+    steps = replay(_fetch(client, thread))
+    if wants_json(output):
+        emit_json([step.to_wire() for step in steps])
+        return
+    typer.echo(f"thread {safe(thread)}" + (f" (task {safe(alias)})" if alias else "") + f": {len(steps)} records")
+    for step in steps:
+        what = step.kind or step.event or (f"fork {step.forks[:16]}…" if step.forks else "")
+        typer.echo(
+            f"{safe(step.sequence if step.sequence is not None else '-'):>6}  {safe(step.act):<6}  "
+            f"{safe(step.actor, 60)}  {safe(step.id[:12])}  {safe(what, 40) or '-'}  {safe(_transition(step))}"
+        )
+        if step.join is not None:
+            typer.echo(f"        {safe(_join_text(step.join), 400)}")
+    if steps:
+        last = steps[-1]
+        final = f"final: thread {last.thread_after}" + (f", task {last.task_after}" if last.task_after else "")
+        typer.echo(safe(final))

@@ -25,10 +25,20 @@ import sys
 import time
 from pathlib import Path
 from typing import IO, Any, ClassVar
+from urllib.parse import quote
 
 import typer
 
-from spl.cli.answers import Answer, ErrorAnswer, Identity, RecordAnswer, RecordList, ThreadDetail, ThreadList
+from spl.cli.answers import (
+    Answer,
+    ErrorAnswer,
+    ForkAnswer,
+    Identity,
+    RecordAnswer,
+    RecordList,
+    ThreadDetail,
+    ThreadList,
+)
 from spl.cli.client import CliError, DaemonClient, decode_answer, one_line
 from spl.cli.common import (
     OUTPUT,
@@ -44,6 +54,7 @@ from spl.cli.common import (
     wants_json,
 )
 from spl.cli.output import emit_json, safe, table
+from spl.cli.tasks import parse_join_option, print_fork
 from spl.core.errors import InvalidRequest
 from spl.core.record import ACTS, DATA_TYPES, MAX_CLOCK
 from spl.core.snapshot import MAX_LINE_BYTES, SnapshotManifest, split_threads
@@ -310,12 +321,39 @@ def thread_show(
         typer.echo(f"opened by:  {safe(detail.opened_by)}")
     if detail.closed_by:
         typer.echo(f"closed by:  {safe(detail.closed_by)}")
+    typer.echo(f"anomalies:  {', '.join(safe(a) for a in detail.anomalies) if detail.anomalies else 'none'}")
     typer.echo(f"participants ({len(detail.participants)}):")
     for participant in detail.participants:
         count = participant.record_count
         typer.echo(
             f"  {safe(participant.actor)}  {safe(participant.role)}  {safe(count)} record{'s' if count != 1 else ''}"
         )
+
+
+@thread_app.command("fork")
+def thread_fork(
+    parent: str = typer.Argument(..., help="The parent thread id."),
+    goals: list[str] = typer.Argument(..., help="One goal per sub-thread (1-64)."),
+    join: str | None = typer.Option(
+        None, "--join", help="Join predicate: all, any, k_of_n:K, or cel:<expression> (default all)."
+    ),
+    tasks: bool = typer.Option(False, "--tasks", help="Open each child as a task (with an allocated alias)."),
+    output: str = OUTPUT,
+    url: str | None = URL,
+) -> None:
+    """Fork sub-threads from a thread; the parent closes by itself when its join predicate holds (seed 003).
+
+    Example: spl thread fork th_deploy_v2 "build image" "run migrations" --join k_of_n:1
+    """
+    body: dict[str, Any] = {"goals": goals, "tasks": tasks}
+    if join is not None:
+        body["join"] = parse_join_option(join)
+    reply = call(client_for(url), "POST", f"/v1/threads/{quote(parent, safe='')}/fork", json_body=body)
+    fork = reply.into(ForkAnswer)
+    if wants_json(output):
+        emit_json(reply.payload)
+        return
+    print_fork(fork)
 
 
 def fetch_thread_records(

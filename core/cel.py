@@ -48,7 +48,7 @@ stack: an expression is at most :data:`MAX_EXPRESSION` characters, nests at most
 evaluation spends at most ``max_steps`` steps (:data:`MAX_STEPS` by default). A step is one node evaluated, one
 macro iteration, one pair of values compared, one element of a list built by ``+``, 16 characters of a string built
 by ``+`` or 64 scanned by ``contains``: memory grows with steps, so the budget bounds it too. The worst expression
-within the budget runs in tens of milliseconds (see ``docs/joins.md``).
+within the budget runs in tens of milliseconds (see ``docs/tasks.md``, "Join predicates").
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ __all__ = [
 
 MAX_EXPRESSION = 1024  # characters
 MAX_DEPTH = 24  # nesting levels; CEL's own limits ask implementations for at least 12
-MAX_STEPS = 50_000  # per evaluation: ≤ ~25 ms of the event loop (docs/joins.md)
+MAX_STEPS = 50_000  # per evaluation: ≤ ~25 ms of the event loop (docs/tasks.md)
 MAX_VALUE_DEPTH = 32  # nesting of a variable's value (a list of maps is 2)
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 

@@ -1,25 +1,33 @@
-"""Thread routes: listing, fold state, records, and the live SSE watch (spec §3.7, §15.11)."""
+"""Thread routes: listing, fold state, records, the live SSE watch (spec §3.7, §15.11), minting thread ids,
+forking sub-threads, and a parent's tree and join status (seed 003, issue 12)."""
 
 from __future__ import annotations
 
+import time
 import weakref
 from collections.abc import AsyncIterator
+from typing import Any
 
 import trio
 from quart import Blueprint, Response, request
 
 from spl.actors.hub import Subscription
+from spl.core import tasks as task_fold
+from spl.core.actor_registry import check_did
 from spl.core.cursor import decode_cursor, encode_cursor
-from spl.core.errors import NotFound
+from spl.core.errors import InvalidRequest, NotFound
 from spl.core.record import validate_thread
+from spl.core.reserved import refuse_reserved
 from spl.core.stored import StoredRecord
+from spl.core.threadids import new_nonce, random_thread, sub_thread, task_thread
 from spl.store import queries
 from spl.transport import sse
 from spl.transport.auth import reads_configuration, require, require_thread_readable
-from spl.transport.context import services
-from spl.transport.requests import int_arg
+from spl.transport.context import caller, services
+from spl.transport.requests import MAX_INT, int_arg, json_body
 from spl.transport.responses import json_response
 from spl.transport.routes_records import MAX_LIMIT, list_response
+from spl.transport.routes_tasks import fork_children, join_view, tree_view
 from spl.transport.services import Services
 
 __all__ = ["blueprint"]
@@ -55,6 +63,83 @@ async def list_threads() -> Response:
     threads = threads[:limit]
     next_cursor = encode_cursor(threads[-1]["last_sequence"]) if has_more else None
     return json_response({"object": "list", "data": threads, "has_more": has_more, "next_cursor": next_cursor})
+
+
+MAX_NONCE = 128
+
+
+def _mint_request(payload: Any) -> tuple[str, dict[str, Any]]:
+    """(thread, seed) for a ``POST /v1/threads`` body; every input bounded and checked."""
+    if not isinstance(payload, dict):
+        raise InvalidRequest("POST /v1/threads takes a JSON object ({} for a random thread id)")
+    kind = payload.get("kind")
+    allowed = {None: {"kind"}, "task": {"kind", "alias", "nonce"}, "sub": {"kind", "parent", "actor", "timestamp_us"}}
+    if kind not in allowed:
+        raise InvalidRequest("'kind' is 'task', 'sub', or left out for a random thread id", code="INVALID_KIND")
+    unknown = sorted(str(key)[:40] for key in payload if key not in allowed[kind])
+    if unknown:
+        raise InvalidRequest(f"a {kind or 'random'} thread id does not take {', '.join(unknown[:5])}")
+    if kind is None:
+        return random_thread(), {"kind": "random"}
+    if kind == "task":
+        alias = task_fold.validate_alias(payload.get("alias"))
+        nonce = payload.get("nonce")
+        if nonce is None:
+            nonce = new_nonce()
+        elif not isinstance(nonce, str) or not 0 < len(nonce) <= MAX_NONCE or not nonce.isprintable():
+            raise InvalidRequest(f"'nonce' must be 1-{MAX_NONCE} printable characters", code="INVALID_NONCE")
+        return task_thread(alias, nonce), {"kind": "task", "alias": alias, "nonce": nonce}
+    parent = validate_thread(payload.get("parent"), "parent")
+    actor = payload.get("actor")
+    actor = services().local.did if actor is None else check_did(actor, "actor")
+    stamp = payload.get("timestamp_us")
+    if stamp is None:
+        stamp = time.time_ns() // 1000
+    elif type(stamp) is not int or not 0 <= stamp <= MAX_INT:
+        raise InvalidRequest(f"'timestamp_us' must be an integer from 0 to {MAX_INT}", code="INVALID_TIMESTAMP")
+    return sub_thread(parent, actor, stamp), {"kind": "sub", "parent": parent, "actor": actor, "timestamp_us": stamp}
+
+
+@blueprint.post("/v1/threads")
+async def mint_thread() -> Response:
+    """Mint a thread id (seed 003 "Thread identity"); writes nothing, so the same inputs give the same id."""
+    require(caller(), "threads:write")
+    thread, seed = _mint_request(await json_body(services().config.max_body_bytes))
+    return json_response({"object": "thread_id", "thread": thread, "seed": seed})
+
+
+@blueprint.post("/v1/threads/<thread>/fork")
+async def fork_thread(thread: str) -> Response:
+    """Fork sub-threads from ``thread``: ``{"goals": [...], "join"?, "tasks"?: false}`` (201, the children)."""
+    require(caller(), "threads:write")
+    validate_thread(thread)
+    refuse_reserved(thread)
+    payload = await json_body(services().config.max_body_bytes)
+    if not isinstance(payload, dict) or not set(payload) <= {"goals", "join", "tasks", "assignee"}:
+        raise InvalidRequest("a fork takes a JSON object with 'goals' and optionally 'join', 'tasks', 'assignee'")
+    as_tasks = payload.pop("tasks", False)
+    if not isinstance(as_tasks, bool):
+        raise InvalidRequest("'tasks' is true or false")
+    return json_response(await fork_children(thread, payload, as_tasks=as_tasks), 201)
+
+
+@blueprint.get("/v1/threads/<thread>/tree")
+async def thread_tree(thread: str) -> Response:
+    require(caller(), "records:read")
+    validate_thread(thread)
+    require_thread_readable(caller(), thread)
+    return json_response(await tree_view(thread))
+
+
+@blueprint.get("/v1/threads/<thread>/join")
+async def thread_join(thread: str) -> Response:
+    require(caller(), "records:read")
+    validate_thread(thread)
+    require_thread_readable(caller(), thread)
+    view = await join_view(thread)
+    if view["state"] is None:
+        raise NotFound(f"thread {thread} has no records on this instance; list threads with `spl thread list`")
+    return json_response(view)
 
 
 @blueprint.get("/v1/threads/<thread>")

@@ -20,6 +20,7 @@ from syncropel import Client, Identity
 from spl.core.genesis import GENESIS_THREADS, is_genesis
 from spl.core.identity import verify_record_signature
 from spl.core.manifest import verify_manifest
+from spl.core.reserved import RESERVED_THREADS, is_reserved
 from spl.daemon.launcher import DaemonProcess
 
 SIG = re.compile(r"^[A-Za-z0-9_-]{86}$")  # 64 bytes, base64url, no padding
@@ -41,11 +42,17 @@ def instance_did(process: DaemonProcess) -> str:
 
 
 def all_records(process: DaemonProcess) -> list[dict[str, Any]]:
+    """Every record: the unfiltered listing (data) and each reserved thread by name (it leaves those out)."""
     response = httpx.get(f"{process.url}/v1/records?limit=10000", timeout=30.0)
     assert response.status_code == 200
     records = response.json()["data"]
     assert isinstance(records, list)
-    return records
+    assert not any(is_reserved(record["thread"]) for record in records)
+    for thread in sorted(RESERVED_THREADS):
+        named = httpx.get(f"{process.url}/v1/records", params={"thread": thread, "limit": 10000}, timeout=30.0)
+        assert named.status_code == 200, named.text
+        records.extend(named.json()["data"])
+    return sorted(records, key=lambda record: record["sequence"])
 
 
 def manifest(process: DaemonProcess, headers: dict[str, str] | None = None) -> dict[str, Any]:
