@@ -29,7 +29,6 @@ from spl.actors.loop import next_message
 from spl.actors.writer import WriterClient
 from spl.core import joins
 from spl.core.errors import SplError
-from spl.core.record import validate_envelope
 from spl.core.stored import Accepted
 from spl.runtime.backoff import Backoff
 from spl.runtime.supervisor import ChildContext
@@ -134,13 +133,7 @@ class Joiner:
         if namespace and namespace != "default":
             for body in bodies:
                 body.setdefault("namespace", namespace)
-        did = self._local.did
-        envelopes = [
-            validate_envelope(
-                {"act": "KNOW", "actor": did, "thread": row.parent, "clock": self._local.next_clock(), "body": body}
-            )
-            for body in bodies
-        ]
+        envelopes = [self._local.instance_envelope(row.parent, "KNOW", body) for body in bodies]
         outcomes_written = await self._writer.ingest([self._local.sign(envelope) for envelope in envelopes])
         for outcome in outcomes_written:
             if not isinstance(outcome, Accepted):
