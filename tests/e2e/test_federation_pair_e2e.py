@@ -415,7 +415,7 @@ async def test_kill_9_during_catch_up_converges_with_nothing_lost_or_doubled(
     the source's records (the cursor commits with the records it covers)."""
     a = await start_node(daemon_factory, "a")
     b = await start_node(daemon_factory, "b")
-    total = 20_000  # a few seconds of catch-up: long enough to kill either side in the middle of it
+    total = 10_000  # ten pull pages, a second or two of catch-up: the kill lands in the middle of it
     async with client() as http:
         pair_id = await paired(http, a, b, mode="on-demand")
         await _push_many(http, b, "th_bulk", total)
