@@ -120,7 +120,8 @@ class Joiner:
         outcomes[row.child] = this
         namespace = spec.get("namespace")
         bodies = [joins.synthesis_body(this)]
-        if spec["state"] not in CLOSED_PARENT and spec["opened_by"] is not None:
+        too_many = len(children) > task_store.MAX_CHILDREN  # decided over all or not at all (docs/tasks.md)
+        if spec["state"] not in CLOSED_PARENT and spec["opened_by"] is not None and not too_many:
             try:
                 predicate = joins.parse_join(spec["join"])
             except SplError:

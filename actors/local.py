@@ -19,6 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 from spl.actors.writer import WriterClient, accepted
+from spl.core import joins
+from spl.core.errors import SplError
 from spl.core.identity import Identity
 from spl.core.namespaces import NAMESPACE_KIND, REGISTRY_THREAD
 from spl.core.record import Envelope, validate_envelope
@@ -46,6 +48,30 @@ class SystemClock:
     def next(self) -> int:
         self._last = max(self._last + 1, self._now())
         return self._last
+
+
+JOINER_KINDS = frozenset({joins.SYNTHESIS_KIND, joins.CLOSED_KIND, joins.FAILED_KIND})
+
+
+class JoinerKind(SplError):
+    status = 403
+    type = "permission_error"
+    code = "RESERVED_KIND"
+
+
+def refuse_joiner_kind(body: Any) -> None:
+    """403 for a client's record of a kind only the joiner writes (``spl.actors.joiner``).
+
+    The commit counts a parent's synthesis by its kind and its signer, and this instance signs every record
+    it accepts: a client's forged ``core.join.child_closed.v1`` would settle a real close and feed a false
+    outcome into the parent's join. The joiner does not come through here.
+    """
+    kind = body.get("kind") if isinstance(body, dict) else None
+    if kind in JOINER_KINDS:
+        raise JoinerKind(
+            f"records of kind {kind} are written only by this steward's joiner (a parent's record of a child's "
+            "close); emit another kind"
+        )
 
 
 class LocalRecords:
@@ -85,6 +111,7 @@ class LocalRecords:
             StorageFull, StoreCorrupt, Unavailable, SplError: the commit failed.
         """
         refuse_reserved(envelope.thread)
+        refuse_joiner_kind(envelope.body)
         (outcome,) = await self._writer.ingest([self.sign(envelope)])
         return accepted(outcome)
 
@@ -138,6 +165,7 @@ class LocalRecords:
         """
         for envelope in envelopes:
             refuse_reserved(envelope.thread)
+            refuse_joiner_kind(envelope.body)
         outcomes = await self._writer.ingest([self.sign(envelope) for envelope in envelopes])
         return [accepted(outcome) for outcome in outcomes]
 

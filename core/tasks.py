@@ -61,7 +61,7 @@ _ACTIVE_ACTS = ("DO", "CALL", "GET", "PUT", "MAP")
 
 # An alias: letters, digits, '_', '.', '-', starting with a letter; never a thread id (those start with "th_"
 # and are longer), so `spl task show X` can tell the two apart. Allocated ones are TASK-0001, TASK-0002, ...
-ALIAS = re.compile(r"\A[A-Za-z][A-Za-z0-9_.-]{0,63}\Z")
+ALIAS = re.compile(r"\A(?!th_)[A-Za-z][A-Za-z0-9_.-]{0,63}\Z")
 _ALLOCATED = re.compile(r"\ATASK-([0-9]{1,12})\Z")
 MAX_TEXT = 2000  # title, criteria item, reason: characters kept
 MAX_SHORT = 128  # assignee, domain, priority, label
@@ -186,7 +186,8 @@ def _changed(head: TaskHead, before: str) -> str | None:
 def validate_alias(alias: object) -> str:
     if not isinstance(alias, str) or ALIAS.fullmatch(alias) is None:
         raise InvalidRequest(
-            "a task alias is 1-64 characters: a letter, then letters, digits, '_', '.' or '-' (e.g. TASK-0042)",
+            "a task alias is 1-64 characters: a letter, then letters, digits, '_', '.' or '-' (e.g. TASK-0042), "
+            "and never starts with 'th_' (that names a thread)",
             code="INVALID_ALIAS",
         )
     return alias

@@ -261,7 +261,7 @@ class Daemon:
             check_store(db)
         except StoreDamaged as exc:
             raise ServeError(str(exc)) from None
-        connection = connect_writer(db, upgrade_progress=_upgrade_reporter())
+        connection = connect_writer(db, upgrade_progress=_upgrade_reporter(), own_did=self.identity.did)
         try:
             write_missing_genesis(connection, self.identity)  # a home from an older spl, or a new identity
             return TokenBook(load_tokens(connection))

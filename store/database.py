@@ -134,6 +134,7 @@ CREATE TABLE IF NOT EXISTS tokens (
 CREATE TABLE IF NOT EXISTS tasks (
     thread      TEXT PRIMARY KEY,
     alias       TEXT NOT NULL,
+    alias_number INTEGER,  -- N of an allocated alias TASK-N (NULL for a chosen one): the next is MAX + 1
     status      TEXT NOT NULL,
     assignee    TEXT,
     opened_seq  INTEGER NOT NULL,  -- the opening INTEND's sequence: list order and paging key
@@ -142,6 +143,9 @@ CREATE TABLE IF NOT EXISTS tasks (
 );
 CREATE INDEX IF NOT EXISTS tasks_recent ON tasks(opened_seq);
 CREATE INDEX IF NOT EXISTS tasks_alias ON tasks(alias, opened_seq);
+CREATE INDEX IF NOT EXISTS tasks_alias_number ON tasks(alias_number) WHERE alias_number IS NOT NULL;
+-- GET /v1/actors/{did}: one actor's participation without a walk of every thread's participants.
+CREATE INDEX IF NOT EXISTS participants_actor ON thread_participants(actor);
 CREATE INDEX IF NOT EXISTS tasks_status ON tasks(status, opened_seq);
 CREATE INDEX IF NOT EXISTS tasks_assignee ON tasks(assignee, opened_seq);
 CREATE TABLE IF NOT EXISTS task_labels (
@@ -156,9 +160,10 @@ CREATE TABLE IF NOT EXISTS sub_threads (
     child       TEXT NOT NULL,
     fork_record TEXT NOT NULL,
     seq         INTEGER NOT NULL,
+    namespace   TEXT NOT NULL,  -- the parent's: a child's close is synthesised only into parents of its own
     PRIMARY KEY (parent, child)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS sub_threads_child ON sub_threads(child);
+CREATE INDEX IF NOT EXISTS sub_threads_child ON sub_threads(child, namespace, seq);
 -- The join predicate of a parent: body.join of its latest INTEND that carries one (raw JSON, parsed by the joiner).
 CREATE TABLE IF NOT EXISTS thread_joins (
     parent    TEXT PRIMARY KEY,
@@ -222,7 +227,11 @@ def _configure(connection: apsw.Connection) -> None:
 
 
 def connect_writer(
-    path: Path, *, max_bytes: int = 0, upgrade_progress: Callable[[int], None] | None = None
+    path: Path,
+    *,
+    max_bytes: int = 0,
+    upgrade_progress: Callable[[int], None] | None = None,
+    own_did: str | None = None,
 ) -> apsw.Connection:
     """The single write connection: WAL, ``synchronous=FULL`` (ack only after a durable COMMIT).
 
@@ -230,14 +239,15 @@ def connect_writer(
     it further fails with SQLITE_FULL, which the writer answers as 503 ``STORAGE_FULL``.
     A cap below the current size holds the store at its current size (SQLite never lowers
     ``max_page_count`` below the pages in use). Opening a store from an older spl upgrades
-    it first; ``upgrade_progress`` hears how many records a long upgrade has folded so far.
+    it first; ``upgrade_progress`` hears how many records a long upgrade has folded so far, and
+    ``own_did`` (the daemon passes it) tells the re-fold which records this instance signed.
     """
     connection = apsw.Connection(str(path))
     try:
         _configure(connection)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=FULL")
-        _set_up_schema(connection, upgrade_progress)
+        _set_up_schema(connection, upgrade_progress, own_did)
         if max_bytes > 0:
             page_size = _scalar(connection, "PRAGMA page_size")
             connection.execute(f"PRAGMA max_page_count={max(1, max_bytes // page_size)}")
@@ -253,7 +263,9 @@ def _scalar(connection: apsw.Connection, sql: str, bindings: Sequence[Any] = ())
     return None
 
 
-def _set_up_schema(connection: apsw.Connection, progress: Callable[[int], None] | None = None) -> None:
+def _set_up_schema(
+    connection: apsw.Connection, progress: Callable[[int], None] | None = None, own_did: str | None = None
+) -> None:
     """Create the tables of a new store, or bring an older one up to ``SCHEMA_VERSION``, in one transaction.
 
     Version 3 → 4 adds the token columns; the namespace index is checked on every open (see
@@ -281,11 +293,11 @@ def _set_up_schema(connection: apsw.Connection, progress: Callable[[int], None] 
                 )
                 connection.execute("DROP TABLE sync_cursors")
         if version is not None and int(version) < 3:
-            _upgrade_to_3(connection, progress)
+            _upgrade_to_3(connection, progress, own_did)
         if version is not None and int(version) < 4:
             _upgrade_to_4(connection)
         if version is not None and 3 <= int(version) < 5:  # below 3, _upgrade_to_3 folded with today's rules
-            _upgrade_to_5(connection, progress)
+            _upgrade_to_5(connection, progress, own_did)
         _ensure_namespace_index(connection, progress)
         if version is None or int(version) < SCHEMA_VERSION:
             connection.execute(
@@ -295,7 +307,7 @@ def _set_up_schema(connection: apsw.Connection, progress: Callable[[int], None] 
             )
 
 
-def _upgrade_to_3(connection: apsw.Connection, progress: Callable[[int], None] | None) -> None:
+def _upgrade_to_3(connection: apsw.Connection, progress: Callable[[int], None] | None, own_did: str | None) -> None:
     """Add the per-thread projection columns and fill every projection from the records (once)."""
     for table, column, definition in (
         ("records", "ordinal", "INTEGER NOT NULL DEFAULT 0"),
@@ -307,7 +319,7 @@ def _upgrade_to_3(connection: apsw.Connection, progress: Callable[[int], None] |
             connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
     started = time.monotonic()
     log.info("upgrading the store to schema 3: folding every thread once (a big store takes a while)")
-    records = rebuild_threads(connection, progress)
+    records = rebuild_threads(connection, progress, own_did)
     log.info("store upgraded: %d records folded in %.1f s", records, time.monotonic() - started)
 
 
@@ -324,7 +336,7 @@ def _upgrade_to_4(connection: apsw.Connection) -> None:
             connection.execute(f"ALTER TABLE tokens ADD COLUMN {column} {definition}")
 
 
-def _upgrade_to_5(connection: apsw.Connection, progress: Callable[[int], None] | None) -> None:
+def _upgrade_to_5(connection: apsw.Connection, progress: Callable[[int], None] | None, own_did: str | None) -> None:
     """Tasks, sub-threads, joins and the adapter role (issue 12): fold every thread once more.
 
     The new tables were created by the schema script; the role ranks changed (adapter slots in
@@ -332,7 +344,7 @@ def _upgrade_to_5(connection: apsw.Connection, progress: Callable[[int], None] |
     """
     started = time.monotonic()
     log.info("upgrading the store to schema 5: folding every thread and task once (a big store takes a while)")
-    records = rebuild_threads(connection, progress)
+    records = rebuild_threads(connection, progress, own_did)
     log.info("store upgraded: %d records folded in %.1f s", records, time.monotonic() - started)
 
 

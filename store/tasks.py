@@ -90,11 +90,20 @@ def save_task(
     connection: apsw.Connection, thread: str, head: task_fold.TaskHead, opened_seq: int, updated_seq: int, new: bool
 ) -> None:
     connection.execute(
-        "INSERT INTO tasks(thread, alias, status, assignee, opened_seq, updated_seq, head) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?) "
+        "INSERT INTO tasks(thread, alias, alias_number, status, assignee, opened_seq, updated_seq, head) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT(thread) DO UPDATE SET status = excluded.status, updated_seq = excluded.updated_seq, "
         "head = excluded.head",
-        (thread, head.alias, head.status, head.assignee, opened_seq, updated_seq, encode_head(head)),
+        (
+            thread,
+            head.alias,
+            task_fold.alias_number(head.alias),
+            head.status,
+            head.assignee,
+            opened_seq,
+            updated_seq,
+            encode_head(head),
+        ),
     )
     if new and head.labels:
         connection.executemany(
@@ -113,7 +122,9 @@ def _result_text(body: Any) -> str | None:
     return None
 
 
-MAX_PARENTS = 64  # parents one child close is synthesised into (a thread forked into more gets the first 64)
+MAX_PARENTS = 64  # parents of one namespace a child is linked to (a fork beyond links nothing)
+MAX_CHILDREN_SHOWN = 1000  # children listed by a join or tree view
+MAX_CHILDREN = 10_000  # children a join is decided over; a parent with more is never closed by the joiner
 
 
 def child_close(
@@ -123,7 +134,7 @@ def child_close(
     status: str,
     body: Any,
     seq: int,
-    same_namespace: Callable[[str], bool],
+    namespace: str,
 ) -> None:
     """A thread just reached a terminal status: queue one synthesis per parent it was forked from.
 
@@ -133,9 +144,10 @@ def child_close(
     """
     result = _result_text(body)
     parents = [
-        parent
+        str(parent)
         for (parent,) in connection.execute(
-            "SELECT parent FROM sub_threads WHERE child = ? ORDER BY seq LIMIT ?", (child, MAX_PARENTS)
+            "SELECT parent FROM sub_threads WHERE child = ? AND namespace = ? ORDER BY seq LIMIT ?",
+            (child, namespace, MAX_PARENTS),
         )
     ]
     connection.executemany(
@@ -144,7 +156,6 @@ def child_close(
         [
             (seq * MAX_PARENTS + index, parent, child, closer, status, result)  # unique per parent, in close order
             for index, parent in enumerate(parents)
-            if same_namespace(parent)
         ],
     )
 
@@ -158,6 +169,7 @@ def fork(
     *,
     closed_in_transaction: tuple[str, str] | None = None,
     same_namespace: Callable[[str], bool] = lambda child: True,
+    namespace: str = "default",
 ) -> None:
     """A parent INTEND naming ``body.sub_thread`` (and maybe ``body.join``): link the child, keep the predicate.
 
@@ -170,17 +182,27 @@ def fork(
         spec = json.dumps(join, separators=(",", ":"), ensure_ascii=False) if _plain(join) else '"invalid"'
         if len(spec.encode()) > MAX_JOIN_SPEC:
             spec = '"invalid"'
+        # The first INTEND that states a join keeps it: a later one (anyone may write on the thread, peers too)
+        # must not turn `all` into `any`, or into an expression that fails the parent.
         connection.execute(
-            "INSERT INTO thread_joins(parent, join_spec, intend) VALUES (?, ?, ?) "
-            "ON CONFLICT(parent) DO UPDATE SET join_spec = excluded.join_spec, intend = excluded.intend",
+            "INSERT INTO thread_joins(parent, join_spec, intend) VALUES (?, ?, ?) ON CONFLICT(parent) DO NOTHING",
             (parent, spec, record_id),
         )
     child = body.get("sub_thread")
     if not isinstance(child, str) or child == parent or THREAD.fullmatch(child) is None or is_reserved(child):
         return
+    for (links,) in connection.execute(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM sub_threads WHERE child = ? AND namespace = ? LIMIT ?)",
+        (child, namespace, MAX_PARENTS),
+    ):
+        if links >= MAX_PARENTS:
+            # A child joins at most MAX_PARENTS parents of one namespace, so every parent that lists it hears of
+            # its close; counted per namespace, so forks from elsewhere cannot use up the parent's places.
+            return
     connection.execute(
-        "INSERT INTO sub_threads(parent, child, fork_record, seq) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        (parent, child, record_id, seq),
+        "INSERT INTO sub_threads(parent, child, fork_record, seq, namespace) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT DO NOTHING",
+        (parent, child, record_id, seq, namespace),
     )
     if not connection.changes():
         return
@@ -275,11 +297,12 @@ def outbox(connection: apsw.Connection, limit: int = 64) -> list[OutboxRow]:
 
 
 def _task_view(row: tuple[Any, ...]) -> dict[str, Any]:
-    thread, opened_seq, updated_seq, text, record_count, created_at, updated_at = row
+    thread, opened_seq, updated_seq, text, record_count, created_at, updated_at, namespace = row
     head = decode_head(text)
     return {
         "object": "task",
         "thread": thread,
+        "namespace": namespace,
         "alias": head.alias,
         "status": head.status,
         "title": head.title,
@@ -302,7 +325,7 @@ def _task_view(row: tuple[Any, ...]) -> dict[str, Any]:
 
 _VIEW_SQL = (
     "SELECT t.thread, t.opened_seq, t.updated_seq, t.head, th.record_count, "
-    "(SELECT created_at FROM records WHERE seq = t.opened_seq), th.updated_at "
+    "(SELECT created_at FROM records WHERE seq = t.opened_seq), th.updated_at, th.namespace "
     "FROM tasks AS t LEFT JOIN threads AS th ON th.thread = t.thread "
 )
 
@@ -355,7 +378,7 @@ def list_tasks(
         params.append(before_seq)
     sql = (
         "SELECT t.thread, t.opened_seq, t.updated_seq, t.head, th.record_count, "
-        "(SELECT created_at FROM records WHERE seq = t.opened_seq), th.updated_at "
+        "(SELECT created_at FROM records WHERE seq = t.opened_seq), th.updated_at, th.namespace "
         f"FROM {source} LEFT JOIN threads AS th ON th.thread = t.thread "
         + (("WHERE " + " AND ".join(where) + " ") if where else "")
         + f"ORDER BY {order} DESC LIMIT ?"
@@ -364,17 +387,13 @@ def list_tasks(
 
 
 def next_alias(connection: apsw.Connection) -> str:
-    """One above the highest allocated alias (``TASK-0001`` for the first).
+    """One above the highest allocated alias number (``TASK-0001`` for the first): one probe of an index.
 
-    Allocated aliases sort by number only within one width; the index walk below reads at most the aliases
-    that start with ``TASK-``, newest first, and the highest number wins.
+    Only ``TASK-`` + digits count (``alias_number``): a chosen alias such as ``TASK-zzz`` never blocks allocation.
     """
     highest = 0
-    for (alias,) in connection.execute(
-        "SELECT alias FROM tasks WHERE alias >= 'TASK-' AND alias < 'TASK.' ORDER BY length(alias) DESC, alias DESC "
-        "LIMIT 1"
-    ):
-        highest = task_fold.alias_number(str(alias)) or 0
+    for (number,) in connection.execute("SELECT MAX(alias_number) FROM tasks WHERE alias_number IS NOT NULL"):
+        highest = int(number or 0)
     return task_fold.format_alias(highest + 1)
 
 
@@ -386,8 +405,8 @@ def children(connection: apsw.Connection, parent: str) -> list[dict[str, Any]]:
             "FROM sub_threads AS s LEFT JOIN threads AS th ON th.thread = s.child "
             "LEFT JOIN tasks AS t ON t.thread = s.child "
             "LEFT JOIN child_outcomes AS o ON o.parent = s.parent AND o.child = s.child "
-            "WHERE s.parent = ? ORDER BY s.seq LIMIT 1000",
-            (parent,),
+            "WHERE s.parent = ? ORDER BY s.seq LIMIT ?",
+            (parent, MAX_CHILDREN_SHOWN),
         )
     )
     out = []
@@ -409,14 +428,15 @@ def children(connection: apsw.Connection, parent: str) -> list[dict[str, Any]]:
 def join_spec(connection: apsw.Connection, parent: str) -> dict[str, Any]:
     """The parent's join predicate as stored (raw wire value; ``"all"`` when none was given) and its opener."""
     spec: Any = "all"
+    stated = False
     for (text,) in connection.execute("SELECT join_spec FROM thread_joins WHERE parent = ?", (parent,)):
-        spec = json.loads(text)
+        spec, stated = json.loads(text), True
     opened_by, state, namespace = None, None, None
     for opened, current, space in connection.execute(
         "SELECT opened_by, state, namespace FROM threads WHERE thread = ?", (parent,)
     ):
         opened_by, state, namespace = opened, current, space
-    return {"join": spec, "opened_by": opened_by, "state": state, "namespace": namespace}
+    return {"join": spec, "stated": stated, "opened_by": opened_by, "state": state, "namespace": namespace}
 
 
 def child_outcomes(connection: apsw.Connection, parent: str) -> list[tuple[str, str, str | None, str]]:
@@ -429,10 +449,12 @@ def child_outcomes(connection: apsw.Connection, parent: str) -> list[tuple[str, 
     ]
 
 
-def fork_children(connection: apsw.Connection, parent: str) -> list[str]:
+def fork_children(connection: apsw.Connection, parent: str, limit: int = MAX_CHILDREN + 1) -> list[str]:
+    """The children forked from ``parent`` in fork order, at most ``limit`` (one more than a join decides over,
+    so the caller can tell a parent with too many)."""
     return [
         str(child)
         for (child,) in connection.execute(
-            "SELECT child FROM sub_threads WHERE parent = ? ORDER BY seq LIMIT 1000", (parent,)
+            "SELECT child FROM sub_threads WHERE parent = ? ORDER BY seq LIMIT ?", (parent, limit)
         )
     ]

@@ -198,15 +198,7 @@ class ThreadBook:
             task_store.synthesised(connection, thread, body, record_id, seq)
         status = touch.status()
         if status != status_before and status in CLOSED and (closer := touch.closer()) is not None:
-            task_store.child_close(
-                connection,
-                thread,
-                closer,
-                status,
-                body,
-                seq,
-                lambda parent: self._namespace_of(connection, parent) == touch.namespace,
-            )
+            task_store.child_close(connection, thread, closer, status, body, seq, touch.namespace)
 
     def _namespace_of(self, connection: apsw.Connection, thread: str) -> str | None:
         """A thread's namespace (its first record's), from this transaction's book or the store."""
@@ -218,9 +210,11 @@ class ThreadBook:
         return None
 
     def _own(self, signer: str | None, actor: str) -> bool:
-        if signer is None:
+        """A record the joiner wrote: authored *and* signed by this instance (clients may not emit its kinds, nor
+        emit as the instance without the admin scope). Without the DID (a bare re-fold), signed by its author."""
+        if signer is None or signer != actor:
             return False
-        return signer == self._own_did if self._own_did is not None else signer == actor
+        return self._own_did is None or signer == self._own_did
 
     def _fold_task(
         self,
@@ -263,7 +257,14 @@ class ThreadBook:
             return self._namespace_of(connection, child) == namespace
 
         task_store.fork(
-            connection, parent, body, record_id, seq, closed_in_transaction=closed, same_namespace=same_namespace
+            connection,
+            parent,
+            body,
+            record_id,
+            seq,
+            closed_in_transaction=closed,
+            same_namespace=same_namespace,
+            namespace=namespace,
         )
 
     def flush(self, connection: apsw.Connection) -> None:
@@ -393,7 +394,9 @@ def since_start(connection: apsw.Connection, thread: str, since_clock: int) -> i
 REBUILD_BATCH = 20_000  # records folded per flush while rebuilding
 
 
-def rebuild_threads(connection: apsw.Connection, progress: Callable[[int], None] | None = None) -> int:
+def rebuild_threads(
+    connection: apsw.Connection, progress: Callable[[int], None] | None = None, own_did: str | None = None
+) -> int:
     """Recompute every thread projection and ordinal from the records, in sequence order; returns the records seen.
 
     Runs inside the caller's transaction (the schema upgrade's). Records are read in
@@ -406,7 +409,7 @@ def rebuild_threads(connection: apsw.Connection, progress: Callable[[int], None]
     connection.execute("DELETE FROM clock_marks")
     for table in ("tasks", "task_labels", "sub_threads", "thread_joins", "join_outbox", "child_outcomes"):
         connection.execute(f"DELETE FROM {table}")  # noqa: S608 - a fixed list of this module's tables
-    book = ThreadBook()
+    book = ThreadBook(own_did=own_did)  # without it (a bare upgrade), a synthesis counts when signer == actor
     ordinals: list[tuple[int, int]] = []
     seen = 0
     after = 0

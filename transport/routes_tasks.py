@@ -18,6 +18,7 @@ The fork, tree and join logic is shared with the plain-thread routes (``routes_t
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import apsw
@@ -68,6 +69,10 @@ class TaskState(Conflict):
     code = "TASK_STATE"
 
 
+class JoinFixed(Conflict):
+    code = "JOIN_FIXED"
+
+
 class ParentClosed(Conflict):
     code = "PARENT_CLOSED"
 
@@ -106,7 +111,7 @@ def parse_join_request(value: Any) -> Any:
 
 
 def _lookup(connection: apsw.Connection, key: str) -> dict[str, Any] | None:
-    """A task by alias, else by thread id (``th_deploy_v2`` is a valid alias and a valid thread)."""
+    """A task by alias, else by thread id (no alias starts with ``th_``, so ``th_…`` always names a thread)."""
     if task_fold.ALIAS.fullmatch(key):
         row = task_store.task_by_alias(connection, key)
         if row is not None:
@@ -257,6 +262,8 @@ async def task_event(key: str) -> Response:
             else "it is already there; see `spl task show`"
         )
         raise TaskState(f"task {row['alias']} is {row['status']}: '{event}' would not change it; {hint}")
+    if row.get("namespace") not in (None, "default"):
+        body["namespace"] = row["namespace"]  # the task's records stay in its namespace (feeds, consent, joins)
     await svc.local.accept(svc.local.instance_envelope(row["thread"], act, body))
     after = await svc.read(task_store.task_row, row["thread"])
     return json_response(after or row)
@@ -314,8 +321,14 @@ async def fork_children(parent: str, payload: dict[str, Any], *, as_tasks: bool)
         raise ParentClosed(
             f"{parent} is {status}: a closed parent takes no children; reopen it first (`spl task reopen`)"
         )
+    if join is not None and spec["stated"] and joins.join_wire(joins.parse_join(spec["join"])) != join:
+        raise JoinFixed(
+            f"{parent}'s join is {json.dumps(spec['join'])}, stated by its first INTEND that carried one, and stays "
+            "so; leave --join out, or fork from a new parent"
+        )
+    namespace = spec["namespace"] if spec["namespace"] not in (None, "default") else None
     for attempt in range(ALIAS_ATTEMPTS):
-        envelopes, children = await _fork_records(parent, goals, join, assignee, as_tasks)
+        envelopes, children = await _fork_records(parent, goals, join, assignee, as_tasks, namespace)
         try:
             await svc.local.accept_many(envelopes)
             break
@@ -326,9 +339,13 @@ async def fork_children(parent: str, payload: dict[str, Any], *, as_tasks: bool)
 
 
 async def _fork_records(
-    parent: str, goals: list[str], join: Any, assignee: str | None, as_tasks: bool
+    parent: str, goals: list[str], join: Any, assignee: str | None, as_tasks: bool, namespace: str | None
 ) -> tuple[list[Envelope], list[dict[str, Any]]]:
-    """The envelopes of one fork (per child: the parent's INTEND, then the child's) and the children."""
+    """The envelopes of one fork (per child: the parent's INTEND, then the child's) and the children.
+
+    Both records carry the parent's namespace: a child in another namespace than its parent is never joined
+    into it (``spl.store.tasks.child_close``), and a pair syncing the namespace must see the fork.
+    """
     svc = services()
     first_number = 0
     if as_tasks:
@@ -348,6 +365,8 @@ async def _fork_records(
             child_body.update(task=True, alias=alias, nonce=new_nonce())
             if assignee is not None:
                 child_body["assignee"] = assignee
+        if namespace is not None:
+            fork_body["namespace"] = child_body["namespace"] = namespace
         envelopes.append(svc.local.instance_envelope(parent, "INTEND", fork_body))
         envelopes.append(svc.local.instance_envelope(child, "INTEND", child_body))
         children.append({"thread": child, "alias": alias, "goal": goal})
@@ -404,19 +423,24 @@ def _join(connection: apsw.Connection, parent: str) -> dict[str, Any]:
         "join": spec["join"],
         "children": children,
     }
+    view["children_truncated"] = len(children) >= task_store.MAX_CHILDREN_SHOWN
     try:
         predicate = joins.parse_join(spec["join"])
     except InvalidRequest as exc:
-        view["decision"] = {"verdict": "unsatisfiable", "reason": f"the join predicate is not valid: {exc.message}"}
+        reason = f"the join predicate is not valid ({exc.message}): the joiner never closes this parent"
+        view["decision"] = {"verdict": "pending", "reason": reason}
+        return view
+    # Decided as the joiner decides: over every child (not the shown page) and every synthesised outcome.
+    forked = task_store.fork_children(connection, parent)
+    if len(forked) > task_store.MAX_CHILDREN:
+        reason = f"more than {task_store.MAX_CHILDREN} children: the joiner never closes this parent"
+        view["decision"] = {"verdict": "pending", "reason": reason}
         return view
     outcomes = {
-        child["thread"]: joins.ChildOutcome(
-            child["thread"], child["outcome"]["status"], child["outcome"]["result"], child["outcome"]["closer"]
-        )
-        for child in children
-        if child["outcome"] is not None
+        child: joins.ChildOutcome(child, status, result, closer)
+        for child, status, result, closer in task_store.child_outcomes(connection, parent)
     }
-    decision = joins.decide(predicate, [child["thread"] for child in children], outcomes)
+    decision = joins.decide(predicate, forked, outcomes)
     view["join"] = joins.join_wire(predicate)
     view["decision"] = {
         "verdict": decision.verdict,

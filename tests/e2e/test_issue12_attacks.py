@@ -100,7 +100,6 @@ def store(tmp_path: Path) -> Iterator[apsw.Connection]:
     connection.close()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="finding 1")
 def test_a_clients_forged_synthesis_settles_nothing(store: apsw.Connection) -> None:
     """A client's KNOW shaped like the joiner's (stored as POST /v1/records stores it) must not settle the row."""
     parent_open = candidate("th_parent", "INTEND", 1, {"goal": "p", "join": "all"})
@@ -120,7 +119,6 @@ def _register_namespaces(connection: apsw.Connection, *names: str) -> None:
         commit(connection, [candidate(REGISTRY_THREAD, "LEARN", clock, body, actor=OWN.did)])
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="finding 3")
 def test_forks_from_another_namespace_do_not_crowd_out_the_real_parent(store: apsw.Connection) -> None:
     """64 spy parents in ``public`` fork the child first; the real parent in ``team`` must still get its row."""
     _register_namespaces(store, "team", "public")
@@ -144,7 +142,6 @@ def test_forks_from_another_namespace_do_not_crowd_out_the_real_parent(store: ap
     assert [row.parent for row in task_store.outbox(store)] == ["th_real"]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="finding 3")
 def test_every_parent_that_lists_a_child_hears_of_its_close(store: apsw.Connection) -> None:
     """A child forked into 100 parents: each parent that counts it as a child is told, or it waits forever."""
     child_open = candidate("th_shared", "INTEND", 1, {"goal": "shared"})
@@ -167,7 +164,6 @@ def test_every_parent_that_lists_a_child_hears_of_its_close(store: apsw.Connecti
     assert set(listing) <= queued, f"{len(set(listing) - queued)} parents list the child and will never hear of it"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="finding 6")
 def test_a_refold_does_not_take_a_peers_synthesis_for_ours(store: apsw.Connection) -> None:
     """Live, a peer's synthesis settles nothing; the schema upgrade's refold must say the same."""
     parent_open = candidate("th_parent", "INTEND", 1, {"goal": "p"})
@@ -179,12 +175,11 @@ def test_a_refold_does_not_take_a_peers_synthesis_for_ours(store: apsw.Connectio
     commit(store, [peer_says], pulled=True)
     assert len(task_store.outbox(store)) == 1  # held live
     with write_transaction(store):
-        rebuild_threads(store)
+        rebuild_threads(store, own_did=OWN.did)  # as the daemon's upgrade does (connect_writer(own_did=…))
     assert len(task_store.outbox(store)) == 1, "after the refold the real synthesis is no longer owed"
     assert task_store.child_outcomes(store, "th_parent") == []
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="finding 7")
 def test_a_peer_cannot_rewrite_a_parents_join(store: apsw.Connection) -> None:
     """The parent's owner asked for ``all``; a pulled INTEND naming ``any`` must not change what closes it."""
     commit(store, [candidate("th_parent", "INTEND", 1, {"goal": "p", "join": "all"})])
@@ -193,7 +188,6 @@ def test_a_peer_cannot_rewrite_a_parents_join(store: apsw.Connection) -> None:
     assert task_store.join_spec(store, "th_parent")["join"] == "all"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="finding 8")
 def test_showing_one_actor_reads_an_index_not_every_participant_row(store: apsw.Connection) -> None:
     commit(store, [candidate(f"th_{index}", "PUT", 1, {}) for index in range(3)])
     plans = [str(row[3]) for row in store.execute("EXPLAIN QUERY PLAN " + _actor_sql(), ("did:test:a", 1))]
@@ -262,7 +256,6 @@ def _joiner(connection: apsw.Connection) -> Joiner:
     return Joiner(read, LocalRecords(OWN, writer), writer)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="finding 4")
 def test_all_over_1001_children_waits_for_the_1001st(store: apsw.Connection) -> None:
     count = 1001
     records = [candidate("th_big_parent", "INTEND", 1, {"goal": "fan out wide", "join": "all"})]
@@ -336,7 +329,6 @@ async def _thread_records(http: httpx.AsyncClient, thread: str) -> list[dict[str
     return data
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="finding 1")
 def test_a_client_cannot_forge_a_childs_outcome_and_have_the_instance_close_the_parent(
     daemon: DaemonProcess, hostile: str
 ) -> None:
@@ -358,7 +350,8 @@ def test_a_client_cannot_forge_a_childs_outcome_and_have_the_instance_close_the_
                 "outcome": "done",
                 "result": "all green (trust me)",
             }
-            await _emit_ok(mallory, "th_forge_parent", "KNOW", forged, "did:test:mallory")
+            refused = await _emit(mallory, "th_forge_parent", "KNOW", forged, "did:test:mallory")
+            assert refused.status_code == 403 and refused.json()["code"] == "RESERVED_KIND", refused.text
             child_a = "th_forge_parent.a"
             await _emit_ok(http, child_a, "KNOW", {"fulfills": openers[child_a], "summary": "ok"}, owner)
 
@@ -374,20 +367,33 @@ def test_a_client_cannot_forge_a_childs_outcome_and_have_the_instance_close_the_
     trio.run(scenario)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="finding 2")
-def test_a_client_cannot_emit_as_the_instance(daemon: DaemonProcess, hostile: str) -> None:
+def test_a_client_writing_as_the_instance_cannot_write_what_only_the_joiner_writes(
+    daemon: DaemonProcess, hostile: str
+) -> None:
+    """Finding 2, decided: a record's actor is the writer's claim (the SDK's static identities; the CLI writes as
+    the instance by default), vouched for by the instance's signature, not an authorisation. What must hold is
+    that no client — even one claiming the instance's DID — can write the joiner's kinds, the only records the
+    daemon treats as its own on ordinary threads."""
+
     async def scenario() -> None:
         async with _client(daemon, hostile) as mallory:
             identity = await mallory.get("/v1/identity")
             assert identity.status_code == 200, identity.text
             did = identity.json()["did"]
-            answer = await _emit(mallory, "th_as_instance", "KNOW", {"summary": "signed by the daemon"}, did)
-            assert answer.status_code == 403, answer.text
+            for kind in (SYNTHESIS, "core.join.closed.v1", "core.join.failed.v1"):
+                body = {
+                    "kind": kind,
+                    "child": "th_x",
+                    "child_closer": "0" * 64,
+                    "outcome": "done",
+                    "fulfills": "0" * 64,
+                }
+                answer = await _emit(mallory, "th_as_instance", "KNOW", body, did)
+                assert answer.status_code == 403 and answer.json()["code"] == "RESERVED_KIND", answer.text
 
     trio.run(scenario)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="finding 5")
 def test_one_odd_alias_does_not_stop_alias_allocation(daemon: DaemonProcess, hostile: str) -> None:
     async def scenario() -> None:
         async with _client(daemon, daemon.admin_token) as http, _client(daemon, hostile) as mallory:
@@ -426,7 +432,6 @@ def test_a_plain_client_cannot_move_the_kill_switch_or_write_configuration(daemo
     trio.run(scenario)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="finding 9")
 def test_a_fork_of_a_namespaced_parent_joins_it(daemon: DaemonProcess) -> None:
     """``POST /v1/threads/{parent}/fork`` on a parent in namespace ``team``: its child must close the parent."""
     owner = "did:test:owner"
@@ -455,7 +460,6 @@ def test_a_fork_of_a_namespaced_parent_joins_it(daemon: DaemonProcess) -> None:
     trio.run(scenario)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="finding 10")
 def test_an_alias_cannot_shadow_a_thread_id(daemon: DaemonProcess, hostile: str) -> None:
     """``spl task show th_release`` names the thread th_release, not a task someone aliased ``th_release``."""
 
