@@ -160,6 +160,45 @@ def test_any_closes_at_the_first_accept_and_k_of_n_at_the_kth(daemon: DaemonProc
     trio.run(scenario)
 
 
+def test_participants_get_their_roles_and_a_thread_not_opened_by_an_intend_is_flagged(daemon: DaemonProcess) -> None:
+    """Seed 003 "Participants and roles": opener, reviewer (KNOW with a verdict), adapter (dispatch_handled),
+    observer; and "a thread whose first clock is DO or KNOW ... is a bug or a partially-migrated import"."""
+
+    async def scenario() -> None:
+        async with client(daemon) as http:
+            thread = "th_roles"
+            for actor, act, body in (
+                ("did:test:opener", "INTEND", {"goal": "ship"}),
+                ("did:test:adapter", "DO", {"dispatch_handled": True, "summary": "ran it"}),
+                ("did:test:adapter", "KNOW", {"dispatch_handled": True, "summary": "it ran"}),
+                ("did:test:reviewer", "KNOW", {"verdict": "accept"}),
+                ("did:test:observer", "PUT", {"note": "watching"}),
+            ):
+                response = await http.post(
+                    "/v1/records", json=envelope(thread, next(CLOCKS), actor=actor, act=act, body=body)
+                )
+                assert response.status_code == 201, response.text
+            shown = (await http.get(f"/v1/threads/{thread}")).json()
+            roles = {
+                p["actor"].removeprefix("did:test:"): (p["role"], p["record_count"]) for p in shown["participants"]
+            }
+            assert roles == {
+                "opener": ("opener", 1),
+                "adapter": ("adapter", 2),
+                "reviewer": ("reviewer", 1),
+                "observer": ("observer", 1),
+            }
+            assert shown["anomalies"] == []
+            for odd, act in (("th_starts_with_do", "DO"), ("th_only_learn", "LEARN")):
+                response = await http.post("/v1/records", json=envelope(odd, next(CLOCKS), actor=ACTOR, act=act))
+                assert response.status_code == 201, response.text
+                flagged = (await http.get(f"/v1/threads/{odd}")).json()
+                assert flagged["anomalies"] == ["first_record_not_intend"]
+                assert flagged["state"] == ("active" if act == "DO" else "unopened")
+
+    trio.run(scenario)
+
+
 def _close_offline(process: DaemonProcess, child: str, opener: str) -> str:
     """Commit a child's close straight into the stopped daemon's store, as if it was killed right after."""
     identity = process.home.load_identity()

@@ -59,7 +59,7 @@ def histories(draw: st.DrawFn) -> tuple[list[Candidate], list[int]]:
         earlier = [c.envelope.id for c in made]
         named = st.sampled_from(earlier) if earlier else st.just("f" * 64)
         body: dict[str, Any] = {}
-        choice = draw(st.integers(0, 5))
+        choice = draw(st.integers(0, 6))
         if choice == 1:
             body["fulfills"] = draw(named)
         elif choice == 2:
@@ -68,6 +68,8 @@ def histories(draw: st.DrawFn) -> tuple[list[Candidate], list[int]]:
             body["verdict"] = draw(st.sampled_from(["accept", "reject", "maybe"]))
         elif choice == 4:
             body["fulfills"] = ["0" * 64, draw(named)]
+        elif choice == 5:
+            body["dispatch_handled"] = draw(st.sampled_from([True, "yes"]))  # only true earns the adapter role
         made.append(candidate(thread, actor, act, clock, body))
     cuts = sorted(draw(st.lists(st.integers(0, len(made)), max_size=4)))
     return made, cuts
