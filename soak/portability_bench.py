@@ -73,6 +73,7 @@ from spl.core.stored import Candidate
 from spl.daemon.bootstrap import initialise
 from spl.daemon.home import Home
 from spl.daemon.launcher import DaemonProcess
+from spl.soak.arguments import positive_int
 from spl.soak.interrupts import StopSignals
 from spl.soak.procfs import cpu_seconds
 from spl.store.database import connect_reader, connect_writer, write_transaction
@@ -691,13 +692,6 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _positive(text: str) -> int:
-    value = int(text.replace("_", "").replace(",", ""))
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1 (got {text!r})")
-    return value
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["--client"]:  # the client process run_client starts: --client export|import URL FILE
@@ -705,8 +699,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(json.dumps(_client(action, url, Path(path))))
         return
     parser = argparse.ArgumentParser(prog="python -m spl.soak.portability_bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--records", type=_positive, default=1_000_000, help="records in the source store")
-    parser.add_argument("--threads", type=_positive, default=300, help="threads they are spread over")
+    parser.add_argument("--records", type=positive_int, default=1_000_000, help="records in the source store")
+    parser.add_argument("--threads", type=positive_int, default=300, help="threads they are spread over")
     parser.add_argument("--sign-workers", type=int, default=2, help="processes signing the source records")
     parser.add_argument("--workdir", type=Path, help="where the homes and the bundle go (default: a temporary dir)")
     parser.add_argument("--keep", action="store_true", help="keep the homes and the bundle afterwards")

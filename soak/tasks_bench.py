@@ -73,6 +73,7 @@ from spl.core.units import percentile
 from spl.daemon.bootstrap import initialise
 from spl.daemon.home import Home
 from spl.daemon.launcher import DaemonProcess
+from spl.soak.arguments import positive_int
 from spl.store import ingest
 from spl.store import tasks as task_store
 from spl.store.database import connect_reader, connect_writer
@@ -905,13 +906,6 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _positive(text: str) -> int:
-    value = int(text.replace("_", "").replace(",", ""))
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1 (got {text!r})")
-    return value
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m spl.soak.tasks_bench",
@@ -919,11 +913,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         epilog="example: python -m spl.soak.tasks_bench --records 20000 --tasks 1000 --children 20 "
         "(about 20 s; the defaults take about 40 s)",
     )
-    parser.add_argument("--records", type=_positive, default=100_000, help="records on the one thread of part 1")
-    parser.add_argument("--tasks", type=_positive, default=10_000, help="tasks in the store listed in part 2")
-    parser.add_argument("--children", type=_positive, default=200, help="children fanned out and closed in part 3")
-    parser.add_argument("--calls", type=_positive, default=50, help="timed calls per listing query")
-    parser.add_argument("--cli-runs", type=_positive, default=5, help="runs of `spl task list` as a subprocess")
+    parser.add_argument("--records", type=positive_int, default=100_000, help="records on the one thread of part 1")
+    parser.add_argument("--tasks", type=positive_int, default=10_000, help="tasks in the store listed in part 2")
+    parser.add_argument("--children", type=positive_int, default=200, help="children fanned out and closed in part 3")
+    parser.add_argument("--calls", type=positive_int, default=50, help="timed calls per listing query")
+    parser.add_argument("--cli-runs", type=positive_int, default=5, help="runs of `spl task list` as a subprocess")
     parser.add_argument("--workdir", type=Path, help="where the stores and the home go (default: a temporary dir)")
     parser.add_argument("--keep", action="store_true", help="keep them afterwards")
     parser.add_argument("--profile", action="store_true", help="cProfile the task thread's commits (part 1)")
