@@ -56,7 +56,7 @@ from spl.actors.messages import (
     unavailable,
 )
 from spl.core.errors import InvalidRequest, SplError, StorageFull
-from spl.core.fleet_control import FleetState
+from spl.core.fleet_control import UNFREEZE_KIND, FleetState
 from spl.core.stored import Accepted, Candidate, Outcome, StoredRecord
 from spl.core.tokens import TokenInfo
 from spl.runtime.supervisor import ChildContext
@@ -433,6 +433,8 @@ class StoreWriter:
 
 # Body keys of the records that can close a thread or fork one (spl.core.fold, spl.core.tasks, spl.store.tasks).
 _CLOSE_OR_FORK_KEYS = ('"fulfills"', '"cancels"', '"verdict"', '"task_event"', '"sub_thread"', '"join"')
+# ... and the record that lifts a freeze: child closes held by `spl kill --hard` are synthesised at once after it.
+_THAW_KIND = f'"{UNFREEZE_KIND}"'
 
 
 def may_close_or_fork(text: str) -> bool:
@@ -441,7 +443,7 @@ def may_close_or_fork(text: str) -> bool:
     A false positive costs the joiner one indexed read of an empty outbox; a record that closes a thread
     always names one of these keys.
     """
-    return any(key in text for key in _CLOSE_OR_FORK_KEYS)
+    return any(key in text for key in _CLOSE_OR_FORK_KEYS) or _THAW_KIND in text
 
 
 async def in_worker_thread(work: Callable[[], T]) -> T:
