@@ -39,6 +39,8 @@ SCOPES = (
     "federation:subscribe",
     "config:read",
     "config:write",
+    # GET /metrics: what a Prometheus server scrapes; it reads no record, so it is granted apart from them.
+    "metrics:read",
     "admin",
 )
 # \A…\Z and .fullmatch: ^…$ with .match would accept a trailing "\n".

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,7 @@ from spl.transport import (
     routes_federation,
     routes_feed,
     routes_fleet,
+    routes_metrics,
     routes_portability,
     routes_records,
     routes_snapshots,
@@ -67,6 +69,7 @@ from spl.transport import (
 )
 from spl.transport.auth import ANONYMOUS, ANONYMOUS_ADMIN, Caller, presented_token
 from spl.transport.context import SERVICES_KEY, current_request
+from spl.transport.metrics import METRICS_KEY, Metrics
 from spl.transport.responses import error_response, json_response
 from spl.transport.services import Services
 
@@ -285,6 +288,23 @@ def create_app(services: Services) -> QuartTrio:
     app.session_interface = NoSessions()  # type: ignore[assignment]
     # Browsers send the origin lowercased and without a trailing slash; accept config either way.
     cors_origins = frozenset(origin.strip().rstrip("/").lower() for origin in services.config.cors_origins)
+    metrics = Metrics(services)  # GET /metrics (routes_metrics.py); one registry per app, never the global one
+    app.config[METRICS_KEY] = metrics
+
+    @app.before_request
+    async def start_clock() -> None:
+        """Registered before the gates, so the latency of a request they refuse is measured too."""
+        current_request().metrics_started = time.perf_counter()  # type: ignore[attr-defined]
+
+    @app.after_request
+    async def count_request(response: Response) -> Response:
+        """Every answered request, refused ones included, by its route template (never the raw path)."""
+        req = current_request()
+        started = getattr(req, "metrics_started", None)
+        rule = req.url_rule.rule if req.url_rule is not None else None
+        elapsed = time.perf_counter() - started if started is not None else 0.0
+        metrics.requests.observe(rule, req.method, response.status_code, elapsed)
+        return response
 
     @app.before_request
     async def gatekeeper() -> None:
@@ -368,6 +388,7 @@ def create_app(services: Services) -> QuartTrio:
         routes_actors.blueprint,
         routes_tasks.blueprint,
         routes_fleet.blueprint,
+        routes_metrics.blueprint,
     ):
         app.register_blueprint(blueprint)
     return app
