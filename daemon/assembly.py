@@ -328,6 +328,11 @@ class Daemon:
             snapshot=lambda: msgspec.to_builtins(root.snapshot()),
             head_sequence=lambda: writer.head_sequence,
             fleet=lambda: writer.fleet,
+            joiner=lambda: {
+                "synthesised": joiner.synthesised,
+                "closed": joiner.closed,
+                "failing": joiner.last_error is not None,
+            },
             federation=federation,
             bind_host=host,
             local_records=local,

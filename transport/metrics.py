@@ -125,6 +125,22 @@ class StateCollector:
             fleet.add_metric([known], 1.0 if level == known else 0.0)
         yield fleet
 
+        figures = services.joiner()
+        if figures:
+            synthesised = CounterMetricFamily(
+                "spl_joiner_synthesised_total", "Child closes written as their parent's synthesising record"
+            )
+            synthesised.add_metric([], figures["synthesised"])
+            yield synthesised
+            closed = CounterMetricFamily("spl_joiner_parents_closed_total", "Parents closed (or failed) by their join")
+            closed.add_metric([], figures["closed"])
+            yield closed
+            failing = GaugeMetricFamily(
+                "spl_joiner_failing", "1 while the joiner's last write was refused (it retries; see the daemon log)"
+            )
+            failing.add_metric([], 1.0 if figures["failing"] else 0.0)
+            yield failing
+
         yield from self._supervision(services.snapshot(), services.federation)
         yield from self._pairs()
 

@@ -67,6 +67,8 @@ class Services:
     # export reads in a connection of its own, and the private folder an import's upload is spooled to.
     store_path: Path | None = None
     spool_dir: Path | None = None
+    # The joiner's figures (``spl.actors.joiner``): syntheses written, parents closed, whether it is failing now.
+    joiner: Callable[[], dict[str, Any]] = field(default=lambda: {})
     # The kill switch as the store writer holds it (``spl.core.fleet_control``): the HTTP gate reads it.
     fleet: Callable[[], FleetState] = field(default=FleetState)
     adopt_import: Callable[[Identity | None], Awaitable[tuple[str, str]]] = field(default=_cannot_adopt)

@@ -6,6 +6,7 @@ Every wait is a request that answers when the thing happened (``kick?wait=1``); 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,3 +135,32 @@ def test_requests_are_counted_by_route_template_never_by_path(mesh: Mesh) -> Non
     assert any(s.name.endswith("_count") and s.labels["route"] == route and s.value >= 1 for s in latency.samples)
     labels = {value for family in after.values() for s in family.samples for value in s.labels.values()}
     assert "th_private_name" not in str(labels) and f"/v1/sync/pairs/{mesh.pair_id}" not in labels
+
+
+def test_the_joiners_figures_count_a_synthesis_and_a_closed_parent(mesh: Mesh) -> None:
+    node, headers = mesh.b, mesh.admin(mesh.b)
+    before = scrape(mesh)
+    synthesised = sample(before, "spl_joiner_synthesised_total")
+    closed = sample(before, "spl_joiner_parents_closed_total")
+
+    def emit(thread: str, clock: int, act: str, body: dict[str, Any]) -> str:
+        record = envelope(thread, clock, act=act, body=body)
+        response = httpx.post(f"{node.url}/v1/records", json=record, headers=headers, timeout=30)
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
+
+    emit("m.parent", 1, "INTEND", {"goal": "p", "join": "all"})
+    emit("m.parent", 2, "INTEND", {"sub_thread": "m.child"})
+    opener = emit("m.child", 1, "INTEND", {"goal": "c"})
+    emit("m.child", 2, "KNOW", {"fulfills": opener, "summary": "ok"})
+    deadline = time.monotonic() + 20.0
+    while True:  # poll until the joiner's commit closed the parent, then read the figures
+        shown = httpx.get(f"{node.url}/v1/threads/m.parent", headers=headers, timeout=30).json()
+        if shown["state"] == "done" or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    assert shown["state"] == "done"
+    after = scrape(mesh)
+    assert sample(after, "spl_joiner_synthesised_total") == synthesised + 1
+    assert sample(after, "spl_joiner_parents_closed_total") == closed + 1
+    assert sample(after, "spl_joiner_failing") == 0
