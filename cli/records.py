@@ -1,4 +1,4 @@
-"""Record and thread commands: ``spl intend|do|know|learn|emit`` and ``spl thread list|show|records|snapshot|restore``.
+"""Record and thread commands: ``spl intend|do|know|learn|emit``, ``spl thread list|show|records|watch|…``.
 
 Emitting fills what the SDK would: the actor defaults to the instance DID and the clock
 to the current unix time in milliseconds. Should that clock collide (409
@@ -11,6 +11,9 @@ same records print byte-identical text, whatever order the records arrived in.
 
 Text output shows what any client or peer wrote (actors, thread ids, bodies), so every such
 field goes through :func:`spl.cli.output.safe`: no terminal escape and no line of its own.
+
+``spl thread watch`` follows a thread over SSE and resumes after the last record it printed when the stream
+ends (see its help).
 
 ``spl thread snapshot`` streams ``GET /v1/threads/snapshot`` straight to stdout or a 0600 file (never whole in
 memory); ``spl thread restore`` posts one back. The format is :mod:`spl.core.snapshot`.
@@ -596,3 +599,210 @@ def thread_restore(
     typer.echo(f"  failed:       {summary.records_failed}")
     for code, count in sorted(summary.refusals_by_reason.items()):
         typer.echo(f"    {safe(code)}: {count}")
+
+
+# -- watch (issue 13) ----------------------------------------------------------------------
+
+# The daemon sends a heartbeat every `serve.heartbeat_seconds` (15 s by default): a read that waits four times
+# that long has lost the daemon, and the watch reconnects.
+WATCH_READ_TIMEOUT = 60.0
+WATCH_CONNECT_TIMEOUT = 10.0
+BACKOFF_FIRST = 0.2
+BACKOFF_MAX = 5.0
+# A stored record's line: the largest body the daemon takes plus room for its envelope (the same bound
+# `spl thread snapshot` reads a record line with). A longer line is not a record this daemon sent.
+WATCH_MAX_LINE = MAX_LINE_BYTES
+
+
+class _StreamEnded(Exception):
+    """The stream stopped in a way the watch resumes from (``reason`` goes to the stderr line)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _live_start(client: DaemonClient, thread: str) -> int:
+    """Where a live watch starts: after the thread's newest record (0 for a thread with none yet).
+
+    Starting from an explicit sequence rather than "whatever comes next" makes even the first reconnection
+    exact: a stream that drops before its first record resumes after this sequence, and nothing committed in
+    between is missed.
+    """
+    try:
+        reply = call(client, "GET", f"/v1/threads/{quote(thread, safe='')}")
+    except DaemonError as exc:
+        if exc.status == 404 and exc.code != "ROUTE_NOT_FOUND":
+            return 0  # no record yet: everything committed from now on is after sequence 0
+        raise
+    return int(reply.payload.get("last_sequence") or 0)
+
+
+class _Watch:
+    """One ``spl thread watch``: the cursor it resumes from and how it prints.
+
+    ``last`` is the sequence of the last record printed (the SSE ``id:``); each reconnection sends it as
+    ``Last-Event-ID``, so the daemon replays what was committed while the watch was away and nothing is
+    printed twice. Before any record was printed the watch resumes as it started (``--cursor``,
+    ``--from-start``, ``--since-clock``, or live only).
+    """
+
+    def __init__(self, client: DaemonClient, thread: str, *, cursor: int | None, since_clock: int | None) -> None:
+        self.client = client
+        self.path = f"/v1/threads/{quote(thread, safe='')}/watch"
+        self.where = f"GET {client.url}{self.path}"
+        self.last = cursor
+        self.since_clock = since_clock
+        self.as_json = False
+        self.thread = thread
+        self.announced = False
+        self.connected = False  # the current attempt got a stream (200) from the daemon
+
+    def _request(self) -> tuple[dict[str, str], dict[str, int]]:
+        # identity: the bytes are read raw, so that a compressed answer cannot expand past the line bound
+        headers = {"accept": "text/event-stream", "accept-encoding": "identity"}
+        if self.client.token:
+            headers["x-api-key"] = self.client.token
+        if self.last is not None:
+            headers["last-event-id"] = str(self.last)
+            return headers, {}
+        return headers, ({} if self.since_clock is None else {"since_clock": self.since_clock})
+
+    def stream(self, http: Any) -> None:
+        """Read one connection to its end; returns only by raising.
+
+        Raises:
+            _StreamEnded: The daemon ended the stream (lagged, shutting down, closed): resume.
+            CliError: The daemon refused the watch, or sent something no spl daemon sends: stop.
+        """
+        from spl.transport.sse import SseParser
+
+        headers, params = self._request()
+        with http.stream("GET", self.path, headers=headers, params=params) as response:
+            if response.status_code >= 400:
+                response.read()
+                error = _error_from(response, self.where)
+                if response.status_code == 401 and self.client.withheld is not None:
+                    error = DaemonError(401, error.code, f"{error} ({self.client.withheld})")
+                raise error
+            kind = response.headers.get("content-type", "")
+            if not kind.startswith("text/event-stream"):
+                raise CliError(f"{self.where} answered {safe(one_line(kind, 60))}, not an event stream: check --url")
+            self.connected = True
+            if not self.announced:  # once: the watch is subscribed, every later commit will be printed
+                self.announced = True
+                typer.echo(f"watch: following {safe(self.thread)} (Ctrl-C to stop)", err=True)
+            parser = SseParser(WATCH_MAX_LINE, max_line=WATCH_MAX_LINE)
+            for chunk in response.iter_raw():
+                try:
+                    events = parser.feed(chunk)
+                except ValueError:
+                    raise CliError(
+                        f"{self.where} sent a line longer than {WATCH_MAX_LINE} bytes, larger than any record: "
+                        "is it an spl daemon? Check --url"
+                    ) from None
+                for event in events:
+                    self._event(event.event, event.id, event.data)
+        raise _StreamEnded("the daemon closed the stream")
+
+    def _event(self, name: str, sequence: str | None, data: str) -> None:
+        if name == "record.created":
+            self._record(sequence, data)
+        elif name == "server_shutdown":
+            raise _StreamEnded("the daemon is shutting down")
+        elif name == "error":
+            try:
+                error = json.loads(data)
+            except ValueError:
+                error = None
+            if not isinstance(error, dict):
+                raise CliError(f"{self.where} sent an error event that is not a JSON object: check --url")
+            code, message = safe(error.get("code"), 60), safe(one_line(str(error.get("message")), 200))
+            if error.get("code") == "lagged":
+                raise _StreamEnded("this watch fell behind the daemon (lagged)")
+            raise CliError(f"the watch stopped: {code}: {message}")
+        # heartbeats and events this version does not know: nothing to print, the cursor stays
+
+    def _record(self, sequence: str | None, data: str) -> None:
+        from spl.transport.sse import parse_cursor
+
+        try:
+            frame = json.loads(data)
+        except ValueError:
+            frame = None
+        raw = frame.get("record") if isinstance(frame, dict) else None
+        if not isinstance(raw, dict):
+            raise CliError(f"{self.where} sent a record event without a record object: is it an spl daemon?")
+        record = decode_answer(raw, RecordAnswer, self.where)
+        position = parse_cursor(sequence)
+        if position is None:
+            raise CliError(f"{self.where} sent a record without a sequence id: is it an spl daemon? Check --url")
+        if self.as_json:
+            typer.echo(json.dumps(raw, ensure_ascii=True, separators=(",", ":")))
+        else:
+            typer.echo(record_line(record))
+        self.last = position
+
+
+@thread_app.command("watch")
+def thread_watch(
+    thread: str = typer.Argument(..., help="Thread id."),
+    since_clock: int | None = typer.Option(
+        None, "--since-clock", min=0, help="First replay the records with clock > N, then follow."
+    ),
+    from_start: bool = typer.Option(False, "--from-start", help="First replay the whole thread, then follow."),
+    cursor: int | None = typer.Option(
+        None, "--cursor", min=0, help="Start after this sequence (a record's `sequence`, e.g. the last one printed)."
+    ),
+    output: str = OUTPUT,
+    url: str | None = URL,
+) -> None:
+    """Follow a thread live: print each record as it is committed (GET /v1/threads/{thread}/watch, SSE).
+
+    Text: the line `spl thread records` prints; -o json: one record object per line (NDJSON), with its
+    `sequence`. Without an option only new records are printed. When the stream ends (the watch fell behind,
+    the daemon restarted, the connection dropped) it reconnects after a short pause (0.2 s doubling to 5 s)
+    and resumes after the last record printed: nothing is skipped or printed twice. Ctrl-C stops it (exit 130).
+
+    Example: spl thread watch th_orders --from-start -o json | jq -r .act
+    """
+    import httpx
+
+    as_json = wants_json(output)
+    if sum((from_start, cursor is not None, since_clock is not None)) > 1:
+        raise typer.BadParameter("pass at most one of --from-start, --cursor and --since-clock")
+    client = client_for(url)
+    if not from_start and cursor is None and since_clock is None:
+        cursor = _live_start(client, thread)
+    watch = _Watch(client, thread, cursor=0 if from_start else cursor, since_clock=since_clock)
+    watch.as_json = as_json
+    timeout = httpx.Timeout(WATCH_CONNECT_TIMEOUT, read=WATCH_READ_TIMEOUT)
+    pause = BACKOFF_FIRST  # the wait before the next attempt after one that never got an answer
+    first = True
+    try:
+        with httpx.Client(base_url=watch.client.url, timeout=timeout) as http:
+            while True:
+                watch.connected = False
+                try:
+                    watch.stream(http)
+                except _StreamEnded as ended:
+                    reason = ended.reason
+                except httpx.ConnectError:
+                    if first:  # a wrong URL or no daemon at all: say so now rather than retry forever
+                        raise DaemonUnreachable(
+                            f"no daemon answers at {watch.client.url}: start one with `spl serve --daemon` "
+                            "(or check --url / SPL_SERVE_URL)"
+                        ) from None
+                    reason = "the daemon does not answer"
+                except httpx.TimeoutException:
+                    reason = f"nothing arrived within {WATCH_READ_TIMEOUT:.0f}s"
+                except httpx.HTTPError as exc:
+                    reason = f"the connection broke ({type(exc).__name__})"
+                first = False
+                delay = BACKOFF_FIRST if watch.connected else pause  # an answered attempt resets the backoff
+                pause = min(delay * 2, BACKOFF_MAX)
+                where = "as it started" if watch.last is None else f"after sequence {watch.last}"
+                typer.echo(f"watch: {reason}; reconnecting in {delay:g}s, resuming {where}", err=True)
+                time.sleep(delay)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
