@@ -103,6 +103,8 @@ def identity_generate(
     Refuses to replace an existing identity without --force. Records keep their old
     signer; peers that paired with the old DID must pair again. A running daemon keeps
     the old identity until it is restarted (spl serve --stop, then spl serve).
+
+    Example: spl identity generate --force
     """
     from spl.daemon.bootstrap import rotate_identity
 
@@ -168,6 +170,8 @@ def token_mint(
     For a teammate in another namespace pulling a thread with `spl fleet sync add`:
 
     spl token mint --scopes federation:sync --target-namespace their-ns --label "pull by bob"
+
+    Example: spl token mint --scopes records:read,records:write --label ci
     """
     as_json = wants_json(output)
     wanted = _scopes(scopes)
@@ -199,7 +203,10 @@ def token_list(
     output: str = OUTPUT,
     url: str | None = URL,
 ) -> None:
-    """List tokens (GET /v1/tokens): ids, scopes, status. Plaintexts are never stored or shown."""
+    """List tokens (GET /v1/tokens): ids, scopes, status. Plaintexts are never stored or shown.
+
+    Example: spl token list -o json
+    """
     as_json = wants_json(output)
     client = DaemonClient.for_home(_home(), url)
     reply = call(client, "GET", "/v1/tokens")
@@ -223,7 +230,10 @@ def token_revoke(
     output: str = OUTPUT,
     url: str | None = URL,
 ) -> None:
-    """Revoke a token (DELETE /v1/tokens/{token_id}); it is refused at once with 401."""
+    """Revoke a token (DELETE /v1/tokens/{token_id}); it is refused at once with 401.
+
+    Example: spl token revoke "$(spl token list -o json | jq -r '.[0].token_id')"
+    """
     as_json = wants_json(output)
     if token_id.startswith("spl_"):
         raise CliError("pass the token_id shown by `spl token list`, not the token plaintext")
@@ -242,6 +252,8 @@ def token_save(
     """Save a token for this CLI in $SYNCROPEL_HOME/token (mode 0600).
 
     The saved token is used when $SPL_TOKEN is unset, before the home's admin credential.
+
+    Example: spl token save "$(cat ./ci.token)"
     """
     from spl.core.tokens import parse
 
@@ -264,7 +276,10 @@ def namespace_create(
     output: str = OUTPUT,
     url: str | None = URL,
 ) -> None:
-    """Register a namespace (POST /v1/namespaces); parents must exist first (acme before acme/ops)."""
+    """Register a namespace (POST /v1/namespaces); parents must exist first (acme before acme/ops).
+
+    Example: spl namespace create acme/ops --description "operations"
+    """
     as_json = wants_json(output)
     client = DaemonClient.for_home(_home(), url)
     reply = call(client, "POST", "/v1/namespaces", json_body={"id": namespace, "description": description})
@@ -277,7 +292,10 @@ def namespace_create(
 
 @namespace_app.command("list")
 def namespace_list(output: str = OUTPUT, url: str | None = URL) -> None:
-    """List registered namespaces (GET /v1/namespaces), including the implicit default."""
+    """List registered namespaces (GET /v1/namespaces), including the implicit default.
+
+    Example: spl namespace list -o json
+    """
     as_json = wants_json(output)
     client = DaemonClient.for_home(_home(), url)
     reply = call(client, "GET", "/v1/namespaces")

@@ -239,6 +239,8 @@ def doctor(output: str = OUTPUT, url: str | None = URL) -> None:
 
     Prints one line per check (✓ fine, ! warning, ✗ failure) with the fix for each problem.
     Exit status: 0 all fine, 1 warnings, 2 failures.
+
+    Example: spl doctor --fix
     """
     as_json = wants_json(output)
     checks = run_checks(url)

@@ -229,6 +229,8 @@ def sync_add(
     The peer's DID is in GET <peer>/v1/identity. Prints the new pair_id on stdout
     (details and any warning on stderr), so PAIR=$(spl fleet sync add …) works.
     For records to flow both ways, add a pair on the peer too (with a token minted here).
+
+    Example: spl fleet sync add did:key:z6Mk… th_orders --peer-url http://peer:9100 --token @peer.token
     """
     as_json = wants_json(output)
     if peer_did is not None and peer_did_arg is not None and thread_arg is None:
@@ -306,13 +308,19 @@ THREAD_FILTER = typer.Option(None, "--thread", "-t", help="Only pairs on this th
 
 @sync_app.command("list")
 def sync_list(thread: str | None = THREAD_FILTER, output: str = OUTPUT, url: str | None = URL) -> None:
-    """List this instance's sync pairs: peer, thread, mode, state, lag, rate, last error."""
+    """List this instance's sync pairs: peer, thread, mode, state, lag, rate, last error.
+
+    Example: spl fleet sync list --thread th_orders
+    """
     _list(thread, output, url)
 
 
 @sync_app.command("pairs")
 def sync_pairs(thread: str | None = THREAD_FILTER, output: str = OUTPUT, url: str | None = URL) -> None:
-    """Same as `spl fleet sync list`."""
+    """Same as `spl fleet sync list`.
+
+    Example: spl fleet sync pairs -o json
+    """
     _list(thread, output, url)
 
 
@@ -369,7 +377,10 @@ def _print_status(pair: Pair, stats: PairStats) -> None:
 
 @sync_app.command("status")
 def sync_status(pair_id: str = PAIR_ARG, output: str = OUTPUT, url: str | None = URL) -> None:
-    """Everything about one pair: state and reason, cursor, lag, failures, refusals, latency, history."""
+    """Everything about one pair: state and reason, cursor, lag, failures, refusals, latency, history.
+
+    Example: spl fleet sync status pair_0123456789abcdef
+    """
     as_json = wants_json(output)
     client = client_for(url)
     pair_id = _resolve(client, pair_id)
@@ -396,7 +407,10 @@ def _control(action: str, pair_id: str, output: str, url: str | None) -> Pair:
 
 @sync_app.command("pause")
 def sync_pause(pair_id: str = PAIR_ARG, output: str = OUTPUT, url: str | None = URL) -> None:
-    """Stop pulling (the cursor is kept); `spl fleet sync resume` goes on from it."""
+    """Stop pulling (the cursor is kept); `spl fleet sync resume` goes on from it.
+
+    Example: spl fleet sync pause pair_0123456789abcdef
+    """
     payload = _control("pause", pair_id, output, url)
     if not wants_json(output):
         typer.echo(f"paused {safe(payload.pair_id)} (state {safe(payload.state)})")
@@ -404,7 +418,10 @@ def sync_pause(pair_id: str = PAIR_ARG, output: str = OUTPUT, url: str | None = 
 
 @sync_app.command("resume")
 def sync_resume(pair_id: str = PAIR_ARG, output: str = OUTPUT, url: str | None = URL) -> None:
-    """Resume a paused pair; it pulls at once from where it stopped."""
+    """Resume a paused pair; it pulls at once from where it stopped.
+
+    Example: spl fleet sync resume pair_0123456789abcdef
+    """
     payload = _control("resume", pair_id, output, url)
     if not wants_json(output):
         # The answer is written before the pair acts on the resume, so do not echo its state.
@@ -417,6 +434,8 @@ def sync_kick(pair_id: str = PAIR_ARG, output: str = OUTPUT, url: str | None = U
     """Pull now instead of at the next poll (also cuts a failing pair's backoff short).
 
     Returns at once; `spl fleet sync pull` waits for the pull and shows what came in.
+
+    Example: spl fleet sync kick pair_0123456789abcdef
     """
     payload = _control("kick", pair_id, output, url)
     if not wants_json(output):
@@ -425,7 +444,10 @@ def sync_kick(pair_id: str = PAIR_ARG, output: str = OUTPUT, url: str | None = U
 
 @sync_app.command("remove")
 def sync_remove(pair_id: str = PAIR_ARG, output: str = OUTPUT, url: str | None = URL) -> None:
-    """Remove a pair: it stops pulling and its stored token is deleted (records already pulled stay)."""
+    """Remove a pair: it stops pulling and its stored token is deleted (records already pulled stay).
+
+    Example: spl fleet sync remove pair_0123456789abcdef
+    """
     payload = _control("remove", pair_id, output, url)
     if not wants_json(output):
         typer.echo(f"removed {safe(payload.pair_id)} (state {safe(payload.state)})")

@@ -67,6 +67,8 @@ def completion(shell: Shell = typer.Argument(..., help="The shell to complete in
       zsh:  source <(spl completion zsh)       (in ~/.zshrc, after compinit)
 
       fish: spl completion fish | source       (in ~/.config/fish/config.fish)
+
+    Example: source <(spl completion bash)
     """
     # typer writes and answers completion scripts but exports no API for it besides --install-completion, which
     # this app leaves off; this is what that option uses (tests/cli/test_cli_basics.py pins it).

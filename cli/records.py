@@ -176,7 +176,10 @@ def do(
     output: str = OUTPUT,
     url: str | None = URL,
 ) -> None:
-    """Record an action: emit a DO record with body {summary} plus --body."""
+    """Record an action: emit a DO record with body {summary} plus --body.
+
+    Example: spl do "deployed v2" --thread th_deploy_v2
+    """
     as_json = wants_json(output)
     fields = _with_namespace({"summary": summary}, namespace)
     if cancels is not None:
@@ -197,7 +200,10 @@ def know(
     output: str = OUTPUT,
     url: str | None = URL,
 ) -> None:
-    """Record an observation: emit a KNOW record with body {summary} plus --body."""
+    """Record an observation: emit a KNOW record with body {summary} plus --body.
+
+    Example: spl know "458/458 tests pass" --thread th_run_tests
+    """
     as_json = wants_json(output)
     fields = _with_namespace({"summary": summary}, namespace)
     if fulfills is not None:
@@ -220,7 +226,10 @@ def learn(
     output: str = OUTPUT,
     url: str | None = URL,
 ) -> None:
-    """Record an insight or lasting decision: emit a LEARN record with body {summary} plus --body."""
+    """Record an insight or lasting decision: emit a LEARN record with body {summary} plus --body.
+
+    Example: spl learn "deploys go out on Tuesdays" --thread th_ops
+    """
     as_json = wants_json(output)
     fields = _with_namespace({"summary": summary}, namespace)
     fields.update(parse_body(body))
@@ -288,7 +297,10 @@ def thread_list(
     output: str = OUTPUT,
     url: str | None = URL,
 ) -> None:
-    """List threads, most recently written first (GET /v1/threads)."""
+    """List threads, most recently written first (GET /v1/threads).
+
+    Example: spl thread list --namespace acme -o json
+    """
     as_json = wants_json(output)
     params = {"limit": limit, "namespace": namespace}
     reply = call(client_for(url), "GET", "/v1/threads", params=params)
@@ -308,7 +320,10 @@ def thread_show(
     output: str = OUTPUT,
     url: str | None = URL,
 ) -> None:
-    """Show a thread's state (open, active, observed, done, cancelled) and its participants."""
+    """Show a thread's state (open, active, observed, done, cancelled) and its participants.
+
+    Example: spl thread show th_deploy_v2
+    """
     as_json = wants_json(output)
     reply = call(client_for(url), "GET", f"/v1/threads/{thread}")
     detail = reply.into(ThreadDetail)
@@ -404,6 +419,8 @@ def thread_records(
     Text: one line per record (id, clock, act, actor, compact body), sorted by clock,
     with nothing instance-specific, so `spl thread records T | sha256sum` matches across
     instances holding the same records. -o json: the stored records in sequence order.
+
+    Example: spl thread records th_deploy_v2 -o json
     """
     as_json = wants_json(output)
     records = fetch_thread_records(client_for(url), thread, limit=limit, since=since)

@@ -55,7 +55,10 @@ __all__ = ["init", "serve", "status", "version"]
 
 
 def version(output: str = OUTPUT) -> None:
-    """Print the spl version."""
+    """Print the spl version.
+
+    Example: spl version
+    """
     if wants_json(output):
         emit_json({"version": VERSION, "python": sys.version.split()[0]})
     else:
@@ -69,7 +72,10 @@ def init(
     if_missing: bool = typer.Option(False, "--if-missing", help="Do nothing when the home already exists."),
     output: str = OUTPUT,
 ) -> None:
-    """Create $SYNCROPEL_HOME (default ~/.syncro): identity, config, store, admin credential."""
+    """Create $SYNCROPEL_HOME (default ~/.syncro): identity, config, store, admin credential.
+
+    Example: spl init   (a second home: SYNCROPEL_HOME=~/.syncro-b spl init)
+    """
     from spl.daemon.bootstrap import initialise
 
     os.umask(PRIVATE_UMASK)
@@ -177,6 +183,8 @@ def serve(
 
     Logs go to stderr (with journald priorities under systemd), or to logs/spl.log with --daemon; SIGHUP
     reopens that file after logrotate moved it. SIGTERM stops gracefully within 10 s; a second one exits at once.
+
+    Example: spl serve --daemon --port 9100
     """
     h = home()
     if stop:
@@ -224,6 +232,8 @@ def status(
     """Show the daemon's health, identity, supervision tree, sync pairs and federation pairs (one line each).
 
     -o json is the daemon's status with the federation pairs added as "federation_pairs" (when it lists them).
+
+    Example: spl status -o json | jq .fleet
     """
     as_json = wants_json(output) or json_flag
     client = DaemonClient.for_home(home(), url)
