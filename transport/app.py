@@ -83,7 +83,8 @@ log = logging.getLogger("spl.http")
 OPEN_ROUTES = frozenset({"/health", "/v1/identity"}) | routes_federation.HANDSHAKE_ROUTES
 OPEN_PREFIX = "/.well-known/"
 # What an emergency freeze still answers to anyone (gate 5): health and identity, and /.well-known/ (discovery).
-EMERGENCY_OPEN_ROUTES = frozenset({"/health", "/v1/identity"})
+# /metrics too: an emergency is when monitoring matters most (the route still needs its metrics:read scope).
+EMERGENCY_OPEN_ROUTES = frozenset({"/health", "/v1/identity", "/metrics"})
 
 # Methods that change something: they must carry a JSON body's media type (gate 3).
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})

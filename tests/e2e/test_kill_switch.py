@@ -123,7 +123,12 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
 @pytest.fixture(scope="module")
 def who(target: DaemonProcess) -> dict[str, dict[str, str]]:
     made = {"admin": {"x-api-key": target.admin_token}}
-    for name, scopes in (("reader", ["records:read"]), ("writer", ["records:write"]), ("config", ["config:read"])):
+    for name, scopes in (
+        ("reader", ["records:read"]),
+        ("writer", ["records:write"]),
+        ("config", ["config:read"]),
+        ("metrics", ["metrics:read"]),
+    ):
         made[name] = {"x-api-key": mint_token(target, scopes, f"kill-e2e {name}")}
     return made
 
@@ -242,6 +247,9 @@ def test_emergency_leaves_health_identity_discovery_and_admin(target: DaemonProc
     frozen(push(target, who["writer"], 4), "emergency")
     for path in ("/health", "/v1/identity", "/.well-known/syncropel"):
         assert call(target, "GET", path, who["reader"]).status_code == 200, path
+    scraped = call(target, "GET", "/metrics", who["metrics"])  # monitoring goes on through an emergency
+    assert scraped.status_code == 200 and 'spl_fleet_frozen{level="emergency"} 1.0' in scraped.text, scraped.text
+    assert call(target, "GET", "/metrics", who["reader"]).status_code == 403  # ... with its own scope still
     assert call(target, "GET", "/health").json()["fleet"] == {"level": "emergency"}
     status = call(target, "GET", "/v1/status", who["admin"])
     assert status.status_code == 200 and status.json()["fleet"]["reason"] == "breach", status.text
