@@ -110,12 +110,8 @@ class Joiner:
         return math.inf
 
     async def _synthesise(self, row: task_store.OutboxRow) -> None:
-        spec = await self._read(task_store.join_spec, row.parent)
-        children = await self._read(task_store.fork_children, row.parent)
-        outcomes = {
-            child: joins.ChildOutcome(child, status, result, closer)
-            for child, status, result, closer in await self._read(task_store.child_outcomes, row.parent)
-        }
+        inputs: task_store.JoinInputs = await self._read(task_store.join_inputs, row.parent)
+        spec, children, outcomes = inputs.spec, inputs.children, inputs.outcomes
         this = joins.ChildOutcome(row.child, row.status, row.result, row.closer)
         outcomes[row.child] = this
         namespace = spec.get("namespace")

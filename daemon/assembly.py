@@ -56,7 +56,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -298,7 +298,8 @@ class Daemon:
         reconciler.bind(writer_client)
         reconciler_client = ReconcilerClient(root.inbox("reconciler"), reconciler)
         local = LocalRecords(self.identity, writer_client)  # the one way a record of this instance is accepted
-        joiner = Joiner(pool_reader(pool), local, writer_client)
+        # Services.read, late-bound: the joiner runs only once the tree does, after `services` below exists.
+        joiner = Joiner(lambda query, *args: services.read(query, *args), local, writer_client)
         writer.nudges = [root.inbox("joiner")]
         host = "127.0.0.1" if self.options.insecure_localhost else self.options.host
         federation = build_federation(
@@ -569,19 +570,6 @@ def _upgrade_reporter() -> Callable[[int], None]:
         )
 
     return report
-
-
-def pool_reader(pool: ReadPool) -> Callable[..., Awaitable[Any]]:
-    """``query(connection, *args)`` on a pooled read connection in a worker thread (``Services.read``'s shape)."""
-
-    async def read(query: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        def run() -> Any:
-            with pool.connection() as connection:
-                return query(connection, *args, **kwargs)
-
-        return await trio.to_thread.run_sync(run)
-
-    return read
 
 
 def _budget(child_id: str) -> float:

@@ -227,26 +227,31 @@ def _plain(value: Any) -> bool:
 def _closed_state(
     connection: apsw.Connection, thread: str, pending: tuple[str, str] | None
 ) -> tuple[str, str, Any] | None:
-    """(terminal status, closing record id, its body) of a closed thread, or ``None`` while it is open."""
-    status, closer = pending if pending is not None else (None, None)
-    for head_text in connection.execute("SELECT head FROM tasks WHERE thread = ?", (thread,)):
-        if pending is not None:
-            break
-        head = decode_head(head_text[0])
-        if head.status in task_fold.TERMINAL:
-            status, closer = head.status, head.closed_by
-        else:
-            return None
-    if status is None:
-        for state, closed_by in connection.execute("SELECT state, closed_by FROM threads WHERE thread = ?", (thread,)):
-            if state in ("done", "cancelled"):
-                status, closer = str(state), closed_by
-    if status is None or closer is None:
+    """(terminal status, closing record id, its body) of a closed thread, or ``None`` while it is open.
+
+    ``pending``: (status, closer) of a close the caller's transaction made and has not written to its tables yet.
+    """
+    closed = pending if pending is not None else _terminal(connection, thread)
+    if closed is None:
         return None
+    status, closer = closed
     body: Any = None
     for (text,) in connection.execute("SELECT json FROM records WHERE id = ?", (closer,)):
         body = json.loads(text).get("body")
-    return status, str(closer), body
+    return status, closer, body
+
+
+def _terminal(connection: apsw.Connection, thread: str) -> tuple[str, str] | None:
+    """(status, closer) of a stored thread that is closed: the task fold's for a task, the thread fold's otherwise."""
+    for (head_text,) in connection.execute("SELECT head FROM tasks WHERE thread = ?", (thread,)):
+        head = decode_head(head_text)
+        if head.status in task_fold.TERMINAL and head.closed_by is not None:
+            return head.status, head.closed_by
+        return None
+    for state, closed_by in connection.execute("SELECT state, closed_by FROM threads WHERE thread = ?", (thread,)):
+        if state in ("done", "cancelled") and closed_by is not None:
+            return str(state), str(closed_by)
+    return None
 
 
 def synthesised(connection: apsw.Connection, parent: str, body: dict[str, Any], record_id: str, seq: int) -> None:
@@ -437,6 +442,26 @@ def join_spec(connection: apsw.Connection, parent: str) -> dict[str, Any]:
     ):
         opened_by, state, namespace = opened, current, space
     return {"join": spec, "stated": stated, "opened_by": opened_by, "state": state, "namespace": namespace}
+
+
+class JoinInputs(msgspec.Struct):
+    """What a parent's join is decided over: its spec (:func:`join_spec`), every child, every synthesised outcome."""
+
+    spec: dict[str, Any]
+    children: list[str]
+    outcomes: dict[str, joins.ChildOutcome]
+
+
+def join_inputs(connection: apsw.Connection, parent: str) -> JoinInputs:
+    """Everything the joiner and the join view decide a parent's join over, in one read."""
+    return JoinInputs(
+        join_spec(connection, parent),
+        fork_children(connection, parent),
+        {
+            child: joins.ChildOutcome(child, status, result, closer)
+            for child, status, result, closer in child_outcomes(connection, parent)
+        },
+    )
 
 
 def child_outcomes(connection: apsw.Connection, parent: str) -> list[tuple[str, str, str | None, str]]:

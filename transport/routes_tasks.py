@@ -431,15 +431,12 @@ def _join(connection: apsw.Connection, parent: str) -> dict[str, Any]:
         view["decision"] = {"verdict": "pending", "reason": reason}
         return view
     # Decided as the joiner decides: over every child (not the shown page) and every synthesised outcome.
-    forked = task_store.fork_children(connection, parent)
+    inputs = task_store.join_inputs(connection, parent)
+    forked, outcomes = inputs.children, inputs.outcomes
     if len(forked) > task_store.MAX_CHILDREN:
         reason = f"more than {task_store.MAX_CHILDREN} children: the joiner never closes this parent"
         view["decision"] = {"verdict": "pending", "reason": reason}
         return view
-    outcomes = {
-        child: joins.ChildOutcome(child, status, result, closer)
-        for child, status, result, closer in task_store.child_outcomes(connection, parent)
-    }
     decision = joins.decide(predicate, forked, outcomes)
     view["join"] = joins.join_wire(predicate)
     view["decision"] = {
