@@ -29,12 +29,15 @@ from spl.cli import (
     config,
     consent,
     debug,
+    discovery,
     doctor,
     federation,
     fleet,
     fleet_control,
+    pairing,
     portability,
     records,
+    rotation,
     server,
     soak,
     tasks,
@@ -105,9 +108,14 @@ GROUPS = (
     ("debug", debug.debug_app),
     ("actor", actors.actor_app),
     ("task", tasks.task_app),
+    ("pair", pairing.pair_app),
 )
 # `spl kill` / `spl unkill` (the kill switch) register their commands from their own module.
-COMMANDS = (*COMMANDS, *fleet_control.COMMANDS, completion)
+COMMANDS = (*COMMANDS, *fleet_control.COMMANDS, discovery.discover, completion)
+# Discovery and rotation commands live in their own modules and join the groups they belong to.
+fleet.sync_app.add_typer(discovery.peers_app, name="peers")
+admin.identity_app.command("publish-did-web")(discovery.publish_did_web)
+admin.identity_app.command("rotate")(rotation.rotate)
 
 # `spl federation soak` shares the group with the pair commands; the soak module stays free of them.
 federation.federation_app.command("soak")(soak.soak)

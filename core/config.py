@@ -128,12 +128,24 @@ class FederationSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     ca_file: FilePath | None = None
 
 
+class MetricsSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[metrics]``: a second listener that serves only ``GET /metrics``, without a token (off unless a port is set).
+
+    On the main listener ``/metrics`` needs the ``metrics:read`` scope; an operator whose scraper cannot send a
+    token opens this one instead, on an address only the scraper reaches (docs/operations.md).
+    """
+
+    host: Host = "127.0.0.1"
+    port: Port | None = None
+
+
 SECTIONS: dict[str, type[msgspec.Struct]] = {
     "instance": InstanceSection,
     "serve": ServeSection,
     "auth": AuthSection,
     "store": StoreSection,
     "federation": FederationSection,
+    "metrics": MetricsSection,
 }
 
 # Keys spl no longer reads, with why: tolerated in any form and reported, never refused.
@@ -158,7 +170,7 @@ class ConfigError(ValueError):
 
 # -- the keys, for people: what each one means (``spl config show``, docs/configuration.md) ---------------
 
-Kind = Literal["str", "optional_url", "optional_str", "int", "seconds", "bool", "origins", "names"]
+Kind = Literal["str", "optional_url", "optional_str", "int", "optional_int", "seconds", "bool", "origins", "names"]
 
 
 @dataclass(frozen=True)
@@ -306,6 +318,19 @@ KEYS: tuple[ConfigKey, ...] = (
         "an integer of 0 or more (0 = no cap)",
         "Refuse writes (503 STORAGE_FULL) once hub.db would grow past this many bytes.",
     ),
+    ConfigKey(
+        "metrics.host",
+        "str",
+        "a host name or IP address such as 127.0.0.1",
+        "Address of the token-free /metrics listener (used only when metrics.port is set).",
+    ),
+    ConfigKey(
+        "metrics.port",
+        "optional_int",
+        "an integer from 0 to 65535, or empty for none",
+        "Port of a second listener that serves only GET /metrics without a token; unset = none (then /metrics "
+        "on the main port needs the metrics:read scope).",
+    ),
 )
 _BY_PATH = {key.path: key for key in KEYS}
 
@@ -363,6 +388,7 @@ class Config(msgspec.Struct, kw_only=True):
     auth: AuthSection = msgspec.field(default_factory=AuthSection)
     store: StoreSection = msgspec.field(default_factory=StoreSection)
     federation: FederationSection = msgspec.field(default_factory=FederationSection)
+    metrics: MetricsSection = msgspec.field(default_factory=MetricsSection)
     obsolete_keys: list[str] = msgspec.field(default_factory=list)
     ignored_sections: list[str] = msgspec.field(default_factory=list)
 
@@ -616,10 +642,12 @@ def parse_value(path: str, typed: str) -> Any:
         if text.lower() not in ("true", "false"):
             raise refuse()
         return text.lower() == "true"
-    if key.kind == "int":
+    if key.kind == "int" or (key.kind == "optional_int" and text):
         if not re.fullmatch(r"-?\d+", text):
             raise refuse()
         return int(text)
+    if key.kind == "optional_int":
+        return None
     if key.kind == "seconds":
         try:
             return parse_duration(text, path)

@@ -64,6 +64,7 @@ from typing import Any
 import msgspec
 import trio
 
+from spl.actors.discovery import Discovery
 from spl.actors.hub import Hub, HubClient
 from spl.actors.joiner import Joiner
 from spl.actors.local import LocalRecords
@@ -84,6 +85,7 @@ from spl.store.tokens import load_tokens
 from spl.transport.app import create_app
 from spl.transport.auth import TokenBook
 from spl.transport.http_server import HttpServer
+from spl.transport.metrics_server import MetricsListener
 from spl.transport.routes_actors import reload_actor_registry
 from spl.transport.services import Services
 
@@ -99,7 +101,7 @@ STOP_LIMIT = 10.0  # seconds from SIGTERM to exit that operators are promised (d
 # interpreter's own exit.
 SHUTDOWN_PLAN = ShutdownPlan(
     (
-        Phase("stop accepting", 0.5, (("watchdog", 0.25),)),
+        Phase("stop accepting", 0.5, (("watchdog", 0.1), ("discovery", 0.2), ("metrics-http", 0.2))),
         Phase("end streams", 2.0, (("http-server", 1.5),)),
         Phase("stop pairs", 2.75, (("federation", 2.0), ("joiner", 0.25), ("reconciler", 0.5))),
         Phase("flush writer", 2.75, (("store-writer", 2.0), ("sse-hub", 0.5))),
@@ -357,11 +359,23 @@ class Daemon:
             )
             federation.endpoint_known()  # pairs whose peer knows another URL of ours are told this one
 
-        http = HttpServer(create_app(services), host, self.options.port, on_bound)
+        app = create_app(services)
+        http = HttpServer(app, host, self.options.port, on_bound)
         try:
             http.bind()  # before any child starts: a refused bind is one line, not a failing child
         except OSError as exc:
             raise ServeError(describe_bind_failure(host, self.options.port, exc)) from None
+        metrics_http: MetricsListener | None = None
+        if self.config.metrics.port is not None:  # [metrics] port: /metrics without a token on its own listener
+            metrics_http = MetricsListener(services, app, self.config.metrics.host, self.config.metrics.port)
+            try:
+                metrics_http.bind()
+            except OSError as exc:
+                raise ServeError(
+                    "[metrics] " + describe_bind_failure(self.config.metrics.host, self.config.metrics.port, exc)
+                ) from None
+        discovery = Discovery(services)
+        services.discovery = discovery
         async with trio.open_nursery() as nursery:
 
             async def run_root(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -395,6 +409,13 @@ class Daemon:
             )
             await add(federation_spec)
             await add(ChildSpec("http-server", http.run, shutdown_budget=_budget("http-server")))
+            if metrics_http is not None:
+                await add(
+                    ChildSpec(
+                        "metrics-http", metrics_http.run, essential=False, shutdown_budget=_budget("metrics-http")
+                    )
+                )
+            await add(ChildSpec("discovery", discovery.run, essential=False, shutdown_budget=_budget("discovery")))
             if not self.urls:
                 self._failure = self._cannot_listen(root, host)
                 root.shutdown()  # a graceful stop of what did start; run_root then ends the nursery

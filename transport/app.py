@@ -56,16 +56,20 @@ from spl.core.text import printable
 from spl.transport import (
     routes_actors,
     routes_admin,
+    routes_discovery,
     routes_federation,
     routes_feed,
     routes_fleet,
     routes_metrics,
+    routes_openapi,
+    routes_pairing,
     routes_portability,
     routes_records,
     routes_snapshots,
     routes_sync,
     routes_tasks,
     routes_threads,
+    routes_ui,
 )
 from spl.transport.auth import ANONYMOUS, ANONYMOUS_ADMIN, Caller, presented_token
 from spl.transport.context import SERVICES_KEY, current_request
@@ -390,6 +394,10 @@ def create_app(services: Services) -> QuartTrio:
         routes_tasks.blueprint,
         routes_fleet.blueprint,
         routes_metrics.blueprint,
+        routes_openapi.blueprint,
+        routes_ui.blueprint,
+        routes_discovery.blueprint,
+        routes_pairing.blueprint,
     ):
         app.register_blueprint(blueprint)
     return app

@@ -76,6 +76,9 @@ class Services:
     # loaded when the app starts (or on first use), each committed registration applied, reloaded after an
     # import (``spl.transport.routes_actors.reload_actor_registry``). None until loaded.
     actor_registry: ActorRegistry | None = None
+    discovery: Any = None  # actors.discovery.Discovery once started (GET /v1/discovery/mdns)
+    # spl identity rotate (issue 14): set by the daemon; None where rotation is not wired (tests' bare apps).
+    rotate_identity: Callable[..., Awaitable[Any]] | None = None
 
     def __post_init__(self) -> None:
         if self.local_records is None:

@@ -170,7 +170,7 @@ def test_sections_spl_does_not_read_are_tolerated_and_reported() -> None:
 def test_the_format_older_spl_wrote_reads_as_the_defaults() -> None:
     config = Config.from_toml(OLD_FORMAT)
     assert config == Config.fresh(DID, "2026-01-01T00:00:00Z")
-    new_keys = ("serve.public_url", *(key.path for key in KEYS if key.section == "federation"))
+    new_keys = ("serve.public_url", *(key.path for key in KEYS if key.section in ("federation", "metrics")))
     assert all(value.source == "file" for value in effective_values(OLD_FORMAT) if value.key.path not in new_keys)
 
 

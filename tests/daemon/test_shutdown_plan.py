@@ -10,6 +10,7 @@ from spl.daemon.assembly import SHUTDOWN_PLAN, STOP_LIMIT
 
 UNIT = Path(__file__).resolve().parents[2] / "docs" / "spl.service"
 ROOT_CHILDREN = {"sse-hub", "store-writer", "reconciler", "joiner", "federation", "http-server", "watchdog"}
+ROOT_CHILDREN |= {"metrics-http", "discovery"}  # [metrics] port's listener; mDNS discovery (issue 14)
 
 
 def service_section() -> configparser.SectionProxy:
@@ -35,6 +36,8 @@ def test_every_child_of_the_root_is_stopped_by_one_phase_in_reverse_start_order(
     # Reverse of the start order (assembly.py): the writer stops after what feeds it and before what it feeds.
     assert SHUTDOWN_PLAN.child_ids == (
         "watchdog",
+        "discovery",
+        "metrics-http",
         "http-server",
         "federation",
         "joiner",

@@ -1,0 +1,9 @@
+"""Routes of issue 13/14 (openapi): placeholder blueprint, registered in transport/app.py."""
+
+from __future__ import annotations
+
+from quart import Blueprint
+
+__all__ = ["blueprint"]
+
+blueprint = Blueprint("openapi", __name__)
