@@ -65,6 +65,7 @@ from spl.transport import (
     routes_pairing,
     routes_portability,
     routes_records,
+    routes_rotation,
     routes_snapshots,
     routes_sync,
     routes_tasks,
@@ -84,7 +85,14 @@ log = logging.getLogger("spl.http")
 # Routes anyone may call, even with auth on (spec §15.19): health and identity, every document
 # under /.well-known/ (discovery), and the federation handshake, whose signed documents are their
 # own authentication (the handshake is what mints the tokens).
-OPEN_ROUTES = frozenset({"/health", "/v1/identity"}) | routes_federation.HANDSHAKE_ROUTES
+OPEN_ROUTES = (
+    frozenset({"/health", "/v1/identity"})
+    | routes_federation.HANDSHAKE_ROUTES
+    | routes_openapi.OPEN_ROUTES  # the API contract is public, like the route table in docs/api.md
+    | routes_ui.OPEN_ROUTES  # the page and its assets (the page asks for a token for its data)
+    | routes_discovery.OPEN_ROUTES  # a did:sync directory's signed registrations and lookups
+    | routes_pairing.OPEN_ROUTES  # a device redeems its one-time code before it has a token
+)
 OPEN_PREFIX = "/.well-known/"
 # What an emergency freeze still answers to anyone (gate 5): health and identity, and /.well-known/ (discovery).
 # /metrics too: an emergency is when monitoring matters most (the route still needs its metrics:read scope).
@@ -398,6 +406,7 @@ def create_app(services: Services) -> QuartTrio:
         routes_ui.blueprint,
         routes_discovery.blueprint,
         routes_pairing.blueprint,
+        routes_rotation.blueprint,
     ):
         app.register_blueprint(blueprint)
     return app

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from quart import Blueprint
 
-__all__ = ["blueprint"]
+__all__ = ["OPEN_ROUTES", "blueprint"]
 
 blueprint = Blueprint("ui", __name__)
+
+# Paths of this module answered without a token even when auth is on (transport/app.py gate 4).
+OPEN_ROUTES: frozenset[str] = frozenset()
