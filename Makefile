@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 SOURCES := core store runtime actors transport daemon soak cli
 PORT ?= 9100
 
-.PHONY: serve test lint types pytest bench clean venv
+.PHONY: serve test lint types pytest bench clean venv browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +38,36 @@ types: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest -q -n 4 --dist loadfile --durations=10
 
-test: lint types pytest
+# The browser test (tests/e2e/test_ui_browser.py) needs Debian's chromium and chromedriver. Installing them takes
+# ~25 s, so it runs in the background while lint and types run, and pytest starts once all three are done.
+test: $(STAMP)
+	@mkdir -p build
+	@$(MAKE) --no-print-directory browser > build/browser-install.log 2>&1 & installing=$$!; \
+	$(MAKE) --no-print-directory lint types; checked=$$?; \
+	wait $$installing; cat build/browser-install.log; exit $$checked
+	@$(MAKE) --no-print-directory pytest
+
+# Installs chromium + chromedriver with apt-get when they are missing and we are root; never fails the build:
+# without them the browser test skips and says why.
+BROWSER_PACKAGES := chromium chromium-driver
+browser:
+	@mkdir -p build; if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then \
+	  echo "browser: /usr/bin/chromium and /usr/bin/chromedriver are installed"; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "browser: no /usr/bin/chromium and no apt-get: the browser test will skip"; \
+	elif [ "$$(id -u)" != 0 ]; then \
+	  echo "browser: no /usr/bin/chromium and not root: the browser test will skip" \
+	       "(install it yourself: sudo apt-get install -y $(BROWSER_PACKAGES))"; \
+	else \
+	  echo "browser: apt-get install -y $(BROWSER_PACKAGES)"; \
+	  if DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(BROWSER_PACKAGES) >build/apt-get.log 2>&1 || \
+	     { echo "browser: apt-get update, then again"; apt-get update -q >>build/apt-get.log 2>&1; \
+	       DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(BROWSER_PACKAGES) >>build/apt-get.log 2>&1; }; then \
+	    echo "browser: installed"; \
+	  else \
+	    echo "browser: apt-get failed (see build/apt-get.log): the browser test will skip"; \
+	  fi; \
+	fi
 
 bench: $(STAMP)
 	$(BIN)/python -m spl.soak.emit_bench

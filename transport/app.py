@@ -96,7 +96,10 @@ OPEN_ROUTES = (
 OPEN_PREFIX = "/.well-known/"
 # What an emergency freeze still answers to anyone (gate 5): health and identity, and /.well-known/ (discovery).
 # /metrics too: an emergency is when monitoring matters most (the route still needs its metrics:read scope).
-EMERGENCY_OPEN_ROUTES = frozenset({"/health", "/v1/identity", "/metrics"})
+# The mesh-health page and its data stream likewise (the stream still needs metrics:read).
+EMERGENCY_OPEN_ROUTES = (
+    frozenset({"/health", "/v1/identity", "/metrics", routes_ui.EVENTS_ROUTE}) | routes_ui.OPEN_ROUTES
+)
 
 # Methods that change something: they must carry a JSON body's media type (gate 3).
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
