@@ -15,25 +15,28 @@ something that is not an spl daemon, a JSON object of the wrong shape) becomes a
 naming the fix. Answers are read through :meth:`Reply.into`, which decodes them into the typed Structs of
 :mod:`spl.cli.answers`.
 
-httpx is imported where a request is made, not at module level: every command imports this module, and
-``spl version`` or ``spl --help`` must not pay for an HTTP stack they never use.
+httpx is imported where a request is made (:func:`load_httpx`), not at module level: every command imports this
+module, and ``spl version`` or ``spl --help`` must not pay for an HTTP stack they never use. A request to an
+``http://`` URL builds no TLS context (:func:`tls_for`): loading the system's CA bundle costs more than the request.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import types
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import msgspec
+if TYPE_CHECKING:  # imported where used: `spl --help` and `spl version` import this module and need none of them
+    import ssl
 
-from spl.cli.answers import Answer, ErrorAnswer
-from spl.daemon.home import Home
-
-if TYPE_CHECKING:
     import httpx
 
-T = TypeVar("T", bound=Answer)
+    from spl.cli.answers import Answer
+    from spl.daemon.home import Home
+
+T = TypeVar("T", bound="Answer")
 
 __all__ = [
     "CliError",
@@ -98,6 +101,8 @@ class Reply:
 
 def decode_answer(payload: Any, kind: type[T], where: str) -> T:
     """``payload`` as ``kind`` (msgspec, strict types); a wrong shape is a one-line :class:`CliError`."""
+    import msgspec
+
     try:
         return msgspec.convert(payload, kind)
     except msgspec.ValidationError as exc:
@@ -113,13 +118,66 @@ def one_line(text: str, limit: int = DETAIL_LIMIT) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
+class _TrioOnFirstUse(types.ModuleType):
+    """Stands in for ``trio`` in httpcore, which imports it at module level only to pick async locks.
+
+    httpcore's ``_synchronization`` module runs ``import trio`` when it is imported (about 0.1 s, a sixth of a
+    CLI command's whole run) although the CLI's synchronous client never touches it. While httpcore is
+    imported this object is ``sys.modules["trio"]``; httpcore keeps it as its ``trio``, and its first attribute
+    read imports the real trio and answers from it, so an async client under trio in the same process still
+    works. Nobody else ever sees it: :func:`load_httpx` puts it back before any other import.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        import importlib
+
+        return getattr(importlib.import_module("trio"), name)
+
+
+def load_httpx() -> types.ModuleType:
+    """``import httpx`` without what a CLI request never uses: trio (see :class:`_TrioOnFirstUse`) and httpx's
+    own command line (``httpx._main``: rich and click, about 40 ms; httpx falls back to a stub ``main``).
+
+    Both stand-ins are removed before this returns, so a later ``import trio`` or ``import httpx._main``
+    anywhere in the process gets the real module.
+    """
+    if "httpx" in sys.modules:
+        return sys.modules["httpx"]
+    stand_ins: dict[str, types.ModuleType | None] = {"httpx._main": None}  # None: "not importable", to import
+    if "httpcore" not in sys.modules and "trio" not in sys.modules:
+        stand_ins["trio"] = _TrioOnFirstUse("trio")
+    modules: dict[str, types.ModuleType | None] = sys.modules  # type: ignore[assignment]  # None is allowed there
+    for name, stand_in in stand_ins.items():
+        modules.setdefault(name, stand_in)
+    try:
+        import httpcore  # noqa: F401  (httpx imports it on its first client; here, while the stand-in is in place)
+        import httpx
+    finally:
+        for name, stand_in in stand_ins.items():
+            if name in sys.modules and sys.modules[name] is stand_in:
+                del sys.modules[name]
+    return httpx
+
+
+def tls_for(url: str) -> ssl.SSLContext | bool:
+    """What ``httpx.Client(verify=...)`` gets for a daemon at ``url``: the default verification for https.
+
+    For plain http, a bare context: httpx would otherwise load the CA bundle (tens of milliseconds) for a
+    connection that never speaks TLS. Should it ever be used, it verifies against no CA at all and fails
+    closed.
+    """
+    import ssl
+
+    return True if url.lower().startswith("https:") else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
 def checked_url(text: str, source: str) -> str:
     """``text`` as a daemon base URL (no trailing ``/``), or a one-line error naming ``source``.
 
     Raises:
         CliError: Not an http(s) URL with a host and a port in range.
     """
-    import httpx
+    httpx = load_httpx()
 
     hint = f"{source} {text!r} is not a daemon URL"
     try:
@@ -135,7 +193,7 @@ def checked_url(text: str, source: str) -> str:
 
 def _same_daemon(a: str, b: str) -> bool:
     """Whether two base URLs name the same origin and path (``http://h:1/`` is ``http://h:1``)."""
-    import httpx
+    httpx = load_httpx()
 
     first, second = httpx.URL(a), httpx.URL(b)
     return (first.scheme, first.host, first.port, first.path.rstrip("/")) == (
@@ -226,7 +284,7 @@ def call(
         DaemonUnreachable: Nothing accepted the connection.
         CliError: Any other failure: a bad URL, a timeout, an answer that is not a JSON object.
     """
-    import httpx
+    httpx = load_httpx()
 
     method = method.upper()
     headers = {"x-api-key": client.token} if client.token else {}
@@ -238,7 +296,9 @@ def call(
     if params:
         kwargs["params"] = {key: value for key, value in params.items() if value is not None}
     try:
-        with httpx.Client(base_url=client.url, timeout=client.timeout, headers=headers) as http:
+        with httpx.Client(
+            base_url=client.url, timeout=client.timeout, headers=headers, verify=tls_for(client.url)
+        ) as http:
             response = http.request(method, path, **kwargs)
     except httpx.ConnectError:
         raise DaemonUnreachable(
@@ -255,6 +315,8 @@ def call(
     where = f"{method} {client.url}{response.request.url.path}"
     if response.status_code >= 400 and not (response.status_code in accept and isinstance(payload, dict)):
         if isinstance(payload, dict):
+            from spl.cli.answers import ErrorAnswer
+
             error = decode_answer(payload, ErrorAnswer, where)
             code = error.code or error.error or "ERROR"
             message = one_line(str(response.text if error.message is None else error.message))

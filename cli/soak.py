@@ -7,8 +7,10 @@ Only :mod:`spl.soak.plan` (pure arithmetic, for the ``--rate`` default) is impor
 the engine is imported when a soak runs.
 
 Exit status: 0 when every window passed, 1 when a window has errors or records that never
-arrived (or the run could not start), 128 + the signal when SIGINT/SIGTERM stopped it (the
-daemons it started are stopped and their homes removed first).
+arrived (or the run could not start), 128 + the signal when SIGINT, SIGTERM or SIGHUP stopped it
+(130, 143, 129): the daemons it started are stopped and their homes removed first, and the figures
+so far go to stderr as a table and, with ``--out``, into its files, marked partial. stdout stays
+empty then: a pipeline reading the CSV never takes a stopped run for a finished one.
 """
 
 from __future__ import annotations
@@ -84,8 +86,9 @@ def soak(
     Lag per record = committed on the receiver minus committed on the source (same
     clock). A window no record reached has empty lag fields (unknown, not 0 ms), and
     one without a queue sample an empty queue field. Exits 1 when any window has
-    errors or records that never arrived. SIGTERM or Ctrl-C stops the daemons it
-    started and removes their homes before it exits.
+    errors or records that never arrived. Ctrl-C, SIGTERM or SIGHUP stops the daemons
+    it started and removes their homes, prints the figures so far on stderr (and
+    writes them, marked partial, to --out), and exits 128 + the signal (130/143/129).
 
     Examples: spl federation soak --csv --scale 0.01 --faults;
     spl federation soak --scale 0.1 --rate 921 --out soak-100x
@@ -120,6 +123,13 @@ def soak(
     except (SoakError, ValueError) as exc:  # a DurationError is a ValueError
         raise CliError(f"soak: {exc}") from None
     except SoakInterrupted as stop:
+        if stop.partial is not None:
+            typer.echo(format_table(stop.partial.rows), err=True)
+            for note in stop.partial.notes:
+                typer.echo(f"note: {note}", err=True)
+            if out is not None:
+                for path in write_outputs(stop.partial, out):
+                    typer.echo(f"wrote {path} (partial)", err=True)
         typer.echo(f"soak: stopped by {stop}; the daemons it started are stopped and their homes removed", err=True)
         raise SystemExit(stop.exit_status) from None
     if csv:

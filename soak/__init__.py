@@ -8,7 +8,7 @@ The soak, bottom up:
   (the figures of a finished run), :mod:`~spl.soak.config` (what a run does);
 - local processes: :mod:`~spl.soak.procfs` (RSS, fds, CPU from /proc), :mod:`~spl.soak.cluster`
   (the throw-away daemons), :mod:`~spl.soak.relay` (a byte-counting TCP relay process),
-  :mod:`~spl.soak.interrupts` (SIGTERM stops a run like Ctrl-C);
+  :mod:`~spl.soak.interrupts` (SIGTERM and SIGHUP stop a run like Ctrl-C);
 - the run: :mod:`~spl.soak.session` (shared context), :mod:`~spl.soak.raw_http` (the emit client),
   :mod:`~spl.soak.pairing`, :mod:`~spl.soak.emitter`, :mod:`~spl.soak.readback`,
   :mod:`~spl.soak.samplers`, :mod:`~spl.soak.workload`, and :mod:`~spl.soak.run` (``run_soak``),

@@ -23,6 +23,7 @@ __all__ = [
     "WindowFigures",
     "aggregate",
     "error_deltas_by_window",
+    "error_points",
     "lag_ms",
     "problems",
     "queue_max_by_window",
@@ -118,17 +119,14 @@ def queue_max_by_window(windows: Sequence[Window], samples: Iterable[QueueSample
     return result
 
 
-def error_deltas_by_window(windows: Sequence[Window], samples: Iterable[ErrorSample]) -> list[int]:
-    """Pair-level errors that happened in each window, from samples of ``errors_total``.
+def error_points(samples: Iterable[ErrorSample]) -> list[tuple[float, int]]:
+    """Pair-level errors as ``(run time, how many)``, from samples of ``errors_total``.
 
-    Per pair, the first sample is the baseline; then each increase is counted in the
-    window of the sample that saw it. In a new epoch (the receiver restarted) the
-    counter began at 0 again, so its whole value is new. Samples after the last window
-    (the drain) are counted in the last window: an error while draining still fails the run.
+    Per pair, the first sample is the baseline; then each increase is counted at the sample
+    that saw it. In a new epoch (the receiver restarted) the counter began at 0 again, so its
+    whole value is new.
     """
-    result = [0] * len(windows)
-    if not windows:
-        return result
+    points: list[tuple[float, int]] = []
     last: dict[str, ErrorSample] = {}
     for sample in sorted(samples, key=lambda s: s.t):
         before = last.get(sample.pair_id)
@@ -141,8 +139,22 @@ def error_deltas_by_window(windows: Sequence[Window], samples: Iterable[ErrorSam
             delta = sample.errors_total
         else:
             delta = max(0, sample.errors_total - before.errors_total)
-        if delta and sample.t >= 0:
-            result[window_index(windows, sample.t)] += delta
+        if delta:
+            points.append((sample.t, delta))
+    return points
+
+
+def error_deltas_by_window(windows: Sequence[Window], samples: Iterable[ErrorSample]) -> list[int]:
+    """Pair-level errors that happened in each window (:func:`error_points`, counted in the window of the
+    sample that saw them). Samples after the last window (the drain) are counted in the last window: an
+    error while draining still fails the run.
+    """
+    result = [0] * len(windows)
+    if not windows:
+        return result
+    for t, delta in error_points(samples):
+        if t >= 0:
+            result[window_index(windows, t)] += delta
     return result
 
 

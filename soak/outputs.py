@@ -14,9 +14,9 @@ __all__ = ["write_outputs"]
 
 def plot_title(result: SoakResult) -> str:
     config = result.config
-    return f"spl federation soak: {config.pairs} {config.mode} pair(s), {config.rate:g} records/s steady per pair" + (
-        ", faults" if config.faults else ""
-    )
+    title = f"spl federation soak: {config.pairs} {config.mode} pair(s), {config.rate:g} records/s steady per pair"
+    title += ", faults" if config.faults else ""
+    return title + (f" (partial: stopped by {result.interrupted})" if result.interrupted else "")
 
 
 def write_outputs(result: SoakResult, out: Path) -> list[Path]:
@@ -43,5 +43,10 @@ def write_outputs(result: SoakResult, out: Path) -> list[Path]:
     )
     json_path.write_text(json.dumps(document, separators=(",", ":")) + "\n")
     points = [(r.t, r.lag_ms) for r in result.records if r.lag_ms is not None]
-    svg_path.write_text(render_svg(points, windows, title=plot_title(result), events=result.events))
+    emitted = [r.t for r in result.records]
+    svg_path.write_text(
+        render_svg(
+            points, windows, title=plot_title(result), events=result.events, emitted=emitted, errors=result.errors
+        )
+    )
     return [csv_path, json_path, svg_path]

@@ -15,6 +15,7 @@ from spl.soak.figures import (
     WindowFigures,
     aggregate,
     error_deltas_by_window,
+    error_points,
     lag_ms,
     problems,
     queue_max_by_window,
@@ -44,6 +45,8 @@ class SoakResult:
     baseline: dict[str, ResourceSample] = field(default_factory=dict)  # before any pair existed
     traffic: list[tuple[float, int, int]] = field(default_factory=list)  # (t, bytes to source, bytes from source)
     missing: dict[str, str] = field(default_factory=dict)  # record id → why it counts as not synced (first 1,000)
+    errors: list[tuple[float, int]] = field(default_factory=list)  # (t, count): pair errors and never-synced records
+    interrupted: str | None = None  # "SIGTERM at 31.2 s": a partial result of a run a signal stopped
 
     @property
     def passed(self) -> bool:
@@ -109,6 +112,7 @@ def build_result(config: SoakConfig, ledger: Ledger, *, started_at: float, drain
             f"no reconcile-queue sample fell in {', '.join(unsampled)} (sampling backs off when the receiver is "
             "slow to answer): its reconcile_queue_max is empty (unknown, not 0)"
         )
+    never_synced = [(record.t, 1) for record in records if record.lag_ms is None]
     return SoakResult(
         config=config,
         rows=rows,
@@ -124,6 +128,7 @@ def build_result(config: SoakConfig, ledger: Ledger, *, started_at: float, drain
         baseline=ledger.baseline,
         traffic=ledger.traffic,
         missing=missing,
+        errors=sorted(error_points(ledger.error_samples) + never_synced),
     )
 
 
@@ -135,6 +140,7 @@ def result_config(result: SoakResult) -> dict[str, Any]:
         "started_at": result.started_at,
         "drain_seconds": round(result.drain_seconds, 3),
         "emit_failures": result.emit_failures,
+        "interrupted": result.interrupted,
         "notes": result.notes,
         "config_raw": {k: v for k, v in asdict(result.config).items() if k not in ("windows", "peer_token")},
     }

@@ -41,6 +41,7 @@ class Session:
         self.clocks = [1] * config.pairs  # clock 1 is the priming record
         self.pair_ids: list[str] = []
         self.t0 = 0.0
+        self.started_at: float | None = None  # wall time of run time 0, once the first window began
         self.epoch = 0  # receiver (re)starts so far
         self.receiver_down = False  # a fault is restarting it: samplers skip, read-backs wait
         self.receiver_after = 0  # the receiver's records read back so far (a sequence number)

@@ -1,8 +1,10 @@
-"""SIGTERM or Ctrl-C to ``spl federation soak``: the throw-away daemons stop and their homes go.
+"""SIGTERM, SIGHUP or Ctrl-C to ``spl federation soak``: the throw-away daemons stop and their homes go.
 
 Before, Python's default SIGTERM action ended the soak on the spot and both daemons were
 re-parented to PID 1, still running, their homes left in the temporary directory. These runs
 are real: a soak process, its two daemons, a signal, then a look at /proc for any survivor.
+SIGHUP takes the same path (:class:`~spl.soak.interrupts.StopSignals` routes both); it is checked
+in-process, without another pair of daemons.
 """
 
 from __future__ import annotations
@@ -12,10 +14,17 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
+import trio
+import trio.lowlevel
+
+from spl.soak.interrupts import SoakInterrupted, StopSignals
+from spl.soak.report import CSV_HEADER
+from spl.soak.run import _unwrap
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="looks for survivors in /proc")
 
@@ -71,8 +80,9 @@ def test_a_stop_signal_stops_both_daemons_and_removes_their_homes(
     env = {key: value for key, value in os.environ.items() if key not in ("SPL_SERVE_URL", "SPL_TOKEN")}
     env |= {"SYNCROPEL_HOME": str(tmp_path / "unused-home"), "TMPDIR": str(scratch)}
     seen = bytearray()
+    out_dir = tmp_path / "out"
     with subprocess.Popen(
-        [sys.executable, "-m", "spl.cli", "federation", "soak", "--csv", "--duration", "60"],
+        [sys.executable, "-m", "spl.cli", "federation", "soak", "--csv", "--duration", "60", "--out", str(out_dir)],
         env=env,
         cwd=tmp_path,
         stdin=subprocess.DEVNULL,
@@ -104,4 +114,50 @@ def test_a_stop_signal_stops_both_daemons_and_removes_their_homes(
     stderr = (seen + err).decode()
     assert process.returncode == 128 + signum, stderr
     assert f"stopped by {signal.Signals(signum).name}" in stderr and "Traceback" not in stderr, stderr
-    assert out == b""  # no CSV from a run that did not finish
+    assert out == b""  # no CSV on stdout from a run that did not finish
+    if phase.startswith(b"running"):  # the figures so far: a table on stderr, the files marked partial
+        assert "partial figures: stopped by" in stderr and "ref p99" in stderr, stderr
+        assert (out_dir / "soak.csv").read_text().splitlines()[0] == CSV_HEADER
+        assert "(partial: stopped by" in (out_dir / "soak-lag.svg").read_text()
+    else:  # stopped before the first window: nothing to report
+        assert not out_dir.exists()
+
+
+main_thread_only = pytest.mark.skipif(
+    threading.current_thread() is not threading.main_thread(), reason="signal handlers need the main thread"
+)
+
+
+@main_thread_only
+def test_sighup_stops_a_soak_like_sigterm_outside_and_inside_trio() -> None:
+    with StopSignals() as signals, pytest.raises(SoakInterrupted) as outside:
+        signal.raise_signal(signal.SIGHUP)  # the terminal went away while the daemons start
+    assert outside.value.signum == signal.SIGHUP and outside.value.exit_status == 129
+
+    async def run_forever() -> None:
+        signal.raise_signal(signal.SIGHUP)
+        await trio.sleep_forever()
+
+    with StopSignals() as signals, pytest.raises(BaseException) as inside:
+        signals.run(run_forever)
+    stopped = _unwrap(inside.value) if isinstance(inside.value, BaseExceptionGroup) else inside.value
+    assert isinstance(stopped, SoakInterrupted) and stopped.signum == signal.SIGHUP
+    assert signal.getsignal(signal.SIGHUP) is not signals._raise  # handlers restored on the way out
+
+
+@main_thread_only
+def test_an_ignored_sighup_stays_ignored_under_nohup() -> None:
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # what `nohup` does before it starts the soak
+    try:
+        with StopSignals() as signals:
+            signal.raise_signal(signal.SIGHUP)  # ignored: no SoakInterrupted
+
+            async def main() -> str:
+                signal.raise_signal(signal.SIGHUP)
+                await trio.lowlevel.checkpoint()
+                return "still running"
+
+            assert signals.run(main) == "still running"
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, before)

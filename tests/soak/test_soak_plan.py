@@ -21,6 +21,7 @@ from spl.soak.figures import (
     WindowFigures,
     aggregate,
     error_deltas_by_window,
+    error_points,
     lag_ms,
     problems,
     queue_max_by_window,
@@ -36,9 +37,17 @@ from spl.soak.plan import (
     window_index,
     workload_plan,
 )
-from spl.soak.plot import SERIES, event_label_boxes, render_svg
+from spl.soak.plot import ERROR_COLOUR, SERIES, event_label_boxes, render_svg
 from spl.soak.progress import Progress, Status
-from spl.soak.report import CSV_HEADER, SEED_REFERENCE, format_csv, format_duration_min, format_table, report_document
+from spl.soak.report import (
+    CSV_HEADER,
+    REFERENCE_NOTE,
+    SEED_REFERENCE,
+    format_csv,
+    format_duration_min,
+    format_table,
+    report_document,
+)
 from spl.soak.result import build_result
 
 SEEDS = Path("/work/shared/seeds")
@@ -240,8 +249,9 @@ def test_duration_min_format(minutes: float, text: str) -> None:
 def test_table_puts_the_seed_beside_ours() -> None:
     rows = [WindowFigures(n, 1.0, 10, 10, 5, 9, 1, 0, 0, 10.0) for n in WINDOW_NAMES]
     text = format_table(rows)
-    assert "seed p99" in text and "1290" in text and "548" in text
-    assert len(text.splitlines()) == 2 + 5
+    assert "ref p99" in text and "1290" in text and "548" in text
+    assert len(text.splitlines()) == 2 + 5 + 1
+    assert text.splitlines()[-1] == REFERENCE_NOTE and "seed 001" in REFERENCE_NOTE  # says whose figures they are
 
 
 # -- workload and plot ---------------------------------------------------------------------
@@ -269,7 +279,8 @@ def test_svg_is_well_formed_and_labelled() -> None:
     for name in WINDOW_NAMES:
         assert name in texts
     assert "lag <soak> & co" in texts and "kill -9" in texts
-    assert len(list(root.iter("{http://www.w3.org/2000/svg}polyline"))) == 3  # p50, p99, max
+    lag_lines = [line.get("class") for line in root.iter("{http://www.w3.org/2000/svg}polyline")]
+    assert [name for name in lag_lines if name and name.startswith("lag-")] == ["lag-p50", "lag-p99", "lag-max"]
     empty = ET.fromstring(render_svg([], windows))
     assert "no samples" in [element.text for element in empty.iter("{http://www.w3.org/2000/svg}text")]
 
@@ -396,3 +407,55 @@ def test_event_labels_never_overlap() -> None:
     for index, box in enumerate(boxes):
         assert not any(box.overlaps(other) for other in boxes[index + 1 :]), (index, boxes)
     assert [box.y0 for box in event_label_boxes([(100.0, "a"), (300.0, "b")], 64.0)] == [64.0, 64.0]
+
+
+def test_the_max_line_has_a_colour_of_its_own() -> None:
+    colours = {name: colour for name, _, colour, _ in SERIES}
+    assert colours["max"] not in (colours["p50"], colours["p99"], "#b04", ERROR_COLOUR)  # not an event or error
+
+
+def test_reference_lines_say_they_are_the_reference_run() -> None:
+    """The dashed horizontals are another run's figures; "seed spike p99" alone assumed the reader knew the seed."""
+    windows = plan_windows(duration=60)
+    texts = [text.text or "" for text in _svg_elements(render_svg([(1.0, 3.0)], windows), "text")]
+    assert "reference run (seed 001): steady p99 548 ms" in texts
+    assert "reference run (seed 001): spike p99 1290 ms" in texts
+    assert any(text.startswith("reference run (seed 001, 100 min)") for text in texts)  # the legend entry
+
+
+def test_the_strip_shows_throughput_and_errors_on_the_same_time_axis() -> None:
+    windows = plan_windows(duration=60)
+    emitted = [t / 10 for t in range(600)] + [t / 100 + 40 for t in range(400)]  # 10/s, then 110/s for 4 s
+    errors = [(20.0, 1), (20.1, 2), (50.0, 1)]  # two marks 0.1 s apart are one mark of 3
+    svg = render_svg([(1.0, 3.0)], windows, emitted=emitted, errors=errors)
+    throughput = [line for line in _svg_elements(svg, "polyline") if line.get("class") == "throughput"]
+    assert len(throughput) == 1
+    heights = [float(point.split(",")[1]) for point in (throughput[0].get("points") or "").split()]
+    assert min(heights) < max(heights)  # the burst stands out
+    counts = [text.text for text in _svg_elements(svg, "text") if text.get("class") == "error-count"]
+    assert counts == ["3", "1"]
+    xs = [float(text.get("x") or 0) for text in _svg_elements(svg, "text") if text.get("class") == "error-count"]
+    assert xs[1] - xs[0] >= 30  # count labels never overlap
+    texts = [text.text or "" for text in _svg_elements(svg, "text")]
+    assert any(text.startswith("errors: 4") for text in texts)
+    quiet = [text.text or "" for text in _svg_elements(render_svg([(1.0, 3.0)], windows, emitted=emitted), "text")]
+    assert any(text.startswith("errors: none") for text in quiet)
+
+
+def test_error_points_count_rises_and_restarts() -> None:
+    samples = [
+        ErrorSample(1.0, 0, "p1", 5),  # baseline: errors from before the run
+        ErrorSample(2.0, 0, "p1", 7),
+        ErrorSample(3.0, 1, "p1", 1),  # restarted: the counter began at 0
+        ErrorSample(4.0, 1, "p1", 1),
+    ]
+    assert error_points(samples) == [(2.0, 2), (3.0, 1)]
+
+
+def test_a_result_marks_never_synced_records_as_errors_for_the_strip() -> None:
+    windows = plan_windows(duration=10)
+    ledger = Ledger(len(windows), 1, final_errors_read=True)
+    ledger.emitted = {"r1": Emitted(5.0, 2, 1000.0), "r2": Emitted(5.1, 2, 1000.0)}
+    ledger.synced = {"r1": 1000.004}
+    result = build_result(SoakConfig(windows=windows, rate=0.1), ledger, started_at=0.0, drain_seconds=1.0)
+    assert result.errors == [(5.1, 1)]

@@ -67,7 +67,11 @@ def serve() -> None:
     import trio  # noqa: F401
 
     import spl.cli.client  # noqa: F401  (what the client commands need, imported once)
-    import spl.cli.main  # noqa: F401
+    import spl.cli.main
+
+    # The CLI imports a command's module only when that command runs (cli/main.py LazyGroup); the fork server
+    # imports them all once here, so each forked call starts with every command ready.
+    spl.cli.main.whole_app()
 
     answers = sys.stdout
     for line in sys.stdin:
