@@ -1,15 +1,15 @@
 """``GET /metrics``: the daemon's figures in the Prometheus text format (``transport/metrics.py`` builds them).
 
 Needs the ``metrics:read`` scope (``admin`` implies it): the figures name pairs and peers' activity, so they are
-not open by default. The state is read on the trio thread, where the actors keep it, and the text is formatted
-in a worker thread (``Metrics``); both grow with the number of pairs (a handful of series per pair).
+not open by default (``[metrics] port`` opens a token-free listener of its own: ``metrics_server.py``). The
+state is copied on the trio thread, where the actors keep it, and the text is built in a worker thread
+(``Metrics.scrape``): the trio thread's share is about 2 µs per pair.
 """
 
 from __future__ import annotations
 
 from typing import cast
 
-import trio
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
 from quart import Blueprint, Response, current_app
 
@@ -25,8 +25,6 @@ blueprint = Blueprint("metrics", __name__)
 @blueprint.get("/metrics")
 async def metrics() -> Response:
     require(caller(), "metrics:read")
-    metrics = cast(Metrics, current_app.config[METRICS_KEY])
-    state = metrics.collect_state()  # here, on the trio thread, where the actors' state is read
-    body = await trio.to_thread.run_sync(metrics.render, state)
+    body = await cast(Metrics, current_app.config[METRICS_KEY]).scrape()
     # The classic text format (0.0.4), which every Prometheus release and compatible scraper reads.
     return Response(body, status=200, content_type=CONTENT_TYPE_PLAIN_0_0_4)

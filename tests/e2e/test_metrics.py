@@ -1,11 +1,13 @@
 """``GET /metrics`` on a real daemon (auth on) that pulls a thread from a second one through a sync pair.
 
-One daemon pair for the whole module (started once, killed in teardown): A holds the records, B pulls them.
+One daemon pair for the whole module (started once, killed in teardown): A holds the records, B pulls them. B
+also opens the token-free listener (``[metrics] port = 0``: a free port, which B logs at start).
 Every wait is a request that answers when the thing happened (``kick?wait=1``); nothing sleeps.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +31,7 @@ class Mesh:
     b: DaemonProcess
     pair_id: str
     metrics_token: str  # metrics:read on B
+    listener: str  # B's token-free listener: http://127.0.0.1:<port>/metrics
 
     def admin(self, node: DaemonProcess) -> dict[str, str]:
         return {"authorization": f"Bearer {node.admin_token}", "content-type": "application/json"}
@@ -41,8 +44,14 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     try:
         a = make_daemon(root / "a", insecure=False)
         started.append(a)
-        b = make_daemon(root / "b", insecure=False)
+        b = DaemonProcess(root / "b", insecure=False, log_level="info")  # info: the listener's address is logged
+        config = b.home.load_config()
+        config.metrics.port = 0
+        b.home.save_config(config)
         started.append(b)
+        b.start(port=0)
+        bound = re.search(r"metrics listener on (http://\S+/metrics)", b.log_path.read_text())
+        assert bound is not None, b.log_path.read_text()[-2000:]
         with httpx.Client(timeout=30) as http:
             admin_a = {"authorization": f"Bearer {a.admin_token}"}
             for clock in range(1, RECORDS + 1):
@@ -62,15 +71,19 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
                 headers={"authorization": f"Bearer {b.admin_token}", "content-type": "application/json"},
             )
             assert kicked.status_code == 200 and kicked.json()["records_pulled"] == RECORDS, kicked.text
-        yield Mesh(a, b, pair_id, mint_token(b, ["metrics:read"], "prometheus"))
+        yield Mesh(a, b, pair_id, mint_token(b, ["metrics:read"], "prometheus"), bound.group(1).rstrip(","))
     finally:
         for process in started:
             process.kill()
 
 
-def scrape(mesh: Mesh) -> dict[str, Any]:
-    """B's metrics parsed as Prometheus does: family name → family (counter names without ``_total``)."""
-    answer = httpx.get(f"{mesh.b.url}/metrics", headers={"authorization": f"Bearer {mesh.metrics_token}"}, timeout=30)
+def scrape(mesh: Mesh, url: str | None = None) -> dict[str, Any]:
+    """B's metrics parsed as Prometheus does: family name → family (counter names without ``_total``).
+
+    From the main port with the metrics:read token, or from ``url`` (the token-free listener) with none.
+    """
+    headers = {} if url else {"authorization": f"Bearer {mesh.metrics_token}"}
+    answer = httpx.get(url or f"{mesh.b.url}/metrics", headers=headers, timeout=30)
     assert answer.status_code == 200, answer.text
     assert answer.headers["content-type"].startswith("text/plain; version=0.0.4")
     return {family.name: family for family in text_string_to_metric_families(answer.text)}
@@ -78,7 +91,7 @@ def scrape(mesh: Mesh) -> dict[str, Any]:
 
 def sample(families: dict[str, Any], name: str, **labels: str) -> float:
     """The one sample of ``name`` (a sample name, ``_total`` included) whose labels include ``labels``."""
-    family = families[name.removesuffix("_total")]
+    family = families.get(name.removesuffix("_total")) or families[re.sub(r"_(count|sum|bucket)$", "", name)]
     found = [s.value for s in family.samples if s.name == name and labels.items() <= s.labels.items()]
     assert len(found) == 1, (name, labels, family.samples)
     return float(found[0])
@@ -164,3 +177,35 @@ def test_the_joiners_figures_count_a_synthesis_and_a_closed_parent(mesh: Mesh) -
     assert sample(after, "spl_joiner_synthesised_total") == synthesised + 1
     assert sample(after, "spl_joiner_parents_closed_total") == closed + 1
     assert sample(after, "spl_joiner_failing") == 0
+
+
+def test_the_delivery_latency_histogram_counts_what_the_pair_pulled(mesh: Mesh) -> None:
+    families = scrape(mesh)
+    ours = {"kind": "sync", "pair_id": mesh.pair_id}
+    stats = httpx.get(f"{mesh.b.url}/v1/sync/pairs/{mesh.pair_id}/stats", headers=mesh.admin(mesh.b), timeout=30)
+    window = stats.json()["latency_ms"]
+    assert sample(families, "spl_pair_delivery_latency_seconds_count", **ours) == window["count"] == RECORDS
+    buckets = [s for s in families["spl_pair_delivery_latency_seconds"].samples if s.name.endswith("_bucket")]
+    ours_buckets = [s for s in buckets if s.labels["pair_id"] == mesh.pair_id]
+    assert ours_buckets[-1].labels["le"] == "+Inf" and ours_buckets[-1].value == RECORDS
+    assert [s.value for s in ours_buckets] == sorted(s.value for s in ours_buckets)  # cumulative
+    total = sample(families, "spl_pair_delivery_latency_seconds_sum", **ours)
+    assert total == pytest.approx(window["mean"] * RECORDS / 1000, abs=0.001)  # the window and the export agree
+    assert sample(families, "spl_joiner_outbox_depth") == 0
+    if "spl_records_committed" in families:  # where the daemon hands the writer's counters to Services
+        assert sample(families, "spl_records_committed_total", origin="pulled") == RECORDS
+        assert sample(families, "spl_records_committed_total", origin="local") > 0  # pair config, joiner
+
+
+def test_the_token_free_listener_serves_only_get_metrics(mesh: Mesh) -> None:
+    families = scrape(mesh, mesh.listener)  # no token at all
+    assert sample(families, "spl_pair_records_pulled_total", kind="sync", pair_id=mesh.pair_id) == RECORDS
+    base = mesh.listener.removesuffix("/metrics")
+    refused = assert_error(httpx.post(mesh.listener, content=b"x" * 1000, timeout=30), 405, "METHOD_NOT_ALLOWED")
+    assert "GET" in refused["message"]
+    for path in ("/", "/v1/status", "/metrics/", "/health"):
+        assert_error(httpx.get(base + path, timeout=30), 404, "ROUTE_NOT_FOUND")
+    # The main port still wants the token, and a token-free request there is refused as before.
+    assert_error(httpx.get(f"{mesh.b.url}/metrics", timeout=30), 401, "AUTH_REQUIRED")
+    status = httpx.get(f"{mesh.b.url}/v1/status", headers=mesh.admin(mesh.b), timeout=30).json()
+    assert status.get("metrics_listener", [mesh.listener]) == [mesh.listener]  # where /v1/status names it
