@@ -250,13 +250,13 @@ def test_emergency_leaves_health_identity_discovery_and_admin(target: DaemonProc
         assert call(target, "GET", path, who["reader"]).status_code == 200, path
     scraped = call(target, "GET", "/metrics", who["metrics"])  # monitoring goes on through an emergency
     assert scraped.status_code == 200, scraped.text
-    frozen = {
+    levels = {
         sample.labels["level"]: sample.value
         for family in text_string_to_metric_families(scraped.text)
         for sample in family.samples
         if sample.name == "spl_fleet_frozen"
     }
-    assert frozen["emergency"] == 1, scraped.text
+    assert levels["emergency"] == 1, scraped.text
     assert call(target, "GET", "/metrics", who["reader"]).status_code == 403  # ... with its own scope still
     assert call(target, "GET", "/health").json()["fleet"] == {"level": "emergency"}
     status = call(target, "GET", "/v1/status", who["admin"])
