@@ -7,6 +7,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
+import trio
 from quart import Blueprint, Response, request
 
 from spl.core import tokens
@@ -18,7 +19,7 @@ from spl.store.ingest import namespace_registry
 from spl.transport.auth import require
 from spl.transport.context import services
 from spl.transport.requests import body_bytes
-from spl.transport.responses import json_response
+from spl.transport.responses import json_response, with_rfc3339_times
 from spl.transport.services import Services
 
 __all__ = ["blueprint"]
@@ -107,10 +108,28 @@ async def well_known() -> Response:
     )
 
 
+def _wall_clock_retries(tree: Any, offset: float) -> Any:
+    """The supervision snapshot with each ``next_retry_at`` moved from trio's clock to the wall clock.
+
+    Supervisors schedule restarts on trio's monotonic clock, which means nothing outside the process;
+    ``offset`` is wall time minus trio time, read once for the whole tree.
+    """
+    if isinstance(tree, dict):
+        moved = {key: _wall_clock_retries(value, offset) for key, value in tree.items()}
+        retry = tree.get("next_retry_at")
+        if isinstance(retry, int | float) and not isinstance(retry, bool):
+            moved["next_retry_at"] = retry + offset
+        return moved
+    if isinstance(tree, list):
+        return [_wall_clock_retries(item, offset) for item in tree]
+    return tree
+
+
 @blueprint.get("/v1/status")
 async def status() -> Response:
     require(request.caller, "config:read")  # type: ignore[attr-defined]
-    return json_response(
+    offset = time.time() - trio.current_time()
+    view = with_rfc3339_times(
         {
             "object": "status",
             "instance_did": services().identity.did,
@@ -121,7 +140,7 @@ async def status() -> Response:
             "sequence": services().head_sequence(),
             "uptime_secs": round(time.time() - services().started_at, 3),
             "fleet": services().fleet().to_wire(),  # the kill switch (spl kill / spl unkill)
-            "supervision": services().snapshot(),
+            "supervision": _wall_clock_retries(services().snapshot(), offset),
             "streams": services().hub.stats(),
             "federation": {
                 "pairs": services().federation.listing() if services().federation else [],
@@ -129,6 +148,7 @@ async def status() -> Response:
             },
         }
     )
+    return json_response(view)
 
 
 # -- namespaces ----------------------------------------------------------------------
@@ -174,7 +194,9 @@ async def create_namespace() -> Response:
 @blueprint.get("/v1/tokens")
 async def list_tokens() -> Response:
     require(request.caller, "admin")  # type: ignore[attr-defined]
-    return json_response({"object": "list", "data": [info.to_wire() for info in services().tokens.listing()]})
+    return json_response(
+        with_rfc3339_times({"object": "list", "data": [info.to_wire() for info in services().tokens.listing()]})
+    )
 
 
 @blueprint.post("/v1/tokens")
@@ -187,7 +209,7 @@ async def mint_token() -> Response:
     )
     await services().writer.mint_token(info)
     services().tokens.remember(info)  # only once durable: a token that works survives a restart
-    return json_response({**info.to_wire(), "token": minted.plaintext}, 201)
+    return json_response(with_rfc3339_times({**info.to_wire(), "token": minted.plaintext}), 201)
 
 
 @blueprint.delete("/v1/tokens/<token_id>")

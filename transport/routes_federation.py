@@ -21,7 +21,7 @@ from spl.store import queries
 from spl.transport.auth import require
 from spl.transport.context import caller, services
 from spl.transport.requests import json_body
-from spl.transport.responses import json_response
+from spl.transport.responses import json_response, with_rfc3339_times
 
 __all__ = ["HANDSHAKE_ROUTES", "blueprint"]
 
@@ -98,7 +98,7 @@ async def pair_moved() -> Response:
 @blueprint.get("/v1/federation/pairs")
 async def list_pairs() -> Response:
     require(caller(), "federation:manage")
-    return json_response({"object": "list", "data": pairs().listing()})
+    return json_response(with_rfc3339_times({"object": "list", "data": pairs().listing()}))
 
 
 @blueprint.post("/v1/federation/pairs")
@@ -108,7 +108,7 @@ async def create_pair() -> Response:
     if not isinstance(payload, dict):
         raise InvalidRequest('send {"url": "<peer base URL>"}', code="INVALID_PAIR_REQUEST")
     status, answer = await pairs().initiate(payload)
-    return json_response(answer, status)
+    return json_response(with_rfc3339_times(answer), status)
 
 
 @blueprint.get("/v1/federation/pairs/<pair_id>")
@@ -125,7 +125,7 @@ async def show_pair(pair_id: str) -> Response:
             queries.scoped_pending, namespaces=namespaces, thread=None, after=served, cap=OUT_LAG_CAP
         )
     answer["lag"]["out_records"] = out
-    return json_response(answer)
+    return json_response(with_rfc3339_times(answer))
 
 
 @blueprint.patch("/v1/federation/pairs/<pair_id>")
@@ -136,7 +136,7 @@ async def update_pair(pair_id: str) -> Response:
         raise InvalidRequest(
             "send a JSON object with mode, poll_interval, thread_allow or maps", code="INVALID_PAIR_UPDATE"
         )
-    return json_response(await pairs().update(pair_id, payload))
+    return json_response(with_rfc3339_times(await pairs().update(pair_id, payload)))
 
 
 @blueprint.post("/v1/federation/pairs/<pair_id>/<action>")
@@ -145,15 +145,15 @@ async def pair_action(pair_id: str, action: str) -> Response:
     fed = pairs()
     payload = await _optional_body()
     if action == "pause":
-        return json_response(await fed.pause(pair_id))
+        return json_response(with_rfc3339_times(await fed.pause(pair_id)))
     if action == "resume":
-        return json_response(await fed.resume(pair_id))
+        return json_response(with_rfc3339_times(await fed.resume(pair_id)))
     if action == "refresh":
-        return json_response(await fed.refresh(pair_id))
+        return json_response(with_rfc3339_times(await fed.refresh(pair_id)))
     if action == "revoke":
-        return json_response(await fed.revoke(pair_id, _reason(payload)))
+        return json_response(with_rfc3339_times(await fed.revoke(pair_id, _reason(payload))))
     if action == "sync":
-        return json_response(await fed.sync(pair_id))
+        return json_response(with_rfc3339_times(await fed.sync(pair_id)))
     raise InvalidRequest(
         "unknown action; use pause, resume, refresh, revoke or sync", code="INVALID_PARAMETER", status=404
     )
@@ -165,7 +165,7 @@ async def pair_action(pair_id: str, action: str) -> Response:
 @blueprint.get("/v1/aitl")
 async def aitl_list() -> Response:
     require(caller(), "federation:manage")
-    return json_response({"object": "list", "data": pairs().pending()})
+    return json_response(with_rfc3339_times({"object": "list", "data": pairs().pending()}))
 
 
 @blueprint.post("/v1/aitl/<pair_id>/<decision>")
@@ -173,9 +173,9 @@ async def aitl_decide(pair_id: str, decision: str) -> Response:
     require(caller(), "federation:manage")
     payload = await _optional_body()
     if decision == "approve":
-        return json_response(await pairs().approve(pair_id))
+        return json_response(with_rfc3339_times(await pairs().approve(pair_id)))
     if decision == "reject":
-        return json_response(await pairs().reject(pair_id, _reason(payload)))
+        return json_response(with_rfc3339_times(await pairs().reject(pair_id, _reason(payload))))
     raise InvalidRequest("decide with approve or reject", code="INVALID_PARAMETER", status=404)
 
 
@@ -185,22 +185,22 @@ async def aitl_decide(pair_id: str, decision: str) -> Response:
 @blueprint.get("/v1/consent/grants")
 async def grants() -> Response:
     require(caller(), "federation:manage")
-    return json_response({"object": "list", "data": pairs().grants()})
+    return json_response(with_rfc3339_times({"object": "list", "data": pairs().grants()}))
 
 
 @blueprint.post("/v1/consent/grants")
 async def create_grant() -> Response:
     require(caller(), "federation:manage")
-    return json_response(await pairs().grant(await json_body(MAX_HANDSHAKE_BODY)), 201)
+    return json_response(with_rfc3339_times(await pairs().grant(await json_body(MAX_HANDSHAKE_BODY))), 201)
 
 
 @blueprint.get("/v1/consent/grants/<grant_id>")
 async def show_grant(grant_id: str) -> Response:
     require(caller(), "federation:manage")
-    return json_response(pairs().grant_view(grant_id))
+    return json_response(with_rfc3339_times(pairs().grant_view(grant_id)))
 
 
 @blueprint.delete("/v1/consent/grants/<grant_id>")
 async def revoke_grant(grant_id: str) -> Response:
     require(caller(), "federation:manage")
-    return json_response(await pairs().revoke_grant(grant_id))
+    return json_response(with_rfc3339_times(await pairs().revoke_grant(grant_id)))

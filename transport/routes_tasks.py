@@ -36,7 +36,7 @@ from spl.store import tasks as task_store
 from spl.transport.auth import require, require_thread_readable
 from spl.transport.context import caller, services
 from spl.transport.requests import int_arg, json_body
-from spl.transport.responses import json_response
+from spl.transport.responses import json_response, with_rfc3339_times
 from spl.transport.routes_records import MAX_LIMIT
 
 __all__ = [
@@ -210,7 +210,7 @@ async def show_task(key: str) -> Response:
     require(caller(), "records:read")
     row = await find_task(key)
     row["fold"] = await services().read(queries.thread_fold, row["thread"])
-    return json_response(row)
+    return json_response(with_rfc3339_times(row))
 
 
 # --- events --------------------------------------------------------------------------------------------------

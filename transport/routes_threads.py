@@ -25,7 +25,7 @@ from spl.transport import sse
 from spl.transport.auth import reads_configuration, require, require_thread_readable
 from spl.transport.context import caller, services
 from spl.transport.requests import MAX_INT, int_arg, json_body
-from spl.transport.responses import json_response
+from spl.transport.responses import json_response, with_rfc3339_times
 from spl.transport.routes_records import MAX_LIMIT, list_response
 from spl.transport.routes_tasks import fork_children, join_view, tree_view
 from spl.transport.services import Services
@@ -62,7 +62,9 @@ async def list_threads() -> Response:
     has_more = len(threads) > limit
     threads = threads[:limit]
     next_cursor = encode_cursor(threads[-1]["last_sequence"]) if has_more else None
-    return json_response({"object": "list", "data": threads, "has_more": has_more, "next_cursor": next_cursor})
+    return json_response(
+        with_rfc3339_times({"object": "list", "data": threads, "has_more": has_more, "next_cursor": next_cursor})
+    )
 
 
 MAX_NONCE = 128
@@ -150,7 +152,7 @@ async def show_thread(thread: str) -> Response:
     view = await services().read(queries.thread_fold, thread)
     if view is None:
         raise NotFound(f"thread {thread} has no records on this instance")
-    return json_response(view)
+    return json_response(with_rfc3339_times(view))
 
 
 @blueprint.get("/v1/threads/<thread>/records")

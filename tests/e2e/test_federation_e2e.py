@@ -12,6 +12,7 @@ import json
 import re
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -399,7 +400,9 @@ async def test_source_down_then_back(daemon_factory: type[DaemonProcess]) -> Non
             # Back on the same port: running again within one backoff step, without a kick.
             await a.start()
             status = await pair_status(http, b, pair_id)
-            step_ends = status["next_retry_at"] if status["state"] == "failing" else time.time()
+            # next_retry_at is RFC 3339 to the second: the retry is due up to a second after the time shown.
+            due = status["next_retry_at"]
+            step_ends = datetime.fromisoformat(due).timestamp() + 1.0 if status["state"] == "failing" else time.time()
             recovered = await wait_state(http, b, pair_id, "running", max(step_ends - time.time(), 0) + 3.0)
             assert recovered["consecutive_failures"] == 0 and recovered["next_retry_at"] is None
             assert [entry["to"] for entry in recovered["history"]][-1] == "running"
