@@ -46,16 +46,21 @@ __all__ = [
     "Config",
     "ConfigError",
     "ConfigKey",
+    "DiscoverySection",
     "EffectiveValue",
     "FederationSection",
     "InstanceSection",
     "ServeSection",
+    "StaticPeer",
     "StoreSection",
+    "SyncSection",
+    "TABLE_ARRAYS",
     "advertised_endpoint",
     "config_key",
     "effective_values",
     "parse_value",
     "problems_in",
+    "section_type",
     "with_value",
 ]
 
@@ -139,6 +144,36 @@ class MetricsSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     port: Port | None = None
 
 
+class DiscoverySection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[sync.discovery]``: how this instance finds peers and lets itself be found (docs/discovery.md).
+
+    The mDNS listener is on by default (it only listens: what it hears is listed, never trusted or paired);
+    announcing this instance on the LAN and serving as a did:sync directory are opt-in.
+    """
+
+    mdns_listen: bool = True
+    mdns_broadcast: bool = False
+    serve_directory: bool = False
+    directory_url: PublicUrl | None = None
+    did_web_domain: Annotated[str, Meta(pattern=r"^[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$")] | None = None
+
+
+class StaticPeer(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One ``[[sync.peers]]`` entry: a peer known by URL (its DID, if given, must match its signed manifest)."""
+
+    url: PublicUrl
+    did: Annotated[str, Meta(pattern=r"^did:(key|web|sync):[A-Za-z0-9._:%-]{1,200}$")] | None = None
+    namespaces: Annotated[list[NamespaceId], Meta(max_length=16)] = msgspec.field(default_factory=list)
+    name: Annotated[str, Meta(pattern=r"^[!-~ ]{1,64}$")] | None = None
+
+
+class SyncSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[sync]``: peer discovery (``[sync.discovery]``) and the static peers (``[[sync.peers]]``, at most 256)."""
+
+    discovery: DiscoverySection = msgspec.field(default_factory=DiscoverySection)
+    peers: Annotated[list[StaticPeer], Meta(max_length=256)] = msgspec.field(default_factory=list)
+
+
 SECTIONS: dict[str, type[msgspec.Struct]] = {
     "instance": InstanceSection,
     "serve": ServeSection,
@@ -146,6 +181,7 @@ SECTIONS: dict[str, type[msgspec.Struct]] = {
     "store": StoreSection,
     "federation": FederationSection,
     "metrics": MetricsSection,
+    "sync": SyncSection,
 }
 
 # Keys spl no longer reads, with why: tolerated in any form and reported, never refused.
@@ -193,16 +229,17 @@ class ConfigKey:
 
     @property
     def section(self) -> str:
-        return self.path.split(".", 1)[0]
+        """The table holding the key: ``serve``, or ``sync.discovery`` for a key of a nested table."""
+        return self.path.rsplit(".", 1)[0]
 
     @property
     def name(self) -> str:
-        return self.path.split(".", 1)[1]
+        return self.path.rsplit(".", 1)[1]
 
     @property
     def default(self) -> Any:
         """The value a file without this key gets (None for ``instance.did``, which has none)."""
-        for field in msgspec.structs.fields(SECTIONS[self.section]):
+        for field in msgspec.structs.fields(section_type(self.section)):
             if field.name == self.name:
                 if field.default is not msgspec.NODEFAULT:
                     return field.default
@@ -331,8 +368,67 @@ KEYS: tuple[ConfigKey, ...] = (
         "Port of a second listener that serves only GET /metrics without a token; unset = none (then /metrics "
         "on the main port needs the metrics:read scope).",
     ),
+    ConfigKey(
+        "sync.discovery.mdns_listen",
+        "bool",
+        "true or false",
+        "Listen for peers announcing _syncropel._tcp.local on the LAN (GET /v1/discovery/mdns lists them; "
+        "nothing heard is trusted or paired).",
+    ),
+    ConfigKey(
+        "sync.discovery.mdns_broadcast",
+        "bool",
+        "true or false",
+        "Announce this instance (its DID, endpoint and namespaces) on the LAN by mDNS; off by default.",
+    ),
+    ConfigKey(
+        "sync.discovery.serve_directory",
+        "bool",
+        "true or false",
+        "Serve as a did:sync directory at /v1/directory (peers register with their signed manifest; in memory, "
+        "entries expire unless refreshed).",
+    ),
+    ConfigKey(
+        "sync.discovery.directory_url",
+        "optional_url",
+        "an absolute http(s) URL such as https://directory.example.com (empty = none)",
+        "The directory `spl fleet sync peers discover --method did-sync` queries when --directory is not given.",
+    ),
+    ConfigKey(
+        "sync.discovery.did_web_domain",
+        "optional_str",
+        "a domain such as alice.dev, optionally with :port (empty = the host of serve.public_url)",
+        "The domain of this instance's did:web DID, for the document served at /.well-known/did.json.",
+    ),
 )
 _BY_PATH = {key.path: key for key in KEYS}
+# Arrays of tables: read from the file like every key, but not single values `spl config set` could change.
+TABLE_ARRAYS: dict[str, str] = {"sync.peers": "static peers, one [[sync.peers]] table each (docs/discovery.md)"}
+
+
+def section_type(section: str) -> type[msgspec.Struct]:
+    """The Struct of a (possibly nested) section: ``serve`` → ServeSection, ``sync.discovery`` → DiscoverySection."""
+    first, *rest = section.split(".")
+    kind = SECTIONS[first]
+    for part in rest:
+        kind = next(field.type for field in msgspec.structs.fields(kind) if field.name == part)
+    return kind
+
+
+def _section_value(config: Any, section: str) -> Any:
+    """The Struct of ``section`` inside ``config`` (``sync.discovery`` walks ``config.sync.discovery``)."""
+    for part in section.split("."):
+        config = getattr(config, part)
+    return config
+
+
+def _nested(data: Any, section: str) -> Any:
+    """The table at the dotted ``section`` of a parsed TOML mapping, or None when absent or not a table."""
+    for part in section.split("."):
+        if not isinstance(data, MutableMapping | dict):
+            return None
+        data = data.get(part)
+    return data if isinstance(data, MutableMapping | dict) else None
 
 
 def config_key(path: str) -> ConfigKey:
@@ -368,7 +464,7 @@ class _SectionValue(Generic[T]):
     def __get__(self, config: Config | None, owner: type[Config]) -> T | _SectionValue[T]:
         if config is None:
             return self
-        value: T = getattr(getattr(config, self.section), self.name)
+        value: T = getattr(_section_value(config, self.section), self.name)
         return value
 
     def __set__(self, config: Config, value: T) -> None:
@@ -389,6 +485,7 @@ class Config(msgspec.Struct, kw_only=True):
     store: StoreSection = msgspec.field(default_factory=StoreSection)
     federation: FederationSection = msgspec.field(default_factory=FederationSection)
     metrics: MetricsSection = msgspec.field(default_factory=MetricsSection)
+    sync: SyncSection = msgspec.field(default_factory=SyncSection)
     obsolete_keys: list[str] = msgspec.field(default_factory=list)
     ignored_sections: list[str] = msgspec.field(default_factory=list)
 
@@ -414,7 +511,7 @@ class Config(msgspec.Struct, kw_only=True):
     def value(self, path: str) -> Any:
         """The value of the key at ``path`` (``serve.port``)."""
         key = config_key(path)
-        return getattr(getattr(self, key.section), key.name)
+        return getattr(_section_value(self, key.section), key.name)
 
     @classmethod
     def from_toml(cls, text: str) -> Config:
@@ -450,8 +547,8 @@ class Config(msgspec.Struct, kw_only=True):
             document.add(tomlkit.comment("and `spl config set KEY VALUE` changes one (docs/configuration.md)."))
         for key in KEYS:
             value = self.value(key.path)
-            existing = document.get(key.section)
-            present = isinstance(existing, MutableMapping) and key.name in existing
+            existing = _nested(document, key.section)
+            present = existing is not None and key.name in existing
             if value is None:
                 if present:
                     _table(document, key.section).pop(key.name)
@@ -467,9 +564,9 @@ class Config(msgspec.Struct, kw_only=True):
         return tomlkit.dumps(document)
 
     def _check(self) -> None:
-        for name, section_type in SECTIONS.items():
+        for name, kind in SECTIONS.items():
             try:
-                msgspec.convert(msgspec.to_builtins(getattr(self, name)), section_type, strict=True)
+                msgspec.convert(msgspec.to_builtins(getattr(self, name)), kind, strict=True)
             except msgspec.ValidationError as exc:
                 raise _explain(name, exc, getattr(self, name)) from None
 
@@ -500,7 +597,7 @@ def _decode(text: str) -> tuple[Config | None, list[ConfigError]]:
             ignored.append(name)
     sections: dict[str, msgspec.Struct] = {}
     obsolete: list[str] = []
-    for name, section_type in SECTIONS.items():
+    for name, kind in SECTIONS.items():
         raw = data.get(name, {})
         if not isinstance(raw, dict):
             continue
@@ -514,7 +611,7 @@ def _decode(text: str) -> tuple[Config | None, list[ConfigError]]:
             problems.append(ConfigError("instance.did", "instance.did is missing; it is written by `spl init`"))
             continue
         try:
-            sections[name] = msgspec.convert(raw, section_type, strict=True)
+            sections[name] = msgspec.convert(raw, kind, strict=True)
         except msgspec.ValidationError as exc:
             problems.append(_explain(name, exc, raw))
     if problems:
@@ -542,11 +639,19 @@ def _explain(section: str, error: msgspec.ValidationError, raw: Any) -> ConfigEr
     key = _BY_PATH.get(path)
     got = _lookup(raw, where)
     shown = f" (got {_show(got)})" if got is not _MISSING else ""
-    expects = key.expects if key else what
+    expects = key.expects if key else _TABLE_ARRAY_FIELDS.get(path, what)
     return ConfigError(path, f"{path} must be {expects}{shown}")
 
 
 _MISSING = object()
+# What each field of an array of tables (not a ConfigKey) must be, for the refusal's sentence.
+_TABLE_ARRAY_FIELDS = {
+    "sync.peers": "a list of at most 256 [[sync.peers]] tables",
+    "sync.peers.url": "an absolute http(s) URL with no user info, query or fragment, such as http://10.0.0.2:9100",
+    "sync.peers.did": "a DID such as did:key:z6Mk…, did:web:alice.dev or did:sync:…",
+    "sync.peers.namespaces": 'a list of at most 16 namespace ids such as ["default"]',
+    "sync.peers.name": "a label of 1 to 64 printable ASCII characters",
+}
 
 
 def _lookup(raw: Any, where: str) -> Any:
@@ -581,17 +686,29 @@ def _parse_document(text: str | None) -> tomlkit.TOMLDocument | None:
 
 
 def _table(document: tomlkit.TOMLDocument, name: str) -> MutableMapping[str, Any]:
-    """The ``[name]`` table of ``document``, created (or put in place of a non-table value) when missing."""
-    existing = document.get(name)
-    if isinstance(existing, MutableMapping):
-        return existing
-    table = tomlkit.table()
-    if existing is None:
-        document.add(tomlkit.nl())
-        document.add(name, table)
-    else:
-        document[name] = table
-    return table
+    """The ``[name]`` table of ``document``, created (or put in place of a non-table value) when missing.
+
+    A dotted ``name`` (``sync.discovery``) walks nested tables; a parent created on the way is a super table,
+    so the file reads ``[sync.discovery]`` rather than an empty ``[sync]`` above it.
+    """
+    container: MutableMapping[str, Any] = document
+    parts = name.split(".")
+    for depth, part in enumerate(parts):
+        existing = container.get(part)
+        if isinstance(existing, MutableMapping):
+            container = existing
+            continue
+        table = tomlkit.table(is_super_table=depth < len(parts) - 1 or None)
+        if existing is None:
+            if container is document:
+                document.add(tomlkit.nl())
+                document.add(part, table)
+            else:
+                container[part] = table
+        else:
+            container[part] = table
+        container = table
+    return container
 
 
 def _unwrap(item: Any) -> Any:
@@ -693,7 +810,7 @@ def effective_values(text: str) -> list[EffectiveValue]:
     data = tomllib.loads(text)
     values = []
     for key in KEYS:
-        in_file = key.name in data.get(key.section, {})
+        in_file = key.name in (_nested(data, key.section) or {})
         values.append(EffectiveValue(key, config.value(key.path), "file" if in_file else "default"))
     return values
 

@@ -16,6 +16,7 @@ from spl.core.config import (
     KEYS,
     OBSOLETE_KEYS,
     SECTIONS,
+    TABLE_ARRAYS,
     Config,
     ConfigError,
     advertised_endpoint,
@@ -170,7 +171,10 @@ def test_sections_spl_does_not_read_are_tolerated_and_reported() -> None:
 def test_the_format_older_spl_wrote_reads_as_the_defaults() -> None:
     config = Config.from_toml(OLD_FORMAT)
     assert config == Config.fresh(DID, "2026-01-01T00:00:00Z")
-    new_keys = ("serve.public_url", *(key.path for key in KEYS if key.section in ("federation", "metrics")))
+    new_keys = (
+        "serve.public_url",
+        *(key.path for key in KEYS if key.section in ("federation", "metrics") or key.section.startswith("sync")),
+    )
     assert all(value.source == "file" for value in effective_values(OLD_FORMAT) if value.key.path not in new_keys)
 
 
@@ -208,9 +212,20 @@ def test_the_unused_extra_is_gone_and_obsolete_keys_stay() -> None:
     assert not hasattr(config, "extra") and config.obsolete_keys == []
 
 
+def _leaf_fields(prefix: str, kind: type[msgspec.Struct]) -> set[str]:
+    """Every field path of a section, descending into nested tables (``sync.discovery.mdns_broadcast``)."""
+    paths: set[str] = set()
+    for field in msgspec.structs.fields(kind):
+        if isinstance(field.type, type) and issubclass(field.type, msgspec.Struct):
+            paths |= _leaf_fields(f"{prefix}.{field.name}", field.type)
+        else:
+            paths.add(f"{prefix}.{field.name}")
+    return paths
+
+
 def test_keys_describe_exactly_the_struct_fields() -> None:
-    fields = {f"{name}.{field.name}" for name, kind in SECTIONS.items() for field in msgspec.structs.fields(kind)}
-    assert {key.path for key in KEYS} == fields
+    fields = set().union(*(_leaf_fields(name, kind) for name, kind in SECTIONS.items()))
+    assert {key.path for key in KEYS} | set(TABLE_ARRAYS) == fields
     assert {key.path for key in KEYS if not key.settable} == {"instance.did", "instance.created_at"}
 
 
@@ -355,6 +370,9 @@ def configs(draw: st.DrawFn) -> Config:
     config.cors_origins = draw(st.lists(origins, max_size=4))
     config.auth_required = draw(st.booleans())
     config.store_max_bytes = draw(st.integers(0, 1 << 62))
+    config.sync.discovery.mdns_listen = draw(st.booleans())
+    config.sync.discovery.mdns_broadcast = draw(st.booleans())
+    config.sync.discovery.directory_url = draw(public_urls)
     return config
 
 
@@ -364,18 +382,24 @@ def test_every_valid_config_round_trips_through_a_fresh_file(config: Config) -> 
     assert Config.from_toml(config.to_toml()) == config
 
 
+def _table_of(config: Config, section: str) -> object:
+    """The Struct of a dotted section (``sync.discovery``) inside ``config``."""
+    value: object = config
+    for part in section.split("."):
+        value = getattr(value, part)
+    return value
+
+
 @settings(max_examples=100, deadline=None)
 @given(configs(), configs())
 def test_saving_over_a_user_file_round_trips_and_keeps_what_spl_does_not_read(first: Config, second: Config) -> None:
     user_file = USER_FILE.replace(DID, "placeholder")
     base = Config.from_toml(user_file)
     for key in KEYS:
-        section, name = key.path.split(".")
-        setattr(getattr(base, section), name, first.value(key.path))
+        setattr(_table_of(base, key.section), key.name, first.value(key.path))
     once = base.to_toml(user_file)
     for key in KEYS:
-        section, name = key.path.split(".")
-        setattr(getattr(base, section), name, second.value(key.path))
+        setattr(_table_of(base, key.section), key.name, second.value(key.path))
     twice = base.to_toml(once)
     decoded = Config.from_toml(twice)
     assert [decoded.value(key.path) for key in KEYS] == [second.value(key.path) for key in KEYS]
@@ -414,3 +438,34 @@ def test_a_refusal_never_repeats_the_password_of_a_url() -> None:
     with pytest.raises(ConfigError) as typed:
         parse_value("serve.cors_origins", '["https://ops:hunter2@app.example"')
     assert "hunter2" not in str(typed.value)
+
+
+# -- [sync]: nested tables and an array of tables (issue 14) ---------------------------------------------
+
+
+def test_a_nested_key_is_set_read_and_written_in_its_own_table() -> None:
+    text = with_value(INSTANCE, "sync.discovery.mdns_broadcast", True)
+    assert "[sync.discovery]\nmdns_broadcast = true" in text and "\n[sync]\n" not in text
+    config = Config.from_toml(text)
+    assert config.value("sync.discovery.mdns_broadcast") is True
+    assert config.sync.discovery.mdns_listen is True  # the listener is on by default
+    sources = {value.key.path: value.source for value in effective_values(text)}
+    assert sources["sync.discovery.mdns_broadcast"] == "file" and sources["sync.discovery.serve_directory"] == "default"
+    assert Config.from_toml(config.to_toml(previous=text)) == config
+
+
+def test_a_misspelt_or_mistyped_discovery_key_is_refused_by_its_full_path() -> None:
+    (typo,) = problems_in(INSTANCE + "[sync.discovery]\nmdns_brodcast = true\n")
+    assert typo.key == "sync.discovery.mdns_brodcast" and "did you mean sync.discovery.mdns_broadcast" in typo.problem
+    (wrong,) = problems_in(INSTANCE + '[sync.discovery]\nmdns_broadcast = "yes"\n')
+    assert wrong.key == "sync.discovery.mdns_broadcast" and "true or false" in wrong.problem
+
+
+def test_static_peers_are_bounded_and_checked() -> None:
+    config = Config.from_toml(INSTANCE + '[[sync.peers]]\nurl = "http://10.0.0.2:9100"\nnamespaces = ["default"]\n')
+    assert config.sync.peers[0].url == "http://10.0.0.2:9100" and config.sync.peers[0].did is None
+    (bad,) = problems_in(INSTANCE + '[[sync.peers]]\nurl = "http://user:secret@host"\n')
+    assert bad.key == "sync.peers.url" and "secret" not in bad.problem
+    many = "".join(f'[[sync.peers]]\nurl = "http://10.0.{i // 250}.{i % 250}:9100"\n' for i in range(257))
+    (too_many,) = problems_in(INSTANCE + many)
+    assert too_many.key == "sync.peers" and "at most 256" in too_many.problem
