@@ -62,6 +62,17 @@ def spawn_interpreter(arguments: list[str], env: dict[str, str], log_path: Path)
 START_TIMEOUT = 30.0
 
 
+def quiet_discovery(home: Home) -> None:
+    """A throw-away daemon (tests, the soak's pair) keeps off the LAN: no mDNS listener.
+
+    Hundreds of them start in a test run; each would import zeroconf and send multicast queries onto whatever
+    network the machine is on. A test of discovery writes its own config.
+    """
+    config = home.load_config()
+    config.sync.discovery.mdns_listen = False
+    home.save_config(config)
+
+
 class DaemonProcess:
     """One ``spl serve`` child process bound to 127.0.0.1 on a free port.
 
@@ -77,6 +88,7 @@ class DaemonProcess:
         self.home = Home.resolve(home)
         if not self.home.exists():
             initialise(self.home)
+            quiet_discovery(self.home)
         self.insecure = insecure
         self.log_level = log_level
         self.extra_args = extra_args

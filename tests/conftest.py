@@ -20,7 +20,7 @@ from zygote_client import spawn_from_zygote
 
 from spl.daemon.bootstrap import initialise
 from spl.daemon.home import Home
-from spl.daemon.launcher import DaemonProcess
+from spl.daemon.launcher import DaemonProcess, quiet_discovery
 
 # Daemons start as forks of one pre-imported interpreter (tests/support/daemon_zygote.py): the same `spl serve`
 # entry point without paying its imports each time. SPL_TEST_ZYGOTE=0 starts each in a fresh interpreter.
@@ -81,6 +81,7 @@ def home_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One initialised home per test session (per xdist worker), copied for every in-process daemon."""
     path = tmp_path_factory.mktemp("template") / "home"
     initialise(Home.resolve(path))
+    quiet_discovery(Home.resolve(path))
     return path
 
 

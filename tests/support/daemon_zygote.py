@@ -51,6 +51,8 @@ def _run_daemon(request: dict[str, object]) -> int:
 
 
 def serve() -> None:
+    import zeroconf  # noqa: F401  (the discovery child's; ~0.2 s, imported once rather than in each daemon that listens)
+
     import spl.cli.main  # noqa: F401
     import spl.cli.server  # noqa: F401
     import spl.daemon.assembly  # noqa: F401  (Quart, Hypercorn, trio, httpx: imported once for every daemon)

@@ -37,6 +37,7 @@ from spl.core.manifest import federation_manifest
 from spl.daemon.assembly import describe_problems
 from spl.daemon.bootstrap import initialise
 from spl.daemon.home import Home
+from spl.daemon.launcher import quiet_discovery
 from spl.daemon.wiring import build_federation
 from spl.runtime.supervisor import ChildSpec, Supervisor
 from spl.store.database import ReadPool, connect_writer
@@ -59,6 +60,7 @@ def copy_home(template: Path, destination: Path) -> Home:
     """
     if not Home.resolve(template).exists():
         initialise(Home.resolve(template))
+        quiet_discovery(Home.resolve(template))
     shutil.copytree(template, destination)
     return Home.resolve(destination)
 
