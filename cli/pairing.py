@@ -9,6 +9,7 @@ On the instance (or any CLI holding an admin token for it)::
 On the device, which needs no daemon of its own, only a home for its token::
 
     spl pair redeem ABCD-EFGH-JKMN-PQRS --url https://spl.example:9100   # or the syncropel://pair?… link
+    spl pair redeem - --url https://spl.example:9100                     # the code from stdin, out of `ps`
 
 The redeem sends no credential at all (the route is open) and saves the device's token in the home as
 ``spl token save`` does, so every later command from that home (with ``--url`` or ``$SPL_SERVE_URL``)
@@ -37,6 +38,7 @@ pair_app = typer.Typer(
 )
 
 DEEP_LINK_PREFIX = "syncropel://pair?"
+MAX_LINK = 2048  # a link spl makes: the prefix, a URL of up to 512 characters percent-encoded (3x), the code
 
 
 @pair_app.callback(invoke_without_command=True)
@@ -85,14 +87,17 @@ def pair(
         return
     code, link = str(payload.get("code", "")), str(payload.get("link", ""))
     typer.echo(f"pairing code for {safe(payload.get('device'))}: {safe(code, 64)}")
-    typer.echo(f"link: {safe(link, 1024)}")
-    if link.startswith(DEEP_LINK_PREFIX):
+    typer.echo(f"link: {safe(link, MAX_LINK)}")
+    # Drawn only for a link the daemon could have made: a longer one (or one with escapes) is not spl's, and segno
+    # would fail on more than a QR code holds.
+    if link.startswith(DEEP_LINK_PREFIX) and len(link) <= MAX_LINK and link.isascii() and link.isprintable():
         import segno  # only here: no other command draws a QR code
 
         segno.make(link).terminal(out=sys.stdout, compact=True)
     minutes = max(1, round(seconds / 60))
     typer.echo(
-        f"on the device: spl pair redeem {safe(code, 64)} --url {safe(payload.get('url'), 512)}\n"
+        f"on the device: spl pair redeem - --url {safe(payload.get('url'), 512)} (then type the code; "
+        "a code in the command line shows in `ps` to other users of that machine)\n"
         f"the code works once and expires in {minutes} minute(s) "
         f"(scopes: {', '.join(safe(scope, 64) for scope in payload.get('scopes') or [])})",
         err=True,
@@ -103,10 +108,14 @@ def _code_and_url(text: str, url: str | None) -> tuple[str, str]:
     """The code and the instance URL from ``CODE`` or a ``syncropel://pair?url=…&code=…`` link, and ``--url``."""
     text = text.strip()
     if text.startswith(DEEP_LINK_PREFIX):
-        query = parse_qs(urlsplit(text).query, max_num_fields=4)
+        not_a_link = "that link is not a pairing link (syncropel://pair?url=…&code=…); paste it whole"
+        try:
+            query = parse_qs(urlsplit(text).query, max_num_fields=4)
+        except ValueError:  # more fields than a pairing link has (or a malformed one): a clean refusal, no traceback
+            raise CliError(not_a_link) from None
         codes, urls = query.get("code") or [], query.get("url") or []
         if len(codes) != 1 or len(urls) > 1:
-            raise CliError("that link is not a pairing link (syncropel://pair?url=…&code=…); paste it whole")
+            raise CliError(not_a_link)
         code = codes[0]
         url = url or (urls[0] if urls else None)
     else:
@@ -123,7 +132,11 @@ def _code_and_url(text: str, url: str | None) -> tuple[str, str]:
 
 @pair_app.command("redeem")
 def redeem(
-    code: str = typer.Argument(..., help="The code `spl pair` printed, or its whole syncropel://pair?… link."),
+    code: str = typer.Argument(
+        ...,
+        help="The code `spl pair` printed, or its whole syncropel://pair?… link; - reads it from stdin, which keeps "
+        "it out of `ps` (another user of this machine could redeem a code seen there first).",
+    ),
     label: str = typer.Option("", "--label", help="A few words about this device for the instance's token list."),
     output: str = OUTPUT,
     url: str | None = URL,
@@ -136,6 +149,12 @@ def redeem(
     Example: spl pair redeem ABCD-EFGH-JKMN-PQRS --url https://spl.example:9100
     """
     as_json = wants_json(output)
+    if code == "-":  # one line (a terminal's Enter ends it), bounded: a link is at most a few hundred characters
+        if sys.stdin.isatty():
+            typer.echo("pairing code (or link): ", err=True, nl=False)
+        code = sys.stdin.readline(4096).strip()
+        if not code:
+            raise CliError("no code on stdin; paste the code `spl pair` printed, or its syncropel://pair?… link")
     text, target = _code_and_url(code, url)
     body: dict[str, Any] = {"code": text}
     if label:

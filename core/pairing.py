@@ -273,9 +273,8 @@ class PairingBook:
     def get(self, device: str) -> Pairing:
         pairing = self.pairings.get(device)
         if pairing is None:
-            raise NotFound(
-                f"no pairing for device {device!r}; list them with `spl pair list`", code="PAIRING_NOT_FOUND"
-            )
+            shown = repr(device[:MAX_DEVICE_NAME]) + ("…" if len(device) > MAX_DEVICE_NAME else "")  # a URL's worth
+            raise NotFound(f"no pairing for device {shown}; list them with `spl pair list`", code="PAIRING_NOT_FOUND")
         return pairing
 
     def create(self, pairing: Pairing, *, live_token: bool) -> PairingBook:

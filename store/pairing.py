@@ -13,7 +13,9 @@ Synchronous; the routes call :func:`load_pairings` and :func:`save_pairings` in 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -60,19 +62,31 @@ def load_pairings(path: Path) -> PairingBook:
     Raises:
         PairingsUnreadable: the file exists but cannot be read, or is not a pairings file of this spl.
     """
-    try:
-        with path.open("rb") as file:
-            raw = file.read(MAX_FILE_BYTES + 1)
-    except FileNotFoundError:
-        return PairingBook()
-    except OSError as exc:
-        raise PairingsUnreadable(
-            f"{path} cannot be read ({exc.strerror}); check its owner and mode (`spl doctor`)"
-        ) from None
     fix = (
         "move it aside and restart spl: the pairings are forgotten, while the devices' tokens keep working "
         "(`spl token list`, `spl token revoke`)"
     )
+    try:
+        # Not through a symlink, and without blocking: a FIFO (or a device) planted under this name would hang
+        # the worker thread forever on open or read, with the pairing lock held and the daemon unable to stop.
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return PairingBook()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise PairingsUnreadable(f"{path} is a symbolic link, so it is not spl's; {fix}") from None
+        raise PairingsUnreadable(
+            f"{path} cannot be read ({exc.strerror}); check its owner and mode (`spl doctor`)"
+        ) from None
+    try:
+        with os.fdopen(descriptor, "rb") as file:
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                raise PairingsUnreadable(f"{path} is not a regular file, so it is not spl's; {fix}")
+            raw = file.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise PairingsUnreadable(
+            f"{path} cannot be read ({exc.strerror}); check its owner and mode (`spl doctor`)"
+        ) from None
     if len(raw) > MAX_FILE_BYTES:
         raise PairingsUnreadable(f"{path} is larger than {MAX_FILE_BYTES} bytes, so it is not spl's; {fix}")
     try:

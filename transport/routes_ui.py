@@ -3,9 +3,12 @@
 The page is four files shipped in the package (``transport/ui/``: HTML, CSS, JS, an icon; no build step, nothing fetched
 from anywhere else), read once and served from memory. They are open routes (:data:`OPEN_ROUTES`): they hold no
 data. Every figure the page shows comes from the event stream, which needs a token with the ``metrics:read`` scope
-when authentication is on (the same figures ``/metrics`` exports; ``admin`` implies it). The page sends that token
-in an ``Authorization`` header from ``fetch()``: ``EventSource`` cannot set headers, and a token in the query string
-would end up in access logs and browser history.
+when authentication is on (the same figures ``/metrics`` exports; ``admin`` implies it). What ``/metrics`` does not
+export, and the pair routes keep behind ``federation:manage`` (each pair's peer URL and DID, the thread it syncs, the
+state's reason, error messages, the supervision tree's errors), is sent only to a caller that holds
+``federation:manage`` too (:data:`DETAIL_SCOPE`); a scraper's ``metrics:read`` token sees states and figures only.
+The page sends its token in an ``Authorization`` header from ``fetch()``: ``EventSource`` cannot set headers, and a
+token in the query string would end up in access logs and browser history.
 
 The stream sends one JSON snapshot of the mesh at once and then one per :data:`TICK_SECONDS`: every pair of both
 kinds (fleet sync pairs and federation pairs) with its state, lag and last error, the supervision tree and the head
@@ -31,8 +34,9 @@ from typing import Any
 
 import msgspec
 import trio
-from quart import Blueprint, Response, current_app
+from quart import Blueprint, Response, current_app, request
 
+from spl.core import tokens
 from spl.core.errors import SplError, Unavailable
 from spl.core.text import printable
 from spl.transport import sse
@@ -66,6 +70,8 @@ UI_DIR = Path(__file__).parent / "ui"
 # its assets hold no data; the page asks for a token for the event stream.
 OPEN_ROUTES: frozenset[str] = frozenset(ASSETS)
 EVENTS_ROUTE = "/v1/ui/events"
+# The scope that also shows who the peers are and what they said (the pair routes' own scope).
+DETAIL_SCOPE = "federation:manage"
 
 # Scripts and styles only from this daemon, and only as files (no inline script, no eval); data only from this
 # daemon; no plugins, no <base>, no form posting anywhere, no framing (clickjacking).
@@ -146,16 +152,19 @@ class StreamSlots:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.open = 0
-        self._frame: bytes | None = None
-        self._built_at = -math.inf
+        self._frames: dict[bool, tuple[float, bytes]] = {}  # detail -> (built at, frame): two views, one each
 
-    def frame(self, services: Services, now: float | None = None) -> bytes:
-        """The current snapshot's frame, built now unless a recent one can be sent again (``now``: trio time)."""
+    def frame(self, services: Services, now: float | None = None, *, detail: bool = True) -> bytes:
+        """The current snapshot's frame, built now unless a recent one can be sent again (``now``: trio time).
+
+        ``detail``: with the peers' URLs, DIDs and words (:data:`DETAIL_SCOPE`), or states and figures only.
+        """
         now = trio.current_time() if now is None else now
-        if self._frame is None or now - self._built_at >= FRAME_REUSE_SECONDS:
-            self._frame = snapshot_frame(mesh_snapshot(services))
-            self._built_at = now
-        return self._frame
+        built_at, frame = self._frames.get(detail, (-math.inf, b""))
+        if now - built_at >= FRAME_REUSE_SECONDS:
+            frame = snapshot_frame(mesh_snapshot(services, detail=detail))
+            self._frames[detail] = (now, frame)
+        return frame
 
     def take(self) -> Slot:
         if self.open >= self.limit:
@@ -187,12 +196,37 @@ def _slots() -> StreamSlots:
     return slots
 
 
+def _refuse_other_sites() -> None:
+    """Refuse a stream that a page of another site opened (``Sec-Fetch-Site``), unless its origin is a listed CORS one.
+
+    That page cannot read the stream (no CORS answer), but it can open it: any site a user visits could hold all
+    :data:`MAX_STREAMS` places of a daemon whose authentication is off (``--insecure-localhost``: ``Host:
+    127.0.0.1`` passes the Host gate) for as long as its tab is open. The page itself fetches same-origin; curl and
+    other clients send no ``Sec-Fetch-Site`` at all.
+    """
+    site = request.headers.get("sec-fetch-site")
+    if site is None or site in ("same-origin", "none"):
+        return
+    origin = (request.headers.get("origin") or "").rstrip("/").lower()
+    if origin and origin in {listed.strip().rstrip("/").lower() for listed in services().config.cors_origins}:
+        return
+    raise SplError(
+        "the mesh-health stream is read by this daemon's own page (/ui) only, not by a page of another site; "
+        "open /ui on this daemon, or list that site in serve.cors_origins",
+        code="CROSS_SITE_REFUSED",
+        status=403,
+    )
+
+
 @blueprint.get(EVENTS_ROUTE)
 async def events() -> Response:
-    require(caller(), "metrics:read")
+    _refuse_other_sites()
+    who = caller()
+    require(who, "metrics:read")
+    detail = tokens.allows(who.scopes, DETAIL_SCOPE)
     slots = _slots()
     slot = slots.take()
-    body = mesh_events(services(), slot, slots.frame)
+    body = mesh_events(services(), slot, functools.partial(slots.frame, detail=detail))
     # A body that never starts (the client left before the headers went out) never runs the generator's
     # ``finally``: free the slot when the generator is freed.
     weakref.finalize(body, slot.release).atexit = False
@@ -235,13 +269,22 @@ def snapshot_frame(snapshot: Mapping[str, Any]) -> bytes:
 # -- the snapshot ---------------------------------------------------------------------------------------------------
 
 
-def mesh_snapshot(services: Services, now: float | None = None) -> dict[str, Any]:
-    """The mesh as the page shows it, now. Call it on the trio thread, where the actors keep their state."""
+def mesh_snapshot(services: Services, now: float | None = None, *, detail: bool = True) -> dict[str, Any]:
+    """The mesh as the page shows it, now. Call it on the trio thread, where the actors keep their state.
+
+    ``detail`` False (a caller without :data:`DETAIL_SCOPE`): every pair's peer URL, DID, thread or role, state reason
+    and error message, and the tree's errors, are None; states, figures and error codes stay.
+    """
     now = time.time() if now is None else now
-    problems = [printable(problem, TEXT_LIMIT) for problem in services.problems()[:20]]
+    problems = [printable(problem, TEXT_LIMIT) for problem in services.problems()[:20]]  # /health shows them too
     stopping = services.stopping.is_set()
     sync_pairs, sync_total = _sync_pairs(services.federation, now)
     fed_pairs, fed_total = _federation_pairs(services.federation, now)
+    pairs = sync_pairs + fed_pairs
+    tree = _tree(services.snapshot(), services.federation)
+    if not detail:
+        pairs = [_without_detail(pair) for pair in pairs]
+        tree = _tree_without_errors(tree)
     return {
         "object": "mesh_snapshot",
         "at": round(now, 3),
@@ -251,10 +294,33 @@ def mesh_snapshot(services: Services, now: float | None = None) -> dict[str, Any
         "sequence": services.head_sequence(),
         "uptime_secs": round(now - services.started_at, 3),
         "fleet": services.fleet().level,
-        "pairs": sync_pairs + fed_pairs,
+        "pairs": pairs,
         "pairs_total": {"sync": sync_total, "federation": fed_total},
-        "supervision": _tree(services.snapshot(), services.federation),
+        "supervision": tree,
+        "detail": detail,
     }
+
+
+def _without_detail(pair: dict[str, Any]) -> dict[str, Any]:
+    """A pair row as a ``metrics:read`` caller sees it: what ``/metrics`` exports, plus the last error's code."""
+    error = pair["last_error"]
+    return {
+        **pair,
+        "peer_did": None,
+        "peer_url": None,
+        "scope": None,
+        "state_reason": None,
+        "last_error": None if error is None else {**error, "message": None},
+    }
+
+
+def _tree_without_errors(node: dict[str, Any]) -> dict[str, Any]:
+    children = node.get("children")
+    if isinstance(children, dict):  # a supervisor nested under a child
+        return {**node, "last_error": None, "children": _tree_without_errors(children)}
+    if isinstance(children, list):
+        return {**node, "last_error": None, "children": [_tree_without_errors(child) for child in children]}
+    return {**node, "last_error": None}
 
 
 def _sync_pairs(federation: Any, now: float) -> tuple[list[dict[str, Any]], int]:

@@ -71,3 +71,43 @@ def test_redeem_needs_to_know_where_the_instance_is(tmp_path: Path) -> None:
 def test_pair_without_a_device_shows_its_help(tmp_path: Path) -> None:
     result = run_spl("pair", env=base_env(tmp_path / "home"))
     assert result.code == 0 and "--device" in result.out and "redeem" in result.out
+
+
+def test_the_code_can_come_from_stdin_out_of_sight_of_ps(tmp_path: Path) -> None:
+    """A code in the command line is readable by every user of the machine (``/proc/PID/cmdline``) for as long as
+    the CLI starts up, time enough for another user to redeem it first; ``-`` reads it from stdin instead."""
+    env = base_env(tmp_path / "device")
+    with FakeDaemon(status=201, body=json.dumps(ANSWER).encode()) as server:
+        result = run_spl("pair", "redeem", "-", "--url", server.url, env=env, stdin="abcd-efgh-jkmn-pqrs\nignored\n")
+        empty = run_spl("pair", "redeem", "-", "--url", server.url, env=env, stdin="")
+    assert result.code == 0, result.err
+    (seen,) = server.seen
+    assert json.loads(seen.body) == {"code": "abcd-efgh-jkmn-pqrs"}
+    assert "no code on stdin" in one_error_line(empty)
+
+
+def test_a_link_with_too_many_fields_is_refused_without_a_traceback(tmp_path: Path) -> None:
+    """A pasted link is untrusted text: one with more fields than a pairing link has crashed with a traceback."""
+    crowded = "syncropel://pair?a=1&b=2&c=3&d=4&e=5&code=ABCD-EFGH-JKMN-PQRS"
+    result = run_spl("pair", "redeem", crowded, "--url", "http://127.0.0.1:9", env=base_env(tmp_path / "d"))
+    assert result.code == 1 and "not a pairing link" in one_error_line(result)
+    assert "Traceback" not in result.err
+
+
+def test_a_hostile_offer_is_printed_inert_and_drawn_only_when_it_fits(tmp_path: Path) -> None:
+    """``spl pair`` prints what the daemon answered: escapes come out inert, and a link no spl makes (too long for
+    a QR code) is printed but not drawn (segno failed with a traceback)."""
+    offer = {
+        "device": "laptop\x1b]0;owned\x07",
+        "code": "ABCD-EFGH-JKMN-PQRS\x1b[2J",
+        "link": "syncropel://pair?url=" + "x" * 4000 + "&code=ABCD-EFGH-JKMN-PQRS",
+        "url": "http://127.0.0.1:9",
+        "scopes": ["records:read"],
+    }
+    env = base_env(tmp_path / "admin")
+    env["SPL_TOKEN"] = TOKEN
+    with FakeDaemon(status=201, body=json.dumps(offer).encode()) as server:
+        result = run_spl("pair", "--device", "laptop", "--url", server.url, env=env)
+    assert result.code == 0, result.err
+    assert "\x1b" not in result.out + result.err and "\x07" not in result.out
+    assert "█" not in result.out and "Traceback" not in result.err

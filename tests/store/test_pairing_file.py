@@ -84,3 +84,21 @@ def test_a_failed_save_leaves_the_old_file_and_no_temporary(tmp_path: Path, monk
 def test_a_save_into_a_missing_directory_names_the_fix(tmp_path: Path) -> None:
     with pytest.raises(PairingsUnreadable, match="cannot write"):
         save_pairings(tmp_path / "gone" / "pairings.json", book())
+
+
+def test_a_fifo_or_a_symlink_planted_as_the_file_is_refused_without_hanging(tmp_path: Path) -> None:
+    """A FIFO under the file's name used to block the worker thread forever (the pairing lock held, the daemon
+    unable to stop); a symlink would be read through. Both are refused at once, naming the file."""
+    planted = tmp_path / "pairings.json"
+    os.mkfifo(planted)
+    with pytest.raises(PairingsUnreadable, match="not a regular file"):
+        load_pairings(planted)
+    planted.unlink()
+    save_pairings(tmp_path / "elsewhere.json", book())
+    planted.symlink_to(tmp_path / "elsewhere.json")
+    with pytest.raises(PairingsUnreadable, match="symbolic link") as refused:
+        load_pairings(planted)
+    assert refused.value.status == 503 and str(planted) in refused.value.message
+    fresh = book()
+    save_pairings(planted, fresh)  # a save replaces the link itself, never writing through it
+    assert not planted.is_symlink() and load_pairings(planted) == fresh

@@ -168,6 +168,19 @@ async def test_a_snapshot_lists_sync_pairs_with_their_figures_and_last_error(
     assert row["last_error"]["code"] == api["last_error"]["code"]
     assert row["errors_total"] == api["errors_total"] >= 1
 
+    # A metrics:read token alone (a scraper's) sees what /metrics exports, not who the peers are or what they said:
+    # the pair routes keep that behind federation:manage.
+    slots = StreamSlots(1)
+    _, figures_only = parse(slots.frame(in_process_daemon.services, now=1.0, detail=False))
+    _, full = parse(slots.frame(in_process_daemon.services, now=1.0, detail=True))
+    assert figures_only["detail"] is False and full["detail"] is True
+    bare = figures_only["pairs"][0]
+    assert bare["state"] == api["state"] and bare["lag_records"] == api["lag_records"]
+    assert bare["last_error"]["code"] == api["last_error"]["code"] and bare["last_error"]["message"] is None
+    assert (bare["peer_url"], bare["peer_did"], bare["scope"], bare["state_reason"]) == (None, None, None, None)
+    assert "127.0.0.1:9" not in json.dumps(figures_only) and "th_ui" not in json.dumps(figures_only)
+    assert full["pairs"][0]["peer_url"] == "http://127.0.0.1:9"
+
 
 def test_text_a_peer_chose_is_one_bounded_line() -> None:
     status = PairStatus("pair_0123456789abcdef", state="failing", reason="x" * 10_000)
@@ -194,3 +207,6 @@ def test_the_tree_is_bounded_and_shows_the_pair_supervisor_under_federation() ->
     assert tree["children_total"] == 1001 and len(tree["children"]) == routes_ui.MAX_TREE_CHILDREN
     federation = tree["children"][0]
     assert federation["children"]["id"] == "pairs" and "\x1b" not in federation["last_error"]
+    bare = routes_ui._tree_without_errors(tree)  # what a metrics:read token alone is sent
+    assert bare["children"][0]["last_error"] is None and bare["children"][0]["restarts"] == 2
+    assert bare["children"][0]["children"]["id"] == "pairs" and "boom" not in json.dumps(bare)

@@ -225,6 +225,7 @@
     $("problems").replaceChildren(...problems.map((problem) => el("li", problem)));
     const pairs = Array.isArray(snapshot.pairs) ? snapshot.pairs : [];
     renderPairs(pairs, Number(snapshot.at) || Date.now() / 1000, snapshot.pairs_total || {});
+    $("detail-note").hidden = snapshot.detail !== false || pairs.length === 0; // metrics:read alone: figures only
     $("tree").replaceChildren(...(snapshot.supervision ? [treeNode(snapshot.supervision)] : []));
   }
 
