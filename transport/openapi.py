@@ -349,6 +349,14 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "FleetKill": _object(["level", "reason"], level={"enum": ["soft", "hard", "emergency"]}, reason=STRING),
     "ExportRequest": _object(identity=BOOLEAN, carry_tokens=BOOLEAN, compress=BOOLEAN, passphrase=_nullable(STRING)),
     "SignedDocument": {"type": "object", "description": "a signed handshake document (docs/federation-pairs.md)"},
+    "PairingCreate": _object(
+        ["device"],
+        device=STRING,
+        scopes={"type": "array", "items": STRING},
+        ttl_secs={"type": "number"},
+        url=_nullable(STRING),
+    ),
+    "PairingRedeem": _object(["code"], code=STRING, label=STRING),
 }
 
 WIRE_TYPES = (RecordSubmission, NamespaceCreate, TokenMint, RecordPush)
@@ -648,6 +656,49 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/v1/fleet/unkill"): Operation(
         "Lift the freeze", scope="admin", body="Reason", response="FleetControl", errors=(409,)
     ),
+    # Device pairing (docs/pairing.md)
+    ("POST", "/v1/pairings"): Operation(
+        "Pair a device: a one-time code and deep link (shown once)",
+        scope="admin",
+        body="PairingCreate",
+        success=201,
+        errors=(409,),
+    ),
+    ("GET", "/v1/pairings"): Operation("Device pairings", scope="admin"),
+    ("DELETE", "/v1/pairings/{device}"): Operation("Revoke one device", scope="admin", body_required=False),
+    ("POST", "/v1/pairing/redeem"): Operation(
+        "Redeem a pairing code for the device's own token (open; rate-limited)",
+        body="PairingRedeem",
+        success=201,
+        errors=(409, 410, 429),
+    ),
+    # Discovery (docs/discovery.md)
+    ("GET", "/v1/discovery/mdns"): Operation("Peers seen on mDNS (_syncropel._tcp.local)", scope="federation:manage"),
+    ("GET", "/.well-known/did.json"): Operation("This instance's did:web DID document"),
+    ("POST", "/v1/directory"): Operation(
+        "Register in this directory with a signed manifest (open)", body="SignedDocument", success=201, errors=(409,)
+    ),
+    ("GET", "/v1/directory"): Operation(
+        "Directory entries, optionally by namespace", query=(("namespace", STRING, False),)
+    ),
+    ("GET", "/v1/directory/resolve"): Operation(
+        "Resolve a DID to its registered endpoint", query=(("did", STRING, True),)
+    ),
+    # The mesh-health page (docs/ui.md)
+    ("GET", "/ui"): Operation("The mesh-health page (HTML)", response_media="text/html"),
+    ("GET", "/ui/app.js"): Operation("The page's script", response_media="text/javascript"),
+    ("GET", "/ui/style.css"): Operation("The page's style sheet", response_media="text/css"),
+    ("GET", "/ui/favicon.svg"): Operation("The page's icon", response_media="image/svg+xml"),
+    ("GET", "/v1/ui/events"): Operation(
+        "The page's data: a server-sent event stream of mesh snapshots",
+        scope="metrics:read",
+        response_media="text/event-stream",
+    ),
+    # Identity rotation (docs/identity.md)
+    ("POST", "/v1/identity/rotate"): Operation(
+        "Rotate the signing key; pairs are kept", scope="admin", body_required=False, errors=(409,)
+    ),
+    ("GET", "/v1/identity/keys"): Operation("The instance's keys and rotation chain", scope="config:read"),
 }
 
 # Request bodies that are not JSON: their schema as OpenAPI describes a byte stream.
