@@ -50,6 +50,7 @@ from spl.core.pairs import (
     peer_address,
     validate_peer_token,
 )
+from spl.core.rotation import own_keys
 from spl.core.stored import StoredRecord
 from spl.core.syncstats import PairStats, summarise
 from spl.runtime.supervisor import ChildContext, ChildSpec, Supervisor
@@ -195,7 +196,7 @@ class FederationManager:
         with self.pool.connection() as connection:
             records = thread_objects(connection, PAIRS_THREAD)
             cursors = pair_cursors(connection)
-        return fold_pair_records(records, self.identity.did), cursors
+        return fold_pair_records(records, own_keys(self.identity)), cursors
 
     async def _start_pair(self, config: PairConfig, status: PairStatus) -> None:
         peers = self._peers_or_unavailable()

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import trio
@@ -70,6 +70,7 @@ from spl.core.feed import ManifestInvalid, PeerError, PeerProtocolError
 from spl.core.handshake import (
     TOKEN_SCOPES,
     WINDOW,
+    BadHandshakeSignature,
     EndpointMoved,
     NonceReplayed,
     PairRequest,
@@ -91,7 +92,7 @@ from spl.core.handshake import (
     unseal,
 )
 from spl.core.identity import Identity
-from spl.core.manifest import rfc3339, signed_manifest_did
+from spl.core.manifest import manifest_keys, rfc3339, signed_manifest_did
 from spl.core.pair_machine import ConfigChanged
 from spl.core.pairs import (
     PAIRS_THREAD,
@@ -102,6 +103,7 @@ from spl.core.pairs import (
     validate_peer_url,
     validate_settings,
 )
+from spl.core.rotation import RotationInvalid, check_extends, own_keys, pinned_keys
 from spl.core.text import printable
 from spl.core.tokens import TokenInfo
 from spl.store.database import ReadPool
@@ -110,6 +112,7 @@ from spl.store.queries import pair_cursors, thread_objects_with_seq
 __all__ = ["FederationPairs", "ServePolicy"]
 
 log = logging.getLogger("spl.federation.pairs")
+_Checked = TypeVar("_Checked")
 
 TOKEN_TTL = 90 * 86400.0
 APPROVAL_POLL_EVERY = 2.0
@@ -120,7 +123,16 @@ MAX_PENDING = 64
 MAX_PAIRS = 1000
 PENDING_TTL = 86_400.0  # a pair request nobody approved or rejected within a day gives its place up
 MAX_STREAMS_PER_PAIR = 2  # a peer needs one continuous feed; one more covers a reconnect racing the old one
-MANIFEST_SNAPSHOT_KEYS = ("object", "manifest_version", "daemon", "federation", "advertises", "consent_policy")
+# "rotations": the peer's rotation chain, so the pair pins every key the peer proved (spl.core.rotation).
+MANIFEST_SNAPSHOT_KEYS = (
+    "object",
+    "manifest_version",
+    "daemon",
+    "federation",
+    "advertises",
+    "consent_policy",
+    "rotations",
+)
 # Announcing a new endpoint (docs/federation-pairs.md, "When a steward moves").
 ANNOUNCE_FIRST_RETRY = 5.0  # seconds after a failed notice; doubles up to ANNOUNCE_MAX_RETRY
 ANNOUNCE_MAX_RETRY = 600.0
@@ -128,6 +140,9 @@ ANNOUNCE_DEADLINE = 30.0  # one notice, answer included: the peer probes two man
 ANNOUNCE_PARALLEL = 8  # notices in flight at once (a daemon with many pairs tells them a few at a time)
 ENDPOINT_SETTLE = 2.0  # at start, how long the announcer waits to be told the bound URL (endpoint_known)
 PROBE_NEW_DEADLINE = 10.0  # the peer fetching the manifest at the announced endpoint
+# A signed document that does not verify against a peer's pinned key makes us fetch that peer's manifest (it may
+# have rotated its key): at most once per this many seconds per peer, so unsigned junk cannot drive our fetches.
+KEY_RECHECK_EVERY = 30.0
 PROBE_OLD_DEADLINE = 3.0  # ... and at the old one: silence this long counts as "not live"
 DUPLICATE_MARK_FOR = 900.0  # a DUPLICATE_STEWARD mark lasts this long after the last notice that found one
 
@@ -309,6 +324,7 @@ class FederationPairs:
         self.consent = ConsentBook()
         self._changing = trio.Lock()
         self._granting = trio.Lock()
+        self._keys_checked: dict[str, float] = {}  # peer DID -> trio time its manifest was last fetched for keys
         self._tokens: dict[str, TokenInfo] = {}  # our tokens for peers, by pair id (ids and metadata only)
         self._seen_nonces: dict[str, dict[str, float]] = {}  # per pair: polls' and notices' nonces in the window
         self._streams: dict[str, int] = {}  # continuous feeds open per pair (MAX_STREAMS_PER_PAIR)
@@ -334,7 +350,7 @@ class FederationPairs:
             body = record.get("body")
             if isinstance(body, dict) and isinstance(body.get("pair_id"), str):
                 last_seq[body["pair_id"]] = seq
-        folded = fold_federation_pairs([record for _, record in pair_records], self.identity.did)
+        folded = fold_federation_pairs([record for _, record in pair_records], own_keys(self.identity))
         return [(pair, last_seq.get(pair_id, 0)) for pair_id, pair in folded.items()], cursors, consent
 
     async def start(
@@ -533,6 +549,7 @@ class FederationPairs:
                 token_expires_at=now + TOKEN_TTL,
                 now=now,
                 nonce=nonce,
+                responder_key=manifest_keys(manifest)[-1],  # verified with the manifest: its chain's current key
             )
             pair = FederationPair(
                 pair_id=pair_id,
@@ -598,6 +615,7 @@ class FederationPairs:
                     nonce=pair.nonce,
                     now=self.wall(),
                     requested_maps=pair.maps,  # a responder may narrow our maps, never add one
+                    keys_of=self._keys_of,
                 )
             except SplError as exc:
                 await self._refused(pair, f"peer's answer does not verify: {exc.message}")
@@ -765,7 +783,11 @@ class FederationPairs:
     async def on_poll(self, payload: object) -> tuple[int, dict[str, Any]]:
         """``POST /v1/federation/pair/poll``: the initiator asks how its pending request stands."""
         now = self.wall()
-        poll = check_poll(payload, own_did=self.identity.did, now=now)
+        poll = await self._checked(
+            lambda: check_poll(payload, own_did=self.identity.did, now=now, keys_of=self._keys_of),
+            payload,
+            "initiator_did",
+        )
         view = self.pairs.get(poll.pair_id)
         if view is None or view.pair.peer_did != poll.initiator_did or view.pair.role != "responder":
             raise NotFound("no pair request with that id from you", code="PAIR_UNKNOWN")
@@ -792,7 +814,11 @@ class FederationPairs:
     async def on_notice(self, payload: object) -> dict[str, Any]:
         """``POST /v1/federation/pair/notify``: the peer revoked the pair, or asks us to pull now."""
         now = self.wall()
-        notice = check_notice(payload, own_did=self.identity.did, now=now)
+        notice = await self._checked(
+            lambda: check_notice(payload, own_did=self.identity.did, now=now, keys_of=self._keys_of),
+            payload,
+            "sender_did",
+        )
         view = self.pairs.get(notice.pair_id)
         if view is None or view.pair.peer_did != notice.sender_did:
             raise NotFound("no pair with that id joins this steward to you", code="PAIR_UNKNOWN")
@@ -873,6 +899,7 @@ class FederationPairs:
                 token=token,
                 token_expires_at=expires,
                 now=now,
+                receiver_key=self._current_key(pair.peer_did),
             )
             with trio.fail_after(ANNOUNCE_DEADLINE):
                 status, body = await self.manager.peer_client(pair.peer_url).post(
@@ -887,6 +914,7 @@ class FederationPairs:
                     nonce=notice["nonce"],
                     endpoint=endpoint,
                     now=self.wall(),
+                    keys_of=self._keys_of,
                 )
                 await self._acknowledged(view, ack)
                 return {"acknowledged": True, "endpoint": endpoint, "error": None}
@@ -951,7 +979,13 @@ class FederationPairs:
         kept, ours for the old endpoint revoked, a fresh one sealed to the mover in a signed acknowledgement.
         """
         now = self.wall()
-        notice = check_endpoint_moved(payload, own_did=self.identity.did, now=now, peer_did_of=self._peer_did_of)
+        notice = await self._checked(
+            lambda: check_endpoint_moved(
+                payload, own_did=self.identity.did, now=now, peer_did_of=self._peer_did_of, keys_of=self._keys_of
+            ),
+            payload,
+            "sender_did",
+        )
         view = self.pairs[notice.pair_id]
         self._spend_nonce(notice.pair_id, notice.nonce, notice.issued_at, now)
         self._movable(view)
@@ -1003,11 +1037,78 @@ class FederationPairs:
         log.info(
             "pair %s: the peer moved from %s to %s", moved.pair_id, printable(old_url, 200), printable(new_url, 200)
         )
-        return build_endpoint_moved_ack(self.identity, notice=notice, token=token, token_expires_at=expires, now=now)
+        return build_endpoint_moved_ack(
+            self.identity,
+            notice=notice,
+            token=token,
+            token_expires_at=expires,
+            now=now,
+            receiver_key=self._current_key(notice.sender_did),
+        )
 
     def _peer_did_of(self, pair_id: str) -> str | None:
         view = self.pairs.get(pair_id)
         return view.pair.peer_did if view is not None else None
+
+    async def _checked(self, check: Callable[[], _Checked], payload: object, field: str) -> _Checked:
+        """``check()`` (a handshake document's check); when its signature fails against the key pinned for the
+        peer that ``payload[field]`` names, learn that peer's keys again (:meth:`_learn_keys`) and check once more.
+
+        This is how a pair follows a peer that ran ``spl identity rotate`` by itself: its first document signed
+        with the new key makes us fetch its manifest, whose chain starts at the DID we pinned.
+        """
+        try:
+            return check()
+        except BadHandshakeSignature:
+            did = payload.get(field) if isinstance(payload, dict) else None
+            if not isinstance(did, str) or not await self._learn_keys(did):
+                raise
+        return check()
+
+    async def _learn_keys(self, did: str) -> bool:
+        """Fetch the manifest of the peer ``did`` of our pairs; True when it proves more keys than we pinned (its
+        chain verified from ``did`` and extending the pinned one), recorded in each pair with it."""
+        views = [view for view in self.pairs.values() if view.pair.peer_did == did and view.pair.state != "revoked"]
+        moment = trio.current_time()
+        if not views or moment < self._keys_checked.get(did, -math.inf) + KEY_RECHECK_EVERY:
+            return False
+        self._keys_checked[did] = moment
+        pinned = self._keys_of(did) or (did,)
+        url = views[0].pair.peer_url
+        try:
+            with trio.fail_after(PROBE_NEW_DEADLINE):
+                body = await self.manager.peer_client(url).manifest_body()
+            proven, manifest = signed_manifest_did(body, where=url, now=self.wall())
+            keys = manifest_keys(manifest)
+            check_extends(pinned, keys, who=f"peer at {printable(url, 120)}")
+        except (PeerError, RotationInvalid, trio.TooSlowError) as exc:
+            log.warning("peer %s: its manifest does not prove a new key: %s", did, printable(str(exc), 300))
+            return False
+        if proven != did or len(keys) <= len(pinned):
+            return False
+        async with self._changing:
+            for view in views:
+                now = self.wall()
+                await self._record(
+                    view, replace(view.pair, peer_manifest=_snapshot(manifest), updated_at=now), "pair.config.v1"
+                )
+        log.info("peer %s rotated its key: chain verified, it now signs with %s", did, keys[-1])
+        return True
+
+    def _current_key(self, did: str) -> str | None:
+        """The key a token for ``did`` is sealed to: the current one of its pinned chain (None: the DID's own)."""
+        keys = self._keys_of(did)
+        return keys[-1] if keys else None
+
+    def _keys_of(self, did: str) -> tuple[str, ...]:
+        """The keys ``did`` proved it signs with (its rotation chain, current last), as pinned by the latest
+        manifest a pair with it recorded; a signed document from that peer must verify against the last one."""
+        best: tuple[str, ...] = ()
+        for view in self.pairs.values():
+            if view.pair.peer_did == did:
+                keys = pinned_keys(view.pair.peer_manifest, did)
+                best = keys if len(keys) > len(best) else best
+        return best
 
     def _movable(self, view: FedView) -> None:
         state = view.pair.state
@@ -1277,6 +1378,16 @@ class FederationPairs:
             )
             transitions.append(f"{pair.state} → degraded")
             return {**self.describe(pair_id), "transitions": transitions}
+        pinned = pinned_keys(pair.peer_manifest, pair.peer_did)
+        try:  # the peer's manifest verified its chain from the DID; it must also extend the keys it proved before
+            keys = manifest_keys(manifest)
+            check_extends(pinned, keys, who=f"peer at {printable(pair.peer_url, 120)}")
+        except RotationInvalid as exc:
+            view.overlay, view.overlay_reason = "degraded", f"peer's rotation chain is refused: {exc.message}"
+            transitions.append(f"{pair.state} → degraded")
+            return {**self.describe(pair_id), "transitions": transitions}
+        if len(keys) > len(pinned):
+            transitions.append(f"peer rotated its key: {len(keys) - len(pinned)} step(s) verified, now {keys[-1]}")
         try:
             _, new_url = _manifest_endpoints(manifest, pair.peer_url)
         except InvalidRequest as exc:
@@ -1618,4 +1729,5 @@ def _request_of(pair: FederationPair, own_did: str) -> PairRequest:
         token_sealed="",
         token_scopes=TOKEN_SCOPES,
         token_expires_at=pair.created_at + TOKEN_TTL,
+        initiator_keys=pinned_keys(pair.peer_manifest, pair.peer_did),
     )

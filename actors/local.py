@@ -78,7 +78,8 @@ class LocalRecords:
     """Sign and commit records on behalf of this instance.
 
     Args:
-        identity: The instance key: every record accepted here carries its ``signer``/``sig``.
+        identity: The instance key: every record accepted here carries its ``signer`` (the key that signs now,
+            ``key_did``) and ``sig``; its ``actor``, when the instance authors it, is the instance's identifier.
         writer: The store writer; answers come after COMMIT.
         clock: The clock of system records (share one per daemon: see :class:`SystemClock`).
     """
@@ -98,7 +99,9 @@ class LocalRecords:
         return self._clock.next()
 
     def sign(self, envelope: Envelope) -> Candidate:
-        return Candidate(envelope, self._identity.did, self._identity.sign_record_id(envelope.id))
+        """The record signed by the current key; signer and signature come from one read of it (a rotation may
+        swap the key between two records, never inside one)."""
+        return Candidate(envelope, *self._identity.signed_id(envelope.id))
 
     async def accept(self, envelope: Envelope) -> Accepted:
         """A client's record (``POST /v1/records``): signed, committed, returned as stored.
@@ -126,6 +129,13 @@ class LocalRecords:
     async def record_system(self, thread: str, body: dict[str, Any], *, act: str = "LEARN") -> Accepted:
         """Commit a configuration record (a pair's settings on ``th_federation_pairs``, …)."""
         (outcome,) = await self._writer.ingest([self.sign(self.system_envelope(thread, body, act=act))])
+        return accepted(outcome)
+
+    async def record_system_signed_by(self, signer: Identity, thread: str, body: dict[str, Any]) -> Accepted:
+        """Commit a configuration record signed by ``signer`` rather than the current key: a rotation statement
+        is signed by the key it retires, so a reader holding only that key can verify the step."""
+        envelope = self.system_envelope(thread, body)
+        (outcome,) = await self._writer.ingest([Candidate(envelope, *signer.signed_id(envelope.id))])
         return accepted(outcome)
 
     def instance_envelope(self, thread: str, act: str, body: dict[str, Any], actor: str | None = None) -> Envelope:

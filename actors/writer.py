@@ -34,7 +34,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -96,7 +96,9 @@ class StoreWriter:
     Args:
         path: The store (``hub.db``).
         subscribers: Inboxes told about every committed record before anyone is answered.
-        own_did: This instance's DID: only records it signed change the namespace registry.
+        own_did: This instance's DID (its identifier).
+        own_keys: Every key of the instance's rotation chain, read at each reload (``InstanceIdentity.own_keys``):
+            only records one of them signed change the namespace registry or the kill switch. Default: ``own_did``.
         max_bytes: Cap on the store's size (``[store] max_bytes``); 0 = no cap.
         max_batch: Requests committed together at most.
     """
@@ -107,12 +109,14 @@ class StoreWriter:
         subscribers: Sequence[trio.MemorySendChannel[object]],
         *,
         own_did: str,
+        own_keys: Callable[[], Collection[str]] | None = None,
         max_bytes: int = 0,
         max_batch: int = 256,
     ) -> None:
         self._path = path
         self._subscribers = subscribers
         self._own_did = own_did
+        self._own_keys = own_keys or (lambda: ())
         self._max_bytes = max_bytes
         self._max_batch = max_batch
         self._state: WriterState | None = None
@@ -189,7 +193,7 @@ class StoreWriter:
         """
 
         try:
-            self._state = await trio.to_thread.run_sync(load_writer_state, connection, self._own_did)
+            self._state = await trio.to_thread.run_sync(load_writer_state, connection, self._own_did, self._own_keys())
         except Exception as exc:
             failure = storage_error(exc, volume=self._path.parent)
             if failure is None:
@@ -527,7 +531,8 @@ class WriterClient:
         return await reply.get()
 
     async def adopt_did(self, did: str) -> None:
-        """Fold the registries as ``did``'s from now on (after an import adopted that identity)."""
+        """Fold the registries as ``did``'s from now on (after an import adopted that identity, or a rotation added
+        a key: the writer reads the keys again as it reloads)."""
         reply: Reply[None] = Reply()
         await self._send(AdoptDid(did, reply))
         await reply.get()

@@ -19,14 +19,14 @@ registration as soon as it commits, even while a reload from the store runs besi
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from spl.core.errors import InvalidRequest
 from spl.core.identity import public_key_from_did
 from spl.core.record import MAX_ACTOR_LENGTH
-from spl.core.reserved import signed_by
+from spl.core.rotation import owns
 from spl.core.text import printable
 
 __all__ = [
@@ -184,11 +184,15 @@ class ActorRegistry:
 
     own_did: str
     entries: dict[str, Registration] = field(default_factory=dict)
+    # Every key of the instance's rotation chain (spl.core.rotation): registrations any of them signed count.
+    own_keys: frozenset[str] = frozenset()
 
     @classmethod
-    def folded(cls, records: Iterable[Mapping[str, Any]], own_did: str) -> ActorRegistry:
+    def folded(
+        cls, records: Iterable[Mapping[str, Any]], own_did: str, own_keys: Collection[str] = ()
+    ) -> ActorRegistry:
         """The registry stored records (decoded, with their ``sequence``) make, in any order."""
-        registry = cls(own_did)
+        registry = cls(own_did, own_keys=frozenset(own_keys))
         for record in records:
             registry.apply(record)
         return registry
@@ -199,7 +203,7 @@ class ActorRegistry:
         Anything but a well-formed registration signed by ``own_did`` changes nothing, and so does a record
         older (lower sequence) than the one a DID's registration already comes from.
         """
-        if not signed_by(record, self.own_did):
+        if not owns(self.own_keys or self.own_did, record.get("signer")):
             return False
         registration = _registration(record)
         return registration is not None and self.keep(registration)

@@ -16,7 +16,7 @@ The lifecycle (:func:`transition`) is a table of legal moves; ``revoked`` is ter
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
@@ -32,7 +32,8 @@ from spl.core.handshake import (
 from spl.core.namespaces import validate_namespace_id
 from spl.core.pairs import PAIRS_THREAD, is_pair_id, validate_peer_url, validate_settings
 from spl.core.record import validate_thread
-from spl.core.reserved import is_reserved, refuse_reserved, signed_by
+from spl.core.reserved import is_reserved, refuse_reserved
+from spl.core.rotation import owns
 from spl.core.text import printable
 
 __all__ = [
@@ -336,17 +337,24 @@ def _optional_url(value: object) -> str | None:
     return None if value is None else validate_peer_url(value)
 
 
-def fold_federation_pairs(records: Iterable[Mapping[str, Any]], own_did: str) -> dict[str, FederationPair]:
+def fold_federation_pairs(
+    records: Iterable[Mapping[str, Any]], own_did: str | Collection[str]
+) -> dict[str, FederationPair]:
     """Each federation pair's latest state from ``th_federation_pairs`` records, in sequence order.
 
-    Counted: LEARN records on that thread, signed by this instance, with a known kind and a well-formed body.
+    Counted: LEARN records on that thread, signed by this instance (any key of its rotation chain), with a known
+    kind and a well-formed body.
     Anything else is skipped, never raised. ``revoked`` is terminal here too: once a pair is revoked, a later
     record that says otherwise is ignored (the pair stays for audit).
     """
     pairs: dict[str, FederationPair] = {}
     for record in records:
         body = record.get("body")
-        if not signed_by(record, own_did) or record.get("thread") != PAIRS_THREAD or record.get("act") != "LEARN":
+        if (
+            not owns(own_did, record.get("signer"))
+            or record.get("thread") != PAIRS_THREAD
+            or record.get("act") != "LEARN"
+        ):
             continue
         if not isinstance(body, dict) or body.get("kind") not in FED_PAIR_KINDS:
             continue

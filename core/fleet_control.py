@@ -31,11 +31,12 @@ and how to lift it: a 503 tells a pusher or a pair to retry later, which is what
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from spl.core.errors import InvalidRequest, Unavailable
+from spl.core.rotation import owns
 from spl.core.text import printable
 
 __all__ = [
@@ -193,11 +194,12 @@ class FleetState:
         }
 
     @classmethod
-    def folded(cls, records: Iterable[Mapping[str, Any]], own_did: str) -> FleetState:
-        """The state from ``th_fleet_control``'s stored records (decoded, in store order): own records only."""
+    def folded(cls, records: Iterable[Mapping[str, Any]], own_did: str | Collection[str]) -> FleetState:
+        """The state from ``th_fleet_control``'s stored records (decoded, in store order): own records only
+        (signed by any key of the instance's rotation chain: a rotated steward keeps its freeze)."""
         state = cls()
         for record in records:
-            if record.get("signer") == own_did and record.get("thread", FLEET_THREAD) == FLEET_THREAD:
+            if owns(own_did, record.get("signer")) and record.get("thread", FLEET_THREAD) == FLEET_THREAD:
                 state.apply(
                     record.get("act", ""), record.get("body"), str(record.get("id", "")), record.get("clock", 0)
                 )

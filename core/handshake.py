@@ -49,6 +49,7 @@ from spl.core.identity import Identity, b64url_decode, b64url_encode, public_key
 from spl.core.manifest import rfc3339
 from spl.core.namespaces import validate_namespace_id
 from spl.core.pairs import MODES, is_pair_id, new_pair_id, validate_peer_url, validate_settings
+from spl.core.rotation import RotationInvalid, verify_chain
 from spl.core.text import printable
 from spl.core.tokens import SCOPES
 
@@ -371,16 +372,25 @@ def _signature(value: object) -> str:
     return value
 
 
-def _verify(doc: Mapping[str, Any], signer: str, what: str) -> None:
-    """The signature over ``doc`` as received (minus ``signature``) verifies against ``signer``."""
+KeysOf = Callable[[str], Sequence[str]]  # a peer DID -> every key its rotation chain proved (spl.core.rotation)
+
+
+def _verify(doc: Mapping[str, Any], signer: str, what: str, keys_of: KeysOf | None = None) -> None:
+    """The signature over ``doc`` as received (minus ``signature``) verifies against ``signer``'s current key.
+
+    A peer that rotated its key (``spl identity rotate``) signs with the last key of its chain, which the caller
+    pinned from its verified manifest (``keys_of``); without one, ``signer``'s own did:key is the only key.
+    """
+    keys = keys_of(signer) if keys_of is not None else ()
+    key = keys[-1] if keys else signer
     unsigned = {key: value for key, value in doc.items() if key != "signature"}
     try:
         message = canonical_json(unsigned)
     except (ValueError, RecursionError, TypeError):  # no canonical form: the shape checks should have caught it
         raise HandshakeInvalid(f"{what} has no canonical JSON form, so it cannot have been signed {_HINT}") from None
-    if not verify_signature(signer, message, doc["signature"]):
+    if not verify_signature(key, message, doc["signature"]):
         raise BadHandshakeSignature(
-            f"{what} signature does not verify against {printable(signer, 80)}: it was altered, or signed with "
+            f"{what} signature does not verify against {printable(key, 80)}: it was altered, or signed with "
             "another key than that DID's; sign the canonical JSON of the document without its signature key"
         )
 
@@ -452,6 +462,12 @@ class PairRequest:
     token_sealed: str = field(repr=False)
     token_scopes: tuple[str, ...]
     token_expires_at: float
+    # The keys the initiator proved (its rotation chain, current last; spl.core.rotation): the answer's token is
+    # sealed to the last one. Just the DID's own key for an initiator that never rotated.
+    initiator_keys: tuple[str, ...] = ()
+
+
+_REQUEST_OPTIONAL = frozenset({"initiator_rotations"})  # sent only by an initiator that rotated its key
 
 
 def _parse_request(doc: Mapping[str, Any]) -> PairRequest:
@@ -501,8 +517,11 @@ def build_pair_request(
     token_expires_at: float,
     now: float,
     nonce: str | None = None,
+    responder_key: str | None = None,
 ) -> dict[str, Any]:
-    """The signed ``pair_request``: ``token`` (minted by us for the responder) sealed to ``responder_did``.
+    """The signed ``pair_request``: ``token`` (minted by us for the responder) sealed to ``responder_did``'s
+    current key (``responder_key``, from its verified manifest, when it rotated). An initiator that rotated its
+    own key sends its chain (``initiator_rotations``) so the responder can verify the signature.
 
     The document is checked like the responder will check it before it is signed, so a bad argument fails
     here, with the same message, instead of on the peer.
@@ -520,10 +539,13 @@ def build_pair_request(
         "poll_interval": poll_interval,
         "nonce": nonce,
         "issued_at": rfc3339(now),
-        "token_sealed": seal_for(responder_did, token),
+        "token_sealed": seal_for(responder_key or responder_did, token),
         "token_scopes": list(TOKEN_SCOPES),
         "token_expires_at": rfc3339(token_expires_at),
     }
+    statements = getattr(identity, "statements", ())
+    if statements:
+        doc["initiator_rotations"] = list(statements)
     _parse_request(doc)
     return _signed(identity, doc)
 
@@ -534,11 +556,16 @@ def check_pair_request(payload: object, *, own_did: str, now: float) -> PairRequ
     Raises (and only these): HandshakeInvalid 400, WrongResponder 400, BadHandshakeSignature 401,
     StaleHandshake 401.
     """
-    doc = _fields(payload, "pair_request", _REQUEST_KEYS)
+    doc = _fields(payload, "pair_request", _REQUEST_KEYS, _REQUEST_OPTIONAL)
     _signature(doc["signature"])
     request = _parse_request(doc)
     _addressed(request.responder_did, own_did, "responder_did", "pair_request")
-    _verify(doc, request.initiator_did, "pair_request")
+    try:
+        keys = verify_chain(request.initiator_did, doc.get("initiator_rotations", []))
+    except RotationInvalid as exc:
+        raise HandshakeInvalid(f"pair_request initiator_rotations: {exc.message}") from None
+    _verify(doc, request.initiator_did, "pair_request", lambda _did: keys)
+    request = replace(request, initiator_keys=keys)
     _window(request.issued_at, now, "pair_request")
     expected = pair_id_for(request.initiator_did, request.responder_did, request.nonce)
     if request.pair_id != expected:
@@ -616,7 +643,10 @@ def build_pair_response(
         "poll_after_ms": poll_after_ms,
     }
     if token is not None and token_expires_at is not None:
-        doc["token_sealed"] = seal_for(request.initiator_did, token)
+        # Sealed to the initiator's current key: the one its request proved, else its DID's own.
+        doc["token_sealed"] = seal_for(
+            request.initiator_keys[-1] if request.initiator_keys else request.initiator_did, token
+        )
         doc["token_scopes"] = list(TOKEN_SCOPES)
         doc["token_expires_at"] = rfc3339(token_expires_at)
     _parse_response(doc)
@@ -672,6 +702,7 @@ def check_pair_response(
     nonce: str | None,
     now: float,
     requested_maps: Sequence[NamespaceMap] | None = None,
+    keys_of: KeysOf | None = None,
 ) -> PairResponse:
     """The responder's answer to our request ``pair_id`` (or to a poll of it), checked, its token unsealed.
 
@@ -689,7 +720,7 @@ def check_pair_response(
             f"{what} comes from {printable(answered_by, 80)}, not from the responder {printable(responder_did, 80)} "
             "this pair was requested from; check the peer's URL"
         )
-    _verify(doc, responder_did, what)
+    _verify(doc, responder_did, what, keys_of)
     _window(issued_at, now, what)
     if response.pair_id != pair_id:
         raise HandshakeInvalid(f"{what} answers pair {response.pair_id}, not {printable(pair_id, 40)}")
@@ -759,13 +790,13 @@ def _parse_poll(doc: Mapping[str, Any]) -> tuple[PairPoll, str]:
     return poll, responder
 
 
-def check_poll(payload: object, *, own_did: str, now: float) -> PairPoll:
+def check_poll(payload: object, *, own_did: str, now: float, keys_of: KeysOf | None = None) -> PairPoll:
     """A signed poll addressed to us; the caller then checks ``initiator_did`` is the pair's initiator."""
     doc = _fields(payload, "pair_poll", _POLL_KEYS)
     _signature(doc["signature"])
     poll, responder = _parse_poll(doc)
     _addressed(responder, own_did, "responder_did", "pair_poll")
-    _verify(doc, poll.initiator_did, "pair_poll")
+    _verify(doc, poll.initiator_did, "pair_poll", keys_of)
     _window(poll.issued_at, now, "pair_poll")
     return poll
 
@@ -845,13 +876,13 @@ def _parse_notice(doc: Mapping[str, Any]) -> tuple[PairNotice, str]:
     return notice, receiver
 
 
-def check_notice(payload: object, *, own_did: str, now: float) -> PairNotice:
+def check_notice(payload: object, *, own_did: str, now: float, keys_of: KeysOf | None = None) -> PairNotice:
     """A signed notice addressed to us; the caller then checks ``sender_did`` is the pair's peer."""
     doc = _fields(payload, "pair_notice", _NOTICE_KEYS)
     _signature(doc["signature"])
     notice, receiver = _parse_notice(doc)
     _addressed(receiver, own_did, "receiver_did", "pair_notice")
-    _verify(doc, notice.sender_did, "pair_notice")
+    _verify(doc, notice.sender_did, "pair_notice", keys_of)
     _window(notice.issued_at, now, "pair_notice")
     return notice
 
@@ -925,6 +956,7 @@ def _moved_doc(
     token_expires_at: float,
     now: float,
     nonce: str,
+    receiver_key: str | None = None,
 ) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "object": what,
@@ -935,7 +967,7 @@ def _moved_doc(
         "endpoint": endpoint,
         "nonce": nonce,
         "issued_at": rfc3339(now),
-        "token_sealed": seal_for(receiver_did, token),
+        "token_sealed": seal_for(receiver_key or receiver_did, token),
         "token_scopes": list(TOKEN_SCOPES),
         "token_expires_at": rfc3339(token_expires_at),
     }
@@ -976,6 +1008,7 @@ def build_endpoint_moved(
     token_expires_at: float,
     now: float,
     nonce: str | None = None,
+    receiver_key: str | None = None,
 ) -> dict[str, Any]:
     """Our signed "pair ``pair_id`` now reaches us at ``endpoint``", with ``token`` (minted by us for the peer,
     bound to the pair) sealed to the peer's DID ``receiver_did``."""
@@ -989,11 +1022,17 @@ def build_endpoint_moved(
         token_expires_at=token_expires_at,
         now=now,
         nonce=new_nonce() if nonce is None else nonce,
+        receiver_key=receiver_key,
     )
 
 
 def check_endpoint_moved(
-    payload: object, *, own_did: str, now: float, peer_did_of: Callable[[str], str | None]
+    payload: object,
+    *,
+    own_did: str,
+    now: float,
+    peer_did_of: Callable[[str], str | None],
+    keys_of: KeysOf | None = None,
 ) -> EndpointMoved:
     """An ``endpoint_moved`` notice addressed to us, verified against the DID we already trust for its pair.
 
@@ -1013,13 +1052,19 @@ def check_endpoint_moved(
             "no federation pair with that id joins this steward to the sender; check the pair id (the pair may "
             "have been revoked and re-created)"
         )
-    _verify(doc, trusted, what)
+    _verify(doc, trusted, what, keys_of)
     _window(notice.issued_at, now, what)
     return notice
 
 
 def build_endpoint_moved_ack(
-    identity: Identity, *, notice: EndpointMoved, token: str, token_expires_at: float, now: float
+    identity: Identity,
+    *,
+    notice: EndpointMoved,
+    token: str,
+    token_expires_at: float,
+    now: float,
+    receiver_key: str | None = None,
 ) -> dict[str, Any]:
     """The peer's signed acknowledgement of ``notice``: the endpoint it now pulls from, the notice's nonce echoed,
     and a fresh token for the mover (sealed to it) replacing those minted for its old endpoint."""
@@ -1035,11 +1080,20 @@ def build_endpoint_moved_ack(
         token_expires_at=token_expires_at,
         now=now,
         nonce=notice.nonce,
+        receiver_key=receiver_key,
     )
 
 
 def check_endpoint_moved_ack(
-    payload: object, *, identity: Identity, peer_did: str, pair_id: str, nonce: str, endpoint: str, now: float
+    payload: object,
+    *,
+    identity: Identity,
+    peer_did: str,
+    pair_id: str,
+    nonce: str,
+    endpoint: str,
+    now: float,
+    keys_of: KeysOf | None = None,
 ) -> EndpointMoved:
     """The peer's answer to our notice ``nonce`` for pair ``pair_id``, signed by ``peer_did``, its token unsealed.
 
@@ -1055,7 +1109,7 @@ def check_endpoint_moved_ack(
         raise WrongResponder(
             f"{what} comes from {printable(ack.sender_did, 80)}, not from the pair's peer {printable(peer_did, 80)}"
         )
-    _verify(doc, peer_did, what)
+    _verify(doc, peer_did, what, keys_of)
     _window(ack.issued_at, now, what)
     if ack.pair_id != pair_id or ack.nonce != nonce:
         raise HandshakeInvalid(f"{what} answers another notice (its pair id or nonce differs from ours)")

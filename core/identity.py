@@ -10,7 +10,8 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
-from typing import NamedTuple
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import nacl.exceptions
 import nacl.signing
@@ -137,6 +138,11 @@ class Identity:
         return self._keys.did
 
     @property
+    def key_did(self) -> str:
+        """The ``did:key`` of the key that signs now: a record's ``signer``. For a bare key, its DID."""
+        return self._keys.did
+
+    @property
     def public_key(self) -> bytes:
         return self._keys.public_key
 
@@ -161,26 +167,87 @@ class Identity:
     def sign_record_id(self, record_id: str) -> str:
         return self.sign(bytes.fromhex(record_id))
 
+    def signed_id(self, record_id: str) -> tuple[str, str]:
+        """``(signer, sig)`` of a record id, both from one key: a rotation in between cannot mismatch them."""
+        keys = self._keys
+        return keys.did, b64url_encode(keys.signing_key.sign(bytes.fromhex(record_id)).signature)
+
     def __repr__(self) -> str:  # never show the seed
         return f"Identity(did={self.did!r})"
 
 
-class InstanceIdentity(Identity):
-    """The running daemon's identity: ONE object every actor and route holds, whose key an import can replace.
+class _Chain(NamedTuple):
+    did: str  # the instance's identifier: its inception key's did:key, for life
+    keys: tuple[str, ...]  # every key it signed with, inception first, current last
+    statements: tuple[dict[str, Any], ...]  # the rotation chain linking them (spl.core.rotation)
 
-    ``spl import`` of a bundle that carries an identity makes the daemon sign as the bundle's DID from then on,
-    without a restart (issue 11). Every component was handed this object at start and reads ``did`` or calls
-    ``sign`` when it needs them, so :meth:`adopt` changes what all of them see at once. The key, the public key
-    and the DID are swapped as one tuple (one reference assignment), so a signature made in a worker thread
-    during the swap is made entirely with the old key or entirely with the new one, and carries the matching DID
-    only if the caller read ``did`` and signed in one step (``LocalRecords`` does both in one synchronous call).
-    What was derived from the old DID (folds of own-signed configuration) is rebuilt by the caller of
-    :meth:`adopt`.
+
+class InstanceIdentity(Identity):
+    """The running daemon's identity: ONE object every actor and route holds, whose key can change under it.
+
+    ``spl import`` of a bundle that carries an identity makes the daemon sign as the bundle's DID from then on
+    (:meth:`adopt`, issue 11), and ``spl identity rotate`` replaces the signing key while the instance keeps its
+    identifier (:meth:`rotate`, issue 14). Every component was handed this object at start and reads ``did``,
+    ``key_did`` or calls ``sign`` when it needs them, so a change is seen by all of them at once. Key and chain
+    are swapped as one tuple (one reference assignment), so a signature made in a worker thread during the swap
+    is made entirely with the old key or entirely with the new one; :meth:`signed_id` returns the signer with the
+    signature so the two always match. What was derived from the old keys is rebuilt by the caller.
+
+    ``did`` is the instance's identifier (the inception key's did:key: manifests, pairs, actor of its own
+    records); ``key_did`` signs (a record's ``signer``); ``own_keys`` is every key of the chain, which is what
+    "signed by this instance" means to a fold of its configuration.
     """
 
+    def __init__(
+        self,
+        seed: bytes,
+        *,
+        did: str | None = None,
+        keys: Sequence[str] = (),
+        statements: Sequence[dict[str, Any]] = (),
+    ) -> None:
+        super().__init__(seed)
+        keys = tuple(keys) or (self._keys.did,)
+        self._state = (self._keys, _Chain(did or keys[0], keys, tuple(statements)))
+
+    @property  # type: ignore[override]
+    def _keys(self) -> _Keys:
+        return self._state[0]
+
+    @_keys.setter
+    def _keys(self, keys: _Keys) -> None:  # Identity.__init__ sets it once, before the chain exists
+        self._state = (keys, _Chain(keys.did, (keys.did,), ()))
+
+    @property
+    def did(self) -> str:
+        return self._state[1].did
+
+    @property
+    def own_keys(self) -> frozenset[str]:
+        """Every key this instance signed with: a record signed by any of them is its own."""
+        return frozenset(self._state[1].keys)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return self._state[1].keys
+
+    @property
+    def statements(self) -> tuple[dict[str, Any], ...]:
+        return self._state[1].statements
+
     def adopt(self, identity: Identity) -> None:
-        """Sign as ``identity`` from now on (its key, its DID): one reference assignment."""
-        self._keys = identity._keys
+        """Sign as ``identity`` from now on (its key, its DID, no rotation chain): one reference assignment."""
+        keys = identity._keys
+        self._state = (keys, _Chain(keys.did, (keys.did,), ()))
+
+    def rotate(self, identity: Identity, statement: dict[str, Any]) -> None:
+        """Sign with ``identity``'s key from now on, for the same identifier: ``statement`` (signed by the key
+        being retired, checked by the caller) links it to the chain. One reference assignment."""
+        chain = self._state[1]
+        self._state = (
+            identity._keys,
+            _Chain(chain.did, (*chain.keys, identity._keys.did), (*chain.statements, statement)),
+        )
 
     def __repr__(self) -> str:  # never show the seed
-        return f"InstanceIdentity(did={self.did!r})"
+        return f"InstanceIdentity(did={self.did!r}, key={self.key_did!r})"

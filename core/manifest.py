@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from spl.core.canonical import canonical_json
 from spl.core.feed import ManifestInvalid, PeerDidMismatch
 from spl.core.identity import Identity, verify_signature
+from spl.core.rotation import RotationInvalid, key_windows, verify_chain
 from spl.core.text import printable
 
 __all__ = [
     "capabilities_manifest",
     "check_peer_manifest",
     "federation_manifest",
+    "manifest_keys",
+    "manifest_signer",
     "rfc3339",
     "signed_manifest_did",
     "verify_manifest",
@@ -75,6 +79,8 @@ def federation_manifest(
     ``open`` (accepted at once), ``pair-then-ask`` (held for the operator), ``closed`` (refused).
     """
     now = time.time() if now is None else now
+    keys: Sequence[str] = getattr(identity, "keys", (identity.did,))
+    statements: Sequence[dict[str, Any]] = getattr(identity, "statements", ())
     body: dict[str, Any] = {
         "object": "federation_manifest",
         "manifest_version": "1",
@@ -97,11 +103,16 @@ def federation_manifest(
         # The validity also inside the signed bytes: the signature block's copy (spec §15.13) is not signed,
         # so whoever serves an expired manifest could re-date it there.
         "validity": {"signed_at": rfc3339(now), "expires_at": rfc3339(now + MANIFEST_LIFETIME)},
+        # Every key the identifier signed with (current last) and the rotation chain linking them, signed by the
+        # previous key each (spl.core.rotation): a peer that pinned ``daemon.did`` verifies the current key.
+        "keys": key_windows(keys, statements),
+        "rotations": list(statements),
     }
+    key_did = identity.key_did
     signature = identity.sign(canonical_json(body))
     body["signature"] = {
         "alg": "Ed25519",
-        "key_id": f"{identity.did}#key-1",
+        "key_id": f"{key_did}#key-1",
         "signature": signature,
         "signed_at": rfc3339(now),
         "expires_at": rfc3339(now + MANIFEST_LIFETIME),
@@ -109,17 +120,45 @@ def federation_manifest(
     return body
 
 
+def manifest_keys(manifest: dict[str, Any]) -> tuple[str, ...]:
+    """The keys a manifest's ``daemon.did`` signed with, current last; RotationInvalid when its chain does not
+    link that identifier to them. A manifest from before rotation existed has no chain: its DID's key only."""
+    daemon = manifest.get("daemon")
+    did = daemon.get("did") if isinstance(daemon, dict) else None
+    if not isinstance(did, str):
+        raise RotationInvalid("the manifest names no daemon.did")
+    return verify_chain(did, manifest.get("rotations", []))
+
+
+def manifest_signer(manifest: dict[str, Any]) -> str:
+    """The key that must have signed the manifest: the current one of its chain, which ``key_id`` (when given)
+    must name. RotationInvalid otherwise, saying why."""
+    keys = manifest_keys(manifest)
+    block = manifest.get("signature")
+    key_id = block.get("key_id") if isinstance(block, dict) else None
+    if key_id is not None and (not isinstance(key_id, str) or key_id.split("#", 1)[0] != keys[-1]):
+        raise RotationInvalid(
+            f"the manifest is signed by {printable(str(key_id), 80)}, which is not the current key of its rotation "
+            f"chain ({keys[-1]}): its key was replaced without `spl identity rotate`"
+        )
+    return keys[-1]
+
+
 def verify_manifest(manifest: dict[str, Any]) -> bool:
-    """True when the manifest's signature verifies against ``daemon.did``."""
+    """True when the manifest's signature verifies against the current key of ``daemon.did``'s rotation chain."""
     block = manifest.get("signature")
     daemon = manifest.get("daemon")
     if not isinstance(block, dict) or not isinstance(daemon, dict) or block.get("alg") != "Ed25519":
         return False
     unsigned = {key: value for key, value in manifest.items() if key != "signature"}
-    did, signature = daemon.get("did"), block.get("signature")
-    if not isinstance(did, str) or not isinstance(signature, str):
+    signature = block.get("signature")
+    if not isinstance(signature, str):
         return False
-    return verify_signature(did, canonical_json(unsigned), signature)
+    try:
+        signer = manifest_signer(manifest)
+    except RotationInvalid:
+        return False
+    return verify_signature(signer, canonical_json(unsigned), signature)
 
 
 def _expires_at(value: object) -> float | None:
@@ -153,6 +192,12 @@ def signed_manifest_did(body: bytes, *, where: str, now: float, strict: bool = T
         raise ManifestInvalid(f"peer at {url} publishes no federation manifest (has it a signing identity?)")
     try:
         signed = verify_manifest(manifest)
+        manifest_signer(manifest)
+    except RotationInvalid as exc:
+        raise ManifestInvalid(
+            f"peer at {url} serves a federation manifest whose signing key is not linked to its DID: {exc.message}; "
+            "if it replaced its key by hand, its operator must restore the key, or both sides re-pair"
+        ) from None
     except (ValueError, RecursionError):  # a DID that is not did:key, nesting too deep to canonicalise
         signed = False
     if not signed:

@@ -9,11 +9,12 @@ not ``namespace``, because ``body.namespace`` is what ingest checks on every rec
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from spl.core.errors import Conflict, InvalidRequest, NamespaceRejected
+from spl.core.rotation import owns
 
 __all__ = [
     "NAMESPACE_KIND",
@@ -84,15 +85,16 @@ class NamespaceRegistry:
     )
 
     @classmethod
-    def folded(cls, records: Iterable[dict[str, Any]], own_did: str) -> NamespaceRegistry:
+    def folded(cls, records: Iterable[dict[str, Any]], own_did: str | Collection[str]) -> NamespaceRegistry:
         """The registry as stored records (decoded, in sequence order) make it.
 
         Only records this instance signed are configuration (spec §15.18): a registry record a
-        peer managed to get stored is kept as a record but never changes the registry.
+        peer managed to get stored is kept as a record but never changes the registry. ``own_did`` is every key of
+        the instance's rotation chain (a rotated steward keeps its namespaces), or its one DID.
         """
         registry = cls()
         for record in records:
-            if record.get("signer") == own_did:
+            if owns(own_did, record.get("signer")):
                 registry.apply(record["thread"], record["act"], record["body"], record["id"], record["clock"])
         return registry
 

@@ -26,13 +26,15 @@ import ipaddress
 import re
 import secrets
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
 from spl.core.errors import InvalidRequest
 from spl.core.record import validate_thread
-from spl.core.reserved import is_reserved, refuse_reserved, signed_by
+from spl.core.reserved import is_reserved, refuse_reserved
+from spl.core.rotation import owns
 
 __all__ = [
     "ERROR_CODES",
@@ -270,16 +272,16 @@ class PairConfig:
         return replace(self, paused=paused)
 
 
-def fold_pair_records(records: list[dict[str, Any]], own_did: str) -> dict[str, PairConfig]:
+def fold_pair_records(records: list[dict[str, Any]], own_did: str | Collection[str]) -> dict[str, PairConfig]:
     """Latest configuration per pair from ``th_federation_pairs`` records (sequence order); removed pairs drop out.
 
-    Only records signed by this instance (``own_did``) count, and only well-formed pair ids:
-    a record planted by a client, a peer or an old bug is ignored, whatever it says.
+    Only records signed by this instance (``own_did``: any key of its rotation chain) count, and only well-formed
+    pair ids: a record planted by a client, a peer or an old bug is ignored, whatever it says.
     """
     pairs: dict[str, PairConfig] = {}
     for record in records:
         body = record.get("body") or {}
-        if not signed_by(record, own_did) or not isinstance(body, dict):
+        if not owns(own_did, record.get("signer")) or not isinstance(body, dict):
             continue
         if record.get("act") != "LEARN" or body.get("kind") != PAIR_KIND or not is_pair_id(body.get("pair_id")):
             continue

@@ -71,10 +71,17 @@ from spl.actors.local import LocalRecords
 from spl.actors.reconciler import Reconciler, ReconcilerClient
 from spl.actors.writer import StoreWriter, WriterClient
 from spl.core.config import advertised_endpoint
-from spl.core.identity import Identity, InstanceIdentity
+from spl.core.errors import InvalidRequest
+from spl.core.genesis import INSTANCE_REGISTRY
+from spl.core.identity import Identity
 from spl.core.manifest import federation_manifest
 from spl.daemon import logs, systemd
-from spl.daemon.bootstrap import write_missing_genesis
+from spl.daemon.bootstrap import (
+    plan_rotation,
+    rotation_envelope_body,
+    write_missing_genesis,
+    write_missing_rotations,
+)
 from spl.daemon.home import DaemonLock, Home
 from spl.daemon.wiring import build_federation
 from spl.runtime.child import RESTARTING
@@ -179,7 +186,12 @@ class Daemon:
             self.config.heartbeat_seconds = options.heartbeat_seconds
         # One object for the daemon's whole life: an import that carries an identity swaps the key inside it
         # (``InstanceIdentity.adopt``), and every actor and route holding it signs as the new DID at once.
-        self.identity = InstanceIdentity(home.load_identity().seed)
+        # Its identifier is config ``instance.did`` (the inception key); ``spl identity rotate`` swaps the signing key
+        # inside it and extends its chain (keys/rotations.json), and a home whose key is not the chain's current one
+        # still serves, with the problem logged at start (peers will refuse its manifest).
+        self.identity, self._identity_problem = home.load_instance_identity(self.config.did)
+        self._incoming_key: str | None = None  # a rotation's new key, own to the writer just before it signs
+        self._rotation_lock = trio.Lock()
         self.urls: list[str] = []
         self.local_url = ""  # the URL this process serves on, for this home's CLI (run/spl.url)
         self.supervisor: Supervisor | None = None
@@ -239,6 +251,8 @@ class Daemon:
                 "remove it and give local callers a token",
                 ", ".join(self.config.obsolete_keys),
             )
+        if self._identity_problem is not None:
+            log.error("identity: %s", self._identity_problem)
         tokens = await trio.to_thread.run_sync(self._open_store)
         self._pool = ReadPool(self.home.db_path, size=4)
         await self._run_tree(self._pool, tokens, task_status)
@@ -266,13 +280,18 @@ class Daemon:
         connection = connect_writer(db, upgrade_progress=_upgrade_reporter(), own_did=self.identity.did)
         try:
             write_missing_genesis(connection, self.identity)  # a home from an older spl, or a new identity
+            write_missing_rotations(connection, self.identity)  # a rotation whose record a crash cut
             return TokenBook(load_tokens(connection))
         finally:
             connection.close()
 
     async def _run_tree(self, pool: ReadPool, tokens: TokenBook, task_status: trio.TaskStatus[list[str]]) -> None:
         writer = StoreWriter(
-            self.home.db_path, subscribers=[], own_did=self.identity.did, max_bytes=self.config.store_max_bytes
+            self.home.db_path,
+            subscribers=[],
+            own_did=self.identity.did,
+            own_keys=self._own_keys,
+            max_bytes=self.config.store_max_bytes,
         )
 
         async def run_joiner(ctx: ChildContext) -> None:
@@ -347,6 +366,11 @@ class Daemon:
             return await self._adopt_import(services, writer_client, federation, identity)
 
         services.adopt_import = adopt_import
+
+        async def rotate_identity() -> dict[str, Any]:
+            return await self._rotate_identity(services, writer_client, local)
+
+        services.rotate_identity = rotate_identity
         self.supervisor, self.services = root, services
 
         def on_bound(urls: list[str]) -> None:
@@ -472,6 +496,54 @@ class Daemon:
         )
         await federation.reload_after_import()
         return status
+
+    def _own_keys(self) -> frozenset[str]:
+        """What the store writer counts as this instance's signature: its chain, and a rotation's incoming key."""
+        keys = self.identity.own_keys
+        return keys | {self._incoming_key} if self._incoming_key else keys
+
+    async def _rotate_identity(self, services: Services, writer: WriterClient, local: LocalRecords) -> dict[str, Any]:
+        """``spl identity rotate`` on the running daemon: a new signing key, the same identifier, every pair kept.
+
+        In this order, so a failure at any step leaves a daemon that signs with a key its peers accept:
+
+        1. the statement naming the new key is signed by the current one (``plan_rotation``);
+        2. the writer counts the new key as ours before anything is signed with it (the kill switch, the
+           namespace registry and joins keep folding);
+        3. keys/ is written (``Home.save_rotation``: a crash there is finished or undone at the next start);
+        4. every component signs with the new key from the next record on (``InstanceIdentity.rotate``), and the
+           manifest is re-signed, listing both keys and the chain, which peers verify from the identifier they
+           pinned: their pairs need no change;
+        5. the statement is committed as a record on ``th_instance_registry``, signed by the retired key (held
+           in memory until then), so exports carry it. keys/ before the record: a failure in between loses no
+           key and writes no second statement for one key (a fork), and the next start records it.
+        """
+        async with self._rotation_lock, services.import_lock:
+            if self._identity_problem is not None:
+                raise InvalidRequest(f"cannot rotate: {self._identity_problem}", code="ROTATION_REFUSED")
+            plan = plan_rotation(self.identity)
+            self._incoming_key = plan.new.did
+            try:
+                await writer.adopt_did(self.identity.did)
+                statements = [*self.identity.statements, plan.statement]
+                await trio.to_thread.run_sync(self.home.save_rotation, plan.new, statements)
+                self.identity.rotate(plan.new, plan.statement)
+            finally:
+                self._incoming_key = None
+            services.manifest = federation_manifest(
+                self.identity, endpoint=services.endpoint, pair_approval=self.config.federation.pair_approval
+            )
+            if services.actor_registry is not None:  # registrations the new key signs apply too
+                services.actor_registry.own_keys = self.identity.own_keys
+            log.warning(
+                "identity rotated: %s now signs with %s (was %s)", self.identity.did, plan.new.did, plan.retiring.did
+            )
+            # Last: the statement's record (exports carry it). Should it fail, the rotation stands (keys/ holds it)
+            # and the next start writes the record (bootstrap.write_missing_rotations).
+            await local.record_system_signed_by(
+                plan.retiring, INSTANCE_REGISTRY, rotation_envelope_body(plan.statement)
+            )
+            return plan.summary(self.identity)
 
     def _save_identity(self, identity: Identity) -> None:
         self.home.save_identity(identity)

@@ -22,16 +22,19 @@ files are trusted only while the lock is held (``Home.running``); after a ``kill
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import stat
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from spl.core.config import Config, ConfigError
-from spl.core.identity import Identity
+from spl.core.identity import Identity, InstanceIdentity
+from spl.core.rotation import MAX_ROTATIONS, RotationInvalid, verify_chain
 
 __all__ = [
     "config_problem",
@@ -103,6 +106,9 @@ class Home:
     config_path = property(lambda self: self.root / "config.toml")
     db_path = property(lambda self: self.root / "hub.db")
     key_path = property(lambda self: self.root / "keys" / "identity.key")
+    # The rotation chain (spl.core.rotation): every statement, in order; absent until the first `spl identity rotate`.
+    rotations_path = property(lambda self: self.root / "keys" / "rotations.json")
+    next_key_path = property(lambda self: self.root / "keys" / "next.key")  # a rotation half-way (see save_rotation)
     admin_token_path = property(lambda self: self.root / "secrets" / "admin.token")
     saved_token_path = property(lambda self: self.root / "token")
     pid_path = property(lambda self: self.root / "run" / "spl.pid")
@@ -169,8 +175,78 @@ class Home:
         return Identity(seed)
 
     def save_identity(self, identity: Identity) -> None:
+        """A new identity (``spl init --force``, ``spl identity generate``, an import's): a new identifier too, so
+        the rotation chain of the old one goes."""
         _write_private(self.key_path, identity.seed)
         os.chmod(self.key_path.parent, 0o700)
+        self.rotations_path.unlink(missing_ok=True)
+        self.next_key_path.unlink(missing_ok=True)
+
+    def load_rotations(self) -> list[dict[str, Any]]:
+        """The rotation chain as stored (unchecked: :meth:`load_instance_identity` verifies it); [] before any."""
+        try:
+            text = self.rotations_path.read_bytes()
+        except FileNotFoundError:
+            return []
+        try:
+            statements = json.loads(text)
+        except ValueError:
+            statements = None
+        if not isinstance(statements, list) or len(statements) > MAX_ROTATIONS:
+            raise HomeError(
+                f"{self.rotations_path} is not a list of rotation statements; restore it from a backup of keys/"
+            )
+        return statements
+
+    def save_rotation(self, identity: Identity, statements: Sequence[dict[str, Any]]) -> None:
+        """Make ``identity`` the signing key, ``statements`` (ending with the one naming it) the chain.
+
+        Three atomic steps, so a crash anywhere leaves a home that starts: the new key to ``next.key``, then the
+        chain, then ``next.key`` over ``identity.key``. A crash before the chain is written leaves the old key and
+        chain (``next.key`` is dropped at the next start); after it, the next start finishes the rename. The old
+        key's seed is gone once replaced: a retired key can still verify (its public key is in the chain) but
+        never signs again.
+        """
+        _write_private(self.next_key_path, identity.seed)
+        _write_private(self.rotations_path, json.dumps(list(statements), indent=1).encode("utf-8"))
+        os.replace(self.next_key_path, self.key_path)
+
+    def _finish_rotation(self) -> None:
+        """A rotation a crash cut between its chain and its key rename: finish it, or drop an unrecorded key."""
+        try:
+            seed = self.next_key_path.read_bytes()
+        except FileNotFoundError:
+            return
+        statements = self.load_rotations()
+        if len(seed) == 32 and statements and statements[-1].get("next_key") == Identity(seed).did:
+            os.replace(self.next_key_path, self.key_path)
+        else:
+            self.next_key_path.unlink(missing_ok=True)
+
+    def load_instance_identity(self, did: str) -> tuple[InstanceIdentity, str | None]:
+        """The daemon's identity for the instance ``did`` (config ``instance.did``): its key and rotation chain,
+        and a problem (None when there is none) when the key is not the chain's current one.
+
+        Such a home still serves (its records stay readable) but no peer will accept its manifest: the key was
+        replaced by hand, or keys/ restored from two different backups. The problem says how to fix it.
+        """
+        self._finish_rotation()
+        key = self.load_identity()
+        statements = self.load_rotations()
+        problem = None
+        try:
+            keys = verify_chain(did, statements)
+        except RotationInvalid as exc:
+            keys, statements = (did,), []
+            problem = f"{self.rotations_path} does not link {did} to a key: {exc.message}"
+        if keys[-1] != key.did:
+            problem = problem or (
+                f"the key in {self.key_path} ({key.did}) is not the current key of {did}'s rotation chain "
+                f"({keys[-1]}): peers will refuse this daemon's manifest. Restore keys/ from a backup, or run "
+                "`spl init --force` for a new identity (every pair must then be made again)"
+            )
+            keys = (*keys, key.did)
+        return InstanceIdentity(key.seed, did=did, keys=keys, statements=statements), problem
 
     def save_secret(self, path: Path, text: str) -> None:
         _write_private(path, text.encode("ascii"))
@@ -194,7 +270,7 @@ class Home:
         for directory in directories:
             if directory.is_dir():
                 yield directory, PRIVATE_DIR
-        files = [self.config_path, self.saved_token_path, self.key_path, self.admin_token_path]
+        files = [self.config_path, self.saved_token_path, self.key_path, self.admin_token_path, self.rotations_path]
         files += [self.root / name for name in ("hub.db", "hub.db-wal", "hub.db-shm")]
         for directory in (self.root / "logs", self.root / "run", self.root / "secrets" / "pairs"):
             if directory.is_dir():

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import apsw
 
@@ -35,14 +35,18 @@ def _wall_clock_micros() -> int:
     return time.time_ns() // 1000
 
 
-def missing_genesis(connection: apsw.Connection, did: str) -> list[str]:
-    """The reserved threads that hold no genesis record signed by ``did`` (in seed 003's order)."""
+def missing_genesis(connection: apsw.Connection, did: str, keys: Collection[str] = ()) -> list[str]:
+    """The reserved threads that hold no genesis record by ``did`` signed by one of its ``keys`` (its rotation
+    chain; default ``did``'s own key), in seed 003's order. A rotated instance wrote its genesis with an earlier
+    key: that one still counts, so a rotation writes no second genesis."""
     missing = []
+    signers = json.dumps(sorted(keys) or [did])
     for thread in GENESIS_THREADS:
         found = connection.execute(
             "SELECT 1 FROM records WHERE thread = ? AND actor = ? AND act = ? "
-            "AND json_extract(json, '$.body.kind') = ? AND json_extract(json, '$.signer') = ? LIMIT 1",
-            (thread, did, GENESIS_ACT, GENESIS_KIND, did),
+            "AND json_extract(json, '$.body.kind') = ? "
+            "AND json_extract(json, '$.signer') IN (SELECT value FROM json_each(?)) LIMIT 1",
+            (thread, did, GENESIS_ACT, GENESIS_KIND, signers),
         ).fetchall()
         if not found:
             missing.append(thread)
@@ -77,15 +81,16 @@ def ensure_genesis(
     ``connection`` is a write connection with no transaction open and no other writer running (``spl init``, or
     a daemon before its store writer starts). Costs six indexed look-ups when nothing is missing.
     """
-    did = identity.did
-    threads = missing_genesis(connection, did)
+    did = identity.did  # the identifier (an InstanceIdentity's inception key) authors them; the current key signs
+    keys: Collection[str] = getattr(identity, "own_keys", ())
+    threads = missing_genesis(connection, did, keys)
     if not threads:
         return 0
     clock = now()
     candidates = []
     for thread in threads:
         envelope = genesis_envelope(thread, did, _next_clock(connection, thread, did, clock))
-        candidates.append(Candidate(envelope, did, identity.sign_record_id(envelope.id)))
+        candidates.append(Candidate(envelope, *identity.signed_id(envelope.id)))
     with write_transaction(connection):  # first: see the module docstring
         known = _genesis_ids(connection)
         known.extend(candidate.envelope.id for candidate in candidates if candidate.envelope.id not in known)
@@ -93,7 +98,7 @@ def ensure_genesis(
             "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             (GENESIS_META, json.dumps(known)),
         )
-    (outcomes,) = commit_batch(connection, [candidates], load_writer_state(connection, did))
+    (outcomes,) = commit_batch(connection, [candidates], load_writer_state(connection, did, keys))
     return sum(1 for outcome in outcomes if isinstance(outcome, Accepted) and outcome.created)
 
 

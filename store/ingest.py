@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 import apsw
@@ -38,6 +38,7 @@ from spl.core.fleet_control import FLEET_THREAD, FleetFrozen, FleetState
 from spl.core.namespaces import REGISTRY_THREAD, NamespaceRegistry
 from spl.core.record import Envelope, validate_envelope
 from spl.core.reserved import is_reserved
+from spl.core.rotation import owns
 from spl.core.stored import Accepted, Candidate, Outcome, StoredRecord, parked_json, stored_json, stored_json_from_head
 from spl.store.database import write_transaction
 from spl.store.queries import thread_objects
@@ -87,7 +88,7 @@ class IngestRequest:
 class WriterState:
     """What the writer keeps in memory between batches; rebuilt from disk at start and after a failure."""
 
-    own_did: str  # only records signed by this key change the namespace registry
+    own_did: str  # the instance's identifier (its inception key; spl.core.rotation)
     next_seq: int = 1
     namespaces: NamespaceRegistry = field(default_factory=NamespaceRegistry)
     registry_changes: int = 0  # bumped on every change: the writer then re-applies parked records
@@ -96,14 +97,22 @@ class WriterState:
     threads: ThreadCache = field(default_factory=ThreadCache)  # recently written threads' rows
     clock: StoreClock = field(default_factory=StoreClock)  # the highest clock stored
     fleet: FleetState = field(default_factory=FleetState)  # the kill switch (th_fleet_control), own records only
+    # Every key of the instance's rotation chain: only records one of them signed change the namespace registry or
+    # the kill switch, or count as the joiner's (empty: ``own_did`` is the only key).
+    own_keys: frozenset[str] = frozenset()
+
+    @property
+    def own(self) -> frozenset[str] | str:
+        """What "signed by this instance" is checked against (``spl.core.rotation.owns``)."""
+        return self.own_keys or self.own_did
 
 
-def namespace_registry(connection: apsw.Connection, own_did: str) -> NamespaceRegistry:
+def namespace_registry(connection: apsw.Connection, own_did: str | Collection[str]) -> NamespaceRegistry:
     """The namespace registry as the writer folds it: only records ``own_did`` signed count (spec §15.18)."""
     return NamespaceRegistry.folded(thread_objects(connection, REGISTRY_THREAD), own_did)
 
 
-def load_writer_state(connection: apsw.Connection, own_did: str) -> WriterState:
+def load_writer_state(connection: apsw.Connection, own_did: str, own_keys: Collection[str] = ()) -> WriterState:
     """Rebuild the writer's memory from the store (head sequence, namespace registry, parked count).
 
     A transaction left open by a failed batch is rolled back first: the memory may be ahead
@@ -111,12 +120,12 @@ def load_writer_state(connection: apsw.Connection, own_did: str) -> WriterState:
     """
     if connection.in_transaction:  # a batch that failed half-way: the memory is rebuilt from what committed
         connection.execute("ROLLBACK")
-    state = WriterState(own_did)
+    state = WriterState(own_did, own_keys=frozenset(own_keys))
     for (head,) in connection.execute("SELECT COALESCE(MAX(seq), 0) FROM records"):
         state.next_seq = int(head) + 1
-    state.namespaces = namespace_registry(connection, own_did)
+    state.namespaces = namespace_registry(connection, state.own)
     state.clock = store_clock(connection)
-    state.fleet = FleetState.folded(thread_objects(connection, FLEET_THREAD), own_did)
+    state.fleet = FleetState.folded(thread_objects(connection, FLEET_THREAD), state.own)
     for count, size in connection.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM parked_records"):
         state.parked, state.parked_bytes = int(count), int(size)
     return state
@@ -254,11 +263,10 @@ def _apply_one(
     _project(
         connection, tx, envelope, seq, signer=candidate.signer, local=park_origin is None if local is None else local
     )
-    if candidate.signer == state.own_did and state.namespaces.apply(
-        envelope.thread, envelope.act, envelope.body, envelope.id, envelope.clock
-    ):
+    own = owns(state.own, candidate.signer)
+    if own and state.namespaces.apply(envelope.thread, envelope.act, envelope.body, envelope.id, envelope.clock):
         state.registry_changes += 1
-    if candidate.signer == state.own_did and envelope.thread == FLEET_THREAD:
+    if own and envelope.thread == FLEET_THREAD:
         frozen = state.fleet.frozen
         state.fleet.apply(envelope.act, envelope.body, envelope.id, envelope.clock)
         if frozen and not state.fleet.frozen:
@@ -333,7 +341,7 @@ def _finish(connection: apsw.Connection, tx: _Transaction) -> None:
 
 def new_import_transaction(state: WriterState, now: float) -> _Transaction:
     """The bookkeeping of an import's one transaction (``spl.store.portability.commit_bundle``)."""
-    return _Transaction(now, ThreadBook(state.threads, state.clock, state.own_did))
+    return _Transaction(now, ThreadBook(state.threads, state.clock, state.own))
 
 
 def insert_imported(
@@ -380,7 +388,7 @@ def commit_batch(
     for request in requests:
         if request.cursor is not None:
             check_pair_cursor(request.cursor)
-    tx = _Transaction(clock(), ThreadBook(state.threads, state.clock, state.own_did))
+    tx = _Transaction(clock(), ThreadBook(state.threads, state.clock, state.own))
     with write_transaction(connection):
         outcomes: list[list[Outcome]] = []
         for request in requests:
@@ -439,7 +447,7 @@ def reapply_parked(
         accepted.append(namespace)
     if not accepted:
         return result
-    tx = _Transaction(clock(), ThreadBook(state.threads, state.clock, state.own_did))
+    tx = _Transaction(clock(), ThreadBook(state.threads, state.clock, state.own))
     with write_transaction(connection):
         taken = 0
         for namespace in accepted:

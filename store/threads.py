@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,7 @@ import apsw
 
 from spl.core import tasks as task_fold
 from spl.core.fold import ROLE_RANK, FoldHead, step
+from spl.core.rotation import owns
 from spl.store import tasks as task_store
 
 __all__ = [
@@ -127,10 +128,15 @@ class ThreadBook:
     """The thread projections one transaction changes; :meth:`flush` writes them before its COMMIT."""
 
     def __init__(
-        self, cache: ThreadCache | None = None, clock: StoreClock | None = None, own_did: str | None = None
+        self,
+        cache: ThreadCache | None = None,
+        clock: StoreClock | None = None,
+        own_did: str | Collection[str] | None = None,
     ) -> None:
         self._touched: dict[str, _Touch] = {}
-        self._own_did = own_did  # None (a rebuild): a synthesis counts when its signer is its actor
+        # Every key of the instance's rotation chain (or its one DID). None (a rebuild): a synthesis counts when
+        # its signer is its actor.
+        self._own_did = own_did
         self._new_aliases: dict[str, str] = {}  # task aliases opened in this transaction -> thread
         self._cache = cache
         self._clock = clock if clock is not None else StoreClock()
@@ -211,10 +217,13 @@ class ThreadBook:
 
     def _own(self, signer: str | None, actor: str) -> bool:
         """A record the joiner wrote: authored *and* signed by this instance (clients may not emit its kinds, nor
-        emit as the instance without the admin scope). Without the DID (a bare re-fold), signed by its author."""
-        if signer is None or signer != actor:
-            return False
-        return self._own_did is None or signer == self._own_did
+        emit as the instance without the admin scope). Without the DID (a bare re-fold), signed by its author.
+
+        After ``spl identity rotate`` the instance's records are authored by its identifier (its inception key) and
+        signed by its current key: both are keys of its chain, which is what ``own_did`` then holds."""
+        if self._own_did is None:
+            return signer is not None and signer == actor
+        return owns(self._own_did, signer) and owns(self._own_did, actor)
 
     def _fold_task(
         self,
@@ -395,7 +404,9 @@ REBUILD_BATCH = 20_000  # records folded per flush while rebuilding
 
 
 def rebuild_threads(
-    connection: apsw.Connection, progress: Callable[[int], None] | None = None, own_did: str | None = None
+    connection: apsw.Connection,
+    progress: Callable[[int], None] | None = None,
+    own_did: str | Collection[str] | None = None,
 ) -> int:
     """Recompute every thread projection and ordinal from the records, in sequence order; returns the records seen.
 

@@ -42,6 +42,7 @@ from spl.core.feed import (
     MAX_CURSOR_BYTES,
     MAX_PENDING,
     ChangesPage,
+    ManifestInvalid,
     PeerDnsFailure,
     PeerError,
     PeerFailed,
@@ -58,7 +59,8 @@ from spl.core.feed import (
     parse_changes_page,
     parse_record_event,
 )
-from spl.core.manifest import check_peer_manifest, signed_manifest_did
+from spl.core.manifest import check_peer_manifest, manifest_keys, signed_manifest_did
+from spl.core.rotation import RotationInvalid, check_extends
 from spl.core.text import printable
 from spl.transport.sse import MAX_LINE, SseEvent, SseParser
 
@@ -493,10 +495,18 @@ class PeerClient:
     Built by :meth:`PeerPool.client`; shares the pool's connections with every other pair.
     """
 
-    def __init__(self, peer_url: str, *, http: httpx.AsyncClient, streams: httpx.AsyncClient) -> None:
+    def __init__(
+        self,
+        peer_url: str,
+        *,
+        http: httpx.AsyncClient,
+        streams: httpx.AsyncClient,
+        pinned: dict[str, tuple[str, ...]] | None = None,
+    ) -> None:
         self.peer_url = peer_url
         self._http = http
         self._streams = streams
+        self._pinned = pinned if pinned is not None else {}
 
     async def fetch_changes(self, feed: dict[str, str], cursor: str, *, token: str | None, limit: int) -> ChangesPage:
         return await fetch_changes(self._http, self.peer_url, feed, cursor, token=token, limit=limit)
@@ -516,8 +526,19 @@ class PeerClient:
         )
 
     async def verify(self, expected_did: str) -> None:
-        """The peer's signed manifest must name ``expected_did``; raises PeerError otherwise."""
-        await fetch_manifest(self._http, self.peer_url, expected_did=expected_did)
+        """The peer's signed manifest must name ``expected_did``, signed by the current key of a rotation chain that
+        extends the one this daemon saw before for that DID (a fork or a rollback is refused); raises PeerError.
+
+        A peer that ran ``spl identity rotate`` passes with no change to the pair: its chain starts at the DID the
+        pair pinned. The keys it proved are remembered for the daemon's life (``PeerPool``).
+        """
+        manifest = await fetch_manifest(self._http, self.peer_url, expected_did=expected_did)
+        try:
+            keys = manifest_keys(manifest)
+            check_extends(self._pinned.get(expected_did, ()), keys, who=f"peer at {printable(self.peer_url, 120)}")
+        except RotationInvalid as exc:
+            raise ManifestInvalid(exc.message) from None
+        self._pinned[expected_did] = keys
 
     async def peer_did(self) -> str:
         """The DID the peer proves it holds (for refusing a pair with ourselves)."""
@@ -551,6 +572,7 @@ class PeerPool:
     """
 
     def __init__(self, transport: httpx.AsyncBaseTransport | None = None, *, ca_file: str | None = None) -> None:
+        self._pinned: dict[str, tuple[str, ...]] = {}  # peer DID -> the keys its rotation chain proved
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
         verify = tls_context(ca_file)
         self._http = httpx.AsyncClient(
@@ -564,7 +586,7 @@ class PeerPool:
         )
 
     def client(self, peer_url: str) -> PeerClient:
-        return PeerClient(peer_url, http=self._http, streams=self._streams)
+        return PeerClient(peer_url, http=self._http, streams=self._streams, pinned=self._pinned)
 
     async def __aenter__(self) -> PeerPool:
         return self
