@@ -52,7 +52,7 @@ from spl.core.pairs import (
 )
 from spl.core.rotation import own_keys
 from spl.core.stored import StoredRecord
-from spl.core.syncstats import PairStats, summarise
+from spl.core.syncstats import LatencyWindow, PairStats, summarise
 from spl.runtime.supervisor import ChildContext, ChildSpec, Supervisor
 from spl.store.database import ReadPool
 from spl.store.queries import pair_cursors, thread_objects
@@ -135,6 +135,8 @@ class FederationManager:
         # the removal record and bring the pair back at the next start.
         self._changing = trio.Lock()
         self._pullers: dict[str, PairActor] = {}  # federation pairs' pullers (actors/federation_pairs.py)
+        # Their rolling figures (delivery latency for /metrics), kept across a puller's restarts like a sync pair's.
+        self.puller_stats: dict[str, PairStats] = {}
         self.fed: Any = None  # the FederationPairs this manager runs pullers for (set by daemon/wiring.py)
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -231,7 +233,11 @@ class FederationManager:
         """Run a federation pair's puller: a :class:`PairActor` on the peer's namespace feed, in the pair supervisor."""
         pair_id = config.pair_id
 
+        stats = self.puller_stats.setdefault(pair_id, PairStats())
+
         def committed(pair_id: str, stored: list[StoredRecord], source_times: dict[str, float]) -> None:
+            now = time.time()
+            stats.note_pulled(len(stored), [now - source_times[r.id] for r in stored if r.id in source_times], now)
             on_committed(pair_id, len(stored))
 
         deps = PairDeps(
@@ -521,12 +527,12 @@ class FederationManager:
     def health(self) -> dict[str, Any]:
         now = time.time()
         by_state: dict[str, int] = {state: 0 for state in ("starting", "running", "paused", "failing", "stopped")}
-        latencies: list[float] = []
+        latency = LatencyWindow()  # every pair's last hour, merged: O(buckets) per pair, no samples
         per_pair: list[tuple[str, dict[str, Any]]] = []
         alerts: list[dict[str, Any]] = []
         for pair_id, view in self.pairs.items():
             by_state[view.status.state] = by_state.get(view.status.state, 0) + 1
-            latencies.extend(value * 1000 for value in view.stats.latencies_since(now - 3600))
+            latency.merge(view.stats.latency_since(now - 3600))
             per_pair.append((pair_id, view.stats.to_wire(now)))
             if view.status.stalled:
                 alerts.append({"pair_id": pair_id, "kind": "stalled", "lag_records": view.status.lag_records})
@@ -538,16 +544,16 @@ class FederationManager:
             reverse=True,
         )[:5]
         errored = sorted((p for p in per_pair if p[1]["errors_last_hour"]), key=lambda p: -p[1]["errors_last_hour"])[:5]
-        latency = summarise(latencies)
+        summary = summarise(latency)
         return {
             "object": "sync_health",
             "pairs_total": len(self.pairs),
             "pairs_by_state": by_state,
             "records_pulled_last_minute": sum(p[1]["records_last_minute"] for p in per_pair),
             "records_pulled_last_hour": sum(p[1]["records_last_hour"] for p in per_pair),
-            "mean_delivery_latency_ms": latency["mean"],
-            "p50_delivery_latency_ms": latency["p50"],
-            "p95_delivery_latency_ms": latency["p95"],
+            "mean_delivery_latency_ms": summary["mean"],
+            "p50_delivery_latency_ms": summary["p50"],
+            "p95_delivery_latency_ms": summary["p95"],
             "slowest_pairs": [{"pair_id": p, "p95_ms": s["latency_ms"]["p95"]} for p, s in slowest],
             "most_errored_pairs": [{"pair_id": p, "errors_last_hour": s["errors_last_hour"]} for p, s in errored],
             "drift_alerts": alerts,

@@ -127,6 +127,8 @@ class StoreWriter:
         self.batches_committed = 0
         self.requests_failed = 0  # requests that failed alone after a group commit failed
         self.parked_applied = 0
+        # Records committed since start by where they came from (/metrics: spl_records_committed_total{origin}).
+        self.records_committed = {"local": 0, "pulled": 0, "pushed": 0, "import": 0, "parked": 0}
         self._last_fleet = FleetState()
         self.nudges: Sequence[trio.MemorySendChannel[object]] = ()  # the joiner's inbox, told of closes and forks
 
@@ -276,6 +278,10 @@ class StoreWriter:
                 ]
             )
             for ingest, request_outcomes in zip(ingests, outcomes, strict=True):
+                origin = "local" if not ingest.park_rejected else "pulled" if ingest.cursor else "pushed"
+                self.records_committed[origin] += sum(
+                    1 for outcome in request_outcomes if isinstance(outcome, Accepted) and outcome.created
+                )
                 ingest.reply.set(request_outcomes)
         if state.registry_changes != registry_before:
             self._parked_due = True
@@ -328,6 +334,7 @@ class StoreWriter:
             self.head_sequence = state.next_seq - 1
             await self._publish(result.created)
         self.parked_applied += len(result.created)
+        self.records_committed["parked"] += len(result.created)
         settled = len(result.created) + result.duplicates + result.refused
         if settled:
             log.info(
@@ -409,10 +416,12 @@ class StoreWriter:
             finally:
                 connection.execute(f"PRAGMA cache_size = {int(previous)}")
 
+        head_before = self.head_sequence
         try:
             await self._run_command(connection, work, command.reply)
         finally:
             await self._reload(connection)
+            self.records_committed["import"] += max(0, self.head_sequence - head_before)
 
     async def _run_command(self, connection: apsw.Connection, work: Callable[..., T], reply: Reply[T]) -> None:
         """``work(connection)`` in one transaction of its own; a storage failure fails this command alone."""

@@ -350,6 +350,7 @@ class Daemon:
             snapshot=lambda: msgspec.to_builtins(root.snapshot()),
             head_sequence=lambda: writer.head_sequence,
             fleet=lambda: writer.fleet,
+            records_committed=lambda: writer.records_committed,
             joiner=lambda: {
                 "synthesised": joiner.synthesised,
                 "closed": joiner.closed,

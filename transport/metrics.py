@@ -131,7 +131,7 @@ class StateCollector:
         services = self.services
         streams = services.hub.stats()
         federation = services.federation
-        committed = getattr(services, "records_committed", None)  # Services.records_committed, where the daemon sets it
+        committed = services.records_committed
         tree = services.snapshot()
         pairs_tree = None
         if federation is not None and not _holds_child(tree, "federation"):
@@ -146,7 +146,7 @@ class StateCollector:
             fleet_level=services.fleet().level,
             joiner=dict(services.joiner()),
             outbox_depth=outbox_depth,
-            committed=dict(committed()) if committed is not None else None,
+            committed=dict(committed()),
             tree=tree,
             pairs_tree=pairs_tree,
             pairs=_pair_rows(federation),

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import trio
-from quart import Blueprint, Response, request
+from quart import Blueprint, Response, current_app, request
 
 from spl.core import tokens
 from spl.core.errors import NotFound
@@ -18,6 +18,7 @@ from spl.core.wire import decode_namespace_create, decode_token_mint
 from spl.store.ingest import namespace_registry
 from spl.transport.auth import require
 from spl.transport.context import services
+from spl.transport.metrics import METRICS_KEY, Metrics
 from spl.transport.requests import body_bytes
 from spl.transport.responses import json_response, with_rfc3339_times
 from spl.transport.services import Services
@@ -142,6 +143,8 @@ async def status() -> Response:
             "fleet": services().fleet().to_wire(),  # the kill switch (spl kill / spl unkill)
             "supervision": _wall_clock_retries(services().snapshot(), offset),
             "streams": services().hub.stats(),
+            # Where the token-free /metrics listener serves ([metrics] port; [] when none): port 0 shows its port.
+            "metrics_listener": list(cast(Metrics, current_app.config[METRICS_KEY]).listener_urls),
             "federation": {
                 "pairs": services().federation.listing() if services().federation else [],
                 "health": services().federation.health() if services().federation else None,

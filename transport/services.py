@@ -69,6 +69,8 @@ class Services:
     spool_dir: Path | None = None
     # The joiner's figures (``spl.actors.joiner``): syntheses written, parents closed, whether it is failing now.
     joiner: Callable[[], dict[str, Any]] = field(default=lambda: {})
+    # Records committed since start by origin (local, pulled, pushed, import, parked): the store writer's counters.
+    records_committed: Callable[[], dict[str, int]] = field(default=lambda: {})
     # The kill switch as the store writer holds it (``spl.core.fleet_control``): the HTTP gate reads it.
     fleet: Callable[[], FleetState] = field(default=FleetState)
     adopt_import: Callable[[Identity | None], Awaitable[tuple[str, str]]] = field(default=_cannot_adopt)
