@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Collection
 from typing import Any
 
 import apsw
@@ -30,6 +31,7 @@ from spl.core.actor_registry import (
     registration_request,
 )
 from spl.core.errors import Conflict, NotFound, SplError
+from spl.core.rotation import own_keys
 from spl.store import queries
 from spl.transport.auth import require
 from spl.transport.context import caller, services
@@ -48,8 +50,9 @@ log = logging.getLogger("spl.http")
 MAX_REGISTERED = queries.MAX_ACTORS
 
 
-def _fold(connection: apsw.Connection, own_did: str) -> ActorRegistry:
-    return ActorRegistry.folded(queries.thread_objects(connection, ACTOR_REGISTRY_THREAD), own_did)
+def _fold(connection: apsw.Connection, own_did: str, keys: Collection[str] = ()) -> ActorRegistry:
+    """The registry as the store holds it; registrations signed by any key of the instance's chain count."""
+    return ActorRegistry.folded(queries.thread_objects(connection, ACTOR_REGISTRY_THREAD), own_did, keys)
 
 
 async def reload_actor_registry(svc: Services) -> ActorRegistry:
@@ -59,7 +62,8 @@ async def reload_actor_registry(svc: Services) -> ActorRegistry:
     so a registration applied meanwhile stays.
     """
     did = svc.identity.did
-    loaded = await svc.read(_fold, did)
+    chain = own_keys(svc.identity)
+    loaded = await svc.read(_fold, did, frozenset({chain}) if isinstance(chain, str) else chain)
     current = svc.actor_registry
     if current is not None and current.own_did == did:
         for registration in loaded.entries.values():

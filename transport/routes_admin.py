@@ -13,6 +13,7 @@ from quart import Blueprint, Response, current_app, request
 from spl.core import tokens
 from spl.core.errors import NotFound
 from spl.core.manifest import capabilities_manifest
+from spl.core.rotation import own_keys
 from spl.core.tokens import TokenInfo
 from spl.core.wire import decode_namespace_create, decode_token_mint
 from spl.store.ingest import namespace_registry
@@ -160,14 +161,14 @@ async def status() -> Response:
 @blueprint.get("/v1/namespaces")
 async def list_namespaces() -> Response:
     require(request.caller, "records:read")  # type: ignore[attr-defined]
-    registry = await services().read(namespace_registry, services().identity.did)
+    registry = await services().read(namespace_registry, own_keys(services().identity))
     return json_response({"object": "list", "data": [entry.to_wire() for entry in registry.listing()]})
 
 
 @blueprint.get("/v1/namespaces/<path:namespace>")
 async def show_namespace(namespace: str) -> Response:
     require(request.caller, "records:read")  # type: ignore[attr-defined]
-    registry = await services().read(namespace_registry, services().identity.did)
+    registry = await services().read(namespace_registry, own_keys(services().identity))
     entry = registry.entries.get(namespace)
     if entry is None:
         raise NotFound(f"namespace {namespace!r} is not registered; create it with `spl namespace create {namespace}`")

@@ -143,6 +143,11 @@ async def test_a_rotated_daemon_keeps_its_own_configuration(tmp_path: Path) -> N
                 assert answer.status_code == 201, answer.text
             identity = await trio.to_thread.run_sync(lambda: httpx.get(f"{url}/v1/identity", timeout=10))
             assert identity.json()["did"] == did
+            # After the restart the registries are folded from the store: what the new key signed still counts.
+            listed = await trio.to_thread.run_sync(lambda: httpx.get(f"{url}/v1/namespaces", timeout=10))
+            assert {"before", "after"} <= {entry["id"] for entry in listed.json()["data"]}, listed.text
+            shown = await trio.to_thread.run_sync(lambda: httpx.get(f"{url}/v1/actors/{agent['did']}", timeout=10))
+            assert shown.json()["status"] == "active", shown.text
             daemon.request_stop()
 
 
