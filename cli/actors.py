@@ -13,7 +13,7 @@ import typer
 
 from spl.cli.answers import ActorAnswer, ActorList
 from spl.cli.common import OUTPUT, URL, call, client_for, wants_json
-from spl.cli.output import emit_json, safe, table
+from spl.cli.output import emit_json, emit_list, is_wide, safe, table
 
 __all__ = ["actor_app"]
 
@@ -29,23 +29,26 @@ def list_actors(output: str = OUTPUT, url: str | None = URL) -> None:
     reply = call(client_for(url), "GET", "/v1/actors")
     actors = reply.into(ActorList)
     if wants_json(output):
-        emit_json(reply.payload["data"])
+        emit_list(reply.payload["data"], has_more=reply.payload.get("truncated") is True)
         return
-    table(
+    headers = ["DID", "NAME", "CATEGORY", "STATUS", "ROLE", "RECORDS", "THREADS"]
+    rows: list[list[object]] = [
         [
-            (
-                actor.did,
-                actor.display_name or "-",
-                actor.category or "-",
-                actor.status,
-                actor.role or "-",
-                actor.record_count,
-                actor.thread_count,
-            )
-            for actor in actors.data
-        ],
-        ["DID", "NAME", "CATEGORY", "STATUS", "ROLE", "RECORDS", "THREADS"],
-    )
+            actor.did,
+            actor.display_name or "-",
+            actor.category or "-",
+            actor.status,
+            actor.role or "-",
+            actor.record_count,
+            actor.thread_count,
+        ]
+        for actor in actors.data
+    ]
+    if is_wide(output):  # -o wide: the actor's kind and whether it is registered here
+        headers += ["KIND", "REGISTERED"]
+        for row, actor in zip(rows, actors.data, strict=True):
+            row += [actor.kind or "-", "yes" if actor.registered else "no"]
+    table(rows, headers)
     if actors.truncated:
         typer.echo("(list truncated: more actors than one answer holds)")
 

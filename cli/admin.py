@@ -16,7 +16,7 @@ from spl.cli.answers import Identity, Namespace, NamespaceList, TokenList, Token
 from spl.cli.client import CliError, DaemonClient, NoDaemon, decode_answer
 from spl.cli.common import OUTPUT, URL, DaemonUnreachable, call, running_pid, wants_json
 from spl.cli.common import home as _home
-from spl.cli.output import emit_json, safe, table
+from spl.cli.output import emit_json, emit_list, is_wide, rfc3339, safe, table
 from spl.core.config import advertised_endpoint
 from spl.core.tokens import SCOPES
 from spl.daemon.home import Home, HomeError
@@ -212,13 +212,18 @@ def token_list(
     reply = call(client, "GET", "/v1/tokens")
     data = reply.into(TokenList).data
     if as_json:
-        emit_json(reply.payload["data"])
+        emit_list(reply.payload["data"])
         return
     shown = [info for info in data if all_tokens or info.status != "revoked"]
-    table(
-        [(info.token_id, info.service_account_id, ",".join(info.scopes), info.status, info.label) for info in shown],
-        ["TOKEN_ID", "SERVICE_ACCOUNT", "SCOPES", "STATUS", "LABEL"],
-    )
+    headers = ["TOKEN_ID", "SERVICE_ACCOUNT", "SCOPES", "STATUS", "LABEL"]
+    rows: list[list[object]] = [
+        [info.token_id, info.service_account_id, ",".join(info.scopes), info.status, info.label] for info in shown
+    ]
+    if is_wide(output):  # -o wide: when each token was minted and lapses, and the pair it serves
+        headers += ["CREATED", "EXPIRES", "PAIR"]
+        for row, info in zip(rows, shown, strict=True):
+            row += [rfc3339(info.created_at) or "-", rfc3339(info.expires_at) or "never", info.pair_id or "-"]
+    table(rows, headers)
     hidden = len(data) - len(shown)
     if hidden:
         typer.echo(f"({hidden} revoked token(s) hidden; pass --all to show them)", err=True)
@@ -232,7 +237,7 @@ def token_revoke(
 ) -> None:
     """Revoke a token (DELETE /v1/tokens/{token_id}); it is refused at once with 401.
 
-    Example: spl token revoke "$(spl token list -o json | jq -r '.[0].token_id')"
+    Example: spl token revoke "$(spl token list -o json | jq -r '.data[0].token_id')"
     """
     as_json = wants_json(output)
     if token_id.startswith("spl_"):
@@ -301,7 +306,7 @@ def namespace_list(output: str = OUTPUT, url: str | None = URL) -> None:
     reply = call(client, "GET", "/v1/namespaces")
     data = reply.into(NamespaceList).data
     if as_json:
-        emit_json(reply.payload["data"])
+        emit_list(reply.payload["data"])
         return
     table(
         [(entry.id, entry.level, entry.status, entry.description) for entry in data],

@@ -21,7 +21,7 @@ from spl.cli.client import CliError, DaemonClient
 from spl.cli.common import OUTPUT, URL, call, client_for, wants_json
 from spl.cli.consent import text
 from spl.cli.federation import FULL_ID_LENGTH, match_id
-from spl.cli.output import emit_json, safe, table
+from spl.cli.output import emit_json, emit_list, safe, table
 from spl.core.pairs import is_pair_id
 
 __all__ = ["aitl_app"]
@@ -71,7 +71,7 @@ def list_decisions(output: str = OUTPUT, url: str | None = URL) -> None:
     as_json = wants_json(output)
     listed = _decisions(client_for(url))
     if as_json:
-        emit_json([raw for _, raw in listed])
+        emit_list([raw for _, raw in listed])
         return
     if not listed:
         typer.echo("no decisions waiting")

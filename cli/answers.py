@@ -59,6 +59,9 @@ __all__ = [
 ]
 
 Number = int | float
+# Times in these answers are RFC 3339 strings; a number (POSIX seconds) is taken too, so a presenter never
+# refuses a whole pair over how one timestamp is spelt.
+Time = str | Number | None
 
 
 class Answer(msgspec.Struct, kw_only=True):
@@ -71,6 +74,7 @@ class ErrorAnswer(Answer):
     """The error envelope ``{object, type, code, message}`` (``error`` is the older spelling of ``code``)."""
 
     what: ClassVar[str] = "an spl error"
+    type: Any = None  # the error class (``invalid_request_error``…), kept in ``-o json`` errors
     code: str | None = None
     error: str | None = None
     message: Any = None
@@ -105,11 +109,11 @@ class SupervisionTree(Answer):
 class PairError(Answer):
     code: str | None = None
     message: str | None = None
-    at: Number | None = None
+    at: Time = None
 
 
 class PairTransition(Answer):
-    at: Number | None = None
+    at: Time = None
     from_: str | None = msgspec.field(default=None, name="from")
     to: str | None = None
     reason: str | None = None
@@ -135,8 +139,8 @@ class Pair(Answer):
     lag_seconds: Number | None = None
     records_per_minute: Number | None = None
     last_error: PairError | None = None
-    last_success_at: Number | None = None
-    next_retry_at: Number | None = None
+    last_success_at: Time = None
+    next_retry_at: Time = None
     consecutive_failures: int = 0
     records_pulled: int = 0
     records_duplicate: int = 0
@@ -240,7 +244,7 @@ class ThreadSummary(Answer):
     namespace: str | None = None
     record_count: int | None = None
     last_clock: int | None = None
-    updated_at: Number | None = None
+    updated_at: Time = None
 
 
 class ThreadList(Answer):
@@ -269,6 +273,9 @@ class Token(Answer):
     scopes: list[str] = msgspec.field(default_factory=list)
     status: str | None = None
     label: str | None = None
+    created_at: Time = None
+    expires_at: Time = None
+    pair_id: str | None = None
 
 
 class TokenList(Answer):
@@ -297,10 +304,6 @@ class NamespaceList(Answer):
 
 
 # -- federation pairs, AITL decisions and consent grants (docs/federation-pairs.md, "Routes") -----------------
-
-# Times in these answers are RFC 3339 strings; a number (POSIX seconds) is taken too, so a presenter never
-# refuses a whole pair over how one timestamp is spelt.
-Time = str | Number | None
 
 
 class ConsentGrant(Answer):
@@ -387,7 +390,7 @@ class FederationPull(Answer):
     state_reason: str | None = None
     last_error: PairError | None = None
     consecutive_failures: int = 0
-    next_retry_at: Number | None = None
+    next_retry_at: Time = None
     records_pulled: int = 0
     records_duplicate: int = 0
     records_refused: dict[str, int] = msgspec.field(default_factory=dict)
@@ -521,8 +524,8 @@ class TaskAnswer(Answer):
     reason: str | None = None
     parent: str | None = None
     record_count: int = 0
-    created_at: str | None = None
-    updated_at: str | None = None
+    created_at: Time = None
+    updated_at: Time = None
 
 
 class TaskList(Answer):

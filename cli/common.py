@@ -20,6 +20,7 @@ from typing import Any
 
 from spl.cli.app import OUTPUT, URL
 from spl.cli.client import CliError, DaemonClient, DaemonError, DaemonUnreachable, Reply, call
+from spl.cli.output import FORMATS, MACHINE_FORMATS
 from spl.daemon.home import Home
 
 __all__ = [
@@ -48,9 +49,13 @@ def home() -> Home:
 
 
 def wants_json(output: str) -> bool:
-    if output not in ("text", "json"):
-        raise CliError(f"unknown output format {output!r}; use -o text or -o json")
-    return output == "json"
+    """Whether ``-o`` asked for data (json, or yaml: :func:`spl.cli.output.emit_json` spells it) rather than text.
+
+    ``-o`` is a click Choice, so an unknown format stops at parsing; this guards direct callers.
+    """
+    if output not in FORMATS:
+        raise CliError(f"unknown output format {output!r}; use -o {', '.join(FORMATS)}")
+    return output in MACHINE_FORMATS
 
 
 def client_for(url: str | None) -> DaemonClient:

@@ -23,7 +23,7 @@ import typer
 from spl.cli.answers import ConsentGrant, ConsentGrantList
 from spl.cli.client import CliError, DaemonClient
 from spl.cli.common import OUTPUT, URL, call, client_for, wants_json
-from spl.cli.output import emit_json, safe, table
+from spl.cli.output import emit_json, emit_list, safe, table
 
 __all__ = [
     "HASH_LEVELS",
@@ -202,7 +202,7 @@ def list_grants(output: str = OUTPUT, url: str | None = URL) -> None:
     reply = call(client_for(url), "GET", "/v1/consent/grants")
     grants = reply.into(ConsentGrantList).data
     if as_json:
-        emit_json(reply.payload["data"])
+        emit_list(reply.payload["data"])
         return
     if not grants:
         typer.echo("no consent grants; add one with `spl consent grant --to-namespace NAMESPACE`")

@@ -33,7 +33,7 @@ import typer
 from spl.cli.answers import RecordAnswer, TaskAnswer
 from spl.cli.client import CliError, DaemonClient, DaemonError, call, checked_url
 from spl.cli.common import OUTPUT, URL, client_for, wants_json
-from spl.cli.output import emit_json, safe
+from spl.cli.output import emit_json, emit_list, safe
 from spl.core import joins
 from spl.core import tasks as task_fold
 from spl.core.errors import InvalidRequest
@@ -203,7 +203,10 @@ def thread_diff(
         None, "--snapshot", help="A snapshot file to look record ids up in (repeatable); searched first."
     ),
     peer_token: str | None = typer.Option(
-        None, "--peer-token", help="Token for a URL#thread side (default $SPL_PEER_TOKEN; the admin token never)."
+        None,
+        "--peer-token",
+        help="Token for a URL#thread side (default $SPL_PEER_TOKEN; the admin token never). "
+        r"\[env var: SPL_PEER_TOKEN]",
     ),
     output: str = OUTPUT,
     url: str | None = URL,
@@ -293,7 +296,7 @@ def replay_thread(
     Each record goes through the same fold the store runs (the thread's state and, for a task, its status);
     a parent's join records show the decision they carry. Records are verified as they arrive.
 
-    Example: spl debug replay TASK-0042 -o json | jq '.[] | select(.task.before != .task.after)'
+    Example: spl debug replay TASK-0042 -o json | jq '.data[] | select(.task.before != .task.after)'
     """
     client = client_for(url)
     try:
@@ -304,7 +307,7 @@ def replay_thread(
         raise SystemExit(EXIT_USAGE) from None
     steps = replay(_fetch(client, thread))
     if wants_json(output):
-        emit_json([step.to_wire() for step in steps])
+        emit_list([step.to_wire() for step in steps])
         return
     typer.echo(f"thread {safe(thread)}" + (f" (task {safe(alias)})" if alias else "") + f": {len(steps)} records")
     for step in steps:

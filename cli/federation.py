@@ -37,7 +37,7 @@ from spl.cli.client import CliError, DaemonClient, DaemonError
 from spl.cli.common import OUTPUT, URL, call, client_for, wants_json
 from spl.cli.consent import create_grant, expires_value, grant_line, hash_levels, revoke_grant, text
 from spl.cli.fleet import parse_duration
-from spl.cli.output import emit_json, safe, table
+from spl.cli.output import emit_json, emit_list, is_wide, rfc3339, safe, table
 from spl.core.pairs import MODES, is_pair_id
 
 __all__ = [
@@ -374,25 +374,28 @@ def list_pairs(output: str = OUTPUT, url: str | None = URL) -> None:
     as_json = wants_json(output)
     listed = _pairs(client_for(url))
     if as_json:
-        emit_json([raw for _, raw in listed])
+        emit_list([raw for _, raw in listed])
         return
     if not listed:
         typer.echo("no federation pairs; pair with `spl federation pair URL`")
         return
     now = time.time()
-    table(
+    headers = ["PAIR", "PEER", "STATE", "MODE", "LAST SYNC"]
+    rows: list[list[object]] = [
         [
-            (
-                pair.pair_id,
-                peer_label(pair.peer_url, pair.peer_did),
-                _word(pair.state),
-                _mode(pair),
-                _when(pair.last_sync_at, now),
-            )
-            for pair, _ in listed
-        ],
-        ["PAIR", "PEER", "STATE", "MODE", "LAST SYNC"],
-    )
+            pair.pair_id,
+            peer_label(pair.peer_url, pair.peer_did),
+            _word(pair.state),
+            _mode(pair),
+            _when(pair.last_sync_at, now),
+        ]
+        for pair, _ in listed
+    ]
+    if is_wide(output):  # -o wide: our role, the namespace maps, the lag both ways and when the pair was made
+        headers += ["ROLE", "MAPS", "LAG", "CREATED"]
+        for row, (pair, _) in zip(rows, listed, strict=True):
+            row += [_word(pair.role), _maps(pair.maps), _lag(pair), rfc3339(pair.created_at) or "-"]
+    table(rows, headers)
 
 
 def _manifest_summary(manifest: dict[str, Any] | None) -> str:

@@ -22,7 +22,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,7 +32,18 @@ import typer
 from spl.cli.answers import Pair, PairList, PairStats
 from spl.cli.client import CliError, DaemonClient
 from spl.cli.common import OUTPUT, URL, DaemonError, call, client_for, secret_argument, wants_json
-from spl.cli.output import emit_json, safe, table
+from spl.cli.output import (
+    Progress,
+    as_time,
+    emit_item,
+    emit_json,
+    emit_list,
+    is_wide,
+    list_envelope,
+    rfc3339,
+    safe,
+    table_lines,
+)
 from spl.core import units
 from spl.core.pairs import MODES, is_pair_id
 
@@ -73,9 +84,10 @@ def _duration(seconds: Any) -> str:
     return f"{seconds:g}s"
 
 
-def _when(timestamp: Any, now: float | None = None) -> str:
-    """``2026-01-02T03:04:05Z (12s ago)`` for a Unix time; ``-`` for none."""
-    if not isinstance(timestamp, int | float):
+def _when(value: Any, now: float | None = None) -> str:
+    """``2026-01-02T03:04:05Z (12s ago)`` for a time (Unix seconds or RFC 3339); ``-`` for none."""
+    timestamp = as_time(value)
+    if timestamp is None:
         return "-"
     now = time.time() if now is None else now
     delta = timestamp - now
@@ -278,41 +290,114 @@ def _list(thread: str | None, output: str, url: str | None) -> None:
     if thread is not None:
         listed = [(pair, raw) for pair, raw in listed if pair.thread_id == thread]
     if as_json:
-        emit_json([raw for _, raw in listed])
+        emit_list([raw for _, raw in listed])
         return
-    pairs = [pair for pair, _ in listed]
-    if not pairs:
-        typer.echo("no sync pairs" + (f" on {safe(thread)}" if thread else "") + "; add one with `spl fleet sync add`")
-        return
-    table(
+    for line in _list_lines(listed, thread, output):
+        typer.echo(line)
+
+
+def _pair_table(pairs: list[Pair], *, wide: bool) -> list[str]:
+    """The table of `spl fleet sync list`; ``-o wide`` adds the poll interval, token, counters and times."""
+    headers = ["PAIR_ID", "DIRECTION", "PEER", "THREAD", "MODE", "STATE", "LAG", "REC/MIN", "LAST_ERROR"]
+    rows: list[list[object]] = [
         [
-            (
-                pair.pair_id,
-                pair.direction,
-                peer_handle(pair),
-                pair.thread_id,
-                pair.mode,
-                str(pair.state) + (" (stalled)" if pair.stalled else ""),
-                f"{pair.lag_records} rec, {round(pair.lag_seconds or 0)}s",
-                f"{pair.records_per_minute or 0:g}",
-                _error_code(pair),
-            )
-            for pair in pairs
-        ],
-        ["PAIR_ID", "DIRECTION", "PEER", "THREAD", "MODE", "STATE", "LAG", "REC/MIN", "LAST_ERROR"],
-    )
+            pair.pair_id,
+            pair.direction,
+            peer_handle(pair),
+            pair.thread_id,
+            pair.mode,
+            str(pair.state) + (" (stalled)" if pair.stalled else ""),
+            f"{pair.lag_records} rec, {round(pair.lag_seconds or 0)}s",
+            f"{pair.records_per_minute or 0:g}",
+            _error_code(pair),
+        ]
+        for pair in pairs
+    ]
+    if wide:
+        headers += ["POLL", "TOKEN", "PULLED", "DUPLICATE", "FAILURES", "LAST_SUCCESS", "NEXT_RETRY", "PEER_DID"]
+        for row, pair in zip(rows, pairs, strict=True):
+            row += [
+                _duration(pair.poll_interval) if pair.mode == "polling" else "-",
+                "yes" if pair.has_token else "no",
+                pair.records_pulled,
+                pair.records_duplicate,
+                pair.consecutive_failures,
+                rfc3339(pair.last_success_at) or "-",
+                rfc3339(pair.next_retry_at) or "-",
+                pair.peer_did or "-",
+            ]
+    return table_lines(rows, headers)
 
 
 THREAD_FILTER = typer.Option(None, "--thread", "-t", help="Only pairs on this thread.")
 
 
+WATCH_INTERVAL = "2s"
+WATCH_BOUNDS = (0.2, 3600.0)  # seconds: often enough to see a catch-up, rarely enough to be no load
+
+
 @sync_app.command("list")
-def sync_list(thread: str | None = THREAD_FILTER, output: str = OUTPUT, url: str | None = URL) -> None:
+def sync_list(
+    thread: str | None = THREAD_FILTER,
+    watch: bool = typer.Option(False, "--watch", "-w", help="Keep listing: redraw whenever a pair changes."),
+    interval: str = typer.Option(
+        WATCH_INTERVAL, "--interval", help="With --watch, how often to ask the daemon: 0.2s to 1h (default 2s)."
+    ),
+    output: str = OUTPUT,
+    url: str | None = URL,
+) -> None:
     """List this instance's sync pairs: peer, thread, mode, state, lag, rate, last error.
 
+    --watch asks the daemon every --interval and shows the list again when it changed (text: the table,
+    redrawn in place on a terminal; -o json: one list envelope per line, NDJSON). Ctrl-C stops it (exit 130).
+
     Example: spl fleet sync list --thread th_orders
+
+    Example: spl fleet sync list --watch --interval 1s
     """
-    _list(thread, output, url)
+    if not watch:
+        _list(thread, output, url)
+        return
+    seconds = parse_duration(interval, "--interval")
+    low, high = WATCH_BOUNDS
+    if not low <= seconds <= high:
+        raise CliError(f"--interval {interval!r} is out of range; pass 0.2s to 1h")
+    _watch(thread, output, url, seconds)
+
+
+def _watch(thread: str | None, output: str, url: str | None, interval: float) -> None:
+    """Poll the pairs every ``interval`` seconds and print the list each time it differs from the last one shown.
+
+    What is compared is the list as it would be printed, so a change that shows nowhere (a counter the table does
+    not have) redraws nothing in text, and every change of the answer is a new line under -o json.
+    """
+    as_json = wants_json(output)
+    client = client_for(url)
+    clear = sys.stdout.isatty() and not as_json  # a terminal is redrawn in place; a pipe gets each new table
+    last: Any = None
+    try:
+        while True:
+            listed = [(pair, raw) for pair, raw in _pairs(client) if thread is None or pair.thread_id == thread]
+            shown: Any = [raw for _, raw in listed] if as_json else _list_lines(listed, thread, output)
+            if shown != last:
+                last = shown
+                if as_json:
+                    emit_item(list_envelope(shown))
+                else:
+                    stamp = time.strftime("%H:%M:%S")
+                    head = f"every {interval:g}s, {stamp} (Ctrl-C to stop)"
+                    typer.echo(("\x1b[H\x1b[2J" if clear else "") + "\n".join([head, *shown]) + ("" if clear else "\n"))
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def _list_lines(listed: list[tuple[Pair, dict[str, Any]]], thread: str | None, output: str) -> list[str]:
+    """The text `spl fleet sync list` prints, as lines (what --watch compares and redraws)."""
+    pairs = [pair for pair, _ in listed]
+    if not pairs:
+        return ["no sync pairs" + (f" on {safe(thread)}" if thread else "") + "; add one with `spl fleet sync add`"]
+    return _pair_table(pairs, wide=is_wide(output))
 
 
 @sync_app.command("pairs")
@@ -517,6 +602,30 @@ def _pull_line(pair: Pair) -> str:
     return f"{head}  {state}{stalled}: {pulled}, {lag}{note}"
 
 
+PROGRESS_EVERY = 0.5  # seconds between two looks at the pairs' counters while pulls run
+
+
+def _show_progress(
+    client: DaemonClient, pairs: list[tuple[Pair, dict[str, Any]]], pending: list[Future[Any]], progress: Progress
+) -> None:
+    """Redraw ``progress`` until every pull in ``pending`` has ended: records pulled since the start / the lag then.
+
+    The daemon counts what each pair has pulled (``records_pulled``); the listing is read again every half
+    second while the kicks wait. A listing that fails only skips a redraw: the pulls decide the outcome.
+    """
+    start = {pair.pair_id: pair.records_pulled for pair, _ in pairs}
+    done = 0
+    progress.update(done)
+    while wait(pending, timeout=PROGRESS_EVERY).not_done:
+        try:
+            now = {pair.pair_id: pair.records_pulled for pair, _ in _pairs(client) if pair.pair_id in start}
+        except CliError:
+            continue
+        done = sum(max(0, now.get(pair_id, count) - count) for pair_id, count in start.items())
+        progress.update(done)
+    progress.finish()
+
+
 @sync_app.command("pull")
 def sync_pull(
     thread: str | None = typer.Option(None, "--thread", "-t", help="Only pairs on this thread (default: all)."),
@@ -524,6 +633,9 @@ def sync_pull(
     url: str | None = URL,
 ) -> None:
     """Pull now on every pair (or those on --thread), wait for the pulls, and show what came in.
+
+    On a terminal, stderr shows the catch-up while the pulls run: records pulled / the pairs' lag when it
+    started, the rate and an ETA (never under -o json or when stderr is not a terminal).
 
     Exits 1 when any pair ends in the failing state.
     Example: spl fleet sync pull --thread th_federation_demo
@@ -537,10 +649,14 @@ def sync_pull(
     if not pairs:
         where = f" on thread {thread}" if thread else ""
         raise CliError(f"no sync pairs{where}; add one with `spl fleet sync add --peer-url URL PEER_DID THREAD`")
+    progress = None if as_json else Progress(sum(pair.lag_records for pair, _ in pairs))
     with ThreadPoolExecutor(max_workers=min(8, len(pairs))) as pool:
-        answers = list(pool.map(lambda listed: _kick_and_wait(client, listed), pairs))
+        pending = [pool.submit(_kick_and_wait, client, listed) for listed in pairs]
+        if progress is not None and progress.enabled:
+            _show_progress(client, pairs, pending, progress)
+        answers = [future.result() for future in pending]
     if as_json:
-        emit_json([raw for _, raw in answers])
+        emit_list([raw for _, raw in answers])
     else:
         for answer, _ in answers:
             typer.echo(_pull_line(answer))

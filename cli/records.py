@@ -56,7 +56,7 @@ from spl.cli.common import (
     parse_body,
     wants_json,
 )
-from spl.cli.output import emit_json, safe, table
+from spl.cli.output import as_time, emit_item, emit_json, emit_list, safe, table
 from spl.cli.tasks import parse_join_option, print_fork
 from spl.core.errors import InvalidRequest
 from spl.core.record import ACTS, DATA_TYPES, MAX_CLOCK
@@ -284,16 +284,28 @@ def emit(
 # -- threads -----------------------------------------------------------------------------
 
 
-def _when(timestamp: Any) -> str:
-    if not isinstance(timestamp, int | float):
+def _when(value: Any) -> str:
+    """A time (Unix seconds or RFC 3339) as ``2026-01-02T03:04:05Z``; empty for none."""
+    timestamp = as_time(value)
+    if timestamp is None:
         return ""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+def _page(payload: dict[str, Any]) -> dict[str, Any]:
+    """A list answer's paging fields for :func:`spl.cli.output.emit_list` (none when the daemon sent none)."""
+    cursor = payload.get("next_cursor")
+    return {"has_more": payload.get("has_more") is True, "next_cursor": cursor if isinstance(cursor, str) else None}
+
+
+CURSOR = typer.Option(None, "--cursor", help="Start after this page: the next_cursor of the previous page (-o json).")
 
 
 @thread_app.command("list")
 def thread_list(
     limit: int = typer.Option(100, "--limit", min=1, max=10_000, help="At most this many threads."),
     namespace: str | None = typer.Option(None, "--namespace", "-n", help="Only threads of this namespace."),
+    cursor: str | None = CURSOR,
     output: str = OUTPUT,
     url: str | None = URL,
 ) -> None:
@@ -302,11 +314,11 @@ def thread_list(
     Example: spl thread list --namespace acme -o json
     """
     as_json = wants_json(output)
-    params = {"limit": limit, "namespace": namespace}
+    params = {"limit": limit, "namespace": namespace, "cursor": cursor}
     reply = call(client_for(url), "GET", "/v1/threads", params=params)
     threads = reply.into(ThreadList).data
     if as_json:
-        emit_json(reply.payload["data"])
+        emit_list(reply.payload["data"], **_page(reply.payload))
         return
     table(
         [(t.id, t.namespace, t.record_count, t.last_clock, _when(t.updated_at)) for t in threads],
@@ -425,7 +437,7 @@ def thread_records(
     as_json = wants_json(output)
     records = fetch_thread_records(client_for(url), thread, limit=limit, since=since)
     if as_json:
-        emit_json([raw for _, raw in records])
+        emit_list([raw for _, raw in records])
         return
     if not records:
         typer.echo(f"no records on thread {safe(thread)}", err=True)
@@ -755,7 +767,7 @@ class _Watch:
         if position is None:
             raise CliError(f"{self.where} sent a record without a sequence id: is it an spl daemon? Check --url")
         if self.as_json:
-            typer.echo(json.dumps(raw, ensure_ascii=True, separators=(",", ":")))
+            emit_item(raw)
         else:
             typer.echo(record_line(record))
         self.last = position
@@ -777,9 +789,10 @@ def thread_watch(
     """Follow a thread live: print each record as it is committed (GET /v1/threads/{thread}/watch, SSE).
 
     Text: the line `spl thread records` prints; -o json: one record object per line (NDJSON), with its
-    `sequence`. Without an option only new records are printed. When the stream ends (the watch fell behind,
-    the daemon restarted, the connection dropped) it reconnects after a short pause (0.2 s doubling to 5 s)
-    and resumes after the last record printed: nothing is skipped or printed twice. Ctrl-C stops it (exit 130).
+    `sequence` (-o yaml: one YAML document per record). Without an option only new records are printed.
+    When the stream ends (the watch fell behind, the daemon restarted, the connection dropped) it reconnects
+    after a short pause (0.2 s doubling to 5 s) and resumes after the last record printed: nothing is skipped
+    or printed twice. Ctrl-C stops it (exit 130).
 
     Example: spl thread watch th_orders --from-start -o json | jq -r .act
     """

@@ -18,7 +18,7 @@ import typer
 from spl.cli.answers import ForkAnswer, JoinStatus, TaskAnswer, TaskList, TreeNode
 from spl.cli.client import DaemonClient
 from spl.cli.common import OUTPUT, URL, call, client_for, wants_json
-from spl.cli.output import emit_json, safe, table
+from spl.cli.output import emit_json, emit_list, is_wide, rfc3339, safe, table
 
 __all__ = ["parse_join_option", "print_fork", "task_app"]
 
@@ -110,6 +110,9 @@ def list_tasks(
     assignee: str | None = typer.Option(None, "--assignee", help="Only tasks assigned to this DID."),
     label: str | None = typer.Option(None, "--label", help="Only tasks with this label."),
     limit: int = typer.Option(100, "--limit", min=1, max=10_000, help="At most this many tasks."),
+    cursor: str | None = typer.Option(
+        None, "--cursor", help="Start after this page: the next_cursor of the previous page (-o json)."
+    ),
     output: str = OUTPUT,
     url: str | None = URL,
 ) -> None:
@@ -117,18 +120,30 @@ def list_tasks(
 
     Example: spl task list --status active --label release -o json
     """
-    params = {"status": status, "assignee": assignee, "label": label, "limit": limit}
+    params = {"status": status, "assignee": assignee, "label": label, "limit": limit, "cursor": cursor}
     reply = call(client_for(url), "GET", "/v1/tasks", params=params)
     tasks = reply.into(TaskList)
     if wants_json(output):
-        emit_json(reply.payload["data"])
+        emit_list(reply.payload["data"], has_more=tasks.has_more, next_cursor=tasks.next_cursor)
         return
-    table(
-        [(t.alias, t.status, t.assignee or "-", t.priority or "-", t.title, t.thread) for t in tasks.data],
-        ["ALIAS", "STATUS", "ASSIGNEE", "PRIORITY", "TITLE", "THREAD"],
-    )
+    headers = ["ALIAS", "STATUS", "ASSIGNEE", "PRIORITY", "TITLE", "THREAD"]
+    rows: list[list[object]] = [
+        [t.alias, t.status, t.assignee or "-", t.priority or "-", t.title, t.thread] for t in tasks.data
+    ]
+    if is_wide(output):  # -o wide: what else a task has to show
+        headers += ["LABELS", "DOMAIN", "PARENT", "RECORDS", "CREATED", "UPDATED"]
+        for row, t in zip(rows, tasks.data, strict=True):
+            row += [
+                ",".join(t.labels) or "-",
+                t.domain or "-",
+                t.parent or "-",
+                t.record_count,
+                rfc3339(t.created_at) or "-",
+                rfc3339(t.updated_at) or "-",
+            ]
+    table(rows, headers)
     if tasks.has_more:
-        typer.echo(f"(more tasks: raise --limit above {limit})")
+        typer.echo(f"(more tasks: raise --limit above {limit}, or pass --cursor {safe(tasks.next_cursor)})")
 
 
 @task_app.command("show")

@@ -28,7 +28,7 @@ def test_actor_register_show_and_list(cli: Cli, daemon: DaemonLike) -> None:
     assert "unregistered" in cli("actor", "show", PARTICIPANT).ok().out
     assert "NOT_FOUND" in one_error_line(cli("actor", "show", "did:sync:agent:nobody"))
 
-    listing = cli("actor", "list", "-o", "json").ok().json()
+    listing = cli("actor", "list", "-o", "json").ok().json()["data"]
     assert listing[0]["did"] == did and listing[0]["kind"] == "instance"
     statuses = {actor["did"]: actor["status"] for actor in listing}
     assert statuses[AGENT] == "retired" and statuses[PARTICIPANT] == "unregistered"

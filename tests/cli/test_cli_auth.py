@@ -34,7 +34,7 @@ def test_token_mint_list_revoke_and_save(secure_cli: Cli, secure_daemon: DaemonL
 
     listing = secure_cli("token", "list", "-o", "json").ok()
     assert plaintext not in listing.out and writer["token"] not in listing.out
-    infos = {info["label"]: info for info in listing.json()}
+    infos = {info["label"]: info for info in listing.json()["data"]}
     reader = infos["ci reader"]
     assert reader["scopes"] == ["records:read"] and reader["status"] == "active"
     text = secure_cli("token", "list").ok().out
@@ -64,7 +64,8 @@ def test_token_mint_list_revoke_and_save(secure_cli: Cli, secure_daemon: DaemonL
     response = httpx.get(f"{secure_daemon.url}/v1/threads", headers={"x-api-key": plaintext}, timeout=10)
     assert response.status_code == 401
 
-    statuses = {info["token_id"]: info["status"] for info in secure_cli("token", "list", "-o", "json").ok().json()}
+    listed = secure_cli("token", "list", "-o", "json").ok().json()["data"]
+    statuses = {info["token_id"]: info["status"] for info in listed}
     assert statuses[reader["token_id"]] == "revoked"
     assert reader["token_id"] not in secure_cli("token", "list").ok().out
     assert reader["token_id"] in secure_cli("token", "list", "--all").ok().out

@@ -99,7 +99,7 @@ def test_json_is_o_json_against_a_daemon(cli: Cli) -> None:
     cli("task", "add", "Ship the CLI basics", "--alias", "TASK-0013").ok()
     tasks = cli("task", "list", "--json").ok().json()
     assert tasks == cli("task", "list", "-o", "json").ok().json()
-    assert [task["alias"] for task in tasks] == ["TASK-0013"]
+    assert [task["alias"] for task in tasks["data"]] == ["TASK-0013"]
     threads = cli("thread", "list", "--json").ok().json()
     assert threads == cli("thread", "list", "-o", "json").ok().json()
-    assert tasks[0]["thread"] in {thread["id"] for thread in threads}
+    assert tasks["data"][0]["thread"] in {thread["id"] for thread in threads["data"]}

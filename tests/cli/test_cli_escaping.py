@@ -139,9 +139,10 @@ def test_json_output_is_exact_and_inert(cli: Cli, hostile_record: dict[str, Any]
         result = cli(*command, "-o", "json").ok()
         assert_inert(result.out)
         value = result.json()
-        actors = [value[0]["actor"]] if isinstance(value, list) else [p["actor"] for p in value["participants"]]
+        listed = value.get("data")  # `thread records` is a list envelope, `thread show` one object
+        actors = [listed[0]["actor"]] if listed is not None else [p["actor"] for p in value["participants"]]
         assert actors == [HOSTILE]
-    records = cli("thread", "records", THREAD, "-o", "json").ok().json()
+    records = cli("thread", "records", THREAD, "-o", "json").ok().json()["data"]
     assert records[0]["body"]["summary"] == HOSTILE and records[0]["id"] == hostile_record["id"]
 
 

@@ -82,7 +82,7 @@ def federation_pair(pair_id: str, **changes: Any) -> dict[str, Any]:
             "last_error": None,
             "consecutive_failures": 0,
             "retries": 0,
-            "last_success_at": 1_796_000_000.0,
+            "last_success_at": "2026-11-30T00:53:20Z",  # RFC 3339, as daemons now send every time
             "next_retry_at": None,
             "lag_records": 138,
             "lag_seconds": 12.0,
@@ -129,7 +129,7 @@ HOSTILE_PAIR = federation_pair(
     pull={
         "state": HOSTILE,
         "state_reason": HOSTILE,
-        "last_error": {"code": HOSTILE, "message": HOSTILE, "at": 1_796_000_000.0},
+        "last_error": {"code": HOSTILE, "message": HOSTILE, "at": "2026-11-30T00:53:20Z"},
         "records_refused": {HOSTILE: 2},
     },
     transitions=[HOSTILE],
@@ -416,7 +416,7 @@ def test_a_pair_is_named_by_its_id_or_a_unique_prefix(canned: Callable[..., Cann
 
 def test_json_output_is_the_daemons_answer(canned: Callable[..., Canned]) -> None:
     daemon = canned()
-    assert daemon("federation", "list", "-o", "json").ok().json() == list(PAIRS.values())
+    assert daemon("federation", "list", "-o", "json").ok().json()["data"] == list(PAIRS.values())
     shown = daemon("federation", "show", PAIR_EVIL, "-o", "json").ok()
     assert_inert(shown.out)  # exact JSON, with what a terminal would act on spelt as \\u escapes
     assert shown.json() == HOSTILE_PAIR
@@ -548,7 +548,7 @@ def test_consent_grant_list_and_revoke(canned: Callable[..., Canned]) -> None:
     rows = daemon("consent", "list").ok().out.splitlines()
     assert rows[0].split() == ["GRANT", "FROM", "TO", "LEVELS", "THREADS", "PEER", "STATUS", "EXPIRES", "PURPOSE"]
     assert rows[2].split()[:7] == [GRANT_ID, "music", "projects/music", "L1", "*", BOB_DID, "active"]
-    assert daemon("consent", "list", "-o", "json").ok().json() == [GRANT]
+    assert daemon("consent", "list", "-o", "json").ok().json()["data"] == [GRANT]
     assert daemon("consent", "revoke", GRANT_ID).ok().out.startswith(f"revoked {GRANT_ID} music → projects/music")
     assert daemon("federation", "revoke-grant", GRANT_ID).ok()
     assert [request[:2] for request in daemon.requests()[-2:]] == [("DELETE", f"/v1/consent/grants/{GRANT_ID}")] * 2
@@ -612,7 +612,7 @@ def test_aitl_list_approve_and_reject(canned: Callable[..., Canned]) -> None:
         ("POST", f"/v1/aitl/{PAIR_A}/approve", {}),
         ("POST", f"/v1/aitl/{PAIR_A}/reject", {"reason": "unknown instance"}),  # a full id: no listing
     ]
-    assert daemon("aitl", "list", "-o", "json").ok().json() == [DECISION]
+    assert daemon("aitl", "list", "-o", "json").ok().json()["data"] == [DECISION]
 
 
 # -- spl status, help ----------------------------------------------------------------------------------------------
@@ -685,13 +685,13 @@ def test_a_real_daemon_with_auth_on(secure_cli: Cli) -> None:
     if listed.code != 0 and "NOT_FOUND" in listed.err:
         pytest.skip("this daemon has no /v1/federation/pairs yet")
     assert listed.ok().out == "no federation pairs; pair with `spl federation pair URL`\n"
-    assert secure_cli("federation", "list", "-o", "json").ok().json() == []
+    assert secure_cli("federation", "list", "-o", "json").ok().json()["data"] == []
     assert secure_cli("aitl", "list").ok().out == "no decisions waiting\n"
     assert secure_cli("consent", "list").ok().out.startswith("no consent grants")
     granted = secure_cli("consent", "grant", "--to-namespace", "music", "-o", "json").ok().json()
     assert granted["status"] == "active" and granted["source_namespace"] == "default"
     assert granted["hash_levels"] == ["L1"]
     secure_cli("consent", "revoke", granted["grant_id"]).ok()
-    assert [grant["status"] for grant in secure_cli("consent", "list", "-o", "json").ok().json()] == ["revoked"]
+    assert [grant["status"] for grant in secure_cli("consent", "list", "-o", "json").ok().json()["data"]] == ["revoked"]
     assert "no federation pair matches 'abcd'" in one_error_line(secure_cli("federation", "show", "abcd"))
     assert "no federation pair matches" in one_error_line(secure_cli("sync", "abcd"))

@@ -115,8 +115,8 @@ def test_seed_001_pair_and_every_lifecycle_command(daemon_factory: Any) -> None:
     listed = alice("federation", "list").ok().out.splitlines()
     assert listed[0].split() == ["PAIR", "PEER", "STATE", "MODE", "LAST", "SYNC"]
     assert re.match(rf"^{pair}  +127\.0\.0\.1:{bob.daemon.port}  +active  +polling every 5m  +\S+Z \(", listed[2])
-    (on_alice,) = alice.json("federation", "list")
-    (on_bob,) = bob.json("federation", "list")
+    (on_alice,) = alice.json("federation", "list")["data"]
+    (on_bob,) = bob.json("federation", "list")["data"]
     assert (on_alice["pair_id"], on_alice["role"], on_alice["state"]) == (pair, "initiator", "active")
     assert (on_bob["pair_id"], on_bob["role"], on_bob["state"]) == (pair, "responder", "active")
     assert on_alice["peer_did"] == bob_did and on_bob["peer_did"] == alice.json("status")["instance_did"]
@@ -203,7 +203,7 @@ def test_seed_001_pair_and_every_lifecycle_command(daemon_factory: Any) -> None:
     table = alice("consent", "list").ok().out.splitlines()
     assert table[0].split()[:3] == ["GRANT", "FROM", "TO"] and len(table) == 2 + 4
     assert alice("consent", "revoke", team).ok().out.startswith(f"revoked {team} default → team L0,L1")
-    statuses = {item["grant_id"]: item["status"] for item in alice.json("consent", "list")}
+    statuses = {item["grant_id"]: item["status"] for item in alice.json("consent", "list")["data"]}
     assert statuses == {
         grant: "revoked",
         as_json["grant"]["grant_id"]: "active",
@@ -269,7 +269,7 @@ def test_manual_approval_through_aitl_approve_and_reject(daemon_factory: Any) ->
     assert "--wait '61s' is out of range" in one_error_line(alice("federation", "pair", carol_url, "--wait", "61s"))
 
     # spl aitl list: both requests, in text and JSON.
-    pending = carol.json("aitl", "list")
+    pending = carol.json("aitl", "list")["data"]
     assert {(item["pair_id"], item["initiator_url"]) for item in pending} == {
         (approved_id, alice.daemon.url),
         (rejected_id, bob.daemon.url),
@@ -298,7 +298,7 @@ def test_manual_approval_through_aitl_approve_and_reject(daemon_factory: Any) ->
     rejection = carol.json("aitl", "reject", rejected_id, "--reason", "unknown instance")
     assert rejection["state"] == "revoked" and "unknown instance" in rejection["state_reason"]
     assert carol("aitl", "list").ok().out == "no decisions waiting\n"
-    assert carol.json("aitl", "list") == []
+    assert carol.json("aitl", "list")["data"] == []
     assert "PAIR_REJECTED" in one_error_line(bob("federation", "refresh", rejected_id))
     assert bob.json("federation", "show", rejected_id)["state"] == "revoked"
 

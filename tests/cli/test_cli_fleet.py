@@ -85,10 +85,10 @@ def test_seed_002_two_daemons_then_bidirectional(daemon_factory: Any) -> None:
     record = on_a("intend", "--thread", DEMO, "hello from A", "-o", "json").ok().json()
     pulled = until(
         lambda: on_b("fleet", "sync", "pull", "--thread", DEMO, "-o", "json"),
-        lambda r: r.code == 0 and r.json()[0]["records_pulled"] >= 1,
+        lambda r: r.code == 0 and r.json()["data"][0]["records_pulled"] >= 1,
         "the record reaching B",
     )
-    (answer,) = pulled.json()
+    (answer,) = pulled.json()["data"]
     assert answer["pair_id"] == pair_b and answer["state"] == "running" and answer["lag_records"] == 0
     assert "pulled_now" in answer
     text = on_b("fleet", "sync", "pull", "--thread", DEMO).ok().out
@@ -165,16 +165,16 @@ def test_seed_000_flags_token_alias_and_lifecycle(daemon_factory: Any) -> None:
     emitted = on_peer("intend", "--thread", thread, "task 42 update", "-o", "json").ok().json()
     pulled = until(
         lambda: here("fleet", "sync", "pull", "--thread", thread, "-o", "json"),
-        lambda r: r.code == 0 and r.json()[0]["records_pulled"] == 1,
+        lambda r: r.code == 0 and r.json()["data"][0]["records_pulled"] == 1,
         "the record arriving with the token",
     )
-    assert pulled.json()[0]["has_token"] is True
+    assert pulled.json()["data"][0]["has_token"] is True
     assert record_ids(here("thread", "records", thread)) == [emitted["id"]]
 
     # `pairs` is `list`; neither shows the token.
     listing = here("fleet", "sync", "list", "-o", "json").ok()
-    assert [p["pair_id"] for p in here("fleet", "sync", "pairs", "-o", "json").ok().json()] == [
-        p["pair_id"] for p in listing.json()
+    assert [p["pair_id"] for p in here("fleet", "sync", "pairs", "-o", "json").ok().json()["data"]] == [
+        p["pair_id"] for p in listing.json()["data"]
     ]
     table = here("fleet", "sync", "pairs").ok().out
     assert table.startswith("PAIR_ID") and pair_id in table and "HTTP_4XX" in table

@@ -31,7 +31,8 @@ def test_version(tmp_path: Path) -> None:
     assert re.fullmatch(r"spl \d+\.\d+\.\d+\S*\n", run_spl("version", env=env).ok().out)
     payload = run_spl("version", "-o", "json", env=env).ok().json()
     assert payload["version"] and payload["python"]
-    assert "unknown output format" in one_error_line(run_spl("version", "-o", "yaml", env=env))
+    refused = run_spl("version", "-o", "xml", env=env)
+    assert refused.code == 2 and "'xml' is not one of text, json, yaml, wide" in refused.err
 
 
 def test_init_force_and_secret_modes(tmp_path: Path) -> None:

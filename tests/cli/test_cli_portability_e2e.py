@@ -78,7 +78,7 @@ def populated(pair: Instances) -> dict[str, Any]:
     local("know", "--thread", "th_migrate_team", "in team", "--namespace", "team").ok()
     local("consent", "grant", "--to-namespace", "team", "--hash-levels", "L0,L1", "--purpose", "backup").ok()
     status = local("status", "-o", "json").ok().json()
-    threads = [item["id"] for item in local("thread", "list", "-o", "json").ok().json()]
+    threads = [item["id"] for item in local("thread", "list", "-o", "json").ok().json()["data"]]
     assert set(THREADS) <= set(threads)
     pair.folder.mkdir()
     return {"did": status["instance_did"], "threads": threads}
@@ -179,7 +179,7 @@ def test_seed_004_steps_1_to_6(pair: Instances, populated: dict[str, Any]) -> No
 
     # Step 6: the same DID, threads, grants and namespaces; every thread's records hash the same.
     assert re.search(rf"^  did:       {re.escape(did)}$", pair.hosted("status").ok().out, re.M)
-    hosted_threads = [item["id"] for item in pair.hosted("thread", "list", "-o", "json").ok().json()]
+    hosted_threads = [item["id"] for item in pair.hosted("thread", "list", "-o", "json").ok().json()["data"]]
     assert sorted(hosted_threads) == sorted(populated["threads"])
     same_threads(pair, populated["threads"], hosted_genesis_of=fresh["instance_did"])
     for listing in (("federation", "list"), ("actor", "list"), ("consent", "list"), ("namespace", "list")):

@@ -134,22 +134,25 @@ def test_thread_list_and_deterministic_records(cli: Cli) -> None:
     for forbidden in ("sequence", "created_at", "signer", "sig"):
         assert forbidden not in first.out
 
-    as_json = cli("thread", "records", thread, "-o", "json").ok().json()
+    as_json = cli("thread", "records", thread, "-o", "json").ok().json()["data"]
     assert [r["sequence"] for r in as_json] == sorted(r["sequence"] for r in as_json)
     assert {r["id"] for r in as_json} == {line.split()[0] for line in lines}
-    limited = cli("thread", "records", thread, "--limit", "2", "-o", "json").ok().json()
+    limited = cli("thread", "records", thread, "--limit", "2", "-o", "json").ok().json()["data"]
     assert limited == as_json[:2]
-    since = cli("thread", "records", thread, "--since", "5", "-o", "json").ok().json()
+    since = cli("thread", "records", thread, "--since", "5", "-o", "json").ok().json()["data"]
     assert [r["act"] for r in since] == ["INTEND"]
 
     empty = cli("thread", "records", "th_empty")
     assert empty.ok().out == "" and "no records" in empty.err
 
-    listed = cli("thread", "list", "-o", "json").ok().json()
+    listed = cli("thread", "list", "-o", "json").ok().json()["data"]
     counts = {t["id"]: t["record_count"] for t in listed}
     # Two threads written here; the six reserved threads' genesis records show too (the CLI reads as the admin).
     assert counts[thread] == 3 and len(set(counts) - set(GENESIS_THREADS)) == 2
-    assert len(cli("thread", "list", "--limit", "1", "-o", "json").ok().json()) == 1
+    first_page = cli("thread", "list", "--limit", "1", "-o", "json").ok().json()
+    assert len(first_page["data"]) == 1 and first_page["has_more"] is True
+    second_page = cli("thread", "list", "--limit", "1", "--cursor", first_page["next_cursor"], "-o", "json").ok().json()
+    assert len(second_page["data"]) == 1 and second_page["data"] != first_page["data"]
     table = cli("thread", "list").ok().out.splitlines()
     assert table[0].split() == ["THREAD", "NAMESPACE", "RECORDS", "LAST_CLOCK", "UPDATED"]
     assert any(line.startswith(thread) for line in table[2:])
@@ -194,7 +197,7 @@ def test_namespaces(cli: Cli) -> None:
     orphan = cli("namespace", "create", "nope/child")
     assert orphan.code == 1 and orphan.err.startswith("error: PARENT_NAMESPACE_MISSING:")
 
-    listed = {n["id"]: n for n in cli("namespace", "list", "-o", "json").ok().json()}
+    listed = {n["id"]: n for n in cli("namespace", "list", "-o", "json").ok().json()["data"]}
     assert set(listed) == {"default", "acme", "acme/ops"} and listed["acme"]["description"] == "Acme Corp"
     text = cli("namespace", "list").ok().out
     assert "acme/ops" in text and "Acme Corp" in text

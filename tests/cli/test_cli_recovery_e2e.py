@@ -90,5 +90,5 @@ def test_seed_001_whole_pair_recovery(daemon_factory: Any, tmp_path: Path) -> No
     assert alice("federation", "revoke", pair).ok().out.startswith(f"revoked {pair}")
     again = pair_with(alice, bob_url)
     assert again != pair
-    states = {item["pair_id"]: item["state"] for item in alice("federation", "list", "-o", "json").ok().json()}
+    states = {item["pair_id"]: item["state"] for item in alice("federation", "list", "-o", "json").ok().json()["data"]}
     assert states == {pair: "revoked", again: "active"}

@@ -27,7 +27,7 @@ def test_task_lifecycle_fan_out_tree_join_and_replay(cli: Cli, daemon: DaemonLik
 
     fork = cli("task", "fan-out", "TASK-0042", "build", "migrate", "--join", "k_of_n:2", "-o", "json").ok().json()
     first, second = (child["alias"] for child in fork["children"])
-    listing = cli("task", "list", "--status", "open", "-o", "json").ok().json()
+    listing = cli("task", "list", "--status", "open", "-o", "json").ok().json()["data"]
     assert {first, second} <= {task["alias"] for task in listing}
 
     cli("task", "done", first, "--summary", "image built").ok()
@@ -42,7 +42,7 @@ def test_task_lifecycle_fan_out_tree_join_and_replay(cli: Cli, daemon: DaemonLik
     join = cli("task", "join-status", "TASK-0042").ok().out
     assert "decision: satisfied (2 accepted, 0 rejected, 0 open of 2)" in join and "k_of_n" in join
 
-    steps = cli("debug", "replay", "TASK-0042", "-o", "json").ok().json()
+    steps = cli("debug", "replay", "TASK-0042", "-o", "json").ok().json()["data"]
     assert steps[0]["task"] == {"before": None, "after": "open"} and steps[0]["role"] == "opener"
     assert steps[-1]["task"]["after"] == "done" and steps[-1]["join"]["kind"] == "core.join.closed.v1"
     replayed = cli("debug", "replay", "TASK-0042").ok().out

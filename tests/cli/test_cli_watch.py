@@ -104,12 +104,18 @@ def test_watch_resumes_from_its_last_id_and_bounds_lines(tmp_path: Path) -> None
     with FakeDaemon(content_type="text/event-stream", answer=lambda _m, _p: (200, next(answers))) as fake:
         # --since-clock: no look-up of the thread's newest sequence first (a live start asks the daemon for it)
         result = run_spl("thread", "watch", THREAD, "-o", "json", "--since-clock", "0", "--url", fake.url, env=env)
-    assert [json.loads(line)["sequence"] for line in result.out.splitlines()] == [7, 9]
+    *records, error = [json.loads(line) for line in result.out.splitlines()]
+    assert [record["sequence"] for record in records] == [7, 9]
     assert [seen.headers.get("last-event-id") for seen in fake.seen] == [None, "7"]
     assert "lagged); reconnecting in 0.2s, resuming after sequence 7" in result.err
-    assert (
-        result.code == 1 and result.err.splitlines()[-1] == "error: the watch stopped: boom: the store\\x1b[31m broke"
-    )
+    # Under -o json the error that stops the watch ends the NDJSON stream as one more line, an error object.
+    assert result.code == 1 and error == {
+        "object": "error",
+        "type": "cli_error",
+        "code": "CLI_ERROR",
+        "message": "the watch stopped: boom: the store\\x1b[31m broke",  # escaped by the CLI, as on stderr
+    }
+    assert "error:" not in result.err
 
     with FakeDaemon(content_type="text/event-stream", body=b"data: " + b"x" * (2 * 1024 * 1024)) as fake:
         refused = run_spl("thread", "watch", THREAD, "--cursor", "0", "--url", fake.url, env=env)
