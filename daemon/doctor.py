@@ -55,17 +55,15 @@ def home_checks(home: Home) -> tuple[list[Check], Config | None]:
         missing=Check("identity key", "fail", f"no identity key at {home.key_path}: run `spl init`"),
     )
     if key.status == "ok" and config is not None:
+        # After `spl identity rotate` the key is the rotation chain's current one, not the identifier's own key:
+        # the chain (keys/rotations.json) must lead from the config's DID to it (docs/identity.md).
         try:
-            did = home.load_identity().did
+            _, problem = home.load_instance_identity(config.did)
         except HomeError as exc:
             key = Check("identity key", "fail", str(exc))
         else:
-            if did != config.did:
-                key = Check(
-                    "identity key",
-                    "fail",
-                    f"the key's DID {did} is not the config's {config.did}; run `spl init --force`",
-                )
+            if problem is not None:
+                key = Check("identity key", "fail", problem)
     checks.append(key)
     checks.append(
         mode_check(

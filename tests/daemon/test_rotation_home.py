@@ -21,6 +21,7 @@ from spl.core.identity import Identity, InstanceIdentity, verify_record_signatur
 from spl.core.rotation import MAX_ROTATIONS, ROTATION_KIND, RotationInvalid, verify_chain
 from spl.daemon.assembly import Daemon, ServeOptions
 from spl.daemon.bootstrap import initialise, plan_rotation, rotate_offline, write_missing_rotations
+from spl.daemon.doctor import home_checks
 from spl.daemon.home import Home, HomeError
 from spl.store.database import connect_writer
 
@@ -156,3 +157,17 @@ def test_a_chain_at_its_limit_refuses_one_more_rotation(tmp_path: Path) -> None:
     with pytest.raises(RotationInvalid, match="the most a chain may hold") as refused:
         plan_rotation(full)
     assert refused.value.code == "ROTATION_LIMIT"
+
+
+def test_doctor_passes_a_rotated_home_and_fails_a_swapped_key(tmp_path: Path) -> None:
+    """`spl doctor` follows the chain: a rotated home's key is fine, and a key no chain leads to is named."""
+    home = new_home(tmp_path)
+    rotate_offline(home)
+    checks, _ = home_checks(home)
+    key = next(check for check in checks if check.name == "identity key")
+    assert key.status == "ok", key
+
+    home.save_identity(Identity.generate())  # a key replaced by hand (and the chain gone): nothing leads to it
+    checks, _ = home_checks(home)
+    key = next(check for check in checks if check.name == "identity key")
+    assert key.status == "fail" and "rotation chain" in key.message, key
