@@ -343,7 +343,7 @@ class FederationPairs:
         with self.pool.connection() as connection:
             pair_records = thread_objects_with_seq(connection, PAIRS_THREAD)
             for seq, record in thread_objects_with_seq(connection, CONSENT_THREAD):
-                consent.apply(record, seq, self.identity.did)
+                consent.apply(record, seq, own_keys(self.identity))
             cursors = pair_cursors(connection)
         last_seq: dict[str, int] = {}
         for seq, record in pair_records:
@@ -1537,7 +1537,7 @@ class FederationPairs:
             self.consent.ensure_room(now)
             grant = validate_grant_request(payload, now=now, grant_id=new_grant_id())
             accepted = await self.local.record_system(CONSENT_THREAD, grant_body(grant))
-            self.consent.apply(_record_of(accepted), accepted.record.seq, self.identity.did)
+            self.consent.apply(_record_of(accepted), accepted.record.seq, own_keys(self.identity))
         current = self.consent.get(grant.grant_id)
         assert current is not None
         return current.to_wire(now)
@@ -1548,7 +1548,7 @@ class FederationPairs:
             grant = self._grant(grant_id)
             if grant.revoked_at is None:
                 accepted = await self.local.record_system(CONSENT_THREAD, revoke_body(grant, now))
-                self.consent.apply(_record_of(accepted), accepted.record.seq, self.identity.did)
+                self.consent.apply(_record_of(accepted), accepted.record.seq, own_keys(self.identity))
         return self._grant(grant_id).to_wire(now)
 
     def _grant(self, grant_id: str) -> Grant:

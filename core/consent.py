@@ -29,7 +29,7 @@ import functools
 import math
 import re
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
@@ -41,7 +41,8 @@ from spl.core.identity import Identity, public_key_from_did
 from spl.core.manifest import rfc3339
 from spl.core.namespaces import validate_namespace_id
 from spl.core.record import MAX_CLOCK, envelope_of, validate_thread
-from spl.core.reserved import is_reserved, signed_by
+from spl.core.reserved import is_reserved
+from spl.core.rotation import owns
 from spl.core.stored import _record_object
 from spl.core.text import printable
 from spl.core.units import DurationError, parse_duration
@@ -415,13 +416,18 @@ class ConsentBook:
     def version(self) -> int:
         return self._version
 
-    def apply(self, record: Mapping[str, Any], seq: int, own_did: str) -> bool:
+    def apply(self, record: Mapping[str, Any], seq: int, own_did: str | Collection[str]) -> bool:
         """Fold one stored record; True when it changed a grant.
 
         Anything else — another thread or act, a body that is not a well-formed grant, a record
-        not signed by ``own_did``, a replay or an older record of a grant — changes nothing.
+        not signed by ``own_did`` (any key of the instance's rotation chain), a replay or an older record of a
+        grant — changes nothing.
         """
-        if not signed_by(record, own_did) or record.get("thread") != CONSENT_THREAD or record.get("act") != "LEARN":
+        if (
+            not owns(own_did, record.get("signer"))
+            or record.get("thread") != CONSENT_THREAD
+            or record.get("act") != "LEARN"
+        ):
             return False
         body = record.get("body")
         if not isinstance(body, Mapping):
@@ -611,4 +617,6 @@ def project(
         parents=[],
         judged_by=None,
     )
-    return _record_object(envelope, signer=signer.did, sig=signer.sign_record_id(envelope.id))
+    # Signer and signature from one key: after a rotation the signer is the current key, not the identifier.
+    signer_did, sig = signer.signed_id(envelope.id)
+    return _record_object(envelope, signer=signer_did, sig=sig)

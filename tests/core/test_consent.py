@@ -35,8 +35,9 @@ from spl.core.consent import (
 )
 from spl.core.errors import Conflict, InvalidRequest, SplError
 from spl.core.hashlevels import hash_levels
-from spl.core.identity import Identity
+from spl.core.identity import Identity, InstanceIdentity
 from spl.core.record import validate_envelope
+from spl.core.rotation import own_keys
 from spl.core.stored import Candidate
 from spl.core.verify import verify_pulled
 
@@ -495,6 +496,25 @@ def test_a_projection_verifies_like_any_record() -> None:
     }
     text = json.dumps(projection)
     assert SECRET not in text and "secret" not in text and "db.query" not in text and "billing" not in text
+
+
+def test_after_a_rotation_projections_verify_and_grants_of_either_key_count() -> None:
+    """A rotated instance signs with its new key under the same identifier: what it projects verifies at a peer
+    (signer and signature from one key), and its grant fold counts grants either key signed."""
+    rotated = InstanceIdentity(OWN.seed)
+    successor = Identity(b"\x05" * 32)
+    rotated.rotate(successor, {"stand-in": "the statement is checked by the caller"})
+    chosen = Decision("project", frozenset({"L1"}), "cg_" + "a" * 16)
+    projection = project(stored("default"), source_seq=1, decision=chosen, target_namespace="acme", signer=rotated)
+    verified = verify_pulled(json.loads(json.dumps(projection)))
+    assert isinstance(verified, Candidate) and verified.signer == successor.did
+    assert projection["actor"] == f"{OWN.did}#projection:acme"  # the identifier: the same record across keys
+
+    book = ConsentBook()
+    before, after = grant(), grant(target_namespace="partner")
+    assert book.apply(grant_record(grant_body(before), OWN), 1, own_keys(rotated))
+    assert book.apply(grant_record(grant_body(after), successor), 2, own_keys(rotated))
+    assert not book.apply(grant_record(grant_body(grant()), STRANGER), 3, own_keys(rotated))
 
 
 def test_a_projection_is_deterministic_and_its_levels_name_it() -> None:
