@@ -22,12 +22,11 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import typer
 
-from spl.cli.client import CliError, DaemonUnreachable
+from spl.cli.client import CliError, DaemonUnreachable, load_httpx
 from spl.cli.common import OUTPUT, URL, client_for, home, wants_json
 from spl.cli.output import emit_json, emit_list, safe, table
 from spl.core.config import Config
@@ -44,7 +43,9 @@ from spl.core.errors import InvalidRequest
 from spl.core.feed import ManifestInvalid
 from spl.core.manifest import signed_manifest_did
 from spl.core.text import printable
-from spl.transport.peer import tls_context
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["discover", "peers_app", "publish_did_web"]
 
@@ -66,12 +67,16 @@ peers_app = typer.Typer(
 def _http(ca_file: str | None) -> httpx.Client:
     """A client that never follows redirects (a did:web answer must come from the domain itself, over HTTPS)
     and verifies certificates against the system's CAs plus ``federation.ca_file``; never sends a credential."""
-    return httpx.Client(
-        timeout=httpx.Timeout(FETCH_DEADLINE, connect=5.0),
+    from spl.transport.peer import tls_context  # the daemon's own rule for peers' TLS; heavy, so only here
+
+    lib = load_httpx()
+    client: httpx.Client = lib.Client(
+        timeout=lib.Timeout(FETCH_DEADLINE, connect=5.0),
         follow_redirects=False,
         verify=tls_context(ca_file),
         headers={"accept-encoding": "identity"},
     )
+    return client
 
 
 def _fetch(client: httpx.Client, url: str, cap: int, what: str) -> bytes:
@@ -80,6 +85,7 @@ def _fetch(client: httpx.Client, url: str, cap: int, what: str) -> bytes:
     Raises:
         CliError: Unreachable, a status other than 200, compressed, too large or too slow; the message says which.
     """
+    httpx = load_httpx()
     deadline = time.monotonic() + FETCH_DEADLINE
     shown = printable(url, 160)
     try:
@@ -177,6 +183,7 @@ def _from_did_web(client: httpx.Client, domain: str) -> FoundPeer:
 
 
 def _from_directory(client: httpx.Client, directory: str, namespace: str | None) -> tuple[list[FoundPeer], list[str]]:
+    httpx = load_httpx()
     if not is_endpoint(directory):
         raise CliError(f"--directory {printable(directory, 80)} is not an http(s) URL such as https://dir.example")
     query = "?" + httpx.QueryParams({"namespace": namespace}).__str__() if namespace else ""
@@ -302,6 +309,7 @@ def register(
 
     Example: spl fleet sync peers register --directory https://dir.example
     """
+    httpx = load_httpx()
     as_json = wants_json(output)
     config, ca_file = _settings()
     where = directory or (config.sync.discovery.directory_url if config else None)

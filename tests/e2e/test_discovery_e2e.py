@@ -74,6 +74,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
         for name, directory in (("a", True), ("b", False)):
             node = DaemonProcess(root / name, insecure=False)
             config = node.home.load_config()
+            config.sync.discovery.mdns_listen = True  # test daemons start with it off (launcher.quiet_discovery)
             config.sync.discovery.mdns_broadcast = True
             config.sync.discovery.serve_directory = directory
             config.sync.discovery.did_web_domain = "alice.test" if directory else None
