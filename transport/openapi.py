@@ -674,15 +674,20 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     # Discovery (docs/discovery.md)
     ("GET", "/v1/discovery/mdns"): Operation("Peers seen on mDNS (_syncropel._tcp.local)", scope="federation:manage"),
-    ("GET", "/.well-known/did.json"): Operation("This instance's did:web DID document"),
+    ("GET", "/.well-known/did.json"): Operation(
+        "This instance's did:web DID document (404 unless [sync.discovery] did_web_domain is set)", errors=(404,)
+    ),
     ("POST", "/v1/directory"): Operation(
-        "Register in this directory with a signed manifest (open)", body="SignedDocument", success=201, errors=(409,)
+        "Register in this directory with a signed manifest (open)",
+        body="SignedDocument",
+        success=201,
+        errors=(404, 409),
     ),
     ("GET", "/v1/directory"): Operation(
-        "Directory entries, optionally by namespace", query=(("namespace", STRING, False),)
+        "Directory entries, optionally by namespace", query=(("namespace", STRING, False),), errors=(404,)
     ),
     ("GET", "/v1/directory/resolve"): Operation(
-        "Resolve a DID to its registered endpoint", query=(("did", STRING, True),)
+        "Resolve a DID to its registered endpoint", query=(("did", STRING, True),), errors=(404,)
     ),
     # The mesh-health page (docs/ui.md)
     ("GET", "/ui"): Operation("The mesh-health page (HTML)", response_media="text/html"),
@@ -714,6 +719,7 @@ ERROR_DESCRIPTIONS = {
     404: "Nothing by that name on this instance",
     408: "The upload went silent",
     409: "Conflicts with the current state (the message says which)",
+    410: "Gone: it existed but expired or was revoked (a pairing code)",
     413: "The body is larger than the route accepts",
     415: "A write without content-type: application/json (UNSUPPORTED_MEDIA_TYPE)",
     421: "Auth off and the Host header is not a loopback name (HOST_NOT_ALLOWED)",

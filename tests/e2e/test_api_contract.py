@@ -131,6 +131,9 @@ def test_api_conforms_to_its_contract(node: Node, document: dict[str, Any]) -> N
     runs: list[tuple[float, str]] = []
     started = time.monotonic()
     for result in schema.get_all_operations():
+        if type(result).__name__ == "Err":  # an operation schemathesis cannot load is a broken contract
+            failures.append(f"unloadable operation: {result.err()}")
+            continue
         operation = result.ok()
         label = f"{operation.method.upper()} {operation.path}"
         if (operation.method.upper(), operation.path) in EXCLUDED or ROTATION.search(operation.path):
