@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import typer
 import yaml
-from cli_support import FakeDaemon, base_env, run_spl
+from cli_support import FakeDaemon, base_env, ctrl_c_works, run_spl
 
 from spl.cli.output import Progress, as_time, rfc3339, with_rfc3339
 
@@ -223,6 +223,7 @@ def test_sync_list_watch_redraws_on_change_and_ends_on_ctrl_c(env: dict[str, str
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=ctrl_c_works,
         )
         try:
             assert process.stdout is not None

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from cli_support import Cli, DaemonLike, FakeDaemon, base_env, run_spl
+from cli_support import Cli, DaemonLike, FakeDaemon, base_env, ctrl_c_works, run_spl
 
 THREAD = "th_cli_watch"
 DEADLINE = 10.0
@@ -51,7 +51,9 @@ def watching(daemon: DaemonLike, *args: str) -> Iterator[tuple[subprocess.Popen[
     """``spl thread watch THREAD *args`` running; returns once it follows the thread (its stderr says so)."""
     env = dict(daemon.env(), SPL_SERVE_URL=daemon.url, COLUMNS="200")
     command = [sys.executable, "-m", "spl.cli", "thread", "watch", THREAD, *args]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_works
+    )
     assert process.stdout is not None and process.stderr is not None
     out, err = Lines(process.stdout), Lines(process.stderr)
     try:

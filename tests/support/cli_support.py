@@ -211,3 +211,14 @@ def one_error_line(result: Result) -> str:
     assert len(lines) == 1 and lines[0].startswith("error: "), result.err
     assert "Traceback" not in result.err
     return lines[0]
+
+
+def ctrl_c_works() -> None:
+    """``preexec_fn`` for a ``spl`` subprocess a test ends with SIGINT, as Ctrl-C would.
+
+    A shell runs a background job with SIGINT ignored, and Python leaves an ignored SIGINT alone (no
+    KeyboardInterrupt): a test suite started in the background would otherwise wait for a child that never stops.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
