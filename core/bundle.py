@@ -64,7 +64,7 @@ import nacl.utils
 from spl.core.canonical import CanonicalError, canonical_json
 from spl.core.config import DEFAULT_MAX_BODY
 from spl.core.errors import InvalidRequest
-from spl.core.identity import Identity, b64url_decode, b64url_encode, verify_signature
+from spl.core.identity import Identity, b64url_decode, verify_signature
 from spl.core.record import RECORD_ID, THREAD
 from spl.core.stored import Candidate
 from spl.core.verify import verify_pulled
@@ -423,8 +423,10 @@ def _signature_text(sig_data: bytes) -> str:
     if not _SIG_TEXT.fullmatch(sig_data):
         raise BundleSignatureInvalid("manifest.sig is not 86 base64url characters; the bundle is damaged")
     text = sig_data.decode("ascii")
-    if b64url_encode(b64url_decode(text)) != text:
-        raise BundleSignatureInvalid("manifest.sig is not in canonical base64url; the bundle is damaged")
+    try:
+        b64url_decode(text)  # strict: only the canonical spelling decodes
+    except ValueError:
+        raise BundleSignatureInvalid("manifest.sig is not in canonical base64url; the bundle is damaged") from None
     return text
 
 

@@ -8,6 +8,7 @@ base64url without padding; ``signer`` is the DID of the instance that first acce
 from __future__ import annotations
 
 import base64
+import binascii
 import functools
 import hashlib
 from collections.abc import Sequence
@@ -38,11 +39,22 @@ def b64url_encode(data: bytes) -> str:
 
 
 def b64url_decode(text: str) -> bytes:
-    """Decode unpadded base64url; raises ValueError on anything else."""
+    """Decode unpadded base64url in its one canonical spelling; raises ValueError on anything else.
+
+    Strict on purpose: the lenient decoder skips characters outside the alphabet and ignores the unused low bits
+    of the last character, so ``…Bg`` and ``…Bh`` were the same signature. A signature that verifies must be the
+    only string that does, or one record could be stored and served under several ``sig`` spellings.
+    """
     if not isinstance(text, str) or not text.isascii():
         raise ValueError("not base64url")
     padded = text + "=" * (-len(text) % 4)
-    return base64.urlsafe_b64decode(padded.encode("ascii"))
+    try:
+        data = base64.b64decode(padded.encode("ascii"), altchars=b"-_", validate=True)
+    except binascii.Error as exc:
+        raise ValueError("not base64url") from exc
+    if b64url_encode(data) != text:
+        raise ValueError("not canonical base64url")
+    return data
 
 
 def _base58_encode(data: bytes) -> str:

@@ -48,3 +48,21 @@ def test_seed_round_trip_keeps_the_did() -> None:
 def test_bad_dids_are_refused(did: str) -> None:
     with pytest.raises(ValueError):
         public_key_from_did(did)
+
+
+def test_a_signature_verifies_in_one_spelling_only() -> None:
+    """base64 decoders forgive the last character's spare bits and stray characters; a record's sig must not
+    verify under a second spelling (found by tests/core/test_snapshot.py's byte-flip property)."""
+    identity = Identity.generate()
+    record_id = "ab" * 32
+    sig = identity.sign_record_id(record_id)
+    assert verify_record_signature(record_id, identity.did, sig)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    last = alphabet.index(sig[-1])
+    same_bits = [
+        alphabet[(last & ~0b1111) | spare] for spare in range(16) if alphabet[(last & ~0b1111) | spare] != sig[-1]
+    ]
+    for other in same_bits:  # 64 bytes = 86 characters: the last carries 2 bits and 4 spare ones
+        assert not verify_record_signature(record_id, identity.did, sig[:-1] + other)
+    assert not verify_record_signature(record_id, identity.did, sig[:40] + "!" + sig[40:])
+    assert not verify_record_signature(record_id, identity.did, sig + "==")
