@@ -62,10 +62,12 @@ class CliError(Exception):
 class DaemonError(CliError):
     """The daemon answered with an error envelope; ``code`` is its machine-readable code."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, type_: str | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.status = status
         self.code = code
+        self.message = message
+        self.type = type_  # the envelope's type (invalid_request_error, …): `-o json` errors keep it
 
 
 class DaemonUnreachable(CliError):
@@ -322,7 +324,8 @@ def call(
             message = one_line(str(response.text if error.message is None else error.message))
             if response.status_code == 401 and client.withheld is not None:
                 message += f" ({client.withheld}; set SPL_TOKEN or `spl token save` a token for this URL)"
-            raise DaemonError(response.status_code, code, message)
+            kind = error.type if isinstance(error.type, str) else None
+            raise DaemonError(response.status_code, code, message, kind)
         raise DaemonError(response.status_code, f"HTTP {response.status_code}", _not_spl(client, response))
     if not isinstance(payload, dict):
         raise CliError(f"HTTP {response.status_code}: {_not_spl(client, response)}")
