@@ -33,7 +33,8 @@ namespace_app = typer.Typer(help="Namespaces records may be emitted into (body.n
 def _local_identity(home: Home) -> dict[str, Any]:
     """The identity a daemon on this home would serve, read from the home itself."""
     config = home.load_config()
-    identity = home.load_identity()
+    # The key that signs is the rotation chain's current one (docs/identity.md); a problem means no chain leads to it.
+    identity, key_problem = home.load_instance_identity(config.did)
     host = "127.0.0.1" if config.host in ("0.0.0.0", "localhost", "") else config.host
     host = f"[{host}]" if ":" in host else host
     return {
@@ -45,7 +46,8 @@ def _local_identity(home: Home) -> dict[str, Any]:
         "endpoint_url": advertised_endpoint(config.public_url, f"http://{host}:{config.port}"),
         "source": "home",
         "home": str(home.root),
-        "key_matches_config": identity.did == config.did,
+        "key_matches_config": key_problem is None,
+        "signing_key": identity.key_did,
     }
 
 

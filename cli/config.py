@@ -194,12 +194,16 @@ def config_set(
 
 
 def _raw_value(text: str, path: str) -> Any:
-    section, name = path.split(".", 1)
+    """The value at ``path`` as the file spells it, whatever its type; tables may nest (``sync.discovery.x``)."""
     try:
-        table = tomllib.loads(text).get(section, {})
+        value: Any = tomllib.loads(text)
     except tomllib.TOMLDecodeError:
         return None
-    return table.get(name) if isinstance(table, dict) else None
+    for part in path.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
 
 
 @config_app.command("validate")

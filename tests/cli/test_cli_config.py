@@ -166,3 +166,13 @@ def test_help_has_an_example_per_command(home_env: tuple[Home, dict[str, str]]) 
     for command in ("path", "show", "get", "set", "validate"):
         text = run_spl("config", command, "--help", env=env).ok().out
         assert "Example: " in text and f"spl config {command}" in text.split("Example:", 1)[1], text
+
+
+def test_the_raw_value_of_a_nested_key_is_found_in_a_file_that_does_not_validate() -> None:
+    """`spl config set` reports what a damaged file said for the key it fixes, nested tables included."""
+    from spl.cli.config import _raw_value
+
+    text = '[serve]\nport = "not a port"\n[sync.discovery]\nmdns_broadcast = "yes"\n'
+    assert _raw_value(text, "sync.discovery.mdns_broadcast") == "yes"
+    assert _raw_value(text, "serve.port") == "not a port"
+    assert _raw_value(text, "sync.discovery.missing") is None and _raw_value("not toml [", "serve.port") is None

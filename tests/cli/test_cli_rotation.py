@@ -23,6 +23,9 @@ def test_rotate_offline_keeps_the_did_and_chains_the_new_key(tmp_path: Path) -> 
     assert verify_chain(did, home.load_rotations()) == (did, rotated["key"])
     text = run_spl("identity", "rotate", env=env).ok().out
     assert f"did:          {did}" in text and "retired key:" in text
+    # The home's own view (no daemon): the key is the chain's current one, which is how it should be.
+    shown = run_spl("identity", "show", "-o", "json", env=env).ok().json()
+    assert shown["did"] == did and shown["key_matches_config"] is True and shown["signing_key"] != did
 
 
 def test_rotate_refuses_a_home_whose_key_was_replaced_by_hand(tmp_path: Path) -> None:
