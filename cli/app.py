@@ -18,7 +18,7 @@ from typing import Any
 import typer
 
 from spl.cli.output import FORMATS, MACHINE_FORMATS, emit_error, error_object, machine_format
-from spl.core.manifest import VERSION
+from spl.core.version import VERSION
 
 __all__ = ["JSON_FLAG", "OUTPUT", "URL", "accept_json_flag", "app", "error_envelope"]
 

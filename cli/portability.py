@@ -33,7 +33,7 @@ import msgspec
 import typer
 
 from spl.cli.answers import Answer, ErrorAnswer
-from spl.cli.client import CliError, DaemonClient, DaemonError, DaemonUnreachable, decode_answer, one_line
+from spl.cli.client import CliError, DaemonClient, DaemonError, DaemonUnreachable, decode_answer, load_httpx, one_line
 from spl.cli.common import OUTPUT, URL, client_for, home, wants_json
 from spl.cli.output import emit_json, safe
 
@@ -201,7 +201,7 @@ def _size(count: float) -> str:
 @contextlib.contextmanager
 def _http(client: DaemonClient, read_timeout: float) -> Iterator[httpx.Client]:
     """An httpx client for ``client``'s daemon; transport failures become the same one-line errors as ``call``'s."""
-    import httpx
+    httpx = load_httpx()  # without trio (spl.cli.client)
 
     headers = {"x-api-key": client.token} if client.token else {}
     timeout = httpx.Timeout(client.timeout, read=read_timeout)

@@ -42,7 +42,7 @@ from spl.cli.answers import (
     ThreadDetail,
     ThreadList,
 )
-from spl.cli.client import CliError, DaemonClient, decode_answer, one_line
+from spl.cli.client import CliError, DaemonClient, decode_answer, load_httpx, one_line
 from spl.cli.common import (
     OUTPUT,
     URL,
@@ -483,7 +483,7 @@ def stream_snapshot(client: DaemonClient, threads: list[str], sink: IO[bytes]) -
     Only the tail after the last newline is kept in memory. A stream that does not end with a manifest
     (the daemon stopped, or met an error after it had started answering) is a :class:`CliError`.
     """
-    import httpx
+    httpx = load_httpx()  # without trio (spl.cli.client)
 
     headers = {"x-api-key": client.token} if client.token else {}
     where = f"GET {client.url}/v1/threads/snapshot"
@@ -584,7 +584,7 @@ def thread_restore(
 
     Example: spl thread restore /tmp/th_orders.snap.jsonl
     """
-    import httpx
+    httpx = load_httpx()  # without trio (spl.cli.client)
 
     as_json = wants_json(output)
     try:
@@ -796,7 +796,7 @@ def thread_watch(
 
     Example: spl thread watch th_orders --from-start -o json | jq -r .act
     """
-    import httpx
+    httpx = load_httpx()  # without trio (spl.cli.client)
 
     as_json = wants_json(output)
     if sum((from_start, cursor is not None, since_clock is not None)) > 1:

@@ -24,10 +24,8 @@ from spl.cli.answers import FederationPairList, Status, SupervisionTree
 from spl.cli.app import OUTPUT, URL
 from spl.cli.client import CliError, DaemonClient, DaemonError, Reply, call
 from spl.cli.common import home, wants_json
-from spl.cli.federation import federation_pair_lines
-from spl.cli.fleet import federation_lines
 from spl.cli.output import emit_json, safe
-from spl.core.manifest import VERSION
+from spl.core.version import VERSION
 from spl.daemon.home import Home, pid_alive
 
 PRIVATE_UMASK = 0o077
@@ -254,6 +252,9 @@ def status(
         typer.echo(f"  fleet:     {fleet}")
     typer.echo("Supervision")
     _print_tree(answer.supervision, "  ")
+    from spl.cli.federation import federation_pair_lines  # only `spl status` needs the pair tables
+    from spl.cli.fleet import federation_lines
+
     for line in federation_lines(answer.federation.pairs):
         typer.echo(line)
     if paired is not None:

@@ -17,8 +17,10 @@ from spl.core.feed import ManifestInvalid, PeerDidMismatch
 from spl.core.identity import Identity, verify_signature
 from spl.core.rotation import RotationInvalid, key_windows, verify_chain
 from spl.core.text import printable
+from spl.core.version import VERSION
 
 __all__ = [
+    "VERSION",
     "capabilities_manifest",
     "check_peer_manifest",
     "federation_manifest",
@@ -29,7 +31,6 @@ __all__ = [
     "verify_manifest",
 ]
 
-VERSION = "0.1.0"
 MANIFEST_LIFETIME = 7 * 24 * 3600
 
 
