@@ -335,7 +335,10 @@ def _export_offline(file: BinaryIO, *, identity: bool, tokens: bool, compress: b
         raise CliError(f"{exc}, or export through it: run `spl export` without --offline") from None
     try:
         options = ExportOptions(identity=identity, carry_tokens=tokens, compress=compress, passphrase=passphrase)
-        export_bundle(h.db_path, h.load_identity(), file, options, config=bundle_config(config))
+        instance, problem = h.load_instance_identity(config.did)  # key and rotation chain (docs/identity.md)
+        if problem is not None:
+            raise CliError(f"cannot export: {problem}")
+        export_bundle(h.db_path, instance, file, options, config=bundle_config(config))
     except SplError as exc:
         raise CliError(f"{exc.code}: {exc.message}") from None
     finally:

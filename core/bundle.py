@@ -66,6 +66,7 @@ from spl.core.config import DEFAULT_MAX_BODY
 from spl.core.errors import InvalidRequest
 from spl.core.identity import Identity, b64url_decode, verify_signature
 from spl.core.record import RECORD_ID, THREAD
+from spl.core.rotation import RotationInvalid, verify_chain
 from spl.core.stored import Candidate
 from spl.core.verify import verify_pulled
 
@@ -83,6 +84,7 @@ __all__ = [
     "NAMED_FILES",
     "NAMESPACES",
     "PRIVATE_KEY",
+    "ROTATIONS",
     "RECORD_FILE_OVERHEAD",
     "SYNC_PAIRS",
     "TOKENS",
@@ -94,6 +96,7 @@ __all__ = [
     "check_digest",
     "check_files",
     "check_identity",
+    "check_rotations",
     "check_record_file",
     "did_document",
     "file_sha256",
@@ -123,12 +126,13 @@ FEDERATION_PAIRS = "federation/pairs.jsonl"
 SYNC_PAIRS = "federation/sync_pairs.jsonl"  # with their cursors
 DID_DOCUMENT = "identity/did_document.json"  # public: always present
 PRIVATE_KEY = "identity/private_key.bin"  # absent from a --no-identity bundle
+ROTATIONS = "identity/rotations.json"  # only from a rotated instance: the chain from source_did to signing_key
 NAMESPACES = "namespaces.jsonl"
 TOKENS = "tokens.jsonl"  # only with --carry-tokens: metadata and hashes, never a plaintext token
 RECORDS_DIR = "records/"
 
 NAMED_FILES = frozenset(
-    {CONFIG, CONSENT_GRANTS, FEDERATION_PAIRS, SYNC_PAIRS, DID_DOCUMENT, PRIVATE_KEY, NAMESPACES, TOKENS}
+    {CONFIG, CONSENT_GRANTS, FEDERATION_PAIRS, SYNC_PAIRS, DID_DOCUMENT, PRIVATE_KEY, ROTATIONS, NAMESPACES, TOKENS}
 )
 """Every covered file that is not a record. Their hashes are listed in the manifest's ``files``."""
 
@@ -290,8 +294,12 @@ def build_manifest(
     digest: BundleDigest,
     identity_sealed: bool,
     carries_tokens: bool,
+    signing_key: str | None = None,
 ) -> dict[str, Any]:
     """The manifest of a bundle whose covered files were all fed to ``digest``.
+
+    ``signing_key`` is set for an instance that rotated its key (docs/identity.md): ``source_did`` stays its
+    identifier, the manifest is signed by the current key, and ``identity/rotations.json`` links the two.
 
     ``counts`` holds the per-kind counts the output shows (threads, federation_pairs,
     consent_grants, …); ``records`` is taken from ``digest`` (and must agree if given), so the
@@ -312,6 +320,9 @@ def build_manifest(
         raise ValueError("carries_tokens must match whether tokens.jsonl was written")
     if DID_DOCUMENT not in digest.named:
         raise ValueError("identity/did_document.json is always written")
+    if (signing_key is not None) != (ROTATIONS in digest.named):
+        raise ValueError("signing_key must match whether identity/rotations.json was written")
+    rotated = {} if signing_key is None else {"signing_key": signing_key}
     return {
         "object": "bundle_manifest",
         "bundle_version": BUNDLE_VERSION,
@@ -325,6 +336,7 @@ def build_manifest(
         "identity_included": PRIVATE_KEY in digest.named,
         "identity_sealed": identity_sealed,
         "carries_tokens": carries_tokens,
+        **rotated,
     }
 
 
@@ -335,8 +347,9 @@ def manifest_bytes(manifest: dict[str, Any]) -> bytes:
 
 def sign_manifest(identity: Identity, manifest: dict[str, Any]) -> str:
     """``manifest.sig``: Ed25519 over the manifest's canonical JSON, base64url without padding."""
-    if manifest.get("source_did") != identity.did:
-        raise ValueError("a manifest is signed by its source_did")
+    signer = manifest.get("signing_key") or manifest.get("source_did")
+    if signer != getattr(identity, "key_did", identity.did):  # InstanceIdentity: the chain's current key
+        raise ValueError("a manifest is signed by its signing_key, or by its source_did when there is none")
     return identity.sign(manifest_bytes(manifest))
 
 
@@ -348,7 +361,7 @@ _Count = Annotated[int, msgspec.Meta(ge=0, lt=MAX_COUNT)]
 _Sha = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
 
 
-class Manifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Manifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     """A manifest whose signature verified: every field typed and bounded."""
 
     object: Annotated[str, msgspec.Meta(pattern="^bundle_manifest$")]
@@ -365,6 +378,8 @@ class Manifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     identity_included: bool
     identity_sealed: bool
     carries_tokens: bool
+    # Only in a rotated instance's bundle (omitted otherwise, so older bundles keep their exact bytes).
+    signing_key: Annotated[str, msgspec.Meta(max_length=128)] | None = None
 
 
 _VERSION_DECODER = msgspec.json.Decoder(_Version)
@@ -403,10 +418,11 @@ def verify_manifest(manifest_data: bytes, sig_data: bytes) -> Manifest:
     if canonical != manifest_data:
         raise BundleMalformed("manifest.json is not in canonical form; it was altered after signing")
     signature = _signature_text(sig_data)
-    if not verify_signature(manifest.source_did, manifest_data, signature):
+    signer = manifest.signing_key or manifest.source_did  # the chain binding signing_key: check_rotations
+    if not verify_signature(signer, manifest_data, signature):
         raise BundleSignatureInvalid(
-            f"manifest.sig does not verify against the source DID {_shown(manifest.source_did)}; "
-            "the bundle was altered or not written by that instance"
+            f"manifest.sig does not verify against the {'signing key' if manifest.signing_key else 'source DID'} "
+            f"{_shown(signer)}; the bundle was altered or not written by that instance"
         )
     return manifest
 
@@ -450,6 +466,36 @@ def _check_manifest(manifest: Manifest) -> None:
         raise BundleMalformed("counts.records disagrees with record_count")
     if manifest.file_count != manifest.record_count + len(manifest.files):
         raise BundleMalformed("file_count is not record_count plus the named files")
+    if manifest.signing_key is not None and (
+        not manifest.signing_key.startswith("did:key:z") or manifest.signing_key == manifest.source_did
+    ):
+        raise BundleMalformed("signing_key is not a did:key other than source_did")
+    if (manifest.signing_key is not None) != (ROTATIONS in manifest.files):
+        raise BundleMalformed("signing_key disagrees with whether identity/rotations.json is listed")
+
+
+MAX_ROTATIONS_BYTES = 256 * 1024  # 64 statements of well under 1 KiB each
+
+
+def check_rotations(manifest: Manifest, data: bytes | None) -> list[dict[str, Any]]:
+    """The rotation chain a rotated instance's bundle carries, once it leads from ``source_did`` to the key that
+    signed the manifest; ``[]`` for a bundle of an instance that never rotated. Must run after
+    :func:`verify_manifest`: it is what ties ``signing_key`` to the identifier."""
+    if manifest.signing_key is None:
+        return []
+    if data is None or len(data) > MAX_ROTATIONS_BYTES:
+        raise BundleMalformed("identity/rotations.json is missing or too large")
+    try:
+        statements = msgspec.json.decode(data)
+    except (msgspec.DecodeError, ValueError, RecursionError):
+        raise BundleMalformed("identity/rotations.json is not JSON") from None
+    try:
+        keys = verify_chain(manifest.source_did, statements)
+    except RotationInvalid as exc:
+        raise BundleSignatureInvalid(f"identity/rotations.json is not a valid rotation chain: {exc.message}") from None
+    if keys[-1] != manifest.signing_key:
+        raise BundleSignatureInvalid("identity/rotations.json does not lead to the key that signed the manifest")
+    return list(statements)
 
 
 # -- checking the files ----------------------------------------------------------------------------
@@ -598,7 +644,9 @@ def _document_of(did: str) -> dict[str, Any]:
     }
 
 
-def check_identity(document: bytes, seed: bytes | None, *, source_did: str) -> Identity | None:
+def check_identity(
+    document: bytes, seed: bytes | None, *, source_did: str, signing_key: str | None = None
+) -> Identity | None:
     """The bundle's identity, when the DID document, the seed and the manifest's ``source_did`` agree.
 
     ``seed`` None (a ``--no-identity`` bundle) checks only the document and returns None. The
@@ -621,8 +669,8 @@ def check_identity(document: bytes, seed: bytes | None, *, source_did: str) -> I
     if len(seed) != 32:
         raise BundleMalformed("identity/private_key.bin does not hold a 32-byte Ed25519 seed")
     identity = Identity(seed)
-    if identity.did != source_did:
-        raise BundleSignatureInvalid("the bundle's private key is not the key of its source DID")
+    if identity.did != (signing_key or source_did):
+        raise BundleSignatureInvalid("the bundle's private key is not the key that signed it")
     return identity
 
 

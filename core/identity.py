@@ -248,7 +248,11 @@ class InstanceIdentity(Identity):
         return self._state[1].statements
 
     def adopt(self, identity: Identity) -> None:
-        """Sign as ``identity`` from now on (its key, its DID, no rotation chain): one reference assignment."""
+        """Sign as ``identity`` from now on: its key and DID, and its rotation chain when it is an instance's (an
+        import of a rotated instance). One reference assignment."""
+        if isinstance(identity, InstanceIdentity):
+            self._state = identity._state
+            return
         keys = identity._keys
         self._state = (keys, _Chain(keys.did, (keys.did,), ()))
 

@@ -548,6 +548,9 @@ class Daemon:
 
     def _save_identity(self, identity: Identity) -> None:
         self.home.save_identity(identity)
+        statements = getattr(identity, "statements", ())
+        if statements:  # a rotated instance's bundle: its chain too, so its identifier stays what peers pinned
+            self.home.save_rotation(Identity(identity.seed), statements)
         config = self.home.load_config()  # the file as written: this run's overrides stay out of it
         config.did = identity.did
         self.home.save_config(config)

@@ -50,6 +50,7 @@ from spl.core.bundle import (
     NAMESPACES,
     PRIVATE_KEY,
     RECORD_FILE_OVERHEAD,
+    ROTATIONS,
     SYNC_PAIRS,
     TOKENS,
     BundleMalformed,
@@ -58,6 +59,7 @@ from spl.core.bundle import (
     check_digest,
     check_identity,
     check_record_file,
+    check_rotations,
     did_document,
     manifest_bytes,
     new_digest,
@@ -74,7 +76,7 @@ from spl.core.config import DEFAULT_MAX_BODY, Config
 from spl.core.consent import CONSENT_THREAD, ConsentBook
 from spl.core.errors import Unavailable
 from spl.core.federation_pairs import fold_federation_pairs
-from spl.core.identity import Identity
+from spl.core.identity import Identity, InstanceIdentity
 from spl.core.namespaces import REGISTRY_THREAD, NamespaceRegistry
 from spl.core.pairs import PAIRS_THREAD, fold_pair_records
 from spl.core.portability import (
@@ -88,6 +90,7 @@ from spl.core.portability import (
     parse_token_lines,
     token_line,
 )
+from spl.core.rotation import own_keys, verify_chain
 from spl.core.stored import Candidate
 from spl.core.tokens import TokenInfo
 from spl.store.bundle_stream import export_entries, read_tar_zst, write_tar_zst
@@ -166,16 +169,16 @@ def _named_files(
     connection: apsw.Connection, identity: Identity, options: ExportOptions, config: dict[str, Any], now: float
 ) -> tuple[list[tuple[str, bytes]], dict[str, int]]:
     """The named files, in path order, and the counts the manifest signs. Read inside the export's transaction."""
-    did = identity.did
+    own = own_keys(identity)  # after a rotation, records any key of the chain signed are the instance's
     pair_records = thread_objects(connection, PAIRS_THREAD)
     cursors = pair_cursors(connection)
-    federation = fold_federation_pairs(pair_records, did)
-    sync = fold_pair_records(pair_records, did)
+    federation = fold_federation_pairs(pair_records, own)
+    sync = fold_pair_records(pair_records, own)
     book = ConsentBook()
     for seq, record in thread_objects_with_seq(connection, CONSENT_THREAD):
-        book.apply(record, seq, did)
+        book.apply(record, seq, own)
     grants = book.grants()
-    namespaces = NamespaceRegistry.folded(thread_objects(connection, REGISTRY_THREAD), did).listing()
+    namespaces = NamespaceRegistry.folded(thread_objects(connection, REGISTRY_THREAD), own).listing()
     tokens = load_tokens(connection) if options.carry_tokens else []
     threads = 0
     for (count,) in connection.execute("SELECT COUNT(*) FROM threads"):
@@ -230,6 +233,9 @@ def _named_files(
             )
         else:
             files[PRIVATE_KEY] = plain_private_key(seed)
+    statements = getattr(identity, "statements", ())
+    if statements:  # a rotated instance: the chain from its identifier to the key that signs (docs/identity.md)
+        files[ROTATIONS] = canonical_json(list(statements))
     if options.carry_tokens:
         files[TOKENS] = _jsonl([token_line(info) for info in tokens])
     counts = {
@@ -241,6 +247,12 @@ def _named_files(
         "tokens": len(tokens),
     }
     return sorted(files.items()), counts
+
+
+def _signing_key(identity: Identity) -> str | None:
+    """The key that signs a rotated instance's bundle; None when the identifier's own key still signs."""
+    key = getattr(identity, "key_did", identity.did)
+    return None if key == identity.did else str(key)
 
 
 def export_bundle(
@@ -278,6 +290,7 @@ def export_bundle(
                     digest=digest,
                     identity_sealed=bool(options.identity and options.passphrase),
                     carries_tokens=options.carry_tokens,
+                    signing_key=_signing_key(identity),
                 )
             )
             yield MANIFEST, manifest_bytes(manifest)
@@ -480,7 +493,17 @@ def _scan(
     check_digest(manifest, digest)
     if PRIVATE_KEY in named and private_key_is_sealed(named[PRIVATE_KEY]) != manifest.identity_sealed:
         raise BundleMalformed("identity/private_key.bin is sealed or plain against what the manifest says")
-    identity = check_identity(named[DID_DOCUMENT], seed, source_did=manifest.source_did)
+    statements = check_rotations(manifest, named.get(ROTATIONS))
+    identity = check_identity(
+        named[DID_DOCUMENT], seed, source_did=manifest.source_did, signing_key=manifest.signing_key
+    )
+    if identity is not None and statements:  # the identifier, its chain and the current key, adopted together
+        identity = InstanceIdentity(
+            identity.seed,
+            did=manifest.source_did,
+            keys=verify_chain(manifest.source_did, statements),
+            statements=statements,
+        )
     cursors = [*parse_cursor_lines(named.get(FEDERATION_PAIRS, b""), FEDERATION_PAIRS)]
     cursors += parse_cursor_lines(named.get(SYNC_PAIRS, b""), SYNC_PAIRS)
     tokens = parse_token_lines(named[TOKENS], TOKENS) if TOKENS in named else []

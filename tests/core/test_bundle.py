@@ -11,6 +11,7 @@ import json
 import secrets
 import string
 
+import msgspec
 import nacl.pwhash
 import pytest
 from hypothesis import given
@@ -376,7 +377,7 @@ def test_build_manifest_refuses_inconsistent_input() -> None:
         build({"records": 5}, False)
     with pytest.raises(ValueError, match="carries_tokens"):
         build({}, True)
-    with pytest.raises(ValueError, match="signed by its source_did"):
+    with pytest.raises(ValueError, match="signed by its signing_key, or by its source_did"):
         sign_manifest(Identity.generate(), build({}, False))
 
 
@@ -418,7 +419,7 @@ def test_did_document_shape_and_identity_check() -> None:
     assert method["publicKeyMultibase"] == identity.did.removeprefix("did:key:")
     data = canonical_json(document)
     assert check_identity(data, identity.seed, source_did=identity.did) is not None
-    with pytest.raises(BundleSignatureInvalid, match="not the key of its source DID"):
+    with pytest.raises(BundleSignatureInvalid, match="not the key that signed it"):
         check_identity(data, Identity.generate().seed, source_did=identity.did)
     altered = canonical_json(document | {"authentication": []})
     with pytest.raises(BundleMalformed, match="not the DID document"):
@@ -474,3 +475,35 @@ def test_bundle_sha256_is_the_documented_chain() -> None:
     assert manifest["bundle_sha256"] == file_sha256(chain)
     assert manifest["file_count"] == len(covered)
     assert manifest["files"] == {p: h for p, h in covered if not p.startswith("records/")}
+
+
+def test_a_rotated_instances_chain_must_lead_to_the_key_that_signed() -> None:
+    """A rotated instance's manifest names its current key; only a valid chain from source_did to it is accepted."""
+    from spl.core.bundle import ROTATIONS, check_rotations
+    from spl.core.rotation import rotation_statement
+
+    first, second, stranger = Identity.generate(), Identity.generate(), Identity.generate()
+    step = rotation_statement(first, did=first.did, seq=1, next_key=second.did, rotated_at=CREATED)
+    digest = new_digest()
+    digest.add("identity/did_document.json", file_sha256(b"{}"))
+    digest.add(ROTATIONS, file_sha256(b"[]"))
+    built = build_manifest(
+        source_did=first.did,
+        created_at=CREATED,
+        counts={},
+        digest=digest,
+        identity_sealed=False,
+        carries_tokens=False,
+        signing_key=second.did,
+    )
+    manifest = msgspec.convert(built, Manifest)
+    assert check_rotations(manifest, canonical_json([step])) == [step]
+    forged = rotation_statement(stranger, did=first.did, seq=1, next_key=second.did, rotated_at=CREATED)
+    elsewhere = rotation_statement(first, did=first.did, seq=1, next_key=stranger.did, rotated_at=CREATED)
+    for chain, reason in (([forged], "not a valid rotation chain"), ([elsewhere], "does not lead to the key")):
+        with pytest.raises(BundleSignatureInvalid, match=reason):
+            check_rotations(manifest, canonical_json(chain))
+    with pytest.raises(BundleMalformed, match="missing or too large"):
+        check_rotations(manifest, None)
+    # A bundle of an instance that never rotated has no signing_key, and its manifest bytes are as before.
+    assert "signing_key" not in msgspec.to_builtins(msgspec.convert({**built, "signing_key": None}, Manifest))
