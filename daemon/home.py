@@ -6,6 +6,7 @@ config hold everything the instance knows and nothing in them is meant for other
     config.toml            instance DID, serve defaults, auth switch
     hub.db                 the record store (SQLite, WAL: also hub.db-wal, hub.db-shm)
     keys/identity.key      Ed25519 seed
+    pairings.json          device pairings (spl pair): code hashes, device token ids
     secrets/admin.token    the local CLI's admin credential
     secrets/pairs/         peers' tokens, one file per pair
     token                  a token saved with `spl token save`
@@ -271,6 +272,7 @@ class Home:
             if directory.is_dir():
                 yield directory, PRIVATE_DIR
         files = [self.config_path, self.saved_token_path, self.key_path, self.admin_token_path, self.rotations_path]
+        files.append(self.root / "pairings.json")  # device pairings: code hashes and token ids (docs/pairing.md)
         files += [self.root / name for name in ("hub.db", "hub.db-wal", "hub.db-shm")]
         for directory in (self.root / "logs", self.root / "run", self.root / "secrets" / "pairs"):
             if directory.is_dir():
