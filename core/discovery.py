@@ -17,12 +17,11 @@ import re
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from spl.core.errors import InvalidRequest
 from spl.core.feed import ManifestInvalid
-from spl.core.manifest import rfc3339, signed_manifest_did
+from spl.core.manifest import rfc3339, signed_manifest_did, zoned_time
 from spl.core.text import printable
 
 __all__ = [
@@ -448,17 +447,6 @@ def listed_peer(entry: Mapping[str, Any], method: str) -> FoundPeer:
         str(endpoint).rstrip("/"),
         str(did),
         _namespaces(raw[:64] if isinstance(raw, list) else []),
-        _timestamp(seen),
+        zoned_time(seen),
         name if isinstance(name, str) and _NAME.fullmatch(name) else None,
     )
-
-
-def _timestamp(value: object) -> float | None:
-    """An RFC 3339 time with a zone as POSIX seconds; None when absent or malformed."""
-    if not isinstance(value, str) or len(value) > 64:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment.timestamp() if moment.tzinfo is not None else None

@@ -29,6 +29,7 @@ __all__ = [
     "rfc3339",
     "signed_manifest_did",
     "verify_manifest",
+    "zoned_time",
 ]
 
 MANIFEST_LIFETIME = 7 * 24 * 3600
@@ -162,8 +163,8 @@ def verify_manifest(manifest: dict[str, Any]) -> bool:
     return verify_signature(signer, canonical_json(unsigned), signature)
 
 
-def _expires_at(value: object) -> float | None:
-    """An RFC 3339 timestamp with a zone as POSIX seconds; None when absent or malformed."""
+def zoned_time(value: object) -> float | None:
+    """An RFC 3339 timestamp with a zone as POSIX seconds; None when absent or malformed (a peer's text)."""
     if not isinstance(value, str) or len(value) > 64:
         return None
     try:
@@ -216,7 +217,7 @@ def signed_manifest_did(body: bytes, *, where: str, now: float, strict: bool = T
             )
     elif validity is not None:
         raise ManifestInvalid(f"peer at {url} serves a manifest whose validity is not an object")
-    expiry = _expires_at(block_expiry)
+    expiry = zoned_time(block_expiry)
     if expiry is None:
         raise ManifestInvalid(f"peer at {url} serves a manifest without a valid expires_at")
     if expiry <= now and strict:
