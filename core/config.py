@@ -156,6 +156,11 @@ class DiscoverySection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     serve_directory: bool = False
     directory_url: PublicUrl | None = None
     did_web_domain: Annotated[str, Meta(pattern=r"^[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$")] | None = None
+    # What the signed manifest advertises (and so mDNS and a directory list): an operator's choice, since the
+    # manifest is public and a namespace's name can say more than it should.
+    advertise_namespaces: Annotated[list[NamespaceId], Meta(max_length=16)] = msgspec.field(
+        default_factory=lambda: ["default"]
+    )
 
 
 class StaticPeer(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -399,6 +404,14 @@ KEYS: tuple[ConfigKey, ...] = (
         "optional_str",
         "a domain such as alice.dev, optionally with :port (empty = the host of serve.public_url)",
         "The domain of this instance's did:web DID, for the document served at /.well-known/did.json.",
+    ),
+    ConfigKey(
+        "sync.discovery.advertise_namespaces",
+        "names",
+        'a list of up to 16 namespace ids such as ["default", "acme-corp"] (or default,acme-corp)',
+        "The namespaces the signed manifest advertises, and so what mDNS and a did:sync directory list this "
+        "instance under (`spl fleet sync peers discover --namespace N`). The manifest is public: list only what "
+        "may be known.",
     ),
 )
 _BY_PATH = {key.path: key for key in KEYS}

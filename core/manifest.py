@@ -73,9 +73,16 @@ POSTURES = {"auto": "open", "manual": "pair-then-ask", "closed": "closed"}
 
 
 def federation_manifest(
-    identity: Identity, *, endpoint: str, now: float | None = None, pair_approval: str = "manual"
+    identity: Identity,
+    *,
+    endpoint: str,
+    now: float | None = None,
+    pair_approval: str = "manual",
+    namespaces: Sequence[str] = ("default",),
 ) -> dict[str, Any]:
     """A freshly signed federation manifest for this instance.
+
+    ``namespaces`` is what it advertises (``[sync.discovery] advertise_namespaces``): discovery lists peers by it.
 
     ``consent_policy`` tells an initiator what its pair request will meet (``federation.pair_approval``):
     ``open`` (accepted at once), ``pair-then-ask`` (held for the operator), ``closed`` (refused).
@@ -94,7 +101,7 @@ def federation_manifest(
             "sync_change_endpoint": f"{endpoint}/v1/sync/changes",
             "sync_record_endpoint": f"{endpoint}/v1/sync/records",
         },
-        "advertises": {"kinds": [], "refs": [], "namespaces": ["default"]},
+        "advertises": {"kinds": [], "refs": [], "namespaces": list(namespaces)},
         "consent_policy": {
             "default_posture": POSTURES.get(pair_approval, "closed"),
             "pair_approval": pair_approval,

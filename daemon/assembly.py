@@ -380,7 +380,10 @@ class Daemon:
             self.local_url = advertised_endpoint(None, urls[0]) if urls else ""
             services.endpoint = advertised_endpoint(self.config.public_url, urls[0]) if urls else services.endpoint
             services.manifest = federation_manifest(
-                self.identity, endpoint=services.endpoint, pair_approval=self.config.federation.pair_approval
+                self.identity,
+                endpoint=services.endpoint,
+                pair_approval=self.config.federation.pair_approval,
+                namespaces=self.config.sync.discovery.advertise_namespaces,
             )
             federation.endpoint_known()  # pairs whose peer knows another URL of ours are told this one
 
@@ -493,7 +496,10 @@ class Daemon:
         await reload_actor_registry(services)
         services.tokens.reload(await services.read(load_tokens))
         services.manifest = federation_manifest(
-            self.identity, endpoint=services.endpoint, pair_approval=self.config.federation.pair_approval
+            self.identity,
+            endpoint=services.endpoint,
+            pair_approval=self.config.federation.pair_approval,
+            namespaces=self.config.sync.discovery.advertise_namespaces,
         )
         await federation.reload_after_import()
         return status
@@ -532,7 +538,10 @@ class Daemon:
             finally:
                 self._incoming_key = None
             services.manifest = federation_manifest(
-                self.identity, endpoint=services.endpoint, pair_approval=self.config.federation.pair_approval
+                self.identity,
+                endpoint=services.endpoint,
+                pair_approval=self.config.federation.pair_approval,
+                namespaces=self.config.sync.discovery.advertise_namespaces,
             )
             if services.actor_registry is not None:  # registrations the new key signs apply too
                 services.actor_registry.own_keys = self.identity.own_keys

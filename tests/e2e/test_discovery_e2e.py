@@ -78,6 +78,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
             config.sync.discovery.mdns_broadcast = True
             config.sync.discovery.serve_directory = directory
             config.sync.discovery.did_web_domain = "alice.test" if directory else None
+            config.sync.discovery.advertise_namespaces = ["default", "acme-corp"] if directory else ["default"]
             config.federation.ca_file = str(ca_file)
             node.home.save_config(config)
             started.append(node)
@@ -113,7 +114,7 @@ def test_two_daemons_find_each_other_by_mdns(pair: Pair) -> None:
     heard_by_b = _mdns(pair.b, pair.a_did)
     heard_by_a = _mdns(pair.a, pair.b_did)
     (a_on_b,) = [peer for peer in heard_by_b["data"] if peer["did"] == pair.a_did]
-    assert a_on_b["endpoint"] == pair.a.url and a_on_b["namespaces"] == ["default"] and a_on_b["last_seen"]
+    assert a_on_b["endpoint"] == pair.a.url and a_on_b["namespaces"] == ["default", "acme-corp"] and a_on_b["last_seen"]
     assert any(peer["did"] == pair.b_did for peer in heard_by_a["data"])
     assert heard_by_b["listener"]["broadcasting"] and heard_by_b["listener"]["listening"]
     assert pair.b_did not in [peer["did"] for peer in heard_by_b["data"]]  # not itself
@@ -181,6 +182,29 @@ def test_every_method_finds_a_verified_peer_and_nothing_pairs(pair: Pair) -> Non
     for node in (pair.a, pair.b):
         for path in ("/v1/sync/pairs", "/v1/federation/pairs"):
             assert httpx.get(f"{node.url}{path}", headers=pair.admin(node)).json()["data"] == [], path
+    # A directory lists by the namespaces a peer's signed manifest advertises ([sync.discovery]
+    # advertise_namespaces): seed 002's `--method did-sync --namespace acme-corp`.
+    by_namespace = [
+        b_cli(
+            "fleet",
+            "sync",
+            "peers",
+            "discover",
+            "--method",
+            "did-sync",
+            "--namespace",
+            name,
+            "--directory",
+            pair.a.url,
+            "-o",
+            "json",
+        )
+        .ok()
+        .json()["data"]
+        for name in ("acme-corp", "nobody")
+    ]
+    assert [row["manifest_did"] for row in by_namespace[0] if row["verified"]] == [pair.a_did], by_namespace[0]
+    assert by_namespace[1] == []
     text_output = b_cli("fleet", "sync", "peers", "discover", "--method", "static").ok()
     assert "NO: " in text_output.out and "yes" in text_output.out
 
@@ -201,7 +225,7 @@ def test_discover_verifies_one_peer_and_refuses_a_tampered_manifest(pair: Pair) 
     cli: Cli = cli_for(pair.b)
     shown = cli("discover", "--peer-url", pair.a.url, "-o", "json").ok().json()
     assert shown["did"] == pair.a_did and shown["verified"] and "sync" in shown["capabilities"]
-    assert shown["endpoint"] == pair.a.url and shown["namespaces"] == ["default"]
+    assert shown["endpoint"] == pair.a.url and shown["namespaces"] == ["default", "acme-corp"]
     manifest = httpx.get(f"{pair.a.url}/.well-known/syncropel").json()
     manifest["federation_manifest"]["advertises"]["namespaces"] = ["stolen"]
     _DidWebHandler.routes["/tampered/.well-known/syncropel"] = json.dumps(manifest).encode()
