@@ -13,13 +13,15 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 from urllib.parse import urlsplit
 
+import trio
 from quart import Blueprint, Response, request
 
-from spl.core.discovery import Directory, did_document, is_did, manifest_key_list
+from spl.core.discovery import Directory, did_document, is_did, manifest_key_list, verify_registration
 from spl.core.errors import InvalidRequest, NotFound
 from spl.core.manifest import rfc3339
 from spl.transport.auth import require
@@ -86,7 +88,11 @@ def _directory() -> Directory:
 async def register() -> Response:
     directory = _directory()
     body = await body_bytes(MAX_REGISTRATION_BYTES)
-    entry = directory.register(body, now=time.time())
+    now = time.time()
+    # The signature checks (a rotated instance's chain: up to 65) run in a worker thread, off the event loop that
+    # every other request shares; the directory itself is changed here, where its readers are.
+    registration = await trio.to_thread.run_sync(functools.partial(verify_registration, body, now=now))
+    entry = directory.record(registration, now=now)
     return json_response(entry.to_wire(), 201)
 
 
